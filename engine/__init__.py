@@ -1,0 +1,1 @@
+"""The runctl training engine. Importing this package does not import torch; its modules do."""

@@ -1,0 +1,101 @@
+"""Crash-safe file writes: temp name in the same folder, flush + fsync, rename, fsync the folder.
+
+A reader never sees a half-written file under the final name; a crash leaves at most a temp
+file named "<name>.tmp.<pid>", which the next successful save of the same kind removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from runs.layout import TEMP_MARKER
+
+
+def temp_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}{TEMP_MARKER}{os.getpid()}")
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> int:
+    """Write a file through `write(fileobj)` atomically; returns the size in bytes."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+            size = f.tell()
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+    return size
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> int:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> int:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> int:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
+    """Append one complete line. Readers parse only complete lines, so a torn tail is harmless."""
+    line = json.dumps(obj, allow_nan=True, separators=(",", ":")) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+
+
+def remove_stale_temps(directory: Path, name_prefix: str = "") -> list[Path]:
+    """Remove temp files left by a killed writer (any pid but ours that is no longer alive)."""
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if TEMP_MARKER not in entry.name or not entry.name.startswith(name_prefix):
+            continue
+        pid_text = entry.name.rsplit(TEMP_MARKER, 1)[1]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+            continue
+        if pid_text.isdigit() and int(pid_text) == os.getpid():
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,46 @@
+"""Names of the files in a run directory (the contract in docs/DESIGN.md)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+RUN_YAML = "run.yaml"
+STATUS_JSON = "status.json"
+METRICS_JSONL = "metrics.jsonl"
+EVENTS_JSONL = "events.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+MANIFEST_JSON = "manifest.json"
+LOCK_FILE = "lock"
+# Commands for an engine started elsewhere: one JSON file per command, polled by rank 0.
+CONTROL_DIR = "control"
+
+# A file being written is named "<final name>.tmp.<pid>"; see runs.atomic.
+TEMP_MARKER = ".tmp."
+
+CHECKPOINT_RE = re.compile(r"^step_(\d{8,})\.pt$")
+
+STATES = ("running", "stopped", "interrupted", "crashed", "finished")
+CHECKPOINT_KINDS = ("periodic", "best", "final", "interrupt")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}.pt"
+
+
+def step_from_name(name: str) -> int | None:
+    match = CHECKPOINT_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def is_temp_name(name: str) -> bool:
+    return TEMP_MARKER in name
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / CHECKPOINT_DIR
+
+
+def is_run_dir(path: Path) -> bool:
+    """A runctl run directory: has run.yaml or status.json."""
+    return (path / RUN_YAML).is_file() or (path / STATUS_JSON).is_file()

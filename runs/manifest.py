@@ -1,0 +1,75 @@
+"""checkpoints/manifest.json: what the engine wrote, so readers can verify without trusting names.
+
+{
+  "format": "runctl-manifest/1",
+  "files": {"step_00000500.pt": {"step": 500, "bytes": 123, "sha256": "...",
+                                  "saved_at": 1700000000.0, "kind": "periodic"}},
+  "best": {"file": "step_00000500.pt", "metric": "val/loss", "value": 0.12, "step": 500} | null
+}
+Rewritten atomically after each checkpoint file is renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runs.atomic import atomic_write_json
+from runs.layout import MANIFEST_JSON
+
+MANIFEST_FORMAT = "runctl-manifest/1"
+
+
+@dataclass
+class ManifestEntry:
+    step: int
+    bytes: int
+    sha256: str
+    saved_at: float
+    kind: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "bytes": self.bytes, "sha256": self.sha256,
+                "saved_at": self.saved_at, "kind": self.kind}
+
+
+@dataclass
+class Manifest:
+    files: dict[str, ManifestEntry] = field(default_factory=dict)
+    best: dict[str, Any] | None = None
+    # Set when the file exists but cannot be parsed: readers report it and treat files as unverified.
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": MANIFEST_FORMAT,
+                "files": {name: e.to_json() for name, e in sorted(self.files.items())},
+                "best": self.best}
+
+
+def read_manifest(checkpoint_dir: Path) -> Manifest:
+    """Never raises: a missing manifest is empty, a broken one carries `error`."""
+    path = Path(checkpoint_dir) / MANIFEST_JSON
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Manifest()
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return Manifest(error=f"{path}: unreadable manifest ({exc.__class__.__name__})")
+    if not isinstance(raw, dict) or not isinstance(raw.get("files", {}), dict):
+        return Manifest(error=f"{path}: not a runctl manifest")
+    files = {}
+    for name, entry in raw.get("files", {}).items():
+        try:
+            files[name] = ManifestEntry(step=int(entry["step"]), bytes=int(entry["bytes"]),
+                                        sha256=str(entry["sha256"]), saved_at=float(entry["saved_at"]),
+                                        kind=str(entry["kind"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    best = raw.get("best") if isinstance(raw.get("best"), dict) else None
+    return Manifest(files=files, best=best)
+
+
+def write_manifest(checkpoint_dir: Path, manifest: Manifest) -> None:
+    atomic_write_json(Path(checkpoint_dir) / MANIFEST_JSON, manifest.to_json())

@@ -1,0 +1,52 @@
+"""Plain records the runs model hands to the CLI and the UI (stable field names: `--json` uses them)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class CheckpointInfo:
+    path: Path
+    name: str
+    step: int | None          # from the manifest, else from the file name
+    kind: str | None          # periodic | best | final | interrupt | None (unknown, foreign)
+    bytes: int
+    mtime: float
+    status: str               # ok | unverified | partial | corrupt | incompatible | missing | unchecked
+    reason: str | None = None # why corrupt / incompatible / missing
+    sha256: str | None = None # computed by a full verify
+    level: str | None = None  # quick | full | deep: the level `status` was established at
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+@dataclass
+class RunSummary:
+    path: Path
+    run_id: str
+    name: str
+    layout: str               # "runctl" or the foreign layout's detector name
+    state: str                # running | stopped | interrupted | crashed | finished | unknown
+    step: int | None = None
+    max_steps: int | None = None
+    last_loss: float | None = None
+    best: dict[str, Any] | None = None      # {"metric", "value", "step"}
+    checkpoints: int = 0
+    checkpoint_bytes: int = 0
+    created_at: float | None = None
+    updated_at: float | None = None
+    parent: dict[str, Any] | None = None    # {"run_id", "checkpoint"} when branched
+    world_size: int = 1
+    error: str | None = None                # the crash's last line, or why the run is unreadable
+    problems: list[str] = field(default_factory=list)  # garbage status.json, manifest, metrics ...
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
