@@ -1,0 +1,397 @@
+"""One manager owns a run's checkpoints: save (async), load (verified), retention, manifest.
+
+Save: on the training thread the state is snapshotted to CPU memory (engine.snapshot); one
+background thread then writes it to `step_XXXXXXXX.pt.tmp.<pid>`, hashing the exact bytes as
+torch.save produces them, fsyncs, renames, fsyncs the folder, rewrites manifest.json atomically,
+reports a `checkpoint` event and applies retention. At most one write is in flight: a save waits
+for the previous one. A failed background write is reported through on_event at once and raised
+by the next save() or wait(). Modelled on torchtitan's components/checkpoint.py (wait for the
+previous async save before staging the next; retention off the training path, where a failed
+delete does not stop anything; close() on the success and the error path alike).
+
+Load: the file is verified (CRC of every zip record, sha256 against the manifest) before a single
+byte is unpickled, and then only with torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import queue
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from engine.compat import strip_compile_prefix
+from engine.snapshot import capture_rng, restore_rng, snapshot_to_cpu
+from runs.atomic import fsync_dir, remove_stale_temps, temp_path
+from runs.errors import RunctlError
+from runs.layout import CHECKPOINT_KINDS, checkpoint_dir, checkpoint_name, step_from_name
+from runs.manifest import ManifestEntry, read_manifest, write_manifest
+
+__all__ = ["CHECKPOINT_FORMAT", "RESUME_KEYS", "CheckpointError", "CheckpointManager",
+           "capture_rng", "restore_rng"]
+
+CHECKPOINT_FORMAT = "runctl/1"
+# What a resume needs (DESIGN.md "Checkpoint"); a weights-only branch needs only "model".
+RESUME_KEYS = ("format", "run_id", "step", "config", "model", "optimizer", "scheduler", "rng", "data")
+# Test-only: seconds to sleep inside the temp write and between the rename and the manifest update,
+# so fault tests can kill the process inside those windows.
+SLOW_WRITE_ENV = "RUNCTL_TEST_SLOW_WRITE"
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+class CheckpointError(RunctlError):
+    """A checkpoint could not be written: the work failed (exit 1), the message names the file."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=1)
+
+
+@dataclass
+class _WriteJob:
+    state: dict[str, Any]
+    step: int
+    kind: str
+    best: dict[str, Any] | None
+
+
+class _HashingWriter:
+    """A write-only file object that hashes every byte on its way to the file (no re-read)."""
+
+    def __init__(self, file: IO[bytes], pause_after_first_write: float = 0.0) -> None:
+        self._file = file
+        self._pause = pause_after_first_write
+        self.sha256 = hashlib.sha256()
+        self.bytes_written = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.sha256.update(data)
+        written = self._file.write(data)
+        self.bytes_written += len(data)
+        if self._pause:
+            # Make the partial temp file visible on disk, then hold the window open once.
+            self._file.flush()
+            time.sleep(self._pause)
+            self._pause = 0.0
+        return written
+
+    def flush(self) -> None:
+        self._file.flush()
+
+
+class CheckpointManager:
+    """Saves, loads and prunes the checkpoints of one run (run_dir/checkpoints/).
+
+    `settings` is cfg["checkpoint"]: every, keep_last, keep_best, async. `on_event` receives
+    dicts such as {"event": "checkpoint", "step", "file", "kind", "bytes"}; it may be called from
+    the writer thread, so it must be thread-safe.
+    """
+
+    def __init__(self, run_dir: Path, run_id: str, settings: Mapping[str, Any],
+                 on_event: EventSink | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_id = run_id
+        self.directory = checkpoint_dir(self.run_dir)
+        self.keep_last: int | None = settings.get("keep_last", 3)
+        self.keep_best = bool(settings.get("keep_best", True))
+        self.use_async = bool(settings.get("async", True))
+        self._on_event = on_event
+        self._protected: set[str] = set()
+        self._jobs: queue.Queue[_WriteJob | None] = queue.Queue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._error: BaseException | None = None
+        self._error_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # ---------------------------------------------------------------- save
+
+    def save(self, state: dict[str, Any], step: int, kind: str, best: dict[str, Any] | None = None,
+             sync: bool = False) -> None:
+        """Checkpoint `state` as step `step`. `best` ({metric, value, step}) marks it as the new best.
+
+        Returns once the state is snapshotted (async) or written (sync, or async disabled). Raises
+        CheckpointError for this write (sync) or for a previous background write that failed.
+        """
+        if kind not in CHECKPOINT_KINDS:
+            raise ValueError(f"checkpoint kind {kind!r} is not one of {', '.join(CHECKPOINT_KINDS)}")
+        if self._closed:
+            raise RuntimeError("CheckpointManager.save() after close()")
+        self.wait()
+        inline = sync or not self.use_async
+        snapshot = snapshot_to_cpu(_with_clean_model_keys(state), clone_cpu=not inline)
+        job = _WriteJob(state=snapshot, step=int(step), kind=kind, best=dict(best) if best else None)
+        if inline:
+            self._run_job(job)
+            self.wait()
+            return
+        self._ensure_writer()
+        self._idle.clear()
+        self._jobs.put(job)
+
+    def wait(self) -> None:
+        """Block until no write is in flight; raise the error of a failed one (once)."""
+        self._idle.wait()
+        with self._error_lock:
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Wait for the last write and stop the writer thread. Idempotent; raises a pending error."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.wait()
+        finally:
+            if self._thread is not None:
+                self._jobs.put(None)
+                self._thread.join()
+                self._thread = None
+
+    def protect(self, path: Path | str) -> None:
+        """Never delete this checkpoint (the one a resume started from)."""
+        self._protected.add(Path(path).name)
+
+    def _ensure_writer(self) -> None:
+        if self._thread is None:
+            # Daemon: a process that dies without close() must not hang on the writer; an
+            # unfinished write leaves only a temp file, never a torn checkpoint.
+            self._thread = threading.Thread(target=self._writer_loop, name="runctl-checkpoint-writer",
+                                            daemon=True)
+            self._thread.start()
+
+    def _writer_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            self._run_job(job)
+
+    def _run_job(self, job: _WriteJob) -> None:
+        self._idle.clear()
+        try:
+            self._write(job)
+        except BaseException as exc:  # noqa: BLE001 - reported to the training thread, not lost
+            error = _as_checkpoint_error(exc, self.directory / checkpoint_name(job.step))
+            with self._error_lock:
+                self._error = error
+            self._emit({"event": "checkpoint_failed", "step": job.step, "error": str(error)})
+        finally:
+            job.state = {}
+            self._idle.set()
+
+    def _write(self, job: _WriteJob) -> None:
+        slow = _slow_write_seconds()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = checkpoint_name(job.step)
+        final = self.directory / name
+        size, sha256 = _write_hashed(final, job.state, slow)
+        if slow:
+            time.sleep(slow)
+
+        manifest = read_manifest(self.directory)
+        if manifest.error:
+            self._emit({"event": "warning", "step": job.step,
+                        "message": f"{manifest.error}; rewriting it with the checkpoints saved from now on"})
+        manifest.files[name] = ManifestEntry(step=job.step, bytes=size, sha256=sha256,
+                                             saved_at=time.time(), kind=job.kind)
+        if job.best is not None:
+            manifest.best = {"file": name, "metric": job.best.get("metric"),
+                             "value": job.best.get("value"), "step": job.best.get("step", job.step)}
+        write_manifest(self.directory, manifest)
+        self._emit({"event": "checkpoint", "step": job.step, "file": name, "kind": job.kind, "bytes": size})
+
+        self._apply_retention(just_written=name)
+        remove_stale_temps(self.directory)
+
+    # ---------------------------------------------------------------- retention
+
+    def _apply_retention(self, just_written: str) -> None:
+        manifest = read_manifest(self.directory)
+        on_disk = {entry.name: step for entry in os.scandir(self.directory)
+                   if entry.is_file() and (step := step_from_name(entry.name)) is not None}
+        doomed = select_for_deletion(
+            on_disk, kinds={name: e.kind for name, e in manifest.files.items()},
+            keep_last=self.keep_last,
+            best_file=(manifest.best or {}).get("file") if self.keep_best else None,
+            protected=self._protected | {just_written},
+        )
+        deleted = []
+        for name in doomed:
+            try:
+                (self.directory / name).unlink()
+                deleted.append(name)
+            except FileNotFoundError:
+                deleted.append(name)
+            except OSError as exc:
+                self._emit({"event": "warning",
+                            "message": f"{self.directory / name}: could not delete old checkpoint ({exc.strerror or exc})"})
+        if not deleted:
+            return
+        for name in deleted:
+            manifest.files.pop(name, None)
+        if manifest.best and manifest.best.get("file") in deleted:
+            manifest.best = {**manifest.best, "file": None}
+        write_manifest(self.directory, manifest)
+
+    # ---------------------------------------------------------------- load
+
+    def load(self, path: Path | str, require: Iterable[str] = RESUME_KEYS) -> dict[str, Any]:
+        """Verify, then torch.load(weights_only=True) onto the CPU; RunctlError names file and reason."""
+        return load_checkpoint(path, require=require)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:  # noqa: BLE001 - a broken listener must not fail a checkpoint
+            pass
+
+
+def select_for_deletion(on_disk: Mapping[str, int], kinds: Mapping[str, str], keep_last: int | None,
+                        best_file: str | None, protected: Iterable[str]) -> list[str]:
+    """Checkpoint names retention removes: all but the newest `keep_last` (None: keep all), the best,
+    every final, the protected ones and the newest one (by step)."""
+    if keep_last is None or not on_disk:
+        return []
+    newest_first = sorted(on_disk, key=lambda name: on_disk[name], reverse=True)
+    keep = set(newest_first[: max(keep_last, 1)]) | set(protected)
+    if best_file:
+        keep.add(best_file)
+    keep.update(name for name in on_disk if kinds.get(name) == "final")
+    return sorted((name for name in on_disk if name not in keep), key=lambda name: on_disk[name])
+
+
+# -------------------------------------------------------------------- writing
+
+
+def _write_hashed(final: Path, state: dict[str, Any], slow: float) -> tuple[int, str]:
+    """torch.save to a temp name beside `final`, hashing as it goes; fsync, rename, fsync the folder."""
+    tmp = temp_path(final)
+    try:
+        with open(tmp, "wb") as file:
+            writer = _HashingWriter(file, pause_after_first_write=slow)
+            torch.save(state, writer)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(final.parent)
+    return writer.bytes_written, writer.sha256.hexdigest()
+
+
+def _slow_write_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get(SLOW_WRITE_ENV, "0")))
+    except ValueError:
+        return 0.0
+
+
+def _as_checkpoint_error(exc: BaseException, path: Path) -> BaseException:
+    if isinstance(exc, RunctlError):
+        return exc
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENOSPC:
+            return CheckpointError(f"{path}: checkpoint not saved: disk full ({exc.strerror})")
+        return CheckpointError(f"{path}: checkpoint not saved: {exc.strerror or exc}")
+    if isinstance(exc, Exception):
+        return CheckpointError(f"{path}: checkpoint not saved: {exc.__class__.__name__}: {exc}")
+    return exc  # KeyboardInterrupt, SystemExit: keep their meaning
+
+
+def _with_clean_model_keys(state: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints never carry torch.compile's `_orig_mod.` prefix (model and EMA weights)."""
+    cleaned = dict(state)
+    for key in ("model", "ema"):
+        if isinstance(cleaned.get(key), Mapping):
+            cleaned[key] = strip_compile_prefix(cleaned[key])
+    return cleaned
+
+
+# -------------------------------------------------------------------- loading
+
+
+def load_checkpoint(path: Path | str, require: Iterable[str] = RESUME_KEYS) -> dict[str, Any]:
+    """Verify `path` at the full level, then load it with weights_only=True onto the CPU.
+
+    Refuses (RunctlError, exit 2) a file that fails verification, that a weights_only load rejects,
+    that is not a runctl/1 checkpoint, or that lacks a key in `require`.
+    """
+    path = Path(path)
+    reason = _verification_failure(path)
+    if reason is not None:
+        raise RunctlError(f"{path}: refusing to load: {reason}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - the unpickler raises several types; all mean "refuse"
+        first_line = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        raise RunctlError(f"{path}: refusing to load: not loadable with weights_only=True ({first_line})") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise RunctlError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (format: {found!r})")
+    missing = [key for key in require if key not in state or (key == "optimizer" and not state[key])]
+    if "optimizer" in missing:
+        raise RunctlError(f"{path}: checkpoint has no optimizer state; start from its weights with "
+                          f"`runctl branch RUN --from {path.name} --name NEW --weights-only`")
+    if missing:
+        raise RunctlError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    for key in ("model", "ema"):
+        if isinstance(state.get(key), Mapping):
+            state[key] = strip_compile_prefix(state[key])
+    return state
+
+
+def _verification_failure(path: Path) -> str | None:
+    """Why `path` must not be loaded, or None. Uses runs.integrity when it exists."""
+    if not path.is_file():
+        return "no such file"
+    entry = read_manifest(path.parent).files.get(path.name)
+    try:
+        from runs import integrity  # written in parallel (r1); fall back until it lands
+    except ImportError:
+        return _minimal_full_check(path, entry)
+    info = integrity.verify_file(path, level="full", manifest_entry=entry)
+    if info.status in ("ok", "unverified"):
+        return None
+    return f"{info.status}" + (f" ({info.reason})" if info.reason else "")
+
+
+def _minimal_full_check(path: Path, entry: ManifestEntry | None) -> str | None:
+    """CRC32 of every zip record, then size and sha256 against the manifest entry when there is one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_record = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return f"corrupt (not a complete zip archive: {exc})"
+    if bad_record is not None:
+        return f"corrupt (CRC mismatch in record {bad_record})"
+    if entry is None:
+        return None
+    size = path.stat().st_size
+    if size != entry.bytes:
+        return f"corrupt (size {size} bytes, manifest says {entry.bytes})"
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != entry.sha256:
+        return "corrupt (sha256 does not match the manifest)"
+    return None
