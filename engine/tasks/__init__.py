@@ -1,0 +1,67 @@
+"""Tasks: a model, its data and its loss behind one small protocol (engine/tasks/base.py).
+
+`build_task(cfg)` returns a built-in task (digits_mlp, digits_cnn, digits_vit, char_gpt) or calls
+a user's `factory(cfg)` for `task: "package.module:factory"`. Importing this package does not
+import torch; building a task does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from engine.tasks.base import PROTOCOL_MEMBERS, UNITS, Task
+from engine.tasks.specs import BUILTIN_TASKS
+from runs.errors import RunctlError
+
+__all__ = ["BUILTIN_TASKS", "Task", "build_task", "load_factory"]
+
+
+def build_task(cfg: dict[str, Any]) -> Task:
+    """The task a resolved config names, checked against the protocol. RunctlError names `task`."""
+    name = cfg["task"]
+    if name in BUILTIN_TASKS:
+        return _build_builtin(name, cfg)
+    task = load_factory(name)(cfg)
+    _check_protocol(task, name)
+    return task
+
+
+def _build_builtin(name: str, cfg: dict[str, Any]) -> Task:
+    if name == "char_gpt":
+        from engine.tasks.char_gpt import CharGPTTask
+
+        return CharGPTTask(cfg)
+    from engine.tasks.digits import DigitsTask
+
+    return DigitsTask(cfg, family=name.removeprefix("digits_"))
+
+
+def load_factory(spec: str) -> Any:
+    """Import `package.module` of "package.module:factory" and return its callable `factory`."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise RunctlError(f"task: {spec!r}: a custom task is \"package.module:factory\"")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise RunctlError(f"task: {spec}: cannot import {module_name} ({err}); is it installed or on PYTHONPATH?") from None
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise RunctlError(f"task: {spec}: module {module_name} has no {attr}")
+    if not callable(factory):
+        raise RunctlError(f"task: {spec}: {attr} is not callable")
+    return factory
+
+
+def _check_protocol(task: Any, name: str) -> None:
+    missing = [member for member in PROTOCOL_MEMBERS if not hasattr(task, member)]
+    if missing:
+        raise RunctlError(f"task: {name}: the factory's task lacks {', '.join(missing)} "
+                          "(see the protocol in engine/tasks/base.py)")
+    for member in ("train_size", "val_size"):
+        size = getattr(task, member)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise RunctlError(f"task: {name}: {member} must be a positive int, got {size!r}")
+    if task.unit not in UNITS:
+        raise RunctlError(f"task: {name}: unit must be one of {', '.join(UNITS)}, got {task.unit!r}")
