@@ -376,7 +376,7 @@ def _check_extensions(value: Any, cfg: dict[str, Any], origin: str) -> list[dict
     if not isinstance(value, list):
         raise _fail(origin, "extensions", f"expected a list of {{at_step, max_steps}}, got {describe(value)}")
     out: list[dict[str, int]] = []
-    previous_max = 0
+    previous_max = previous_at = 0
     for index, item in enumerate(value):
         where = f"extensions[{index}]"
         if not isinstance(item, dict):
@@ -398,7 +398,9 @@ def _check_extensions(value: Any, cfg: dict[str, Any], origin: str) -> list[dict
             raise _fail(origin, f"{where}.max_steps", f"must be greater than at_step ({entry['at_step']})")
         if entry["max_steps"] <= previous_max:
             raise _fail(origin, f"{where}.max_steps", f"must be greater than the previous max_steps ({previous_max})")
-        previous_max = entry["max_steps"]
+        if entry["at_step"] < previous_at:
+            raise _fail(origin, f"{where}.at_step", f"extensions must be in step order ({entry['at_step']} after {previous_at})")
+        previous_max, previous_at = entry["max_steps"], entry["at_step"]
         out.append(entry)
     return out
 
