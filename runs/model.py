@@ -45,6 +45,8 @@ class RunSummary:
     world_size: int = 1
     error: str | None = None                # the crash's last line, or why the run is unreadable
     problems: list[str] = field(default_factory=list)  # garbage status.json, manifest, metrics ...
+    checkpoints_expected: int | None = None  # how many retention should have kept by now (None: unknown)
+    missing_steps: list[int] = field(default_factory=list)  # expected (or listed) checkpoints absent
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -1,0 +1,197 @@
+"""A run's checkpoints: what is there, what should be there, and which one a resume will use.
+
+`newest_valid` is the one answer to "which checkpoint does resume load?": the engine, the CLI and
+the UI all call it, so they always agree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from runs import integrity
+from runs.layout import (
+    CHECKPOINT_DIR,
+    MANIFEST_JSON,
+    TEMP_MARKER,
+    checkpoint_name,
+    is_temp_name,
+    step_from_name,
+)
+from runs.manifest import Manifest, ManifestEntry, read_manifest
+from runs.model import CheckpointInfo
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+# Statuses a resume may load: intact files, with or without a manifest entry (a crash between
+# the rename and the manifest update leaves a complete file that the manifest does not list yet).
+VALID_STATUSES = ("ok", "unverified")
+
+
+def _is_checkpoint_name(name: str) -> bool:
+    base = name.split(TEMP_MARKER, 1)[0]
+    return base.endswith(CHECKPOINT_SUFFIXES)
+
+
+def _scan(ckpt_dir: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(ckpt_dir) as entries:
+            return [e for e in entries if _is_checkpoint_name(e.name)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _order(info: CheckpointInfo) -> tuple[int, int, float, str]:
+    return (info.step is None, info.step or 0, info.mtime, info.name)
+
+
+def list_checkpoints(run_dir: Path, level: str | None = "quick",
+                     manifest: Manifest | None = None) -> list[CheckpointInfo]:
+    """Every checkpoint file of a runctl run, oldest first; temp files as `partial`.
+
+    level None reads no checkpoint bytes: the status then comes from stat and the manifest only
+    (`level` stays None in each record), which is what a fast listing of many runs can afford.
+    Files the manifest lists but that are gone are reported as `missing`.
+    """
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    manifest = read_manifest(ckpt_dir) if manifest is None else manifest
+    infos: list[CheckpointInfo] = []
+    seen = set()
+    for entry in _scan(ckpt_dir):
+        seen.add(entry.name)
+        manifest_entry = manifest.files.get(entry.name)
+        if level is None:
+            infos.append(_from_stat(Path(entry.path), entry, manifest_entry))
+        else:
+            infos.append(integrity.verify_file(Path(entry.path), level, manifest_entry))
+    for name, manifest_entry in manifest.files.items():
+        if name not in seen:
+            infos.append(CheckpointInfo(path=ckpt_dir / name, name=name, step=manifest_entry.step,
+                                        kind=manifest_entry.kind, bytes=0, mtime=0.0, status="missing",
+                                        reason=f"listed in {MANIFEST_JSON} but the file is gone"))
+    if level == "deep":
+        _mark_incompatible_models(infos, manifest)
+    infos.sort(key=_order)
+    return infos
+
+
+def _from_stat(path: Path, entry: os.DirEntry[str], manifest_entry: ManifestEntry | None) -> CheckpointInfo:
+    info = CheckpointInfo(path=path, name=entry.name,
+                          step=manifest_entry.step if manifest_entry else step_from_name(entry.name),
+                          kind=manifest_entry.kind if manifest_entry else None,
+                          bytes=0, mtime=0.0, status="unchecked")
+    try:
+        st = entry.stat()
+    except OSError as exc:
+        info.reason = f"unreadable: {exc.strerror or exc.__class__.__name__}"
+        return info
+    info.bytes, info.mtime = st.st_size, st.st_mtime
+    if is_temp_name(entry.name):
+        info.status, info.reason = "partial", "being written (temporary file)"
+    elif st.st_size == 0:
+        info.status, info.reason = "corrupt", integrity.EMPTY
+    elif manifest_entry is None:
+        info.status, info.reason = "unverified", "no manifest entry"
+    elif st.st_size != manifest_entry.bytes:
+        word = integrity.TRUNCATED if st.st_size < manifest_entry.bytes else integrity.SIZE_MISMATCH
+        info.status = "corrupt"
+        info.reason = f"{word}: {st.st_size} bytes, manifest says {manifest_entry.bytes}"
+    else:
+        info.status = "ok"
+    return info
+
+
+def _mark_incompatible_models(infos: list[CheckpointInfo], manifest: Manifest) -> None:
+    """Deep: a checkpoint whose model keys/shapes differ from the run's other checkpoints."""
+    shapes = {info.name: integrity.model_shapes_of(info.path) for info in infos if info.status in VALID_STATUSES}
+    signatures = Counter(tuple(sorted(s.items())) for s in shapes.values() if s is not None)
+    if len(signatures) < 2:
+        return
+    # The most common model wins; on a tie, the newest checkpoint's model.
+    newest_first = sorted((i for i in infos if shapes.get(i.name)), key=_order, reverse=True)
+    top = max(signatures.values())
+    reference = next(shapes[i.name] for i in newest_first
+                     if signatures[tuple(sorted(shapes[i.name].items()))] == top)
+    for i, info in enumerate(infos):
+        if shapes.get(info.name) is not None:
+            infos[i] = integrity.verify_file(info.path, "deep", manifest.files.get(info.name),
+                                             reference_shapes=reference)
+
+
+def newest_valid(run_dir: Path, level: str = "full") -> tuple[CheckpointInfo | None, list[CheckpointInfo]]:
+    """The checkpoint a resume will load, and the newer ones skipped (each with its reason).
+
+    Checks files newest first (by step, then mtime) and stops at the first intact one, so a run
+    with 20 good checkpoints costs one verification.
+    """
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    manifest = read_manifest(ckpt_dir)
+    candidates = list_checkpoints(run_dir, level=None, manifest=manifest)
+    skipped: list[CheckpointInfo] = []
+    for listed in sorted(candidates, key=_order, reverse=True):
+        if listed.status in ("partial", "missing"):
+            skipped.append(listed)
+            continue
+        info = integrity.verify_file(listed.path, level, manifest.files.get(listed.name))
+        if info.status in VALID_STATUSES:
+            return info, skipped
+        skipped.append(info)
+    return None, skipped
+
+
+def expected_checkpoints(cfg: Mapping[str, Any], state: str, step: int | None) -> list[int]:
+    """The steps whose checkpoints should exist now, given the config, the state and the step.
+
+    Periodic saves at every multiple of checkpoint.every up to `step`, the final one at max_steps
+    when the run finished, the stop checkpoint of a stopped run; of those, retention (keep_last)
+    legitimately deletes all but the newest keep_last. Counting the final and stop checkpoints
+    within keep_last never expects a file that a stricter retention policy may have removed.
+    """
+    ckpt_cfg = cfg.get("checkpoint") if isinstance(cfg.get("checkpoint"), Mapping) else {}
+    every = _positive_int(ckpt_cfg.get("every"))
+    # Like the engine's retention: None keeps all, otherwise at least the newest one survives.
+    keep_last = _non_negative_int(ckpt_cfg.get("keep_last"))
+    current = _non_negative_int(step) or 0
+    steps: set[int] = set()
+    if every:
+        steps.update(range(every, current + 1, every))
+    max_steps = _final_max_steps(cfg)
+    if state == "finished":
+        steps.add(max_steps if max_steps is not None else current)
+    elif state == "stopped" and current > 0:
+        steps.add(current)
+    ordered = sorted(s for s in steps if s > 0)
+    if keep_last is not None:
+        ordered = ordered[-max(keep_last, 1):]
+    return ordered
+
+
+def missing_checkpoints(expected: Iterable[int], present: Iterable[CheckpointInfo],
+                        ckpt_dir: Path) -> list[CheckpointInfo]:
+    """A `missing` record for every expected step that no intact-or-not file on disk covers."""
+    have = {info.step for info in present if info.status not in ("missing", "partial")}
+    return [CheckpointInfo(path=ckpt_dir / checkpoint_name(step), name=checkpoint_name(step), step=step,
+                           kind=None, bytes=0, mtime=0.0, status="missing",
+                           reason="expected from checkpoint.every, max_steps and keep_last")
+            for step in expected if step not in have]
+
+
+def _final_max_steps(cfg: Mapping[str, Any]) -> int | None:
+    """max_steps, raised by any `runctl extend` recorded in run.yaml's extensions."""
+    value = _positive_int(cfg.get("max_steps"))
+    extensions = cfg.get("extensions")
+    if isinstance(extensions, list):
+        for ext in extensions:
+            if isinstance(ext, Mapping) and _positive_int(ext.get("max_steps")):
+                value = _positive_int(ext.get("max_steps"))
+    return value
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _non_negative_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

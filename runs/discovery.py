@@ -1,0 +1,359 @@
+"""Finding runs under a root and summarizing each one, whoever wrote it.
+
+Each layout of run folder has one small detector: `detect(path)` says whether a folder is a run
+of that layout, `summarize(path)` reads it into a RunSummary. Only runctl's own layout exists
+today; nanoGPT's out/ckpt.pt, Hugging Face's checkpoint-N/, Lightning's *.ckpt and plain folders
+of .pt files are each one more `Detector` registered with `register_detector`.
+
+Nothing here hashes a checkpoint: a listing reads small files (run.yaml, status.json,
+manifest.json, the tail of metrics.jsonl) and stats the checkpoints, so `runctl ls` stays fast.
+A broken run becomes a summary carrying the problem; it never stops the listing of the others.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints
+from runs.errors import RunctlError
+from runs.layout import CHECKPOINT_DIR, METRICS_JSONL, RUN_YAML, STATUS_JSON, is_run_dir
+from runs.manifest import read_manifest
+from runs.model import RunSummary
+from runs.status import effective_state, error_line, read_status
+
+# How much of metrics.jsonl's end to read for the last train loss, first and at most.
+_TAIL_FIRST_BYTES = 16 << 10
+_TAIL_MAX_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Detector:
+    name: str
+    detect: Callable[[Path], bool]
+    summarize: Callable[[Path], RunSummary]
+
+
+_DETECTORS: list[Detector] = []
+
+
+def register_detector(detector: Detector) -> None:
+    """Add a layout; detectors are tried in registration order, the first match wins."""
+    _DETECTORS.append(detector)
+
+
+def detectors() -> tuple[Detector, ...]:
+    return tuple(_DETECTORS)
+
+
+def detect(path: Path) -> Detector | None:
+    for detector in _DETECTORS:
+        try:
+            if detector.detect(path):
+                return detector
+        except OSError:
+            continue
+    return None
+
+
+# ------------------------------------------------------------------------------------ entry points
+
+def find_runs(root: Path) -> list[RunSummary]:
+    """A summary of every run directly under `root` (or of `root` itself if it is a run).
+
+    Raises RunctlError only when `root` itself is unusable; each broken entry becomes a summary
+    whose `error` says what is wrong.
+    """
+    root = Path(root)
+    _check_root(root)
+    if detect(root) is not None:
+        return [summarize(root)]
+    try:
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        raise RunctlError(f"{root}: cannot list ({exc.strerror or exc.__class__.__name__})") from None
+    summaries = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        summary = _summarize_entry(Path(entry.path), entry)
+        if summary is not None:
+            summaries.append(summary)
+    return summaries
+
+
+def summarize(run_dir: Path) -> RunSummary:
+    """One run's summary; never raises (an unreadable run is a summary with `error` set)."""
+    run_dir = Path(run_dir)
+    detector = detect(run_dir)
+    if detector is None:
+        return _broken(run_dir, "not a run directory (no run.yaml or status.json)")
+    try:
+        return detector.summarize(run_dir)
+    except Exception as exc:  # noqa: BLE001 - one unreadable run must not stop a listing
+        return _broken(run_dir, f"unreadable run ({exc.__class__.__name__}: {exc})", layout=detector.name)
+
+
+def resolve_run(ref: str | Path, root: str | Path) -> Path:
+    """A run directory from a path or a run id / name under `root`; RunctlError if there is none."""
+    text = str(ref)
+    candidates = [Path(text)]
+    if not Path(text).is_absolute():
+        candidates.append(Path(root) / text)
+    for candidate in candidates:
+        if candidate.is_dir() and detect(candidate) is not None:
+            return candidate
+    for candidate in candidates:
+        if candidate.is_file():
+            raise RunctlError(f"{candidate}: is a file, not a run directory")
+    by_name = _find_by_name(text, Path(root))
+    if by_name is not None:
+        return by_name
+    for candidate in candidates:
+        if candidate.is_dir():
+            raise RunctlError(f"{candidate}: not a run directory (no {RUN_YAML} or {STATUS_JSON})")
+    raise RunctlError(f"unknown run '{text}' under {root}")
+
+
+def read_run_yaml(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """run.yaml as a dict and a problem line if it is missing or garbage; never raises."""
+    path = Path(run_dir) / RUN_YAML
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return {}, f"{path}: unreadable ({getattr(exc, 'strerror', None) or exc.__class__.__name__})"
+    import yaml  # only when a run.yaml is read: keeps `import runs` light
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        return {}, f"{path}: not valid YAML{where}"
+    if data is None:
+        return {}, f"{path}: empty"
+    if not isinstance(data, dict):
+        return {}, f"{path}: not a mapping"
+    return data, None
+
+
+# ------------------------------------------------------------------------------- runctl's layout
+
+def _summarize_runctl(run_dir: Path) -> RunSummary:
+    cfg, cfg_problem = read_run_yaml(run_dir)
+    status = read_status(run_dir)
+    state = effective_state(status, run_dir)
+    summary = RunSummary(path=run_dir, run_id=_text(cfg.get("run_id")) or run_dir.name,
+                         name=_text(cfg.get("name")) or _text(cfg.get("run_id")) or run_dir.name,
+                         layout="runctl", state=state)
+    problems = summary.problems
+    if cfg_problem:
+        problems.append(cfg_problem)
+    if status.get("problem"):
+        problems.append(status["problem"])
+    elif not status:
+        problems.append(f"{run_dir / STATUS_JSON}: missing (never started?)")
+    summary.step = _int(status.get("step"))
+    summary.max_steps = _int(status.get("max_steps")) or _int(cfg.get("max_steps"))
+    summary.world_size = _int(status.get("world_size")) or 1
+    summary.created_at = _timestamp(cfg.get("created_at")) or _timestamp(status.get("started_at"))
+    summary.updated_at = (_timestamp(status.get("updated_at")) or _timestamp(status.get("heartbeat_at"))
+                          or _mtime(run_dir / STATUS_JSON))
+    summary.parent = cfg.get("parent") if isinstance(cfg.get("parent"), dict) else None
+    if state == "crashed":
+        summary.error = error_line(status)
+    elif state == "interrupted" and status.get("state") == "running":
+        summary.error = "engine gone (lock free or heartbeat stale)"
+
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    if ckpt_dir.exists() and not ckpt_dir.is_dir():
+        problems.append(f"{ckpt_dir}: is a file, not a folder")
+    manifest = read_manifest(ckpt_dir)
+    if manifest.error:
+        problems.append(manifest.error)
+    infos = list_checkpoints(run_dir, level=None, manifest=manifest)
+    on_disk = [i for i in infos if i.status not in ("missing", "partial")]
+    summary.checkpoints = len(on_disk)
+    summary.checkpoint_bytes = sum(i.bytes for i in on_disk)
+    bad = [i for i in infos if i.status == "corrupt"]
+    if bad:
+        problems.append(f"{len(bad)} corrupt checkpoint(s): " + ", ".join(f"{i.name} ({i.reason})" for i in bad[:3]))
+    if manifest.best:
+        summary.best = {k: manifest.best.get(k) for k in ("metric", "value", "step")}
+    if cfg and not cfg_problem:
+        expected = expected_checkpoints(cfg, state, summary.step)
+        missing = missing_checkpoints(expected, infos, ckpt_dir)
+        gone = [i for i in infos if i.status == "missing"]
+        summary.checkpoints_expected = len(expected)
+        summary.missing_steps = sorted({i.step for i in missing + gone if i.step is not None})
+        if summary.missing_steps:
+            problems.append("missing checkpoint(s) at step " + ", ".join(map(str, summary.missing_steps)))
+
+    summary.last_loss, metrics_problem = last_train_loss(run_dir / METRICS_JSONL)
+    if metrics_problem:
+        problems.append(metrics_problem)
+    return summary
+
+
+register_detector(Detector(name="runctl", detect=is_run_dir, summarize=_summarize_runctl))
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def last_train_loss(path: Path) -> tuple[float | None, str | None]:
+    """The newest "train/loss" in metrics.jsonl, reading only the file's tail; never raises."""
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            window = _TAIL_FIRST_BYTES
+            while True:
+                start = max(0, size - window)
+                file.seek(start)
+                lines = file.read(size - start).split(b"\n")
+                if start > 0:
+                    lines = lines[1:]  # the first line is cut by the window
+                garbage = 0
+                for line in reversed(lines):
+                    value, ok = _loss_of(line)
+                    garbage += not ok
+                    if value is not None:
+                        return value, None
+                if start == 0 or window >= _TAIL_MAX_BYTES:
+                    break
+                window *= 8
+    except FileNotFoundError:
+        return None, None
+    except IsADirectoryError:
+        return None, f"{path}: is a directory"
+    except OSError as exc:
+        return None, f"{path}: unreadable ({exc.strerror or exc.__class__.__name__})"
+    if garbage and garbage == sum(1 for line in lines if line.strip()):
+        return None, f"{path}: no valid JSON lines at its end"
+    return None, None
+
+
+def _loss_of(line: bytes) -> tuple[float | None, bool]:
+    """(the train loss on this line or None, whether the line parsed)."""
+    line = line.strip()
+    if not line:
+        return None, True
+    if b"train/loss" not in line:
+        return None, line.startswith(b"{")
+    try:
+        record = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None, False
+    value = record.get("train/loss") if isinstance(record, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value), True
+    return None, True
+
+
+def _summarize_entry(path: Path, entry: os.DirEntry[str]) -> RunSummary | None:
+    try:
+        is_dir = entry.is_dir()
+    except OSError as exc:
+        return _broken(path, _os_problem(exc))
+    if not is_dir:
+        if entry.is_symlink() and not path.exists():
+            return _broken(path, _link_problem(path))
+        return _broken(path, "not a run directory: is a file")
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return _broken(path, _os_problem(exc))
+    if detect(path) is None:
+        return None  # a folder that is no run of any known layout: not ours to report
+    return summarize(path)
+
+
+def _link_problem(path: Path) -> str:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return _os_problem(exc)
+    return "broken symlink"
+
+
+def _os_problem(exc: OSError) -> str:
+    import errno
+
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.ENOENT:
+        return "broken symlink"
+    return f"unreadable ({exc.strerror or exc.__class__.__name__})"
+
+
+def _broken(path: Path, why: str, layout: str = "unknown") -> RunSummary:
+    return RunSummary(path=path, run_id=path.name, name=path.name, layout=layout, state="unknown", error=why)
+
+
+def _check_root(root: Path) -> None:
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        raise RunctlError(f"{root}: no such directory") from None
+    except OSError as exc:
+        raise RunctlError(f"{root}: {_os_problem(exc)}") from None
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode):
+        raise RunctlError(f"{root}: is a file, not a folder of runs")
+
+
+def _find_by_name(ref: str, root: Path) -> Path | None:
+    """A run under root whose run.yaml names it `ref` (run_id or name)."""
+    try:
+        with os.scandir(root) as it:
+            candidates = [Path(e.path) for e in it if not e.name.startswith(".")]
+    except OSError:
+        return None
+    for candidate in sorted(candidates):
+        try:
+            if not candidate.is_dir() or detect(candidate) is None:
+                continue
+        except OSError:
+            continue
+        cfg, _ = read_run_yaml(candidate)
+        if ref in (cfg.get("run_id"), cfg.get("name")):
+            return candidate
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _timestamp(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
