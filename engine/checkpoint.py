@@ -30,7 +30,7 @@ from typing import IO, Any
 import torch
 
 from engine.compat import strip_compile_prefix
-from engine.snapshot import capture_rng, restore_rng, snapshot_to_cpu
+from engine.snapshot import HostBuffers, capture_rng, restore_rng, snapshot_to_cpu
 from runs.atomic import fsync_dir, remove_stale_temps, temp_path
 from runs.errors import RunctlError
 from runs.layout import CHECKPOINT_KINDS, checkpoint_dir, checkpoint_name, step_from_name
@@ -62,6 +62,7 @@ class _WriteJob:
     step: int
     kind: str
     best: dict[str, Any] | None
+    stage: str = "checkpoint not saved"  # what a failure means, for the error message
 
 
 class _HashingWriter:
@@ -113,6 +114,7 @@ class CheckpointManager:
         self._error_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._host_buffers = HostBuffers(pin_memory=True)  # filled only from CUDA tensors
 
     # ---------------------------------------------------------------- save
 
@@ -129,7 +131,8 @@ class CheckpointManager:
             raise RuntimeError("CheckpointManager.save() after close()")
         self.wait()
         inline = sync or not self.use_async
-        snapshot = snapshot_to_cpu(_with_clean_model_keys(state), clone_cpu=not inline)
+        snapshot = snapshot_to_cpu(_with_clean_model_keys(state), clone_cpu=not inline,
+                                   host_buffers=self._host_buffers)
         job = _WriteJob(state=snapshot, step=int(step), kind=kind, best=dict(best) if best else None)
         if inline:
             self._run_job(job)
@@ -184,7 +187,7 @@ class CheckpointManager:
         try:
             self._write(job)
         except BaseException as exc:  # noqa: BLE001 - reported to the training thread, not lost
-            error = _as_checkpoint_error(exc, self.directory / checkpoint_name(job.step))
+            error = _as_checkpoint_error(exc, self.directory / checkpoint_name(job.step), job.stage)
             with self._error_lock:
                 self._error = error
             self._emit({"event": "checkpoint_failed", "step": job.step, "error": str(error)})
@@ -201,6 +204,7 @@ class CheckpointManager:
         if slow:
             time.sleep(slow)
 
+        job.stage = "checkpoint saved, but manifest.json not updated"
         manifest = read_manifest(self.directory)
         if manifest.error:
             self._emit({"event": "warning", "step": job.step,
@@ -212,6 +216,8 @@ class CheckpointManager:
                              "value": job.best.get("value"), "step": job.best.get("step", job.step)}
         write_manifest(self.directory, manifest)
         self._emit({"event": "checkpoint", "step": job.step, "file": name, "kind": job.kind, "bytes": size})
+
+        job.stage = "checkpoint saved, but retention failed"
 
         self._apply_retention(just_written=name)
         remove_stale_temps(self.directory)
@@ -305,16 +311,14 @@ def _slow_write_seconds() -> float:
         return 0.0
 
 
-def _as_checkpoint_error(exc: BaseException, path: Path) -> BaseException:
-    if isinstance(exc, RunctlError):
-        return exc
+def _as_checkpoint_error(exc: BaseException, path: Path, stage: str) -> BaseException:
+    if isinstance(exc, RunctlError) or not isinstance(exc, Exception):
+        return exc  # KeyboardInterrupt, SystemExit: keep their meaning
     if isinstance(exc, OSError):
-        if exc.errno == errno.ENOSPC:
-            return CheckpointError(f"{path}: checkpoint not saved: disk full ({exc.strerror})")
-        return CheckpointError(f"{path}: checkpoint not saved: {exc.strerror or exc}")
-    if isinstance(exc, Exception):
-        return CheckpointError(f"{path}: checkpoint not saved: {exc.__class__.__name__}: {exc}")
-    return exc  # KeyboardInterrupt, SystemExit: keep their meaning
+        reason = f"disk full ({exc.strerror})" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        where = f" writing {exc.filename}" if exc.filename and Path(exc.filename).name != path.name else ""
+        return CheckpointError(f"{path}: {stage}: {reason}{where}")
+    return CheckpointError(f"{path}: {stage}: {exc.__class__.__name__}: {exc}")
 
 
 def _with_clean_model_keys(state: dict[str, Any]) -> dict[str, Any]:

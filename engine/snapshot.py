@@ -20,41 +20,80 @@ import torch
 _IMMUTABLE_LEAVES = (int, float, bool, str, bytes, type(None))
 
 
-def snapshot_to_cpu(state: Any, clone_cpu: bool = True) -> Any:
+class HostBuffers:
+    """Host tensors reused from one snapshot to the next, keyed by their place in the state.
+
+    Allocating pinned memory is slow (cudaHostAlloc), so, like torchtitan's cached CPU state dict,
+    the buffers of the previous snapshot are refilled. Safe only once the previous write is done:
+    the CheckpointManager waits for it before taking the next snapshot.
+    """
+
+    def __init__(self, pin_memory: bool = True) -> None:
+        self.pin_memory = pin_memory
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def get(self, key: tuple[Any, ...], like: torch.Tensor) -> torch.Tensor:
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
+            buffer = torch.empty(like.shape, dtype=like.dtype, pin_memory=self.pin_memory)
+            self._buffers[key] = buffer
+        return buffer
+
+
+def snapshot_to_cpu(state: Any, clone_cpu: bool = True, host_buffers: HostBuffers | None = None) -> Any:
     """A copy of `state` (nested dicts / lists / tuples) whose tensors live in CPU memory of their own.
 
     `clone_cpu=False` keeps CPU tensors shared: right for a synchronous write, where nothing can
-    change them before the write ends.
+    change them before the write ends. CUDA tensors go to `host_buffers` (pinned) when given.
+    The same tensor reached twice (tied weights) stays one tensor, so it is written once.
     """
-    copied_from_cuda = [False]
-    result = _snapshot(state, clone_cpu, copied_from_cuda)
-    if copied_from_cuda[0]:
+    walk = _Snapshotter(clone_cpu, host_buffers)
+    result = walk.copy(state, ())
+    if walk.copied_from_cuda:
         # One synchronize for all the non_blocking device-to-host copies issued above.
         torch.cuda.synchronize()
     return result
 
 
-def _snapshot(value: Any, clone_cpu: bool, copied_from_cuda: list[bool]) -> Any:
-    if isinstance(value, torch.Tensor):
-        tensor = value.detach()
+class _Snapshotter:
+    def __init__(self, clone_cpu: bool, host_buffers: HostBuffers | None) -> None:
+        self.clone_cpu = clone_cpu
+        self.host_buffers = host_buffers
+        self.copied_from_cuda = False
+        self._seen: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def copy(self, value: Any, where: tuple[Any, ...]) -> Any:
+        if isinstance(value, torch.Tensor):
+            return self._tensor(value.detach(), where)
+        if isinstance(value, dict):
+            return {key: self.copy(item, (*where, key)) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.copy(item, (*where, index)) for index, item in enumerate(value)]
+        if isinstance(value, tuple):
+            return tuple(self.copy(item, (*where, index)) for index, item in enumerate(value))
+        if isinstance(value, _IMMUTABLE_LEAVES):
+            return value
+        return copy.deepcopy(value)
+
+    def _tensor(self, tensor: torch.Tensor, where: tuple[Any, ...]) -> torch.Tensor:
+        alias_key = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(),
+                     tuple(tensor.shape), tensor.stride(), tensor.dtype)
+        if alias_key in self._seen:
+            return self._seen[alias_key]
         if tensor.device.type == "cpu":
-            return tensor.clone() if clone_cpu else tensor
-        if tensor.device.type == "cuda":
-            host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-            host.copy_(tensor, non_blocking=True)
-            copied_from_cuda[0] = True
-            return host
-        # Other accelerators: a blocking copy is correct everywhere.
-        return tensor.to("cpu")
-    if isinstance(value, dict):
-        return {key: _snapshot(item, clone_cpu, copied_from_cuda) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_snapshot(item, clone_cpu, copied_from_cuda) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_snapshot(item, clone_cpu, copied_from_cuda) for item in value)
-    if isinstance(value, _IMMUTABLE_LEAVES):
-        return value
-    return copy.deepcopy(value)
+            result = tensor.clone() if self.clone_cpu else tensor
+        elif tensor.device.type == "cuda":
+            if self.host_buffers is not None:
+                result = self.host_buffers.get(where, tensor)
+            else:
+                result = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            result.copy_(tensor, non_blocking=True)
+            self.copied_from_cuda = True
+        else:
+            # Other accelerators: a blocking copy is correct everywhere.
+            result = tensor.to("cpu")
+        self._seen[alias_key] = result
+        return result
 
 
 def capture_rng() -> dict[str, Any]:

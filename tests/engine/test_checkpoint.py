@@ -26,6 +26,7 @@ from engine.checkpoint import (
     restore_rng,
     select_for_deletion,
 )
+from engine.snapshot import HostBuffers, snapshot_to_cpu
 from runs.errors import RunctlError
 from runs.layout import checkpoint_name
 from runs.manifest import read_manifest
@@ -377,11 +378,16 @@ class _Planted:
         return (open, (str(self.marker), "w"))
 
 
-def test_load_never_unpickles_a_malicious_file(tmp_path: Path) -> None:
+def test_load_never_unpickles_a_malicious_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "step_00000001.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "model": {}, "payload": _Planted(marker)}, path)
-    with pytest.raises(RunctlError, match="weights_only"):
+    with pytest.raises(RunctlError, match=r"step_00000001\.pt: refusing to load"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    # Second line of defence: with verification skipped, torch's weights-only unpickler refuses too.
+    monkeypatch.setattr(checkpoint_module, "_verification_failure", lambda path: None)
+    with pytest.raises(RunctlError, match="not loadable with weights_only=True"):
         load_checkpoint(path)
     assert not marker.exists()
     # The plant is real: a full unpickle would have run it.
@@ -430,3 +436,42 @@ def test_cuda_state_is_snapshotted_to_pinned_cpu(tmp_path: Path, recorder: Recor
     loaded = load_checkpoint(tmp_path / "checkpoints" / "step_00000001.pt")
     assert loaded["model"]["weight"].device.type == "cpu"
     assert torch.equal(loaded["model"]["weight"], expected)
+
+
+def test_manifest_failure_says_the_checkpoint_itself_was_saved(tmp_path: Path, recorder: Recorder,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(directory: Path, manifest: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(directory / "manifest.json.tmp.1"))
+
+    monkeypatch.setattr(checkpoint_module, "write_manifest", full_disk)
+    manager = make_manager(tmp_path, recorder)
+    with pytest.raises(CheckpointError, match="checkpoint saved, but manifest.json not updated: disk full"):
+        manager.save(make_state(1), step=1, kind="interrupt", sync=True)
+    manager.close()
+    assert ckpt_files(tmp_path) == ["step_00000001.pt"]
+
+
+# ------------------------------------------------------------------ snapshots
+
+
+def test_tied_weights_stay_one_tensor_in_the_snapshot(tmp_path: Path, recorder: Recorder) -> None:
+    shared = torch.randn(64, 64)
+    state = make_state(1)
+    state["model"] = {"wte.weight": shared, "lm_head.weight": shared}
+    snapshot = snapshot_to_cpu(state)
+    assert snapshot["model"]["wte.weight"] is snapshot["model"]["lm_head.weight"]
+    assert snapshot["model"]["wte.weight"].data_ptr() != shared.data_ptr()
+    manager = make_manager(tmp_path, recorder)
+    manager.save(state, step=1, kind="periodic", sync=True)
+    manager.close()
+    loaded = load_checkpoint(tmp_path / "checkpoints" / "step_00000001.pt")
+    assert loaded["model"]["wte.weight"].untyped_storage().data_ptr() == \
+        loaded["model"]["lm_head.weight"].untyped_storage().data_ptr()
+
+
+def test_host_buffers_are_reused_while_shapes_match() -> None:
+    buffers = HostBuffers(pin_memory=False)
+    first = buffers.get(("model", "w"), torch.zeros(3, 4))
+    assert buffers.get(("model", "w"), torch.ones(3, 4)) is first
+    assert buffers.get(("model", "w"), torch.ones(4, 4)) is not first
+    assert buffers.get(("model", "w"), torch.ones(4, 4, dtype=torch.float16)).dtype == torch.float16
