@@ -242,6 +242,29 @@ def last_train_loss(path: Path) -> tuple[float | None, str | None]:
     return None, None
 
 
+def best_from_metrics(path: Path, metric: str, mode: str = "min") -> dict[str, Any] | None:
+    """{"metric", "value", "step"} of the best `metric` in metrics.jsonl (reads the whole file)."""
+    best: dict[str, Any] | None = None
+    key = metric.encode()
+    try:
+        with open(path, "rb") as file:
+            for line in file:
+                if key not in line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                value = record.get(metric) if isinstance(record, dict) else None
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                    continue
+                if best is None or (value < best["value"] if mode == "min" else value > best["value"]):
+                    best = {"metric": metric, "value": float(value), "step": record.get("step")}
+    except OSError:
+        return None
+    return best
+
+
 def _loss_of(line: bytes) -> tuple[float | None, bool]:
     """(the train loss on this line or None, whether the line parsed)."""
     line = line.strip()

@@ -1,0 +1,211 @@
+"""`runctl ls`, `runctl verify` and `runctl summary`: read-only views of runs on disk.
+
+No torch and no textual here: `runctl ls` must open fast, even on a machine without torch
+(`verify --deep` imports torch lazily inside runs.integrity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints
+from runs.discovery import best_from_metrics, detect, find_runs, read_run_yaml
+from runs.errors import RunctlError
+from runs.integrity import verify_file
+from runs.layout import CHECKPOINT_DIR, METRICS_JSONL
+from runs.manifest import read_manifest
+from runs.model import CheckpointInfo, RunSummary
+from runs.status import effective_state, read_status
+
+
+def ls(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    runs = find_runs(root)
+    if args.json:
+        _print_json({"root": str(root), "runs": [run.to_json() for run in runs]})
+        return 0
+    if not runs:
+        print(f"no runs under {root}")
+        return 0
+    now = time.time()
+    rows = [[run.name, run.state, _steps(run), _number(run.last_loss), _checkpoint_count(run),
+             _size(run.checkpoint_bytes) if run.checkpoints else "-",
+             _age(now - run.updated_at) if run.updated_at else "-", _note(run)] for run in runs]
+    _print_table(["NAME", "STATE", "STEP", "LOSS", "CKPTS", "SIZE", "AGE", "NOTE"], rows)
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    level = args.level
+    groups = _verify_target(path, level)
+    if args.json:
+        checkpoints = [dict(info.to_json(), run=run) for run, infos in groups for info in infos]
+        counts = Counter(item["status"] for item in checkpoints)
+        _print_json({"path": str(path), "level": level, "checkpoints": checkpoints,
+                     "counts": dict(counts), "corrupt": counts.get("corrupt", 0)})
+    else:
+        rows = [[run or "-", info.name, _text(info.step), info.kind or "-", info.status, info.reason or "",
+                 _text(info.bytes) if info.status != "missing" else "-",
+                 (info.sha256 or "")[:16]] for run, infos in groups for info in infos]
+        if rows:
+            _print_table(["RUN", "FILE", "STEP", "KIND", "STATUS", "REASON", "BYTES", "SHA256"], rows)
+        counts = Counter(info.status for _, infos in groups for info in infos)
+        total = sum(counts.values())
+        print(f"{total} checkpoint(s) at level {level}: "
+              + (", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none found"))
+    corrupt = sum(1 for _, infos in groups for info in infos if info.status == "corrupt")
+    return 1 if corrupt else 0
+
+
+def summary(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    runs = find_runs(root)
+    records = [_summary_record(run) for run in runs]
+    if args.json:
+        _print_json({"root": str(root), "runs": records})
+        return 0
+    if not records:
+        print(f"no runs under {root}")
+        return 0
+    rows = []
+    for rec in records:
+        best = rec["best"]
+        best_text = (f"{best['metric']}={_number(best['value'])} @{best['step']}"
+                     if best and best.get("value") is not None else "-")
+        expected = rec["checkpoints_expected"]
+        ckpts = f"{rec['checkpoints_present']}/{expected if expected is not None else '?'}"
+        missing = ",".join(map(str, rec["missing_steps"])) or "-"
+        rows.append([rec["name"], rec["state"], _text(rec["step"]) + "/" + _text(rec["max_steps"]),
+                     best_text, _number(rec["final_loss"]), ckpts, missing])
+    _print_table(["NAME", "STATE", "STEPS", "BEST", "FINAL LOSS", "CKPTS", "MISSING"], rows)
+    present = sum(rec["checkpoints_present"] for rec in records)
+    expected_total = sum(rec["checkpoints_expected"] or 0 for rec in records)
+    print(f"Total checkpoints: {present} (expected: {expected_total})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ verify
+
+def _verify_target(path: Path, level: str) -> list[tuple[str | None, list[CheckpointInfo]]]:
+    """(run id or None, checkpoint records) groups for a file, a run, or a root of runs."""
+    if not path.exists():
+        if path.is_symlink():
+            raise RunctlError(f"{path}: broken symlink")
+        raise RunctlError(f"{path}: no such file or directory")
+    if path.is_file():
+        entry = read_manifest(path.parent).files.get(path.name)
+        return [(None, [verify_file(path, level, entry)])]
+    if path.name == CHECKPOINT_DIR and detect(path.parent) is not None:
+        path = path.parent
+    if detect(path) is not None:
+        return [(path.name, _verify_run(path, level))]
+    runs = [run for run in find_runs(path) if run.layout != "unknown"]
+    if not runs:
+        raise RunctlError(f"{path}: no runs or checkpoints found")
+    return [(run.run_id, _verify_run(run.path, level)) for run in runs]
+
+
+def _verify_run(run_dir: Path, level: str) -> list[CheckpointInfo]:
+    infos = list_checkpoints(run_dir, level=level)
+    cfg, problem = read_run_yaml(run_dir)
+    if cfg and not problem:
+        status = read_status(run_dir)
+        state = effective_state(status, run_dir)
+        step = status.get("step") if isinstance(status.get("step"), int) else None
+        infos += missing_checkpoints(expected_checkpoints(cfg, state, step), infos, run_dir / CHECKPOINT_DIR)
+    return sorted(infos, key=lambda i: (i.step is None, i.step or 0, i.name))
+
+
+# ----------------------------------------------------------------------------------------- summary
+
+def _summary_record(run: RunSummary) -> dict[str, Any]:
+    best = run.best
+    if best is None and run.layout == "runctl":
+        cfg, _ = read_run_yaml(run.path)
+        eval_cfg = cfg.get("eval") if isinstance(cfg.get("eval"), dict) else {}
+        metric = eval_cfg.get("metric") if isinstance(eval_cfg.get("metric"), str) else "val/loss"
+        mode = eval_cfg.get("mode") if eval_cfg.get("mode") in ("min", "max") else "min"
+        best = best_from_metrics(run.path / METRICS_JSONL, metric, mode)
+    return {"run_id": run.run_id, "name": run.name, "path": str(run.path), "state": run.state,
+            "step": run.step, "max_steps": run.max_steps, "best": best, "final_loss": run.last_loss,
+            "checkpoints_present": run.checkpoints, "checkpoints_expected": run.checkpoints_expected,
+            "missing_steps": run.missing_steps, "error": run.error, "problems": run.problems}
+
+
+# -------------------------------------------------------------------------------------- formatting
+
+def _steps(run: RunSummary) -> str:
+    if run.step is None and run.max_steps is None:
+        return "-"
+    return f"{_text(run.step)}/{_text(run.max_steps)}"
+
+
+def _checkpoint_count(run: RunSummary) -> str:
+    if run.checkpoints_expected is None or not run.missing_steps:
+        return str(run.checkpoints)
+    return f"{run.checkpoints} ({len(run.missing_steps)} missing)"
+
+
+def _note(run: RunSummary) -> str:
+    notes = ([run.error] if run.error else []) + run.problems
+    text = "; ".join(notes)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h"
+    return f"{int(seconds // 86400)}d"
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, *rows]:
+        line = "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+        sys.stdout.write(line.rstrip() + "\n")
+
+
+def _print_json(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(_strict_json(document), indent=2, allow_nan=False, default=str) + "\n")
+
+
+def _strict_json(value: Any) -> Any:
+    """NaN and infinities (a diverged loss) become null: the output stays standard JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    return value
