@@ -21,7 +21,6 @@ import os
 import queue
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,18 +32,18 @@ from engine.compat import strip_compile_prefix
 from engine.snapshot import HostBuffers, capture_rng, restore_rng, snapshot_to_cpu
 from runs.atomic import fsync_dir, remove_stale_temps, temp_path
 from runs.errors import RunctlError
+from runs.integrity import CHECKPOINT_FORMAT, RESUME_KEYS, verify_file
 from runs.layout import CHECKPOINT_KINDS, checkpoint_dir, checkpoint_name, step_from_name
 from runs.manifest import ManifestEntry, read_manifest, write_manifest
 
 __all__ = ["CHECKPOINT_FORMAT", "RESUME_KEYS", "CheckpointError", "CheckpointManager",
            "capture_rng", "restore_rng"]
 
-CHECKPOINT_FORMAT = "runctl/1"
-# What a resume needs (DESIGN.md "Checkpoint"); a weights-only branch needs only "model".
-RESUME_KEYS = ("format", "run_id", "step", "config", "model", "optimizer", "scheduler", "rng", "data")
 # Test-only: seconds to sleep inside the temp write and between the rename and the manifest update,
 # so fault tests can kill the process inside those windows.
 SLOW_WRITE_ENV = "RUNCTL_TEST_SLOW_WRITE"
+# RESUME_KEYS (from runs.integrity, shared with the deep verify): what load() requires by default;
+# a weights-only branch passes require=("model",).
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -364,38 +363,15 @@ def load_checkpoint(path: Path | str, require: Iterable[str] = RESUME_KEYS) -> d
 
 
 def _verification_failure(path: Path) -> str | None:
-    """Why `path` must not be loaded, or None. Uses runs.integrity when it exists."""
+    """Why `path` must not be loaded (full level: every zip CRC, sha256 against the manifest), or None.
+
+    A file with no manifest entry (written before the manifest update, or by another tool) is
+    "unverified": its CRCs passed, so it may be loaded.
+    """
     if not path.is_file():
         return "no such file"
     entry = read_manifest(path.parent).files.get(path.name)
-    try:
-        from runs import integrity  # written in parallel (r1); fall back until it lands
-    except ImportError:
-        return _minimal_full_check(path, entry)
-    info = integrity.verify_file(path, level="full", manifest_entry=entry)
+    info = verify_file(path, level="full", manifest_entry=entry)
     if info.status in ("ok", "unverified"):
         return None
-    return f"{info.status}" + (f" ({info.reason})" if info.reason else "")
-
-
-def _minimal_full_check(path: Path, entry: ManifestEntry | None) -> str | None:
-    """CRC32 of every zip record, then size and sha256 against the manifest entry when there is one."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad_record = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        return f"corrupt (not a complete zip archive: {exc})"
-    if bad_record is not None:
-        return f"corrupt (CRC mismatch in record {bad_record})"
-    if entry is None:
-        return None
-    size = path.stat().st_size
-    if size != entry.bytes:
-        return f"corrupt (size {size} bytes, manifest says {entry.bytes})"
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != entry.sha256:
-        return "corrupt (sha256 does not match the manifest)"
-    return None
+    return info.status + (f" ({info.reason})" if info.reason else "")

@@ -161,7 +161,8 @@ def validate_config(cfg: Any, origin: str) -> dict[str, Any]:
         if not isinstance(key, str):
             raise RunctlError(f"{origin}: {key!r}: config keys must be strings")
         if key not in allowed:
-            raise RunctlError(f"{origin}: {key}: unknown key{_suggest(key, CONFIG_KEYS)}")
+            hint = _suggest(key, CONFIG_KEYS) or f" (keys: {', '.join(CONFIG_KEYS)})"
+            raise RunctlError(f"{origin}: {key}: unknown key{hint}")
 
     out: dict[str, Any] = {}
     out["task"] = _check_task(cfg.get("task", "digits_mlp"), origin)
@@ -269,7 +270,7 @@ def _check_task(task: Any, origin: str) -> str:
 
 
 def _check_section(value: Any, section: str, fields: dict[str, Field], origin: str,
-                   free_form: bool = False) -> dict[str, Any]:
+                   free_form: bool = False, owner: str = "") -> dict[str, Any]:
     if value is None:
         value = {}
     if not isinstance(value, dict):
@@ -277,8 +278,8 @@ def _check_section(value: Any, section: str, fields: dict[str, Field], origin: s
     out: dict[str, Any] = {}
     for key in value:
         if key not in fields and not free_form:
-            raise _fail(origin, f"{section}.{key}", f"unknown key{_suggest(str(key), fields)} "
-                        f"({section} has: {', '.join(fields)})")
+            hint = _suggest(str(key), fields) or f" ({owner or section} has: {', '.join(fields)})"
+            raise _fail(origin, f"{section}.{key}", f"unknown key{hint}")
     for key, fld in fields.items():
         out[key] = _check_leaf(value, key, fld, f"{section}.{key}", origin)
     if free_form:
@@ -296,7 +297,7 @@ def _check_model(task: str, value: Any, origin: str) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise _fail(origin, "model", f"expected a mapping, got {describe(value)}")
         return copy.deepcopy(value)
-    model = _check_section(value, "model", spec.fields, origin)
+    model = _check_section(value, "model", spec.fields, origin, owner=f"the {task} model")
     for key, relation in spec.relations:
         try:
             relation(model)

@@ -40,13 +40,17 @@ class Field:
     doc: str = ""
 
 
+def _num(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def _bounds_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
     if lo is not None and hi is not None:
-        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        return f"in {'(' if lo_open else '['}{_num(lo)}, {_num(hi)}{')' if hi_open else ']'}"
     if lo is not None:
-        return f"{'>' if lo_open else '>='} {lo:g}"
+        return f"{'>' if lo_open else '>='} {_num(lo)}"
     assert hi is not None
-    return f"{'<' if hi_open else '<='} {hi:g}"
+    return f"{'<' if hi_open else '<='} {_num(hi)}"
 
 
 def _check_range(value: float, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> None:

@@ -8,7 +8,8 @@ at `max_steps`, or constant at the peak.
 Extensions (run.yaml `extensions: [{at_step, max_steps, from_max_steps}]`): from `at_step` on,
 the LR decays along a cosine from whatever the schedule so far gives at `at_step` down to the
 minimum at the new `max_steps`; warmup is never repeated, so the curve is continuous (seed 002's
-"resume and extend with cosine decay"). This holds for a constant schedule too: its extension
+"resume and extend with cosine decay"). An extension made during warmup lets the warmup finish
+and then decays to the new end. This holds for a constant schedule too: its extension
 decays to `lr * min_lr_ratio` (set min_lr_ratio: 1.0 to stay flat). Extending a cosine run after
 it finished starts at the minimum and so stays there.
 
@@ -71,14 +72,15 @@ class Schedule:
         """LR for the update from `step` completed steps to `step + 1`."""
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
+        base_max, extensions = self._resolved()
         active = None
-        for index, ext in enumerate(self.extensions):
+        for index, ext in enumerate(extensions):
             if step >= ext.at_step:
                 active = index
         if active is None:
-            return self._base_lr(step)
-        ext = self.extensions[active]
-        start_lr = self._truncated(active).lr(ext.at_step)
+            return self._base_lr(step, base_max)
+        ext = extensions[active]
+        start_lr = self._truncated(len(self.extensions) - len(extensions) + active).lr(ext.at_step)
         return _cosine(step - ext.at_step, ext.max_steps - ext.at_step, start_lr, self.min_lr)
 
     def curve(self, start: int = 0, end: int | None = None) -> list[float]:
@@ -97,12 +99,23 @@ class Schedule:
         return Schedule(self.name, self.peak_lr, self.warmup_steps, self.max_steps, self.min_lr_ratio,
                         self.extensions[:count])
 
-    def _base_lr(self, step: int) -> float:
+    def _resolved(self) -> tuple[int, tuple[Extension, ...]]:
+        """The base schedule's end and the extensions that act as seams.
+
+        An extension made during warmup lets the warmup finish and moves the base schedule's end:
+        the ramp is continued, not frozen at a partial LR and not restarted.
+        """
+        base_max, extensions = self.max_steps, self.extensions
+        while extensions and extensions[0].at_step < self.warmup_steps:
+            base_max, extensions = extensions[0].max_steps, extensions[1:]
+        return base_max, extensions
+
+    def _base_lr(self, step: int, max_steps: int) -> float:
         if step < self.warmup_steps:
             return self.peak_lr * (step + 1) / self.warmup_steps
         if self.name == "constant":
             return self.peak_lr
-        return _cosine(step - self.warmup_steps, self.max_steps - self.warmup_steps, self.peak_lr, self.min_lr)
+        return _cosine(step - self.warmup_steps, max_steps - self.warmup_steps, self.peak_lr, self.min_lr)
 
 
 def _cosine(done: int, total: int, start: float, end: float) -> float:
