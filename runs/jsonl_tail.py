@@ -1,0 +1,113 @@
+"""Follow an append-only JSONL file by byte offset, handing out complete lines only.
+
+The writer (runs.atomic.append_jsonl) appends whole lines, but a reader can still catch a line
+half-written, so the bytes after the last newline wait for the next poll. A file that shrinks,
+is replaced (new inode) or no longer ends a line where we stopped is read again from the start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+# Read big files in slices so the first load of a long run does not hold it all in memory twice.
+DEFAULT_CHUNK_BYTES = 8 << 20
+
+
+def parse_json_line(line: bytes) -> object:
+    """Parse one JSON line; raises ValueError when it is not JSON.
+
+    orjson rejects the NaN/Infinity tokens the engine writes (json.dumps(allow_nan=True)), so
+    only those rare lines pay for the standard parser.
+    """
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        import json
+
+        try:
+            return json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(str(err)) from None
+
+
+class JsonlTail:
+    """Incremental reader of the complete lines appended to one file since the last poll."""
+
+    def __init__(self, path: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self.path = Path(path)
+        self.chunk_bytes = chunk_bytes
+        self.offset = 0
+        self.restarts = 0
+        # The last error opening or reading the file (e.g. permission denied), None when fine.
+        self.error: str | None = None
+        self._identity: tuple[int, int] | None = None
+
+    def poll(self, on_restart: Callable[[], None], on_lines: Callable[[list[bytes]], None]) -> int:
+        """Deliver new complete lines in batches; returns the number of bytes consumed.
+
+        `on_restart()` is called first when the file was truncated, replaced or removed, so the
+        caller can forget what it built from the old contents before new lines arrive.
+        """
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            self.error = None
+            if self._identity is not None or self.offset:
+                self._restart(on_restart)
+                self._identity = None
+            return 0
+        except OSError as err:
+            self.error = f"{self.path}: {err.strerror or err}"
+            return 0
+        with f:
+            try:
+                return self._read(f, on_restart, on_lines)
+            except OSError as err:
+                self.error = f"{self.path}: {err.strerror or err}"
+                return 0
+
+    def _restart(self, on_restart: Callable[[], None]) -> None:
+        self.offset = 0
+        self.restarts += 1
+        on_restart()
+
+    def _read(self, f, on_restart: Callable[[], None], on_lines: Callable[[list[bytes]], None]) -> int:
+        st = os.fstat(f.fileno())
+        identity = (st.st_dev, st.st_ino)
+        self.error = None
+        if self._identity is not None and identity != self._identity:
+            self._restart(on_restart)
+        elif st.st_size < self.offset or not self._still_ends_a_line(f):
+            # Shrunk, or rewritten in place: what we consumed is no longer what the file holds.
+            self._restart(on_restart)
+        self._identity = identity
+        consumed = 0
+        f.seek(self.offset)
+        pending = b""
+        while True:
+            data = f.read(self.chunk_bytes)
+            if not data:
+                break
+            if pending:
+                data = pending + data
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                # One line longer than a chunk: keep reading until it ends (or stays torn).
+                pending = data
+                continue
+            pending = data[cut + 1 :]
+            lines = data[:cut].split(b"\n")
+            self.offset += cut + 1
+            consumed += cut + 1
+            on_lines(lines)
+        return consumed
+
+    def _still_ends_a_line(self, f) -> bool:
+        if self.offset == 0:
+            return True
+        f.seek(self.offset - 1)
+        return f.read(1) == b"\n"

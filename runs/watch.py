@@ -1,0 +1,422 @@
+"""Watch a root of runs and report typed changes (run added, checkpoint added, metrics appended...).
+
+watchdog tells us *that* something under a run directory moved; what changed is decided by
+comparing a small stat snapshot of that run (its four files and its checkpoints folder) with the
+previous one. So a burst of raw events (a checkpoint written in 1,000 chunks, `rm -rf` of a run)
+becomes the few changes a UI cares about, and native and polling observers behave the same.
+
+Raw events are collected for at most `debounce` seconds (less when the burst goes quiet), then
+the callback gets one list of changes on the watcher's own thread, never the caller's.
+The native observer (inotify) sees nothing that another host writes on NFS, SMB or SSHFS: pass
+`poll=True` there. When the native observer cannot start (inotify limits raise ENOSPC/EMFILE),
+polling is taken automatically and `fallback_reason` says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from runs.errors import RunctlError
+from runs.layout import (
+    CHECKPOINT_DIR,
+    EVENTS_JSONL,
+    MANIFEST_JSON,
+    METRICS_JSONL,
+    RUN_YAML,
+    STATUS_JSON,
+    TEMP_MARKER,
+    is_temp_name,
+)
+
+log = logging.getLogger(__name__)
+
+# How deep under the root run directories are looked for (root/run, root/group/run, ...).
+MAX_RUN_DEPTH = 3
+# A burst that stays quiet this long is delivered before the debounce window ends.
+QUIET_SECONDS = 0.02
+
+_RUN_FILES = (RUN_YAML, STATUS_JSON, METRICS_JSONL, EVENTS_JSONL)
+# Opening and closing a file without writing (our own readers do it all the time) is no change.
+_EVENT_TYPES = [
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
+
+
+class ChangeKind(StrEnum):
+    RUN_ADDED = "run_added"
+    RUN_REMOVED = "run_removed"
+    RUN_CHANGED = "run_changed"  # run.yaml rewritten (e.g. extended)
+    CHECKPOINT_ADDED = "checkpoint_added"
+    CHECKPOINT_REMOVED = "checkpoint_removed"
+    # A checkpoint rewritten, a partial (temp) one appearing, growing or vanishing, or the
+    # manifest updated (which turns "unverified" rows into verifiable ones).
+    CHECKPOINT_CHANGED = "checkpoint_changed"
+    METRICS_APPENDED = "metrics_appended"  # also when metrics.jsonl shrinks or is replaced
+    EVENTS_APPENDED = "events_appended"
+    STATUS_CHANGED = "status_changed"
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: ChangeKind
+    run_dir: Path
+    path: Path
+
+
+# (inode, size, mtime_ns): enough to see a rewrite, an append or a replacement by rename.
+Signature = tuple[int, int, int]
+
+
+@dataclass
+class RunSnapshot:
+    """What the watcher remembers of one run directory."""
+
+    files: dict[str, Signature] = field(default_factory=dict)
+    checkpoints: dict[str, Signature] = field(default_factory=dict)
+    partials: dict[str, Signature] = field(default_factory=dict)
+    manifest: Signature | None = None
+
+
+def _signature(entry: os.DirEntry) -> Signature | None:
+    try:
+        st = entry.stat(follow_symlinks=True)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def snapshot_run(run_dir: Path) -> RunSnapshot | None:
+    """Stat the files of a run directory; None when `run_dir` is not (or no longer) a run."""
+    snapshot = RunSnapshot()
+    try:
+        entries = list(os.scandir(run_dir))
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.name in _RUN_FILES:
+            signature = _signature(entry)
+            if signature is not None:
+                snapshot.files[entry.name] = signature
+    if RUN_YAML not in snapshot.files and STATUS_JSON not in snapshot.files:
+        return None
+    try:
+        checkpoint_entries = list(os.scandir(run_dir / CHECKPOINT_DIR))
+    except OSError:
+        checkpoint_entries = []
+    for entry in checkpoint_entries:
+        signature = _signature(entry)
+        if signature is None:
+            continue
+        if entry.name == MANIFEST_JSON:
+            snapshot.manifest = signature
+        elif is_temp_name(entry.name):
+            if not entry.name.startswith(MANIFEST_JSON + TEMP_MARKER):
+                snapshot.partials[entry.name] = signature
+        else:
+            snapshot.checkpoints[entry.name] = signature
+    return snapshot
+
+
+def diff_run(run_dir: Path, old: RunSnapshot | None, new: RunSnapshot | None) -> list[Change]:
+    """The typed changes that take a run directory from snapshot `old` to `new`."""
+    if old is None and new is None:
+        return []
+    if old is None:
+        return [Change(ChangeKind.RUN_ADDED, run_dir, run_dir)]
+    if new is None:
+        return [Change(ChangeKind.RUN_REMOVED, run_dir, run_dir)]
+    changes: list[Change] = []
+    file_kinds = (
+        (RUN_YAML, ChangeKind.RUN_CHANGED),
+        (STATUS_JSON, ChangeKind.STATUS_CHANGED),
+        (METRICS_JSONL, ChangeKind.METRICS_APPENDED),
+        (EVENTS_JSONL, ChangeKind.EVENTS_APPENDED),
+    )
+    for name, kind in file_kinds:
+        if old.files.get(name) != new.files.get(name):
+            changes.append(Change(kind, run_dir, run_dir / name))
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    added = new.checkpoints.keys() - old.checkpoints.keys()
+    for name in sorted(added):
+        changes.append(Change(ChangeKind.CHECKPOINT_ADDED, run_dir, ckpt_dir / name))
+    for name in sorted(old.checkpoints.keys() - new.checkpoints.keys()):
+        changes.append(Change(ChangeKind.CHECKPOINT_REMOVED, run_dir, ckpt_dir / name))
+    for name in sorted(old.checkpoints.keys() & new.checkpoints.keys()):
+        if old.checkpoints[name] != new.checkpoints[name]:
+            changes.append(Change(ChangeKind.CHECKPOINT_CHANGED, run_dir, ckpt_dir / name))
+    for name, signature in sorted(new.partials.items()):
+        if old.partials.get(name) != signature:
+            changes.append(Change(ChangeKind.CHECKPOINT_CHANGED, run_dir, ckpt_dir / name))
+    for name in sorted(old.partials.keys() - new.partials.keys()):
+        # Renamed into place: checkpoint_added above already tells the story.
+        if name.split(TEMP_MARKER, 1)[0] not in added:
+            changes.append(Change(ChangeKind.CHECKPOINT_CHANGED, run_dir, ckpt_dir / name))
+    if old.manifest != new.manifest:
+        changes.append(Change(ChangeKind.CHECKPOINT_CHANGED, run_dir, ckpt_dir / MANIFEST_JSON))
+    return changes
+
+
+def find_run_dirs(top: Path, max_depth: int = MAX_RUN_DEPTH) -> list[Path]:
+    """Run directories at `top` or below it (not inside runs, no symlinked folders)."""
+    found: list[Path] = []
+    stack = [(top, 0)]
+    while stack:
+        directory, depth = stack.pop()
+        if snapshot_run(directory) is not None:
+            found.append(directory)
+            continue
+        if depth >= max_depth:
+            continue
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((Path(entry.path), depth + 1))
+    return found
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, note: Callable[[FileSystemEvent], None]) -> None:
+        self._note = note
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self._note(event)
+
+
+class RunWatcher:
+    """Watch `root` recursively; call `callback(list[Change])` on the watcher's thread.
+
+    `poll=True` polls every `poll_interval` seconds (network file systems). `start()` and
+    `stop()` may be called more than once; `stop()` returns after the threads have ended.
+    A callback that raises is logged and the watcher goes on.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        callback: Callable[[list[Change]], None],
+        poll: bool = False,
+        debounce: float = 0.1,
+        poll_interval: float = 0.25,
+    ) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.callback = callback
+        self.poll = poll
+        self.debounce = debounce
+        self.poll_interval = poll_interval
+        self.mode: str | None = None  # "native" or "polling" once started
+        self.fallback_reason: str | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._dirty: set[Path] = set()
+        self._dirty_trees: set[Path] = set()
+        self._first_event_at = 0.0
+        self._last_event_at = 0.0
+        self._snapshots: dict[Path, RunSnapshot] = {}
+        self._observer: BaseObserver | None = None
+        self._dispatcher: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._dispatcher is not None
+
+    def start(self) -> None:
+        if self._dispatcher is not None:
+            return
+        if not self.root.is_dir():
+            raise RunctlError(f"{self.root}: not a directory (cannot watch it)")
+        self._stopping.clear()
+        self._observer = self._start_observer()
+        # Baseline after the observer runs: a change made during the scan is then seen twice
+        # (harmless: the snapshot diff is empty), never missed.
+        self._snapshots = {run_dir: snapshot_run(run_dir) for run_dir in find_run_dirs(self.root)}
+        self._snapshots = {path: snap for path, snap in self._snapshots.items() if snap is not None}
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="runctl-watch", daemon=True)
+        self._dispatcher.start()
+
+    def stop(self) -> None:
+        if self._dispatcher is None:
+            return
+        self._stopping.set()
+        self._wake.set()
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            observer.join()
+        self._dispatcher.join()
+        self._dispatcher = None
+
+    def __enter__(self) -> RunWatcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def known_runs(self) -> list[Path]:
+        """Run directories the watcher currently knows (from the dispatcher's last pass)."""
+        return sorted(self._snapshots)
+
+    def _start_observer(self) -> BaseObserver:
+        handler = _Handler(self._note)
+        if not self.poll:
+            observer = Observer()
+            try:
+                observer.schedule(handler, str(self.root), recursive=True, event_filter=_EVENT_TYPES)
+                observer.start()
+                self.mode = "native"
+                return observer
+            except OSError as err:
+                # inotify limits (ENOSPC: max_user_watches, EMFILE: max_user_instances) or no
+                # inotify at all: polling still works, only slower.
+                self.fallback_reason = (
+                    f"native file watching failed ({err}); polling every {self.poll_interval}s"
+                )
+                log.warning("%s: %s", self.root, self.fallback_reason)
+                _discard(observer)
+        observer = PollingObserver(timeout=self.poll_interval)
+        observer.schedule(handler, str(self.root), recursive=True, event_filter=_EVENT_TYPES)
+        observer.start()
+        self.mode = "polling"
+        return observer
+
+    # -- observer thread ------------------------------------------------------------------------
+
+    def _note(self, event: FileSystemEvent) -> None:
+        paths = [event.src_path]
+        if isinstance(event, FileMovedEvent | DirMovedEvent) and event.dest_path:
+            paths.append(event.dest_path)
+        runs: list[Path] = []
+        trees: list[Path] = []
+        for raw in paths:
+            path = Path(os.fsdecode(raw))
+            if event.is_directory:
+                trees.append(path)
+            else:
+                run_dir = self._run_dir_of_file(path)
+                if run_dir is not None:
+                    runs.append(run_dir)
+        if not runs and not trees:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if not self._dirty and not self._dirty_trees:
+                self._first_event_at = now
+            self._last_event_at = now
+            self._dirty.update(runs)
+            self._dirty_trees.update(trees)
+            self._wake.set()
+
+    def _run_dir_of_file(self, path: Path) -> Path | None:
+        name, parent = path.name, path.parent
+        if parent.name == CHECKPOINT_DIR:
+            run_dir = parent.parent
+        elif name in _RUN_FILES:
+            run_dir = parent
+        else:
+            # Temps of status.json / run.yaml, the lock, control files: the rename that
+            # follows a temp, if any, is what counts.
+            return None
+        if run_dir != self.root and self.root not in run_dir.parents:
+            return None
+        return run_dir
+
+    # -- dispatcher thread ----------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait()
+            if self._stopping.is_set():
+                return
+            self._wait_for_burst_end()
+            if self._stopping.is_set():
+                return
+            with self._lock:
+                runs, trees = self._dirty, self._dirty_trees
+                self._dirty, self._dirty_trees = set(), set()
+                self._wake.clear()
+            changes = self._rescan(runs, trees)
+            if changes:
+                try:
+                    self.callback(changes)
+                except Exception:
+                    log.exception("runctl watcher callback failed on %d change(s)", len(changes))
+
+    def _wait_for_burst_end(self) -> None:
+        quiet = min(QUIET_SECONDS, self.debounce)
+        while True:
+            with self._lock:
+                deadline = min(self._first_event_at + self.debounce, self._last_event_at + quiet)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stopping.wait(remaining):
+                return
+
+    def _rescan(self, runs: Iterable[Path], trees: Iterable[Path]) -> list[Change]:
+        candidates = set(runs)
+        for tree in trees:
+            if tree != self.root and self.root not in tree.parents:
+                continue
+            candidates.add(tree)
+            if tree.name == CHECKPOINT_DIR:
+                candidates.add(tree.parent)
+            # A folder removed or moved away takes the runs inside it along.
+            candidates.update(run for run in self._snapshots if tree in run.parents)
+            # A folder moved in may hold runs deeper down.
+            depth_left = MAX_RUN_DEPTH - len(tree.relative_to(self.root).parts)
+            if depth_left > 0 and tree.is_dir():
+                candidates.update(find_run_dirs(tree, depth_left))
+        changes: list[Change] = []
+        for run_dir in sorted(candidates):
+            if any(parent in self._snapshots for parent in run_dir.parents):
+                continue  # a folder inside a known run (checkpoints/, control/)
+            new = snapshot_run(run_dir)
+            old = self._snapshots.get(run_dir)
+            changes.extend(diff_run(run_dir, old, new))
+            if new is None:
+                self._snapshots.pop(run_dir, None)
+            else:
+                self._snapshots[run_dir] = new
+        return changes
+
+
+def _discard(observer: BaseObserver) -> None:
+    try:
+        observer.unschedule_all()
+    except Exception:  # a half-started observer may fail to clean up; polling replaces it anyway
+        log.debug("cleaning up the failed native observer", exc_info=True)
