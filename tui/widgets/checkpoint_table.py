@@ -1,0 +1,121 @@
+"""The run view's checkpoint table: step, kind, size, age and an integrity badge per checkpoint.
+
+Rows are keyed by file name, so a later verification (full in the background, deep on `v`)
+updates a badge in place without moving the cursor. Expected-but-missing checkpoints are rows
+too, marked missing, so a gap (or the missing final checkpoint of an off-by-one loop) is visible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.text import Text
+from textual.widgets import DataTable
+from textual.widgets.data_table import RowDoesNotExist
+
+from runs.model import CheckpointInfo
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("step", "Step"), ("kind", "Kind"), ("size", "Size"), ("age", "Age"), ("integrity", "Integrity"),
+)
+
+# status -> (symbol, style). Styles are theme-independent so the badge means the same everywhere.
+BADGES: dict[str, tuple[str, str]] = {
+    "ok": ("✓", "bold green"),
+    "unverified": ("?", "yellow"),
+    "partial": ("…", "yellow"),
+    "corrupt": ("✗", "bold red"),
+    "incompatible": ("!", "bold magenta"),
+    "missing": ("∅", "red"),
+    "unchecked": ("·", "dim"),
+}
+
+# Statuses of a file that a resume or branch can start from.
+USABLE_STATUSES = frozenset({"ok", "unverified"})
+
+
+def human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def human_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h"
+    return f"{int(seconds // 86400)}d"
+
+
+def badge(info: CheckpointInfo) -> Text:
+    symbol, style = BADGES.get(info.status, ("?", "yellow"))
+    text = Text(f"{symbol} {info.status}", style=style)
+    if info.reason and info.status != "ok":
+        text.append(f": {info.reason}", style=style)
+    elif info.status == "ok" and info.level:
+        text.append(f" ({info.level})", style="dim")
+    return text
+
+
+class CheckpointTable(DataTable):
+    """A DataTable of CheckpointInfo rows; `selected` is the info under the cursor."""
+
+    DEFAULT_CSS = """
+    CheckpointTable { height: 1fr; }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=True)
+        self.infos: dict[str, CheckpointInfo] = {}
+        self._now = 0.0
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    @property
+    def selected(self) -> CheckpointInfo | None:
+        if not self.row_count or not self.is_valid_row_index(self.cursor_row):
+            return None
+        row_key = self.coordinate_to_cell_key((self.cursor_row, 0)).row_key
+        return self.infos.get(str(row_key.value))
+
+    def show(self, infos: Iterable[CheckpointInfo], now: float) -> None:
+        """Replace the rows (sorted by step), keeping the cursor on the same file if it is still there."""
+        selected = self.selected
+        self._now = now
+        ordered = sorted(infos, key=lambda i: (i.step if i.step is not None else -1, i.name))
+        self.infos = {info.name: info for info in ordered}
+        self.clear()
+        for info in ordered:
+            self.add_row(*self._cells(info), key=info.name)
+        if selected is not None and selected.name in self.infos:
+            self.move_cursor(row=self.get_row_index(selected.name), animate=False)
+        elif ordered:
+            # Newest at the bottom; start there, it is the one people act on.
+            self.move_cursor(row=len(ordered) - 1, animate=False)
+
+    def update_info(self, info: CheckpointInfo) -> None:
+        """Replace one row's data in place (a finished verification)."""
+        if info.name not in self.infos:
+            return
+        self.infos[info.name] = info
+        try:
+            for (key, _), cell in zip(COLUMNS, self._cells(info), strict=True):
+                self.update_cell(info.name, key, cell)
+        except RowDoesNotExist:
+            return
+
+    def _cells(self, info: CheckpointInfo) -> tuple[Text | str, ...]:
+        missing = info.status == "missing"
+        step = Text(str(info.step) if info.step is not None else "?", justify="right")
+        size = "" if missing else human_bytes(info.bytes)
+        age = "" if missing or not info.mtime else human_age(self._now - info.mtime)
+        return step, info.kind or ("" if missing else "?"), Text(size, justify="right"), age, badge(info)

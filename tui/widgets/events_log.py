@@ -1,0 +1,92 @@
+"""The run view's events log: one line per lifecycle event, a crash's traceback in full beneath it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+# event -> style of its name; events not listed use the default style.
+EVENT_STYLES: dict[str, str] = {
+    "started": "green", "finished": "bold green", "resumed": "cyan", "extended": "cyan",
+    "branched": "cyan", "checkpoint": "dim", "stopped": "yellow", "interrupted": "bold yellow",
+    "crashed": "bold red", "checkpoint_failed": "red", "nan": "red", "warning": "yellow",
+    "skipped_checkpoint": "yellow",
+}
+
+
+def format_time(seconds: Any) -> str:
+    """UTC, so the same run reads the same on every machine it is opened from."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(float(seconds)))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "????-??-?? ??:??:??Z"
+
+
+def describe(event: dict[str, Any]) -> str:
+    """The human part of one event line (what happened beyond its name)."""
+    name = event.get("event")
+    if name == "checkpoint":
+        return f"{event.get('file', '?')} ({event.get('kind', '?')})"
+    if name == "resumed":
+        source = event.get("from") or "scratch (no valid checkpoint)"
+        return f"from {source}"
+    if name == "extended":
+        return f"max_steps {event.get('from_max', '?')} -> {event.get('to_max', '?')}"
+    if name == "branched":
+        return f"from {event.get('parent', '?')} @ {event.get('checkpoint', '?')}"
+    if name == "interrupted":
+        return f"signal {event['signal']}" if event.get("signal") else ""
+    if name == "skipped_checkpoint":
+        return f"{event.get('file', '?')}: {event.get('reason', '?')}"
+    if name in ("crashed", "checkpoint_failed"):
+        return str(event.get("error", ""))
+    if name == "warning":
+        return str(event.get("message", ""))
+    if name == "nan":
+        return f"value {event.get('value')}"
+    return ""
+
+
+def event_lines(event: dict[str, Any]) -> list[Text]:
+    """The log lines for one event: a header line, then the traceback for a crash."""
+    name = str(event.get("event", "?"))
+    step = event.get("step")
+    line = Text(format_time(event.get("time")), style="dim")
+    line.append(f"  {'step ' + str(step) if step is not None else '':>11}  ")
+    line.append(f"{name:<12}", style=EVENT_STYLES.get(name, ""))
+    detail = describe(event)
+    if detail:
+        line.append(f" {detail}")
+    lines = [line]
+    traceback = event.get("traceback")
+    if traceback:
+        lines.extend(Text("    " + row, style="red") for row in str(traceback).rstrip().splitlines())
+    return lines
+
+
+class EventsLog(RichLog):
+    """Append-only view of events.jsonl; `add_events` takes the new events since the last call."""
+
+    DEFAULT_CSS = """
+    EventsLog { height: 1fr; }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes, wrap=False, markup=False, highlight=False,
+                         auto_scroll=True, max_lines=10_000)
+        self.event_count = 0
+
+    def add_events(self, events: Iterable[dict[str, Any]]) -> None:
+        for event in events:
+            self.event_count += 1
+            for line in event_lines(event):
+                self.write(line)
+
+    def reset(self) -> None:
+        """Forget everything shown (events.jsonl shrank: it was replaced)."""
+        self.clear()
+        self.event_count = 0

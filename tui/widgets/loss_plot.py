@@ -1,0 +1,284 @@
+"""The run view's live loss plot: train/val loss, optional LR panel, overlays of other runs.
+
+Plot options (smoothing, log-y, window, LR panel) are reactives that the run view's keys flip.
+textual-plotext rebuilds the whole figure on every render, so each curve is smoothed once per data
+change (cached), cut to the window, then downsampled min/max per column to the widget's width,
+and redraws are throttled to a few per second. Log-y is drawn as log10 of the values with decade
+tick labels, because plotext's own log scale breaks on rebuild in textual-plotext 1.0.1.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.reactive import reactive
+from textual.timer import Timer
+from textual_plotext import PlotextPlot
+
+from runs.metrics import downsample_minmax, ema_smooth
+
+SMOOTHING_STEPS: tuple[float, ...] = (0.0, 0.6, 0.9, 0.97)
+DEFAULT_WINDOW_STEPS = 1000
+# At most this many redraws a second: plotext rebuilds the figure from scratch each time.
+MAX_REDRAWS_PER_SECOND = 5.0
+# Columns plotext spends on the y tick labels and frame; the data area is the rest.
+_AXIS_COLUMNS = 10
+_OVERLAY_COLORS = ("magenta", "yellow", "green", "red", "blue", "white")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One metric of one run, as plot-ready arrays (steps ascending)."""
+
+    steps: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.steps.shape[0])
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """Another run drawn for comparison: its train loss and, if any, its val loss."""
+
+    label: str
+    train: Curve | None
+    val: Curve | None = None
+
+
+@dataclass(frozen=True)
+class PlotData:
+    """Everything the plot shows; replaced whole by the run view whenever new metrics arrive."""
+
+    train: Curve | None = None
+    val: Curve | None = None
+    lr: Curve | None = None
+    overlays: tuple[Overlay, ...] = field(default=())
+
+    @property
+    def last_step(self) -> int | None:
+        ends = [int(c.steps[-1]) for c in (self.train, self.val, self.lr) if c is not None and len(c)]
+        return max(ends) if ends else None
+
+
+class _SmoothingCache:
+    """EMA results keyed by curve identity, length and factor, so redraws do not recompute them."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, int, float, np.ndarray]] = {}
+
+    def smoothed(self, key: str, curve: Curve, factor: float) -> np.ndarray:
+        if factor <= 0.0:
+            return curve.values
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == id(curve.values) and entry[1] == len(curve) and entry[2] == factor:
+            return entry[3]
+        # ema_smooth takes the weight of the newest value; the factor here is TensorBoard-style smoothing.
+        values = np.asarray(ema_smooth(curve.values, 1.0 - factor), dtype=float)
+        self._entries[key] = (id(curve.values), len(curve), factor, values)
+        return values
+
+
+def window_mask(steps: np.ndarray, last_step: int | None, window_steps: int | None) -> np.ndarray | None:
+    """Boolean mask of the points inside the last `window_steps` steps, or None for all points."""
+    if window_steps is None or last_step is None:
+        return None
+    return steps > last_step - window_steps
+
+
+def log10_positive(values: np.ndarray) -> np.ndarray:
+    """log10 of the values; zero and negative values (no logarithm) become NaN and are not drawn."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log10(values.astype(float, copy=False))
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def decade_ticks(low: float, high: float, max_ticks: int = 6) -> tuple[list[float], list[str]]:
+    """Tick positions (in log10 units) and labels (the real values) for a log10 axis on [low, high]."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return [], []
+    if high - low < 1e-12:
+        return [low], [_format_value(10**low)]
+    first, last = math.floor(low), math.ceil(high)
+    for multipliers in ((1.0, 2.0, 5.0), (1.0,)):
+        positions = [math.log10(m) + k for k in range(first, last + 1) for m in multipliers]
+        inside = [p for p in positions if low - 1e-9 <= p <= high + 1e-9]
+        if 2 <= len(inside) <= max_ticks:
+            return inside, [_format_value(10**p) for p in inside]
+    decades = [float(k) for k in range(math.ceil(low), math.floor(high) + 1)]
+    stride = max(1, math.ceil(len(decades) / max_ticks))
+    decades = decades[::stride]
+    if len(decades) < 2:
+        # The range falls between two ticks: label its ends instead.
+        decades = [low, high]
+    return decades, [_format_value(10**p) for p in decades]
+
+
+def _format_value(value: float) -> str:
+    return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 else f"{value:.0e}"
+
+
+def _finite_points(steps: np.ndarray, values: np.ndarray) -> tuple[list[float], list[float]]:
+    keep = np.isfinite(values)
+    return steps[keep].astype(float).tolist(), values[keep].astype(float).tolist()
+
+
+class LossPlot(Vertical):
+    """Train/val loss (and overlays) on top; the LR schedule as it ran below when `show_lr` is on."""
+
+    DEFAULT_CSS = """
+    LossPlot { height: 1fr; }
+    LossPlot > #loss-chart { height: 1fr; }
+    LossPlot > #lr-chart { height: 40%; display: none; }
+    LossPlot.-show-lr > #lr-chart { display: block; }
+    """
+
+    smoothing: reactive[float] = reactive(0.0)
+    log_y: reactive[bool] = reactive(False)
+    window_steps: reactive[int | None] = reactive(None)
+    show_lr: reactive[bool] = reactive(False)
+
+    def __init__(self, *, window_size: int = DEFAULT_WINDOW_STEPS, id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.window_size = window_size
+        self.data = PlotData()
+        self.draw_count = 0
+        self._cache = _SmoothingCache()
+        self._last_draw = 0.0
+        self._pending: Timer | None = None
+
+    def compose(self) -> ComposeResult:
+        yield PlotextPlot(id="loss-chart")
+        yield PlotextPlot(id="lr-chart")
+
+    def on_mount(self) -> None:
+        self._draw()
+
+    def on_resize(self) -> None:
+        # The downsampling width depends on the size; redraw at the new width.
+        self.request_redraw()
+
+    # --- options flipped by the run view's keys -------------------------------------------
+    def cycle_smoothing(self) -> float:
+        index = SMOOTHING_STEPS.index(self.smoothing) if self.smoothing in SMOOTHING_STEPS else 0
+        self.smoothing = SMOOTHING_STEPS[(index + 1) % len(SMOOTHING_STEPS)]
+        return self.smoothing
+
+    def toggle_window(self) -> int | None:
+        self.window_steps = None if self.window_steps is not None else self.window_size
+        return self.window_steps
+
+    def watch_smoothing(self) -> None:
+        self.request_redraw()
+
+    def watch_log_y(self) -> None:
+        self.request_redraw()
+
+    def watch_window_steps(self) -> None:
+        self.request_redraw()
+
+    def watch_show_lr(self, show: bool) -> None:
+        self.set_class(show, "-show-lr")
+        self.request_redraw()
+
+    # --- data ------------------------------------------------------------------------------
+    def set_data(self, data: PlotData) -> None:
+        self.data = data
+        self.request_redraw()
+
+    def request_redraw(self) -> None:
+        """Redraw now if the last frame is old enough, else once when the throttle interval ends."""
+        if not self.is_mounted:
+            return
+        wait = self._last_draw + 1.0 / MAX_REDRAWS_PER_SECOND - time.monotonic()
+        if wait <= 0:
+            self._draw()
+        elif self._pending is None:
+            self._pending = self.set_timer(wait, self._draw_pending)
+
+    def _draw_pending(self) -> None:
+        self._pending = None
+        self._draw()
+
+    def _draw(self) -> None:
+        self._last_draw = time.monotonic()
+        self.draw_count += 1
+        loss_chart = self.query_one("#loss-chart", PlotextPlot)
+        self._draw_loss(loss_chart)
+        loss_chart.refresh()
+        if self.show_lr:
+            lr_chart = self.query_one("#lr-chart", PlotextPlot)
+            self._draw_lr(lr_chart)
+            lr_chart.refresh()
+
+    def _columns(self, chart: PlotextPlot) -> int:
+        return max(8, chart.size.width - _AXIS_COLUMNS)
+
+    def _prepare(self, key: str, curve: Curve, width: int, smooth: bool, log: bool) -> tuple[list[float], list[float]]:
+        values = self._cache.smoothed(key, curve, self.smoothing) if smooth else curve.values
+        steps = curve.steps
+        mask = window_mask(steps, self.data.last_step, self.window_steps)
+        if mask is not None:
+            steps, values = steps[mask], values[mask]
+        if len(steps) == 0:
+            return [], []
+        steps, values = downsample_minmax(steps, values, width)
+        values = np.asarray(values, dtype=float)
+        if log:
+            values = log10_positive(values)
+        return _finite_points(np.asarray(steps), values)
+
+    def _draw_loss(self, chart: PlotextPlot) -> None:
+        plt = chart.plt
+        # A fresh figure each frame: custom log ticks must not outlive a switch back to linear.
+        plt.clear_figure()
+        width = self._columns(chart)
+        drawn: list[float] = []
+        series: list[tuple[str, Curve | None, str, bool]] = [("train", self.data.train, "cyan", True)]
+        for index, overlay in enumerate(self.data.overlays):
+            color = _OVERLAY_COLORS[index % len(_OVERLAY_COLORS)]
+            series.append((f"{overlay.label} train", overlay.train, color, True))
+            series.append((f"{overlay.label} val", overlay.val, color, False))
+        series.append(("val", self.data.val, "orange", False))
+        for label, curve, color, smooth in series:
+            if curve is None or not len(curve):
+                continue
+            xs, ys = self._prepare(label, curve, width, smooth, self.log_y)
+            if not xs:
+                continue
+            plt.plot(xs, ys, label=label, color=color, marker="braille")
+            drawn.extend(ys)
+        plt.title(self._title())
+        plt.xlabel("step")
+        if self.log_y and drawn:
+            positions, labels = decade_ticks(min(drawn), max(drawn))
+            plt.yticks(positions, labels)
+            plt.ylabel("loss (log)")
+        else:
+            plt.ylabel("loss")
+        if not drawn:
+            plt.title(f"{self._title()}: no metrics yet")
+
+    def _draw_lr(self, chart: PlotextPlot) -> None:
+        plt = chart.plt
+        plt.clear_figure()
+        plt.title("learning rate")
+        curve = self.data.lr
+        if curve is None or not len(curve):
+            return
+        xs, ys = self._prepare("lr", curve, self._columns(chart), smooth=False, log=False)
+        if xs:
+            plt.plot(xs, ys, label="lr", color="green", marker="braille")
+
+    def _title(self) -> str:
+        parts = [f"loss · ema {self.smoothing:g}" if self.smoothing else "loss · raw"]
+        parts.append("log-y" if self.log_y else "linear")
+        parts.append(f"last {self.window_steps} steps" if self.window_steps is not None else "all steps")
+        return "  ·  ".join(parts)
