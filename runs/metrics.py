@@ -128,7 +128,7 @@ class MetricsReader:
         self.events_path = Path(events_path) if events_path is not None else path.parent / EVENTS_JSONL
         self.lines = 0  # well-formed lines taken in (current contents of the file)
         self.malformed = 0  # lines skipped: not JSON, not an object, or without an integer step
-        self.dropped = 0  # points discarded as a killed attempt's future
+        self.dropped = 0  # points (one metric at one step) discarded as a killed attempt's future
         self.version = 0  # bumped on every change of the store; cheap "redraw?" check
         self._columns: dict[str, _Column] = {}
         self._resumes: list[ResumePoint] = []
@@ -165,9 +165,7 @@ class MetricsReader:
 
     def names(self) -> list[str]:
         """Metric names with at least one point, in the order they first appeared."""
-        return [
-            name for name, column in self._columns.items() if column.n and name not in (STEP_KEY, TIME_KEY)
-        ]
+        return [name for name, column in self._columns.items() if column.n]
 
     def series(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of one metric; empty arrays for an unknown name."""
@@ -305,7 +303,9 @@ class MetricsReader:
         else:
             times = np.full(len(table), math.nan)
         for index, name in enumerate(keys):
-            if index == step_index:
+            if name == STEP_KEY or name == TIME_KEY:
+                # Time is kept per point (`times()`); as a series of its own it would repeat
+                # steps, since train and eval lines of one step share it.
                 continue
             values = table[:, index]
             if present is None:
