@@ -7,7 +7,10 @@ import hashlib
 import json
 import os
 import random
+import subprocess
+import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -475,3 +478,58 @@ def test_host_buffers_are_reused_while_shapes_match() -> None:
     assert buffers.get(("model", "w"), torch.ones(3, 4)) is first
     assert buffers.get(("model", "w"), torch.ones(4, 4)) is not first
     assert buffers.get(("model", "w"), torch.ones(4, 4, dtype=torch.float16)).dtype == torch.float16
+
+
+# ------------------------------------------------------------------ kill -9 inside the write windows
+
+_SAVER = """
+import sys, torch
+from pathlib import Path
+from engine.checkpoint import CheckpointManager, CHECKPOINT_FORMAT
+from engine.snapshot import capture_rng
+run_dir, step = Path(sys.argv[1]), int(sys.argv[2])
+model = torch.nn.Linear(4, 3)
+state = {"format": CHECKPOINT_FORMAT, "run_id": "r", "step": step, "config": {}, "model": model.state_dict(),
+         "optimizer": torch.optim.SGD(model.parameters(), lr=0.1).state_dict(), "scheduler": {},
+         "rng": capture_rng(), "data": {"epoch": 0, "position": 0}}
+manager = CheckpointManager(run_dir, "r", {"keep_last": 3, "keep_best": True, "async": True})
+manager.save(state, step=step, kind="periodic", sync=True)
+"""
+
+
+def _kill_when(run_dir: Path, step: int, ready: Any) -> None:
+    # Each window lasts this long: wide enough to hit, short enough to reach the second one.
+    env = {**os.environ, checkpoint_module.SLOW_WRITE_ENV: "3"}
+    proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(run_dir), str(step)], env=env,
+                            cwd=Path(__file__).resolve().parents[2])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            assert proc.poll() is None, "the saver exited before reaching the window"
+            assert time.monotonic() < deadline, "the saver never reached the window"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_kill_inside_temp_write_and_before_manifest_update(tmp_path: Path, recorder: Recorder) -> None:
+    manager = make_manager(tmp_path, recorder)
+    manager.save(make_state(1), step=1, kind="periodic", sync=True)
+    directory = tmp_path / "checkpoints"
+    manifest_before = (directory / "manifest.json").read_text()
+
+    # Killed while the temp file is half written: no file under the final name, manifest untouched.
+    _kill_when(tmp_path, 2, lambda: any(".tmp." in p.name and p.stat().st_size > 0 for p in directory.iterdir()))
+    assert not (directory / "step_00000002.pt").exists()
+    assert (directory / "manifest.json").read_text() == manifest_before
+
+    # Killed after the rename, before the manifest update: a complete file the manifest does not know.
+    _kill_when(tmp_path, 3, lambda: (directory / "step_00000003.pt").exists())
+    assert "step_00000003.pt" not in read_manifest(directory).files
+    assert load_checkpoint(directory / "step_00000003.pt")["step"] == 3  # CRCs pass: unverified, loadable
+
+    # The next successful save clears the dead writer's temp file.
+    manager.save(make_state(4), step=4, kind="periodic", sync=True)
+    manager.close()
+    assert ckpt_files(tmp_path) == ["step_00000001.pt", "step_00000003.pt", "step_00000004.pt"]
