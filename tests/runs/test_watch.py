@@ -1,0 +1,237 @@
+"""runs.watch: typed changes from a real watchdog observer, native (inotify) and polling.
+
+Waits are bounded (a change must arrive within WAIT seconds); latency is measured in
+bench/bench_metrics.py, not asserted here.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from watchdog.observers import Observer
+
+from runs.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text
+from runs.errors import RunctlError
+from runs.watch import Change, ChangeKind, RunWatcher
+
+WAIT = 5.0
+FAST_POLL = 0.05  # polling tests poll faster than the default to keep the suite quick
+
+
+class Collector:
+    """Gathers delivered changes; `expect` waits (bounded) for one matching change."""
+
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+        self.threads: set[str] = set()
+        self._cond = threading.Condition()
+        self._seen = 0
+
+    def __call__(self, changes: list[Change]) -> None:
+        with self._cond:
+            self.changes.extend(changes)
+            self.threads.add(threading.current_thread().name)
+            self._cond.notify_all()
+
+    def expect(self, kind: ChangeKind, path: Path) -> list[Change]:
+        """Wait for `kind` at `path`; returns the changes delivered since the previous expect."""
+
+        def found() -> bool:
+            return any(c.kind == kind and c.path == path for c in self.changes[self._seen :])
+
+        with self._cond:
+            assert self._cond.wait_for(found, timeout=WAIT), (
+                f"no {kind} for {path} within {WAIT}s; got {self.changes[self._seen :]}"
+            )
+            batch = self.changes[self._seen :]
+            self._seen = len(self.changes)
+        return batch
+
+
+@pytest.fixture(params=["native", "polling"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def watch(tmp_path: Path, mode: str) -> Iterator[Callable[[], tuple[RunWatcher, Collector]]]:
+    watchers: list[RunWatcher] = []
+
+    def start() -> tuple[RunWatcher, Collector]:
+        collector = Collector()
+        watcher = RunWatcher(tmp_path / "root", collector, poll=mode == "polling", poll_interval=FAST_POLL)
+        watcher.start()
+        watchers.append(watcher)
+        assert watcher.mode == mode
+        return watcher, collector
+
+    (tmp_path / "root").mkdir()
+    yield start
+    for watcher in watchers:
+        watcher.stop()
+
+
+def new_run(run_dir: Path) -> None:
+    run_dir.mkdir()
+    atomic_write_text(run_dir / "run.yaml", "run_id: r\nmax_steps: 100\n")
+
+
+def test_every_kind_of_change(watch: Callable[[], tuple[RunWatcher, Collector]], tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    watcher, got = watch()
+    run = root / "run-a"
+    ckpts = run / "checkpoints"
+
+    new_run(run)  # mkdir of ROOT/<new> after start
+    got.expect(ChangeKind.RUN_ADDED, run)
+
+    atomic_write_json(run / "status.json", {"state": "running", "step": 0})
+    got.expect(ChangeKind.STATUS_CHANGED, run / "status.json")
+
+    append_jsonl(run / "metrics.jsonl", {"step": 1, "train/loss": 2.0})
+    got.expect(ChangeKind.METRICS_APPENDED, run / "metrics.jsonl")
+
+    append_jsonl(run / "events.jsonl", {"event": "started", "step": 0})
+    got.expect(ChangeKind.EVENTS_APPENDED, run / "events.jsonl")
+
+    ckpts.mkdir()
+    temp = ckpts / f"step_00000010.pt.tmp.{os.getpid()}"
+    with open(temp, "wb") as f:  # a checkpoint being written: partial
+        f.write(b"x" * 4096)
+    got.expect(ChangeKind.CHECKPOINT_CHANGED, temp)
+
+    os.replace(temp, ckpts / "step_00000010.pt")  # the rename into place
+    batch = got.expect(ChangeKind.CHECKPOINT_ADDED, ckpts / "step_00000010.pt")
+    assert not [c for c in batch if c.path == temp], "a temp renamed into place is no extra change"
+
+    atomic_write_json(ckpts / "manifest.json", {"files": {}})
+    batch = got.expect(ChangeKind.CHECKPOINT_CHANGED, ckpts / "manifest.json")
+    assert not [c for c in batch if ".tmp." in c.path.name], "manifest temps are not reported"
+
+    atomic_write_bytes(ckpts / "step_00000010.pt", b"y" * 5000)
+    got.expect(ChangeKind.CHECKPOINT_CHANGED, ckpts / "step_00000010.pt")
+
+    (ckpts / "step_00000010.pt").unlink()
+    got.expect(ChangeKind.CHECKPOINT_REMOVED, ckpts / "step_00000010.pt")
+
+    atomic_write_text(run / "run.yaml", "run_id: r\nmax_steps: 200\n")
+    got.expect(ChangeKind.RUN_CHANGED, run / "run.yaml")
+
+    # A status temp left behind (a writer killed mid-save) is no change of its own.
+    (run / f"status.json.tmp.{os.getpid()}").write_text("{")
+    append_jsonl(run / "metrics.jsonl", {"step": 2, "train/loss": 1.0})
+    batch = got.expect(ChangeKind.METRICS_APPENDED, run / "metrics.jsonl")
+    assert [c.kind for c in batch] == [ChangeKind.METRICS_APPENDED]
+
+    shutil.rmtree(run)
+    batch = got.expect(ChangeKind.RUN_REMOVED, run)
+    assert [c.kind for c in batch] == [ChangeKind.RUN_REMOVED]  # not one change per deleted file
+
+    assert threading.main_thread().name not in got.threads
+    assert watcher.known_runs() == []
+
+
+def test_runs_present_at_start_and_moved_in(
+    watch: Callable[[], tuple[RunWatcher, Collector]], tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    old = root / "group" / "old"
+    old.parent.mkdir()
+    new_run(old)
+    outside = tmp_path / "elsewhere" / "project"
+    outside.mkdir(parents=True)
+    new_run(outside / "moved")
+    watcher, got = watch()
+    assert watcher.known_runs() == [old]
+
+    atomic_write_json(old / "status.json", {"state": "finished"})
+    batch = got.expect(ChangeKind.STATUS_CHANGED, old / "status.json")
+    assert ChangeKind.RUN_ADDED not in [c.kind for c in batch]
+
+    os.rename(outside, root / "project")  # a folder holding a run, moved in from outside
+    got.expect(ChangeKind.RUN_ADDED, root / "project" / "moved")
+
+    os.rename(old.parent, tmp_path / "elsewhere" / "group")  # moved out: its run is gone
+    got.expect(ChangeKind.RUN_REMOVED, old)
+
+
+def test_a_failing_callback_does_not_stop_the_watcher(
+    watch: Callable[[], tuple[RunWatcher, Collector]], tmp_path: Path
+) -> None:
+    watcher, got = watch()
+    calls = []
+
+    def flaky(changes: list[Change]) -> None:
+        calls.append(changes)
+        if len(calls) == 1:
+            raise RuntimeError("UI bug")
+        got(changes)
+
+    watcher.callback = flaky
+    new_run(tmp_path / "root" / "a")
+    deadline = time.monotonic() + WAIT
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert calls, "the first change never reached the callback"
+    new_run(tmp_path / "root" / "b")
+    got.expect(ChangeKind.RUN_ADDED, tmp_path / "root" / "b")
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EMFILE])
+def test_falls_back_to_polling_when_the_native_observer_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    def refuse(self: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(Observer, "start", refuse)
+    got = Collector()
+    watcher = RunWatcher(tmp_path, got, poll_interval=FAST_POLL)
+    try:
+        watcher.start()
+        assert watcher.mode == "polling"
+        assert watcher.fallback_reason is not None and os.strerror(code) in watcher.fallback_reason
+        new_run(tmp_path / "r")
+        got.expect(ChangeKind.RUN_ADDED, tmp_path / "r")
+    finally:
+        watcher.stop()
+
+
+def test_start_and_stop_are_idempotent_and_stop_joins(tmp_path: Path) -> None:
+    before = set(threading.enumerate())
+    for poll in (False, True):
+        watcher = RunWatcher(tmp_path, lambda changes: None, poll=poll, poll_interval=FAST_POLL)
+        watcher.start()
+        watcher.start()
+        assert watcher.running
+        watcher.stop()
+        watcher.stop()
+        assert not watcher.running
+        # Restartable after a stop.
+        watcher.start()
+        watcher.stop()
+    assert set(threading.enumerate()) - before == set()
+
+
+def test_a_missing_root_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RunctlError, match="nope"):
+        RunWatcher(tmp_path / "nope", lambda changes: None).start()
+
+
+def test_watching_imports_neither_textual_nor_torch() -> None:
+    code = (
+        "import sys, runs.watch, runs.metrics, runs.events, runs.downsample\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'torch'))\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
