@@ -1,0 +1,477 @@
+"""What the CLI and the UI call to create and drive runs: new, train, resume, extend, branch.
+
+Every function checks everything it can before it touches the disk, so bad input (a config
+error, a run name that exists, an incompatible checkpoint) is one RunctlError and no folder
+created or changed. `train` is safe to call from a UI worker thread: it installs signal handlers
+only in the main thread, takes commands through a `Control`, and hands every event and metrics
+line to the callbacks as it also writes them to the run folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.config import RUN_META_KEYS, apply_overrides, load_config, validate_config
+from engine.control import Control, write_command
+from runs.atomic import append_jsonl, atomic_write_text, remove_stale_temps
+from runs.checkpoints import newest_valid
+from runs.errors import RunctlError
+from runs.layout import (
+    CONTROL_DIR,
+    EVENTS_JSONL,
+    MANIFEST_JSON,
+    RUN_YAML,
+    checkpoint_dir,
+    checkpoint_name,
+)
+from runs.lock import RunLock, is_locked
+from runs.manifest import read_manifest
+from runs.status import read_status
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+AUTO = "auto"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    state: str                    # finished | stopped | interrupted | crashed
+    step: int
+    max_steps: int
+    error: str | None = None      # the crash's last line
+    signal: str | None = None     # for interrupted
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExtendResult:
+    run_dir: Path
+    from_max: int
+    to_max: int
+    at_step: int
+    live: bool                    # True: a running engine was asked; False: run.yaml was changed
+
+
+# ---------------------------------------------------------------- run.yaml
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """run.yaml, resolved and validated (RunctlError naming the file and key)."""
+    path = Path(run_dir) / RUN_YAML
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunctlError(f"{path}: missing; is {run_dir} a runctl run?") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunctlError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc.__class__.__name__})") from None
+    except yaml.YAMLError as exc:
+        raise RunctlError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    return validate_config(raw, str(path))
+
+
+def write_run_config(run_dir: Path, cfg: dict[str, Any]) -> None:
+    atomic_write_text(Path(run_dir) / RUN_YAML, yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None))
+
+
+def _strip_meta(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in cfg.items() if key not in RUN_META_KEYS}
+
+
+def _check_new_run_dir(root: Path, name: str) -> Path:
+    if not _RUN_NAME.match(name):
+        raise RunctlError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (no '/'), starting with a letter or digit")
+    if root.exists() and not root.is_dir():
+        raise RunctlError(f"{root}: not a directory (--root)")
+    run_dir = root / name
+    if run_dir.exists():
+        raise RunctlError(f"{run_dir}: a run named {name!r} already exists; choose another --name")
+    return run_dir
+
+
+def _create_run(run_dir: Path, cfg: dict[str, Any], first_event: dict[str, Any] | None = None) -> None:
+    """mkdir + run.yaml (atomic); a failure removes the half-made folder again."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(run_dir)
+    except FileExistsError:
+        raise RunctlError(f"{run_dir}: a run named {run_dir.name!r} already exists; choose another --name") from None
+    try:
+        write_run_config(run_dir, cfg)
+        if first_event is not None:
+            append_jsonl(run_dir / EVENTS_JSONL, first_event)
+    except BaseException:
+        for leftover in run_dir.iterdir():
+            leftover.unlink()
+        run_dir.rmdir()
+        raise
+
+
+def _generated_name(stem: str, root: Path) -> str:
+    base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, suffix = base, 2
+    while (root / name).exists():
+        name, suffix = f"{base}-{suffix}", suffix + 1
+    return name
+
+
+# ---------------------------------------------------------------- new, branch, extend
+
+
+def new_run(config: str | Path, root: str | Path = "runs", name: str | None = None,
+            overrides: Sequence[str] = ()) -> Path:
+    """Validate `config` (+ overrides) and create ROOT/<name>/run.yaml; returns the run folder."""
+    cfg = load_config(config, list(overrides))
+    root = Path(root)
+    stem = Path(str(config)).stem if str(config).endswith((".yaml", ".yml")) else str(config)
+    name = name if name is not None else _generated_name(re.sub(r"[^A-Za-z0-9._-]", "_", stem), root)
+    run_dir = _check_new_run_dir(root, name)
+    _create_run(run_dir, {**cfg, "run_id": name, "name": name, "created_at": time.time(),
+                          "parent": None, "extensions": []})
+    return run_dir
+
+
+def resolve_checkpoint(run_dir: Path, ref: str | Path) -> Path:
+    """A checkpoint of `run_dir` from a path, a file name, a step number, `latest` or `best`."""
+    run_dir = Path(run_dir)
+    ckpt_dir = checkpoint_dir(run_dir)
+    text = str(ref)
+    if Path(text).is_file():
+        return Path(text)
+    if text == "latest":
+        info, _ = newest_valid(run_dir)
+        if info is None:
+            raise RunctlError(f"{run_dir}: no valid checkpoint to start from")
+        return info.path
+    if text == "best":
+        best_file = (read_manifest(ckpt_dir).best or {}).get("file")
+        if not best_file or not (ckpt_dir / best_file).is_file():
+            raise RunctlError(f"{ckpt_dir / MANIFEST_JSON}: no best checkpoint recorded")
+        return ckpt_dir / best_file
+    candidates = [ckpt_dir / text]
+    if text.isdigit():
+        candidates.insert(0, ckpt_dir / checkpoint_name(int(text)))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise RunctlError(f"{run_dir}: no checkpoint {text!r} (give a file, a name such as step_00000500.pt, "
+                      "a step number, latest or best)")
+
+
+def extend_run(run_dir: str | Path, steps: int | None = None, to: int | None = None) -> ExtendResult:
+    """Raise max_steps by `steps` or to `to`. A running engine is asked through its control folder;
+    otherwise run.yaml gets the extension (resume then continues under it). The LR decays from its
+    value at the current step to the minimum at the new end; warmup is not repeated."""
+    run_dir = Path(run_dir)
+    if (steps is None) == (to is None):
+        raise RunctlError("extend: give exactly one of --steps N or --to N")
+    if steps is not None and steps < 1:
+        raise RunctlError(f"extend: --steps {steps}: must be at least 1")
+    cfg = read_run_config(run_dir)
+    old_max = int(cfg["max_steps"])
+    new_max = to if to is not None else old_max + int(steps or 0)
+
+    if is_locked(run_dir):
+        current = int(read_status(run_dir).get("step") or 0)
+        _check_extension(run_dir, new_max, current, old_max, to)
+        write_command(run_dir, "extend", max_steps=new_max)
+        return ExtendResult(run_dir, old_max, new_max, current, live=True)
+
+    with RunLock(run_dir):
+        current = _resume_step(run_dir, cfg)
+        _check_extension(run_dir, new_max, current, old_max, to)
+        if current == 0:  # nothing trained yet: the whole schedule is simply longer
+            extended = {**cfg, "max_steps": new_max}
+        else:
+            from engine.schedule import extend_config
+
+            extended = extend_config(cfg, current, new_max)
+        write_run_config(run_dir, extended)
+        append_jsonl(run_dir / EVENTS_JSONL, {"time": time.time(), "event": "extended", "step": current,
+                                              "from_max": old_max, "to_max": new_max})
+    return ExtendResult(run_dir, old_max, new_max, current, live=False)
+
+
+def _check_extension(run_dir: Path, new_max: int, current: int, old_max: int, to: int | None) -> None:
+    flag = f"--to {to}" if to is not None else f"--steps (new max_steps {new_max})"
+    if new_max <= current:
+        raise RunctlError(f"{run_dir}: extend {flag}: must be after the current step {current}")
+    if new_max <= old_max:
+        raise RunctlError(f"{run_dir}: extend {flag}: max_steps is already {old_max}; extend only raises it")
+
+
+def _resume_step(run_dir: Path, cfg: dict[str, Any]) -> int:
+    """The step a resume of this run would start from (own checkpoint, else the branch point)."""
+    info, _ = newest_valid(run_dir)
+    if info is not None and info.step is not None:
+        return int(info.step)
+    parent = cfg.get("parent") or {}
+    if parent and not parent.get("weights_only"):
+        return int(parent.get("step") or 0)
+    return 0
+
+
+@dataclass
+class BranchResult:
+    run_dir: Path
+    changes: list[str]            # "data.batch_size: 64 -> 128" for watched settings
+
+
+def branch_run(run_dir: str | Path, from_ckpt: str | Path, name: str, overrides: Sequence[str] = (),
+               weights_only: bool = False, root: str | Path | None = None) -> BranchResult:
+    """A new run that starts from a checkpoint of `run_dir` with changed settings.
+
+    Full branch: step, optimizer, RNG, data position and best continue under the new settings
+    (an A/B test from a shared point). `weights_only`: the weights only; a fresh optimizer and
+    schedule from step 0. The checkpoint is verified and fitted to the new model before anything
+    is created.
+    """
+    from engine.checkpoint import RESUME_KEYS, load_checkpoint
+    from engine.compat import settings_changes
+
+    parent_dir = Path(run_dir)
+    parent_cfg = read_run_config(parent_dir)
+    parent_id = parent_cfg.get("run_id") or parent_dir.name
+    ckpt_path = resolve_checkpoint(parent_dir, from_ckpt)
+    origin = f"{parent_dir / RUN_YAML} --set"
+    cfg = apply_overrides(_strip_meta(parent_cfg), list(overrides), origin) if overrides \
+        else _strip_meta(parent_cfg)
+    root = Path(root) if root is not None else parent_dir.parent
+    new_dir = _check_new_run_dir(root, name)
+
+    state = load_checkpoint(ckpt_path, require=("model",) if weights_only else RESUME_KEYS)
+    step = 0 if weights_only else int(state["step"])
+    extensions: list[dict[str, int]] = []
+    if not weights_only:
+        extensions = list(parent_cfg.get("extensions") or [])
+        if cfg["max_steps"] <= step:
+            raise RunctlError(f"{origin}: max_steps ({cfg['max_steps']}) must be greater than the "
+                              f"checkpoint's step ({step})")
+        if cfg["max_steps"] != parent_cfg["max_steps"]:
+            # A new end for a run already under way: decay from the LR at the branch point.
+            extensions.append({"at_step": step, "max_steps": int(cfg["max_steps"]),
+                               "from_max_steps": int(parent_cfg["max_steps"])})
+    full_cfg = validate_config({**cfg, "run_id": name, "name": name, "created_at": time.time(),
+                                "parent": {"run_id": parent_id, "checkpoint": ckpt_path.name,
+                                           "path": str(ckpt_path.resolve()), "step": int(state["step"]),
+                                           "weights_only": weights_only},
+                                "extensions": extensions}, origin)
+    _check_model_fits(full_cfg, state, ckpt_path)
+    changes = settings_changes(state.get("config") or parent_cfg, full_cfg)
+    _create_run(new_dir, full_cfg, first_event={
+        "time": time.time(), "event": "branched", "step": step,
+        "parent": parent_id, "checkpoint": ckpt_path.name, "weights_only": weights_only})
+    return BranchResult(new_dir, changes)
+
+
+def _check_model_fits(cfg: dict[str, Any], state: dict[str, Any], ckpt_path: Path) -> None:
+    import torch
+
+    from engine.compat import compare_state_dicts, format_incompatibility
+    from engine.tasks import build_task
+
+    task = build_task(cfg)
+    with torch.device("meta"):  # shapes only: no memory, no RNG
+        model = task.build_model()
+    report = compare_state_dicts(model.state_dict(), state["model"])
+    if not report.ok:
+        raise RunctlError(f"{ckpt_path}: checkpoint does not fit the branch's model: {format_incompatibility(report)}")
+
+
+# ---------------------------------------------------------------- train / resume
+
+
+@dataclass
+class _Start:
+    path: Path | None = None
+    weights_only: bool = False
+    own: bool = False             # a checkpoint of this run (protect it, don't re-save its step)
+    skipped: list[tuple[str, str]] = field(default_factory=list)   # (file, reason)
+
+
+def _choose_start(run_dir: Path, cfg: dict[str, Any], resume_from: str | Path | None) -> _Start:
+    if resume_from is None:
+        return _Start()
+    if resume_from != AUTO:
+        path = Path(resume_from)
+        own = path.resolve().parent == checkpoint_dir(run_dir).resolve()
+        return _Start(path=path, own=own)
+    info, skipped = newest_valid(run_dir)
+    skipped_pairs = [(s.name, s.reason or s.status) for s in skipped]
+    if info is not None:
+        return _Start(path=info.path, own=True, skipped=skipped_pairs)
+    parent = cfg.get("parent")
+    if parent:
+        candidates = [run_dir.parent / parent["run_id"] / "checkpoints" / str(parent.get("checkpoint")),
+                      Path(str(parent.get("path", "")))]
+        for candidate in candidates:
+            if candidate.is_file():
+                return _Start(path=candidate, weights_only=bool(parent.get("weights_only")),
+                              skipped=skipped_pairs)
+        raise RunctlError(f"{run_dir / RUN_YAML}: parent checkpoint {parent.get('checkpoint')} of run "
+                          f"{parent['run_id']} is gone; the branch has no checkpoint of its own to start from")
+    return _Start(skipped=skipped_pairs)
+
+
+def resume_run(run_dir: str | Path, from_ckpt: str | Path | None = None, control: Control | None = None,
+               on_event: Any = None, on_metrics: Any = None) -> TrainResult:
+    """Continue a run from its newest valid checkpoint (or `from_ckpt`)."""
+    run_dir = Path(run_dir)
+    start: str | Path = AUTO if from_ckpt is None else resolve_checkpoint(run_dir, from_ckpt)
+    return train(run_dir, control=control, resume_from=start, on_event=on_event, on_metrics=on_metrics)
+
+
+def train(run_dir: str | Path, control: Control | None = None, resume_from: str | Path | None = AUTO,
+          on_event: Any = None, on_metrics: Any = None) -> TrainResult:
+    """Train the run in `run_dir` in this process (any thread), to max_steps or a stop.
+
+    resume_from: "auto" = the newest valid checkpoint of the run (for a branch that has none yet,
+    its parent's checkpoint), a checkpoint path, or None = from step 0. Raises RunctlError for bad
+    input before anything in the run folder changes; a failure during training ends the run
+    `crashed` (status.json error, events.jsonl traceback) and is returned, not raised.
+    """
+    import torch  # noqa: F401 - fail here, before the lock, if torch is missing
+
+    from engine.checkpoint import RESUME_KEYS, CheckpointManager, load_checkpoint
+    from engine.compat import settings_changes
+    from engine.control import ControlFolder
+    from engine.distributed import context_from_env
+    from engine.runlog import RunLog
+    from engine.runtime import make_runtime
+    from engine.signals import stop_on_signals
+    from engine.tasks import build_task
+    from engine.trainer import Trainer
+
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    run_id = cfg.get("run_id") or run_dir.name
+    control = control if control is not None else Control()
+    dist = context_from_env()
+    runtime = make_runtime(cfg, dist.local_rank)
+    dist.init(runtime.device)
+    lock = RunLock(run_dir) if dist.is_main else None
+    runlog = None
+    checkpoints = None
+    try:
+        if lock is not None:
+            lock.acquire()
+        previous = read_status(run_dir) if dist.is_main else {}
+        start = _choose_start(run_dir, cfg, resume_from) if dist.is_main else _Start()
+        start = dist.broadcast_object(start)
+
+        state = None
+        if start.path is not None:
+            state = load_checkpoint(start.path, require=("model",) if start.weights_only else RESUME_KEYS)
+        task = build_task(cfg)
+        runlog = RunLog(run_dir, max_steps=cfg["max_steps"], world_size=dist.world_size,
+                        on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main)
+        if dist.is_main:
+            checkpoints = CheckpointManager(run_dir, run_id, cfg["checkpoint"], on_event=runlog.record_event)
+            (run_dir / CONTROL_DIR).mkdir(exist_ok=True)
+        control_folder = ControlFolder(run_dir, control, ignore_before=previous.get("updated_at")) \
+            if dist.is_main else None
+        trainer = Trainer(cfg=cfg, run_id=run_id, task=task, runtime=runtime, dist=dist, runlog=runlog,
+                          checkpoints=checkpoints, control=control, control_folder=control_folder,
+                          write_config=lambda new_cfg: write_run_config(run_dir, new_cfg))
+        warnings: list[str] = []
+        if state is not None:
+            trainer.load_state_dict(state, str(start.path), weights_only=start.weights_only)
+            warnings = [f"{start.path.name}: setting changed since the checkpoint: {change}"
+                        for change in settings_changes(state.get("config") or {}, cfg)]
+            if start.own and checkpoints is not None:
+                checkpoints.protect(start.path)
+                trainer.last_saved_step = trainer.step
+        del state
+        if start.own and trainer.step >= trainer.max_steps:
+            # Nothing to train: leave the run's files exactly as they are.
+            _release(checkpoints, lock, dist)
+            return TrainResult(run_dir, "finished", trainer.step, trainer.max_steps, warnings=[
+                f"{run_dir}: already at step {trainer.step} of max_steps {trainer.max_steps}; "
+                f"`runctl extend {run_dir} --steps N` trains further"])
+    except BaseException:
+        _release(checkpoints, lock, dist)
+        raise
+
+    # From here on the run folder changes: the attempt is recorded, and failures end it `crashed`.
+    assert runlog is not None
+    result = TrainResult(run_dir, "crashed", trainer.step, cfg["max_steps"], warnings=warnings)
+    try:
+        for folder in (run_dir, checkpoint_dir(run_dir), run_dir / CONTROL_DIR):
+            remove_stale_temps(folder)
+        runlog.set_progress(trainer.step, trainer.max_steps)
+        runlog.start(checkpoint=start.path.name if start.own and start.path else None)
+        for name, reason in start.skipped:
+            runlog.event("skipped_checkpoint", file=name, reason=reason)
+        origin = start.path.name if start.path is not None else None
+        if previous:
+            runlog.event("resumed", step=trainer.step, **{"from": origin})
+        else:
+            runlog.event("started", step=trainer.step, max_steps=trainer.max_steps,
+                         world_size=dist.world_size, pid=os.getpid(), **{"from": origin})
+        for message in warnings:
+            runlog.event("warning", message=message)
+        with stop_on_signals(control):
+            result.state = trainer.run()
+    except Exception as exc:  # the run crashed: record it for every reader, then report it
+        result.state, result.error = "crashed", _last_line(exc)
+        runlog.event("crashed", error=result.error, traceback=traceback.format_exc())
+    finally:
+        result.step, result.max_steps = trainer.step, trainer.max_steps
+        try:
+            if checkpoints is not None:
+                checkpoints.close()
+        except Exception as exc:  # noqa: BLE001 - already reported as checkpoint_failed
+            if result.state != "crashed":
+                result.state, result.error = "crashed", _last_line(exc)
+                runlog.event("crashed", error=result.error, traceback=traceback.format_exc())
+        runlog.set_progress(trainer.step, trainer.max_steps)
+        runlog.set_state(result.state, error=result.error)
+        runlog.close()
+        if lock is not None:
+            lock.release()
+        dist.close()
+    if result.state == "interrupted":
+        result.signal = control.take().signal
+    return result
+
+
+def _release(checkpoints: Any, lock: RunLock | None, dist: Any) -> None:
+    if checkpoints is not None:
+        checkpoints.close()
+    if lock is not None:
+        lock.release()
+    dist.close()
+
+
+def _last_line(exc: BaseException) -> str:
+    text = f"{exc.__class__.__name__}: {exc}".strip()
+    return text.splitlines()[-1] if text else exc.__class__.__name__
+
+
+def signal_exit_code(name: str | None) -> int:
+    """128 + signal number, the shell's convention for a process ended by a signal."""
+    try:
+        return 128 + int(signal.Signals[name]) if name else 1
+    except KeyError:
+        return 1
+
+
+def stop_run(run_dir: str | Path, checkpoint_only: bool = False) -> Path:
+    """Ask the engine training `run_dir` (any process) to stop, or to checkpoint and go on."""
+    run_dir = Path(run_dir)
+    if not is_locked(run_dir):
+        state = read_status(run_dir).get("state", "never trained")
+        raise RunctlError(f"{run_dir}: no engine is running this run (state: {state})")
+    return write_command(run_dir, "checkpoint" if checkpoint_only else "stop")
+
+

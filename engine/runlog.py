@@ -1,0 +1,139 @@
+"""The files an engine writes for its readers: status.json, events.jsonl, metrics.jsonl.
+
+status.json is rewritten atomically on every state change and by a heartbeat thread every ~2 s,
+so a reader can tell a live engine from a killed one (stale heartbeat, free lock). events.jsonl
+and metrics.jsonl are append-only, one complete JSON line per record. Every event is also handed
+to `on_event` (the in-process UI), from whichever thread produced it (the checkpoint writer
+reports from its own thread), so all writes here hold one lock.
+
+Only rank 0 writes: other ranks get a RunLog with `enabled=False`, which records nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runs.atomic import append_jsonl, atomic_write_json
+from runs.layout import EVENTS_JSONL, METRICS_JSONL, STATUS_JSON
+
+EventCallback = Callable[[dict[str, Any]], None]
+MetricsCallback = Callable[[dict[str, Any]], None]
+
+HEARTBEAT_SECONDS = 2.0
+
+
+class RunLog:
+    def __init__(self, run_dir: Path, *, max_steps: int, step: int = 0, world_size: int = 1,
+                 on_event: EventCallback | None = None, on_metrics: MetricsCallback | None = None,
+                 enabled: bool = True, heartbeat: float = HEARTBEAT_SECONDS) -> None:
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self._on_event = on_event
+        self._on_metrics = on_metrics
+        self._heartbeat_interval = heartbeat
+        self._lock = threading.RLock()
+        self._stop_heartbeat = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
+        now = time.time()
+        self._status: dict[str, Any] = {
+            "state": "running", "pid": os.getpid(), "host": socket.gethostname(), "step": step,
+            "max_steps": max_steps, "heartbeat_at": now, "started_at": now, "updated_at": now,
+            "world_size": world_size, "error": None, "checkpoint": None,
+        }
+        self._callback_failed = False
+
+    # ---------------------------------------------------------------- status.json
+
+    def start(self, checkpoint: str | None = None) -> None:
+        """Mark the run running and start the heartbeat."""
+        with self._lock:
+            self._status["checkpoint"] = checkpoint
+        self.set_state("running")
+        if self.enabled and self._heartbeat_thread is None:
+            self._heartbeat_thread = threading.Thread(target=self._beat, name="runctl-heartbeat", daemon=True)
+            self._heartbeat_thread.start()
+
+    def set_progress(self, step: int, max_steps: int) -> None:
+        """Cheap, called every step: the heartbeat publishes it."""
+        self._status["step"] = step
+        self._status["max_steps"] = max_steps
+
+    def set_state(self, state: str, error: str | None = None) -> None:
+        with self._lock:
+            self._status["state"] = state
+            self._status["error"] = error
+            self._write_status()
+
+    def close(self) -> None:
+        self._stop_heartbeat.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join()
+            self._heartbeat_thread = None
+
+    def _beat(self) -> None:
+        while not self._stop_heartbeat.wait(self._heartbeat_interval):
+            with self._lock:
+                if self._status["state"] != "running":
+                    continue
+                try:
+                    self._write_status()
+                except OSError as exc:  # a full disk must not kill the heartbeat; the next beat retries
+                    sys.stderr.write(f"runctl: {self.run_dir / STATUS_JSON}: heartbeat not written ({exc})\n")
+
+    def _write_status(self) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        self._status["heartbeat_at"] = now
+        self._status["updated_at"] = now
+        atomic_write_json(self.run_dir / STATUS_JSON, dict(self._status))
+
+    # ---------------------------------------------------------------- events.jsonl
+
+    def event(self, name: str, step: int | None = None, **fields: Any) -> dict[str, Any]:
+        """Append one event line and hand it to on_event; returns the event dict."""
+        record: dict[str, Any] = {"time": time.time(), "event": name,
+                                  "step": self._status["step"] if step is None else step}
+        record.update(fields)
+        return self.record_event(record)
+
+    def record_event(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Log an event dict built elsewhere (the checkpoint manager's); fills in time and step."""
+        record = {"time": time.time(), "step": self._status["step"], **record}
+        if not self.enabled:
+            return record
+        with self._lock:
+            if record["event"] == "checkpoint" and record.get("file"):
+                self._status["checkpoint"] = record["file"]
+            append_jsonl(self.run_dir / EVENTS_JSONL, record)
+            self._notify(self._on_event, record)
+        return record
+
+    # ---------------------------------------------------------------- metrics.jsonl
+
+    def metrics(self, line: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = dict(line)
+        with self._lock:
+            append_jsonl(self.run_dir / METRICS_JSONL, record)
+            self._notify(self._on_metrics, record)
+
+    def _notify(self, callback: Callable[[dict[str, Any]], None] | None, record: dict[str, Any]) -> None:
+        if callback is None:
+            return
+        try:
+            callback(dict(record))
+        except Exception as exc:  # noqa: BLE001 - a broken listener must not stop training
+            if not self._callback_failed:
+                self._callback_failed = True
+                sys.stderr.write(f"runctl: event listener failed ({exc.__class__.__name__}: {exc}); "
+                                 "training continues, events are still written to the run folder\n")
+

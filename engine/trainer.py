@@ -1,0 +1,436 @@
+"""The training loop.
+
+`step` counts completed optimizer steps. The loop runs `while step < max_steps`, and the update
+that takes the run from `step` to `step + 1` uses lr(step); so a run with max_steps N performs
+exactly N updates and ends with a `final` checkpoint at step N (never the off-by-one of seed 000).
+
+One step: curriculum settings for this step -> grad_accum micro-batches (forward, scaled
+backward) -> the commands that arrived (stop, checkpoint, extend; agreed across ranks) -> clip,
+optimizer step, EMA -> step += 1 -> log / eval / checkpoint when due.
+
+Resume is exact because a checkpoint holds everything the next step reads: weights, optimizer,
+GradScaler, EMA, every RNG, the sampler position, the best metric and the curriculum stage; the LR
+is a pure function of the step (engine.schedule) and evaluation consumes no RNG.
+
+`.item()` (a GPU sync) happens at the log interval only, with one exception: when nan.action is
+`stop`, one boolean per step says whether the loss is finite, so a non-finite loss never reaches
+the weights and the checkpoint written is the last finite step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, CheckpointManager
+from engine.compat import compare_state_dicts, format_incompatibility
+from engine.control import STOP_BY_SIGNAL, Commands, Control, ControlFolder
+from engine.curriculum import effective_config, stage_index
+from engine.data import EpochSampler, eval_index_batches
+from engine.distributed import DistContext
+from engine.ema import WeightEMA
+from engine.runlog import RunLog
+from engine.runtime import Runtime
+from engine.schedule import Schedule, extend_config
+from engine.snapshot import capture_rng, restore_rng
+from engine.tasks import Task
+from runs.errors import RunctlError
+
+# run.yaml is rewritten by the caller (engine.api owns the file); the loop only says what changed.
+ConfigWriter = Callable[[dict[str, Any]], None]
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def build_optimizer(model: nn.Module, optim: dict[str, Any]) -> torch.optim.Optimizer:
+    """AdamW or SGD; weight decay on matrices and embeddings only, not on biases and norms (nanoGPT)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": optim["weight_decay"]},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    if optim["name"] == "adamw":
+        return torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]))
+    return torch.optim.SGD(groups, lr=optim["lr"], momentum=optim["momentum"])
+
+
+def apply_optim_settings(optimizer: torch.optim.Optimizer, optim: dict[str, Any]) -> None:
+    """Settings that may differ from the loaded optimizer state (a branch, a curriculum stage)."""
+    decay_group, _ = optimizer.param_groups
+    decay_group["weight_decay"] = optim["weight_decay"]
+    for group in optimizer.param_groups:
+        if "betas" in group:
+            group["betas"] = tuple(optim["betas"])
+        if "momentum" in group:
+            group["momentum"] = optim["momentum"]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: Task, runtime: Runtime, batch_size: int, max_batches: int) -> dict[str, float]:
+    """Means over the first `max_batches` validation batches, weighted by batch size; no RNG used."""
+    was_training = model.training
+    model.eval()
+    totals: dict[str, torch.Tensor] = {}
+    count = 0
+    for indices in eval_index_batches(task.val_size, batch_size, max_batches):
+        batch = runtime.to_device(task.get_batch("val", indices))
+        with runtime.autocast():
+            results = task.eval_step(model, batch)
+        for name, value in results.items():
+            totals[name] = totals.get(name, 0.0) + value.detach().float() * len(indices)
+        count += len(indices)
+    model.train(was_training)
+    return {name: (total / count).item() for name, total in totals.items()}
+
+
+def is_improvement(value: float, best: dict[str, Any] | None, mode: str) -> bool:
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best["value"] if mode == "min" else value > best["value"]
+
+
+@dataclass
+class _Interval:
+    """What the loop accumulates between two log lines (on the device: no sync until logged)."""
+
+    loss_sum: torch.Tensor | float = 0.0
+    steps: int = 0
+    units: int = 0
+    started: float = 0.0
+
+    def reset(self) -> None:
+        self.loss_sum, self.steps, self.units, self.started = 0.0, 0, 0, time.perf_counter()
+
+
+@dataclass
+class _Agreed:
+    """Commands and checks every rank acts on identically at a step boundary."""
+
+    stop: str | None
+    signal: str | None
+    checkpoint: bool
+    extend_to: int | None
+    nonfinite: bool
+
+
+class Trainer:
+    """Holds the model, optimizer, sampler and counters of one run and drives the loop."""
+
+    def __init__(self, *, cfg: dict[str, Any], run_id: str, task: Task, runtime: Runtime,
+                 dist: DistContext, runlog: RunLog, checkpoints: CheckpointManager | None,
+                 control: Control, control_folder: ControlFolder | None = None,
+                 write_config: ConfigWriter | None = None) -> None:
+        self.cfg = cfg
+        self.run_id = run_id
+        self.task = task
+        self.runtime = runtime
+        self.dist = dist
+        self.runlog = runlog
+        self.checkpoints = checkpoints  # None on ranks other than 0
+        self.control = control
+        self.control_folder = control_folder
+        self.write_config = write_config
+
+        seed_everything(cfg["seed"])
+        self.raw_model = task.build_model().to(runtime.device)
+        self.raw_model.train()
+        self.model = runtime.prepare(dist.wrap(self.raw_model, runtime.device))
+        self.optimizer = build_optimizer(self.raw_model, cfg["optim"])
+        self.schedule = Schedule.from_config(cfg)
+        self.sampler = EpochSampler(task.train_size, cfg["data"]["batch_size"], cfg["seed"])
+        self.ema = WeightEMA(self.raw_model, cfg["ema"]["decay"]) if cfg["ema"]["enabled"] else None
+
+        self.step = 0
+        self.best: dict[str, Any] | None = None
+        self.settings = cfg
+        self._applied_stage: int | None = None  # recomputed before the first step
+        self._last_grad_norm: torch.Tensor | float = float("nan")
+        self.last_saved_step: int | None = None  # a checkpoint of this run exists at this step
+        self._interval = _Interval()
+        self._missing_metric_warned = False
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.cfg["max_steps"])
+
+    # ---------------------------------------------------------------- checkpoint state
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT,
+            "run_id": self.run_id,
+            "step": self.step,
+            "config": self.cfg,
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"name": self.schedule.name, "max_steps": self.max_steps,
+                          "extensions": list(self.cfg.get("extensions") or []),
+                          "lr": self.schedule.lr(self.step)},
+            "scaler": self.runtime.scaler.state_dict(),
+            "rng": capture_rng(),
+            "data": {**self.sampler.state_dict(), "world_size": self.dist.world_size},
+            "best": self.best,
+            "curriculum_stage": stage_index(self.cfg, self.step),
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def check_fits(self, state: dict[str, Any], origin: str) -> None:
+        """RunctlError (exit 2) naming keys and shapes when the checkpoint's model is not this model."""
+        report = compare_state_dicts(self.raw_model.state_dict(), state["model"])
+        if not report.ok:
+            raise RunctlError(f"{origin}: checkpoint does not fit the model of run {self.run_id}: "
+                              f"{format_incompatibility(report)}")
+
+    def load_state_dict(self, state: dict[str, Any], origin: str, weights_only: bool = False) -> None:
+        """Continue from a checkpoint; `weights_only` keeps the weights and starts fresh at step 0."""
+        self.check_fits(state, origin)
+        self.raw_model.load_state_dict(state["model"])
+        if weights_only:
+            if self.ema is not None:
+                self.ema = WeightEMA(self.raw_model, self.cfg["ema"]["decay"])
+            return
+        if not state.get("optimizer"):
+            raise RunctlError(f"{origin}: checkpoint has no optimizer state; start from its weights with "
+                              "`runctl branch RUN --from CKPT --name NEW --weights-only`")
+        self.optimizer.load_state_dict(state["optimizer"])
+        apply_optim_settings(self.optimizer, self.cfg["optim"])
+        if state.get("scaler"):
+            self.runtime.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema"):
+                self.ema.load_state_dict(state["ema"])
+            else:  # EMA switched on in a branch: it starts from the loaded weights
+                self.ema = WeightEMA(self.raw_model, self.cfg["ema"]["decay"])
+        self.sampler.load_state_dict(state["data"])
+        self.step = int(state["step"])
+        self.best = state.get("best")
+        if self.best is not None and self.best.get("metric") != self.cfg["eval"]["metric"]:
+            self.best = None  # a branch that tracks another metric starts its own best
+        restore_rng(state["rng"])
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self) -> str:
+        """Train until max_steps or a stop; returns the state the run ends in."""
+        self._interval.reset()
+        while self.step < self.max_steps:
+            self._apply_curriculum()
+            loss, units = self._forward_backward()
+            agreed = self._agree(self._poll_commands(), loss)
+            if agreed.nonfinite:
+                return self._stop_nonfinite(loss)
+            grad_norm = self._update()
+            self.step += 1
+            self.runlog.set_progress(self.step, self.max_steps)
+            self._interval.loss_sum = self._interval.loss_sum + loss
+            self._interval.steps += 1
+            self._interval.units += units
+            self._last_grad_norm = grad_norm
+
+            if agreed.extend_to:
+                self._extend(agreed.extend_to)
+            last = self.step >= self.max_steps
+            stopping = agreed.stop is not None and not last
+            if self.step % self.cfg["log"]["every"] == 0 or last or stopping:
+                self._log_train()
+            improved = False
+            if self.step % self.cfg["eval"]["every"] == 0 or last:
+                improved = self._evaluate()
+            self._checkpoint_if_due(last, improved, agreed.checkpoint)
+            if stopping:
+                return self._halt(agreed)
+        return self._finish()
+
+    def _apply_curriculum(self) -> None:
+        """Settings for the update from `step`: every stage with at_step <= step applied."""
+        stage = stage_index(self.cfg, self.step)
+        if stage != self._applied_stage:
+            self.settings, stage = effective_config(self.cfg, self.step)
+            apply_optim_settings(self.optimizer, self.settings["optim"])
+            self._applied_stage = stage
+
+    def _forward_backward(self) -> tuple[torch.Tensor, int]:
+        """grad_accum micro-batches; returns the step's mean loss (on the device) and its units."""
+        lr = self.schedule.lr(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        accum = self.cfg["optim"]["grad_accum"]
+        loss_sum = torch.zeros((), device=self.runtime.device)
+        units = 0
+        for micro in range(accum):
+            indices = self.dist.shard(self.sampler.next_indices())
+            batch = self.task.get_batch("train", indices)
+            units += self.task.units(batch) * self.dist.world_size
+            batch = self.runtime.to_device(batch)
+            # DDP all-reduces gradients on the last micro-batch only.
+            sync = contextlib.nullcontext() if micro == accum - 1 or not self.dist.enabled else self.model.no_sync()
+            with sync:
+                with self.runtime.autocast():
+                    loss = self.task.loss(self.model, batch, self.settings)
+                self.runtime.scaler.scale(loss / accum).backward()
+            loss_sum += loss.detach().float()
+        return loss_sum / accum, units
+
+    def _update(self) -> torch.Tensor:
+        scaler = self.runtime.scaler
+        scaler.unscale_(self.optimizer)
+        clip = self.settings["optim"]["grad_clip"]
+        parameters = [p for p in self.raw_model.parameters() if p.grad is not None]
+        if clip:
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+        scaler.step(self.optimizer)
+        scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.raw_model)
+        return grad_norm.detach()
+
+    # ---------------------------------------------------------------- commands
+
+    def _poll_commands(self) -> Commands:
+        if self.control_folder is not None:
+            for warning in self.control_folder.poll():
+                self.runlog.event("warning", message=warning)
+        return self.control.take()
+
+    def _agree(self, commands: Commands, loss: torch.Tensor) -> _Agreed:
+        check_finite = self.cfg["nan"]["action"] == "stop"
+        nonfinite = check_finite and not bool(torch.isfinite(loss))
+        if not self.dist.enabled:
+            return _Agreed(commands.stop, commands.signal, commands.checkpoint, commands.extend_to, nonfinite)
+        stop_code = {None: 0, "stopped": 1, STOP_BY_SIGNAL: 2}[commands.stop]
+        flags = self.dist.agree_max([stop_code, float(commands.checkpoint), float(commands.extend_to or 0),
+                                     float(nonfinite)], self.runtime.device)
+        stop = {0: None, 1: "stopped", 2: STOP_BY_SIGNAL}[int(flags[0])]
+        return _Agreed(stop, commands.signal or ("signal" if stop == STOP_BY_SIGNAL else None),
+                       bool(flags[1]), int(flags[2]) or None, bool(flags[3]))
+
+    def _extend(self, new_max: int) -> None:
+        old_max = self.max_steps
+        try:
+            self.cfg = extend_config(self.cfg, self.step, new_max)
+        except ValueError as exc:
+            self.runlog.event("warning", message=f"extend ignored: {exc}")
+            return
+        self.schedule = Schedule.from_config(self.cfg)
+        self._applied_stage = None
+        if self.dist.is_main and self.write_config is not None:
+            self.write_config(self.cfg)
+        self.runlog.set_progress(self.step, self.max_steps)
+        self.runlog.event("extended", from_max=old_max, to_max=self.max_steps)
+
+    # ---------------------------------------------------------------- log, eval, checkpoint
+
+    def _log_train(self) -> None:
+        interval = self._interval
+        elapsed = max(time.perf_counter() - interval.started, 1e-9)
+        loss = float(interval.loss_sum / interval.steps) if interval.steps else float("nan")
+        line = {
+            "step": self.step, "time": time.time(), "train/loss": loss,
+            "lr": self.schedule.lr(self.step - 1),
+            "grad_norm": float(self._last_grad_norm),
+            "step_time": elapsed / max(interval.steps, 1),
+            f"{self.task.unit}_per_s": interval.units / elapsed,
+        }
+        self.runlog.metrics(line)
+        if not math.isfinite(loss) and self.cfg["nan"]["action"] == "warn":
+            self.runlog.event("nan", value=loss)
+        interval.reset()
+
+    def _evaluate(self) -> bool:
+        """Evaluate on rank 0 (the raw module: no DDP collectives); True when the best improved."""
+        if not self.dist.is_main:
+            return False
+        eval_cfg = self.cfg["eval"]
+        results = evaluate(self.raw_model, self.task, self.runtime, self.cfg["data"]["batch_size"],
+                           eval_cfg["batches"])
+        self.runlog.metrics({"step": self.step, "time": time.time(), **results})
+        value = results.get(eval_cfg["metric"])
+        if value is None:
+            if not self._missing_metric_warned:
+                self._missing_metric_warned = True
+                self.runlog.event("warning", message=f"eval.metric: {eval_cfg['metric']} is not among the "
+                                  f"evaluation results ({', '.join(results)}); no best checkpoint is tracked")
+            return False
+        if not is_improvement(value, self.best, eval_cfg["mode"]):
+            return False
+        self.best = {"metric": eval_cfg["metric"], "value": value, "step": self.step}
+        return True
+
+    def _checkpoint_if_due(self, last: bool, improved: bool, requested: bool) -> None:
+        keep_best = self.cfg["checkpoint"]["keep_best"]
+        if last:
+            kind = "final"
+        elif self.step % self.cfg["checkpoint"]["every"] == 0 or requested:
+            kind = "periodic"
+        elif improved and keep_best:
+            kind = "best"
+        else:
+            return
+        self.save(kind, best=self.best if improved and keep_best else None, sync=last)
+
+    def save(self, kind: str, best: dict[str, Any] | None = None, sync: bool = False) -> None:
+        """Checkpoint the current step (rank 0). A failed earlier background write was already
+        reported as a checkpoint_failed event; this save tries again rather than giving up the run."""
+        if self.checkpoints is None:
+            return
+        try:
+            self.checkpoints.wait()
+        except CheckpointError:
+            pass
+        self.checkpoints.save(self.state_dict(), self.step, kind, best=best, sync=sync)
+        self.last_saved_step = self.step
+
+    # ---------------------------------------------------------------- endings
+
+    def _finish(self) -> str:
+        if self.last_saved_step != self.step and self.step > 0:
+            self.save("final", sync=True)
+        self.runlog.event("finished", max_steps=self.max_steps)
+        return "finished"
+
+    def _halt(self, agreed: _Agreed) -> str:
+        if self.last_saved_step != self.step:
+            self.save("interrupt", sync=True)
+        elif self.checkpoints is not None:
+            self.checkpoints.wait()
+        if agreed.stop == STOP_BY_SIGNAL:
+            self.runlog.event("interrupted", signal=agreed.signal)
+            return "interrupted"
+        self.runlog.event("stopped")
+        return "stopped"
+
+    def _stop_nonfinite(self, loss: torch.Tensor) -> str:
+        """The loss of step+1 is not finite: keep the weights of `step` (the update was not applied)."""
+        value = float(loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.runlog.event("nan", step=self.step + 1, value=value)
+        if self.step > 0 and self.last_saved_step != self.step:
+            self.save("interrupt", sync=True)
+        raise NonFiniteLoss(f"non-finite training loss ({value}) at step {self.step + 1}; "
+                            f"checkpoint of the last finite step {self.step} kept (nan.action: stop)")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss went nan/inf with nan.action=stop; the run ends crashed after a checkpoint."""

@@ -1,0 +1,287 @@
+"""`runctl train | resume | extend | branch | stop`: headless training from the command line.
+
+Training runs in this process (`--nproc 1`), under torchrun (`--nproc N`: this command re-executes
+itself as `torchrun --standalone --nproc_per_node=N -m tui.cli resume RUN`, after creating or
+changing the run here), or in a background process (`--detach`: its output goes to RUN/train.log
+and the run path is printed on stdout, for scripts). Progress is one updating line on a terminal
+(step/max, loss, it/s, ETA) and plain lines otherwise; warnings and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from engine import api
+from runs.discovery import resolve_run
+from runs.errors import RunctlError
+from runs.lock import is_locked
+from runs.status import read_status
+
+DETACHED_LOG = "train.log"
+
+
+# ---------------------------------------------------------------- subcommands
+
+
+def train(args: argparse.Namespace) -> int:
+    _check_nproc(args.nproc)
+    run_dir = api.new_run(args.config, args.root, args.name, args.overrides)
+    return _start(run_dir, args, from_ckpt=None, created=True)
+
+
+def resume(args: argparse.Namespace) -> int:
+    _check_nproc(args.nproc)
+    run_dir = resolve_run(args.run, args.root)
+    from_ckpt = str(api.resolve_checkpoint(run_dir, args.from_ckpt)) if args.from_ckpt else None
+    return _start(run_dir, args, from_ckpt=from_ckpt)
+
+
+def extend(args: argparse.Namespace) -> int:
+    _check_nproc(args.nproc)
+    run_dir = resolve_run(args.run, args.root)
+    result = api.extend_run(run_dir, steps=args.steps, to=args.to)
+    if result.live:
+        _say(f"{run_dir}: asked the running engine to extend max_steps {result.from_max} -> {result.to_max}")
+        return 0
+    _say(f"{run_dir}: max_steps {result.from_max} -> {result.to_max} "
+         f"(LR decays from its value at step {result.at_step} to the minimum at {result.to_max})")
+    return _start(run_dir, args, from_ckpt=None)
+
+
+def branch(args: argparse.Namespace) -> int:
+    _check_nproc(args.nproc)
+    parent = resolve_run(args.run, args.root)
+    result = api.branch_run(parent, args.from_ckpt, args.name, args.overrides, weights_only=args.weights_only)
+    if args.no_start:
+        for change in result.changes:
+            _warn(f"setting changed from the checkpoint: {change}")
+        print(result.run_dir, flush=True)
+        return 0
+    return _start(result.run_dir, args, from_ckpt=None, created=True)
+
+
+def stop(args: argparse.Namespace) -> int:
+    run_dir = resolve_run(args.run, args.root)
+    before = read_status(run_dir)
+    api.stop_run(run_dir, checkpoint_only=args.checkpoint_only)
+    what = "write a checkpoint" if args.checkpoint_only else "checkpoint and stop"
+    _say(f"{run_dir}: asked the engine (pid {before.get('pid', '?')}) to {what}")
+    if args.wait <= 0:
+        return 0
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        status = read_status(run_dir)
+        if args.checkpoint_only and status.get("checkpoint") != before.get("checkpoint"):
+            _say(f"{run_dir}: checkpoint {status.get('checkpoint')} written")
+            return 0
+        if not args.checkpoint_only and not is_locked(run_dir):
+            _say(f"{run_dir}: {status.get('state', 'unknown')} at step {status.get('step')} "
+                 f"(checkpoint {status.get('checkpoint')})")
+            return 0
+        time.sleep(0.1)
+    _warn(f"{run_dir}: no change after {args.wait:g} s; the engine is still running")
+    return 1
+
+
+# ---------------------------------------------------------------- starting an engine
+
+
+def _check_nproc(nproc: int) -> None:
+    if nproc < 1:
+        raise RunctlError(f"--nproc {nproc}: must be at least 1")
+
+
+def _under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _start(run_dir: Path, args: argparse.Namespace, from_ckpt: str | None, created: bool = False) -> int:
+    if getattr(args, "detach", False):
+        return _detach(run_dir, args.nproc, from_ckpt)
+    if created:
+        print(run_dir, flush=True)
+    if args.nproc > 1 and not _under_torchrun():
+        _exec_torchrun(run_dir, args.nproc, from_ckpt)
+    return _train_here(run_dir, from_ckpt)
+
+
+def _worker_args(run_dir: Path, from_ckpt: str | None) -> list[str]:
+    return ["-m", "tui.cli", "resume", str(run_dir), *(["--from", from_ckpt] if from_ckpt else [])]
+
+
+def _exec_torchrun(run_dir: Path, nproc: int, from_ckpt: str | None) -> None:
+    """Replace this process with torchrun, so signals reach it (and it forwards them to the ranks)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               *_worker_args(run_dir, from_ckpt)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+
+
+def _detach(run_dir: Path, nproc: int, from_ckpt: str | None) -> int:
+    log_path = run_dir / DETACHED_LOG
+    command = [sys.executable, *_worker_args(run_dir, from_ckpt), *(["--nproc", str(nproc)] if nproc > 1 else [])]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True, env=env)
+    print(run_dir, flush=True)
+    _say(f"training in the background (pid {process.pid}); output: {log_path}; stop it with `runctl stop {run_dir}`")
+    return 0
+
+
+def _train_here(run_dir: Path, from_ckpt: str | None) -> int:
+    quiet = int(os.environ.get("RANK", "0")) != 0
+    progress = HeadlessProgress(api.read_run_config(run_dir)["max_steps"], quiet=quiet)
+    result = api.resume_run(run_dir, from_ckpt=from_ckpt, on_event=progress.on_event,
+                            on_metrics=progress.on_metrics)
+    progress.close()
+    if quiet:
+        return 1 if result.state == "crashed" else 0
+    if result.state == "crashed":
+        _warn(f"{run_dir}: crashed at step {result.step}: {result.error} (traceback in events.jsonl)")
+        return 1
+    if result.state == "interrupted":
+        _say(f"{run_dir}: interrupted ({result.signal}) at step {result.step}; continue with `runctl resume {run_dir}`")
+        return api.signal_exit_code(result.signal)
+    if result.state == "stopped":
+        _say(f"{run_dir}: stopped at step {result.step}; continue with `runctl resume {run_dir}`")
+        return 0
+    for warning in result.warnings:
+        _warn(warning)
+    _say(f"{run_dir}: finished at step {result.step}/{result.max_steps}")
+    return 0
+
+
+# ---------------------------------------------------------------- progress display
+
+
+class HeadlessProgress:
+    """Turns the engine's events and metrics lines into terminal output.
+
+    Called from the training thread and the checkpoint writer thread, so output holds a lock.
+    """
+
+    def __init__(self, max_steps: int, stream: IO[str] | None = None, quiet: bool = False,
+                 tty: bool | None = None) -> None:
+        self.max_steps = max_steps
+        self.stream = stream or sys.stdout
+        self.quiet = quiet
+        self.tty = self.stream.isatty() if tty is None else tty
+        self._lock = threading.Lock()
+        self._line_open = False
+
+    def on_metrics(self, line: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        if "train/loss" in line:
+            self._progress(line)
+        else:
+            values = "  ".join(f"{k} {_num(v)}" for k, v in line.items() if k not in ("step", "time"))
+            self._print(f"eval step {line['step']}: {values}")
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        kind = event.get("event")
+        step = event.get("step")
+        if kind == "started":
+            self.max_steps = event.get("max_steps", self.max_steps)
+            origin = f" from {event['from']}" if event.get("from") else ""
+            self._print(f"training from step {step}{origin} to {self.max_steps} (world size {event.get('world_size', 1)})")
+        elif kind == "resumed":
+            origin = event.get("from") or "the start (no checkpoint yet)"
+            self._print(f"resumed at step {step} from {origin}, training to {self.max_steps}")
+        elif kind == "checkpoint":
+            self._print(f"checkpoint {event.get('file')} ({event.get('kind')}, {_size(event.get('bytes'))})")
+        elif kind == "extended":
+            self.max_steps = event.get("to_max", self.max_steps)
+            self._print(f"max_steps {event.get('from_max')} -> {event.get('to_max')} at step {step}")
+        elif kind == "skipped_checkpoint":
+            self._error(f"skipped checkpoint {event.get('file')}: {event.get('reason')}")
+        elif kind in ("warning", "checkpoint_failed"):
+            self._error(f"warning: {event.get('message') or event.get('error')}")
+        elif kind == "nan":
+            self._error(f"non-finite loss {event.get('value')} at step {step}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._line_open:
+                self.stream.write("\n")
+                self.stream.flush()
+                self._line_open = False
+
+    def _progress(self, line: dict[str, Any]) -> None:
+        step = line["step"]
+        step_time = line.get("step_time") or 0.0
+        rate = 1.0 / step_time if step_time > 0 else 0.0
+        eta = _duration((self.max_steps - step) * step_time) if step_time > 0 else "?"
+        text = (f"step {step}/{self.max_steps}  loss {_num(line.get('train/loss'))}  "
+                f"{rate:.1f} it/s  ETA {eta}")
+        with self._lock:
+            if self.tty:
+                self.stream.write("\r\x1b[2K" + text)
+                self._line_open = True
+            else:
+                self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def _print(self, text: str) -> None:
+        with self._lock:
+            self._end_line()
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def _error(self, text: str) -> None:
+        with self._lock:
+            self._end_line()
+            self.stream.flush()
+            sys.stderr.write(f"runctl: {text}\n")
+            sys.stderr.flush()
+
+    def _end_line(self) -> None:
+        if self._line_open:
+            self.stream.write("\n")
+            self._line_open = False
+
+
+def _say(text: str) -> None:
+    """Messages for the human, on stderr, so stdout stays parseable (the run path)."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _warn(text: str) -> None:
+    sys.stderr.write(f"runctl: {text}\n")
+    sys.stderr.flush()
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if math.isfinite(value) and abs(value) >= 1e-3 else f"{value:.3g}"
+    return str(value)
+
+
+def _size(n: Any) -> str:
+    if not isinstance(n, int):
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
