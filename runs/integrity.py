@@ -23,7 +23,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -112,9 +112,14 @@ def facts_for(path: Path, st: os.stat_result, level: str) -> _Facts:
     rank = LEVELS.index(level)
     with _cache_lock:
         known = dict(_cache.get(key, {}))
-    for have in LEVELS[rank:]:
+    for have in reversed(LEVELS[rank:]):  # the most thorough answer known
         if have in known:
-            return known[have]
+            facts = known[have]
+            if have == "deep" and level != "deep":
+                # Damage found by any level is real; "cannot resume" is a deep-level judgement only
+                # (a weights-only branch may still use such a file).
+                facts = replace(facts, incompatible=None, model_shapes=None)
+            return facts
     facts = _compute(path, st.st_size, level, known)
     with _cache_lock:
         _cache.setdefault(key, {})[facts.level] = facts
@@ -136,7 +141,7 @@ def judge(info: CheckpointInfo, facts: _Facts, entry: ManifestEntry | None,
           reference_shapes: dict[str, tuple[int, ...]] | None = None) -> CheckpointInfo:
     """Turn the file's facts plus its manifest entry into a status and reason."""
     info.level, info.sha256 = facts.level, facts.sha256
-    if entry is not None and info.bytes != entry.bytes:
+    if entry is not None and info.bytes != entry.bytes and facts.problem != EMPTY:
         short = info.bytes < entry.bytes
         info.status = "corrupt"
         info.reason = (f"{TRUNCATED if short else SIZE_MISMATCH}: {info.bytes} bytes, "
@@ -193,10 +198,19 @@ def _open_zip(file: IO[bytes]) -> tuple[zipfile.ZipFile | None, str | None]:
 
 
 def _has_end_record(file: IO[bytes]) -> bool:
+    """A complete end-of-central-directory record finishes the file (the last thing a zip writer writes)."""
     file.seek(0, os.SEEK_END)
     size = file.tell()
     file.seek(max(0, size - (1 << 16) - 22))
-    return _EOCD_SIGNATURE in file.read()
+    tail = file.read()
+    at = tail.rfind(_EOCD_SIGNATURE)
+    while at >= 0:
+        if at + 22 <= len(tail):
+            comment_length = int.from_bytes(tail[at + 20:at + 22], "little")
+            if at + 22 + comment_length == len(tail):
+                return True
+        at = tail.rfind(_EOCD_SIGNATURE, 0, at)
+    return False
 
 
 def _pickle_member(archive: zipfile.ZipFile) -> zipfile.ZipInfo | None:
@@ -329,20 +343,23 @@ class _RecordChecker:
     def __call__(self, piece: memoryview) -> None:
         if self.error is not None:
             return
-        if self._inflate is not None:
-            try:
-                piece = memoryview(self._inflate.decompress(piece))
-            except zlib.error:
-                self.error = f"{CRC_MISMATCH}: {self.member.filename} (corrupt deflate stream)"
-                return
-        self.crc = zlib.crc32(piece, self.crc)
+        if self._inflate is None:
+            self._absorb(piece)
+            return
+        try:
+            self._absorb(self._inflate.decompress(piece))
+        except zlib.error:
+            self.error = f"{CRC_MISMATCH}: {self.member.filename} (corrupt deflate stream)"
+
+    def _absorb(self, plain: bytes | memoryview) -> None:
+        self.crc = zlib.crc32(plain, self.crc)
         if self.kept is not None:
-            self.kept.append(bytes(piece))
+            self.kept.append(bytes(plain))
 
     def finish(self) -> str | None:
         if self.error is None and self._inflate is not None:
             try:
-                self(memoryview(self._inflate.flush()))
+                self._absorb(self._inflate.flush())
             except zlib.error:
                 self.error = f"{CRC_MISMATCH}: {self.member.filename} (corrupt deflate stream)"
         if self.error is None and self.crc != self.member.CRC:

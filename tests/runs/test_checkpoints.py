@@ -1,0 +1,148 @@
+"""runs.checkpoints: listing, expected vs present, and the one newest-valid rule resume uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from run_factory import flip_bit, make_run, member_data_offset, save_checkpoint, write_checkpoint
+
+from runs import integrity
+from runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints, newest_valid
+from runs.layout import CHECKPOINT_DIR, checkpoint_name
+from runs.manifest import read_manifest, write_manifest
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> None:
+    integrity.clear_cache()
+
+
+def _cfg(every: int = 500, max_steps: int = 2000, keep_last: int | None = 3, **extra: object) -> dict:
+    return {"max_steps": max_steps, "checkpoint": {"every": every, "keep_last": keep_last}, **extra}
+
+
+def test_expected_periodic_up_to_the_current_step_within_keep_last() -> None:
+    assert expected_checkpoints(_cfg(), "running", 1700) == [500, 1000, 1500]
+    assert expected_checkpoints(_cfg(keep_last=2), "running", 1700) == [1000, 1500]
+    assert expected_checkpoints(_cfg(keep_last=None), "interrupted", 1700) == [500, 1000, 1500]
+    assert expected_checkpoints(_cfg(), "running", 300) == []
+
+
+def test_expected_final_checkpoint_of_a_finished_run() -> None:
+    # The seed's off-by-one: a finished run must end with a checkpoint at max_steps.
+    assert expected_checkpoints(_cfg(every=1000, keep_last=None), "finished", 2000) == [1000, 2000]
+    assert expected_checkpoints(_cfg(every=300, max_steps=1000), "finished", 1000) == [600, 900, 1000]
+    assert expected_checkpoints(_cfg(every=1000), "crashed", 1999) == [1000]
+
+
+def test_expected_respects_extensions_and_stop_checkpoints() -> None:
+    cfg = _cfg(every=1000, keep_last=None, extensions=[{"at_step": 2000, "max_steps": 3000}])
+    assert expected_checkpoints(cfg, "finished", 3000) == [1000, 2000, 3000]
+    assert expected_checkpoints(_cfg(every=1000, keep_last=None), "stopped", 1234) == [1000, 1234]
+    # keep_last 0 still keeps the newest, like the engine's retention
+    assert expected_checkpoints(_cfg(every=100, keep_last=0), "running", 450) == [400]
+
+
+def test_expected_tolerates_garbage_config() -> None:
+    assert expected_checkpoints({"checkpoint": "nope", "max_steps": "x"}, "running", 100) == []
+    assert expected_checkpoints({}, "finished", None) == []
+
+
+def test_missing_checkpoints_names_the_absent_steps(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", state="finished", step=100, max_steps=100, every=50,
+                   checkpoint_steps=(50,))
+    present = list_checkpoints(run)
+    missing = missing_checkpoints(expected_checkpoints(_cfg(every=50, max_steps=100), "finished", 100),
+                                  present, run / CHECKPOINT_DIR)
+    assert [(m.step, m.status, m.name) for m in missing] == [(100, "missing", checkpoint_name(100))]
+
+
+def test_list_reports_temp_files_partial_and_vanished_files_missing(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", checkpoint_steps=(50, 100))
+    ckpt_dir = run / CHECKPOINT_DIR
+    (ckpt_dir / "step_00000150.pt.tmp.4242").write_bytes(b"PK\x03\x04partial")
+    (ckpt_dir / "manifest.json.tmp.4242").write_text("{")  # not a checkpoint at all
+    (ckpt_dir / checkpoint_name(50)).unlink()
+    infos = {i.name: i for i in list_checkpoints(run, level="quick")}
+    assert set(infos) == {checkpoint_name(50), checkpoint_name(100), "step_00000150.pt.tmp.4242"}
+    assert infos[checkpoint_name(50)].status == "missing"
+    assert infos[checkpoint_name(100)].status == "ok" and infos[checkpoint_name(100)].kind == "final"
+    assert infos["step_00000150.pt.tmp.4242"].status == "partial"
+
+
+def test_list_without_reading_uses_stat_and_manifest(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", checkpoint_steps=(50, 100))
+    ckpt_dir = run / CHECKPOINT_DIR
+    write_checkpoint(ckpt_dir / checkpoint_name(75), 75)  # no manifest entry
+    path = ckpt_dir / checkpoint_name(100)
+    path.write_bytes(path.read_bytes()[:100])
+    infos = {i.step: i for i in list_checkpoints(run, level=None)}
+    assert infos[50].status == "ok" and infos[50].level is None
+    assert infos[75].status == "unverified"
+    assert infos[100].status == "corrupt" and infos[100].reason.startswith("truncated")
+
+
+def test_newest_valid_skips_damaged_newer_checkpoints(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", state="interrupted", step=150, max_steps=200,
+                   checkpoint_steps=(50, 100, 150))
+    ckpt_dir = run / CHECKPOINT_DIR
+    offset, _ = member_data_offset(ckpt_dir / checkpoint_name(150), "data/0")
+    flip_bit(ckpt_dir / checkpoint_name(150), offset)
+    (ckpt_dir / "step_00000200.pt.tmp.999").write_bytes(b"PK")
+    chosen, skipped = newest_valid(run)
+    assert chosen is not None and chosen.step == 100 and chosen.status == "ok"
+    assert [(s.name, s.status) for s in skipped] == [("step_00000200.pt.tmp.999", "partial"),
+                                                     (checkpoint_name(150), "corrupt")]
+    assert skipped[1].reason.startswith("crc mismatch")
+
+
+def test_newest_valid_accepts_a_complete_file_the_manifest_missed(tmp_path: Path) -> None:
+    # A crash between the rename and the manifest update leaves an intact, unlisted file.
+    run = make_run(tmp_path, "r", state="interrupted", step=150, checkpoint_steps=(50, 100))
+    write_checkpoint(run / CHECKPOINT_DIR / checkpoint_name(150), 150)
+    chosen, skipped = newest_valid(run)
+    assert (chosen.step, chosen.status, skipped) == (150, "unverified", [])
+
+
+def test_newest_valid_deep_skips_an_incompatible_checkpoint(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", state="interrupted", step=100, checkpoint_steps=(50,))
+    save_checkpoint(run, 100, format="something-else")
+    chosen, skipped = newest_valid(run, level="deep")
+    assert chosen.step == 50
+    assert skipped[0].status == "incompatible" and "format" in skipped[0].reason
+    chosen, _ = newest_valid(run, level="full")
+    assert chosen.step == 100  # full does not load, so it cannot know
+
+
+def test_newest_valid_none_when_nothing_is_usable(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", checkpoint_steps=(50,))
+    (run / CHECKPOINT_DIR / checkpoint_name(50)).write_bytes(b"")
+    chosen, skipped = newest_valid(run)
+    assert chosen is None and skipped[0].reason == "empty"
+    assert newest_valid(tmp_path / "no-such-run") == (None, [])
+
+
+def test_deep_list_marks_a_checkpoint_whose_model_differs(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", checkpoint_steps=(50, 100))
+    save_checkpoint(run, 150, hidden=16)  # the run's other checkpoints have hidden=8
+    infos = {i.step: i for i in list_checkpoints(run, level="deep")}
+    assert infos[50].status == "ok" and infos[100].status == "ok"
+    assert infos[150].status == "incompatible" and "shape" in infos[150].reason
+
+
+def test_garbage_manifest_makes_files_unverified_not_fatal(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", checkpoint_steps=(50,))
+    (run / CHECKPOINT_DIR / "manifest.json").write_text("{not json")
+    assert read_manifest(run / CHECKPOINT_DIR).error
+    (info,) = list_checkpoints(run, level="full")
+    assert info.status == "unverified" and info.step == 50
+
+
+def test_manifest_step_wins_over_the_file_name(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", checkpoint_steps=(50,))
+    manifest = read_manifest(run / CHECKPOINT_DIR)
+    manifest.files[checkpoint_name(50)].step = 49
+    write_manifest(run / CHECKPOINT_DIR, manifest)
+    (info,) = list_checkpoints(run, level="quick")
+    assert info.step == 49

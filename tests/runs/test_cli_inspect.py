@@ -1,0 +1,143 @@
+"""`runctl ls`, `runctl verify` and `runctl summary`, run as a user runs them (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from run_factory import flip_bit, make_run, malicious_checkpoint, member_data_offset, reduce_call
+
+from runs.layout import CHECKPOINT_DIR, checkpoint_name
+
+
+def runctl(*args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True,
+                            timeout=120)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    make_run(root, "done", state="finished", step=100, max_steps=100, every=50, checkpoint_steps=(50, 100),
+             losses=(2.0, 0.75))
+    make_run(root, "short", state="finished", step=100, max_steps=100, every=50, checkpoint_steps=(50,))
+    make_run(root, "killed", state="running", step=70, max_steps=100, checkpoint_steps=(50,),
+             heartbeat_age=120)
+    (root / "stray.txt").write_text("x")
+    return root
+
+
+def test_ls_table(root: Path) -> None:
+    result = runctl("ls", str(root))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "STATE", "STEP", "LOSS", "CKPTS", "SIZE", "AGE", "NOTE"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert rows["done"].split()[1:5] == ["finished", "100/100", "0.75", "2"]
+    assert "1 (1 missing)" in rows["short"] and "missing checkpoint(s) at step 100" in rows["short"]
+    assert rows["killed"].split()[1] == "interrupted"
+    assert "not a run directory: is a file" in rows["stray.txt"]
+
+
+def test_ls_json_is_one_document_with_stable_fields(root: Path) -> None:
+    result = runctl("ls", str(root), "--json")
+    assert result.returncode == 0
+    document = json.loads(result.stdout)
+    assert document["root"] == str(root)
+    runs = {run["name"]: run for run in document["runs"]}
+    done = runs["done"]
+    assert {"path", "run_id", "name", "layout", "state", "step", "max_steps", "last_loss", "best",
+            "checkpoints", "checkpoint_bytes", "created_at", "updated_at", "parent", "world_size",
+            "error", "problems", "checkpoints_expected", "missing_steps"} <= set(done)
+    assert (done["state"], done["checkpoints"], done["last_loss"]) == ("finished", 2, 0.75)
+    assert runs["short"]["missing_steps"] == [100]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ls", "{tmp}/nope"], "{tmp}/nope: no such directory"),
+    (["ls", "{tmp}/file"], "{tmp}/file: is a file, not a folder of runs"),
+    (["verify", "{tmp}/nope"], "{tmp}/nope: no such file or directory"),
+    (["summary", "{tmp}/nope"], "{tmp}/nope: no such directory"),
+])
+def test_bad_root_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "file").write_text("x")
+    result = runctl(*(a.format(tmp=tmp_path) for a in args))
+    assert result.returncode == 2
+    assert result.stderr == f"runctl: {message.format(tmp=tmp_path)}\n"
+    assert result.stdout == ""
+
+
+def test_verify_root_reports_every_checkpoint_and_missing_ones(root: Path) -> None:
+    result = runctl("verify", str(root))
+    assert result.returncode == 0, result.stdout + result.stderr  # missing is not corrupt
+    rows = [line.split() for line in result.stdout.splitlines()[1:-1]]
+    statuses = {(row[0], row[2]): row[4] for row in rows}
+    assert statuses[("done", "50")] == statuses[("done", "100")] == "ok"
+    assert statuses[("short", "100")] == "missing"
+    assert result.stdout.splitlines()[-1].startswith("5 checkpoint(s) at level full")
+
+
+def test_verify_exit_1_on_corrupt_with_reason_and_sha256(root: Path) -> None:
+    path = root / "done" / CHECKPOINT_DIR / checkpoint_name(100)
+    offset, _ = member_data_offset(path, "data/0")
+    flip_bit(path, offset)
+    result = runctl("verify", str(root / "done"), "--json")
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert document["level"] == "full" and document["corrupt"] == 1
+    by_step = {c["step"]: c for c in document["checkpoints"]}
+    assert by_step[100]["status"] == "corrupt" and by_step[100]["reason"].startswith("crc mismatch")
+    assert by_step[100]["run"] == "done" and len(by_step[100]["sha256"]) == 64
+    assert by_step[50]["status"] == "ok"
+    assert {"path", "name", "step", "kind", "bytes", "mtime", "status", "reason", "sha256",
+            "level"} <= set(by_step[50])
+
+
+def test_verify_one_file_quick_and_without_manifest(root: Path, tmp_path: Path) -> None:
+    path = root / "done" / CHECKPOINT_DIR / checkpoint_name(50)
+    result = runctl("verify", str(path), "--quick", "--json")
+    assert result.returncode == 0
+    (item,) = json.loads(result.stdout)["checkpoints"]
+    assert (item["status"], item["level"], item["sha256"]) == ("ok", "quick", None)
+    loose = tmp_path / "copy.pt"
+    loose.write_bytes(path.read_bytes())
+    result = runctl("verify", str(loose))
+    assert result.returncode == 0 and " unverified " in result.stdout
+
+
+def test_verify_deep_refuses_a_malicious_pickle_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    path = malicious_checkpoint(tmp_path / "evil.pt", reduce_call(os.system, f"touch {marker}"))
+    for level in ("--quick", "--deep"):
+        result = runctl("verify", str(path), level)
+        assert result.returncode == 1 and "unsafe pickle" in result.stdout
+    result = runctl("verify", str(path))
+    assert result.returncode == 1
+    assert not marker.exists()
+
+
+def test_verify_bad_usage_is_exit_2(tmp_path: Path) -> None:
+    result = runctl("verify", str(tmp_path), "--quick", "--deep")
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr
+    result = runctl("verify", str(tmp_path))
+    assert result.returncode == 2 and result.stderr == f"runctl: {tmp_path}: no runs or checkpoints found\n"
+
+
+def test_summary_table_and_json(root: Path) -> None:
+    result = runctl("summary", str(root))
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[-1] == "Total checkpoints: 4 (expected: 5)"
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:-1]}
+    assert rows["done"][1:4] == ["finished", "100/100", "val/loss=1.75"]
+    assert rows["short"][-2:] == ["1/2", "100"]
+    document = json.loads(runctl("summary", str(root), "--json").stdout)
+    runs = {r["name"]: r for r in document["runs"]}
+    assert runs["done"]["best"] == {"metric": "val/loss", "value": 1.75, "step": 20}
+    assert (runs["short"]["checkpoints_present"], runs["short"]["checkpoints_expected"]) == (1, 2)
+    assert runs["done"]["final_loss"] == 0.75
