@@ -35,9 +35,20 @@ class HostBuffers:
     def get(self, key: tuple[Any, ...], like: torch.Tensor) -> torch.Tensor:
         buffer = self._buffers.get(key)
         if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
-            buffer = torch.empty(like.shape, dtype=like.dtype, pin_memory=self.pin_memory)
+            buffer = _host_tensor(like, self.pin_memory)
             self._buffers[key] = buffer
         return buffer
+
+
+def _host_tensor(like: torch.Tensor, pin_memory: bool) -> torch.Tensor:
+    if pin_memory:
+        try:
+            return torch.empty(like.shape, dtype=like.dtype, pin_memory=True)
+        except RuntimeError:
+            # Locked memory can be capped (ulimit -l, containers): pageable memory is slower for
+            # the copy (it becomes synchronous) but just as correct.
+            pass
+    return torch.empty(like.shape, dtype=like.dtype)
 
 
 def snapshot_to_cpu(state: Any, clone_cpu: bool = True, host_buffers: HostBuffers | None = None) -> Any:
@@ -49,9 +60,9 @@ def snapshot_to_cpu(state: Any, clone_cpu: bool = True, host_buffers: HostBuffer
     """
     walk = _Snapshotter(clone_cpu, host_buffers)
     result = walk.copy(state, ())
-    if walk.copied_from_cuda:
-        # One synchronize for all the non_blocking device-to-host copies issued above.
-        torch.cuda.synchronize()
+    for device in walk.cuda_devices:
+        # One synchronize per device for all the non_blocking device-to-host copies issued above.
+        torch.cuda.synchronize(device)
     return result
 
 
@@ -59,7 +70,7 @@ class _Snapshotter:
     def __init__(self, clone_cpu: bool, host_buffers: HostBuffers | None) -> None:
         self.clone_cpu = clone_cpu
         self.host_buffers = host_buffers
-        self.copied_from_cuda = False
+        self.cuda_devices: set[torch.device] = set()
         self._seen: dict[tuple[Any, ...], torch.Tensor] = {}
 
     def copy(self, value: Any, where: tuple[Any, ...]) -> Any:
@@ -86,9 +97,9 @@ class _Snapshotter:
             if self.host_buffers is not None:
                 result = self.host_buffers.get(where, tensor)
             else:
-                result = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+                result = _host_tensor(tensor, pin_memory=True)
             result.copy_(tensor, non_blocking=True)
-            self.copied_from_cuda = True
+            self.cuda_devices.add(tensor.device)
         else:
             # Other accelerators: a blocking copy is correct everywhere.
             result = tensor.to("cpu")

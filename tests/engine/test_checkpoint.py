@@ -497,11 +497,14 @@ manager.save(state, step=step, kind="periodic", sync=True)
 """
 
 
-def _kill_when(run_dir: Path, step: int, ready: Any) -> None:
+def _start_saver(run_dir: Path, step: int) -> subprocess.Popen[bytes]:
     # Each window lasts this long: wide enough to hit, short enough to reach the second one.
-    env = {**os.environ, checkpoint_module.SLOW_WRITE_ENV: "3"}
-    proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(run_dir), str(step)], env=env,
+    env = {**os.environ, checkpoint_module.SLOW_WRITE_ENV: "2"}
+    return subprocess.Popen([sys.executable, "-c", _SAVER, str(run_dir), str(step)], env=env,
                             cwd=Path(__file__).resolve().parents[2])
+
+
+def _kill_when(proc: subprocess.Popen[bytes], ready: Any) -> None:
     try:
         deadline = time.monotonic() + 60
         while not ready():
@@ -514,22 +517,28 @@ def _kill_when(run_dir: Path, step: int, ready: Any) -> None:
 
 
 def test_kill_inside_temp_write_and_before_manifest_update(tmp_path: Path, recorder: Recorder) -> None:
-    manager = make_manager(tmp_path, recorder)
-    manager.save(make_state(1), step=1, kind="periodic", sync=True)
-    directory = tmp_path / "checkpoints"
-    manifest_before = (directory / "manifest.json").read_text()
+    in_temp_write, before_manifest = tmp_path / "a", tmp_path / "b"
+    for run_dir in (in_temp_write, before_manifest):
+        manager = make_manager(run_dir, recorder)
+        manager.save(make_state(1), step=1, kind="periodic", sync=True)
+        manager.close()
+    manifest_before = (in_temp_write / "checkpoints" / "manifest.json").read_text()
+    # Both savers start at once (their torch imports overlap); each is killed in its own window.
+    savers = [_start_saver(in_temp_write, 2), _start_saver(before_manifest, 3)]
 
     # Killed while the temp file is half written: no file under the final name, manifest untouched.
-    _kill_when(tmp_path, 2, lambda: any(".tmp." in p.name and p.stat().st_size > 0 for p in directory.iterdir()))
+    directory = in_temp_write / "checkpoints"
+    _kill_when(savers[0], lambda: any(".tmp." in p.name and p.stat().st_size > 0 for p in directory.iterdir()))
     assert not (directory / "step_00000002.pt").exists()
     assert (directory / "manifest.json").read_text() == manifest_before
-
-    # Killed after the rename, before the manifest update: a complete file the manifest does not know.
-    _kill_when(tmp_path, 3, lambda: (directory / "step_00000003.pt").exists())
-    assert "step_00000003.pt" not in read_manifest(directory).files
-    assert load_checkpoint(directory / "step_00000003.pt")["step"] == 3  # CRCs pass: unverified, loadable
-
     # The next successful save clears the dead writer's temp file.
+    manager = make_manager(in_temp_write, recorder)
     manager.save(make_state(4), step=4, kind="periodic", sync=True)
     manager.close()
-    assert ckpt_files(tmp_path) == ["step_00000001.pt", "step_00000003.pt", "step_00000004.pt"]
+    assert ckpt_files(in_temp_write) == ["step_00000001.pt", "step_00000004.pt"]
+
+    # Killed after the rename, before the manifest update: a complete file the manifest does not know.
+    directory = before_manifest / "checkpoints"
+    _kill_when(savers[1], lambda: (directory / "step_00000003.pt").exists())
+    assert "step_00000003.pt" not in read_manifest(directory).files
+    assert load_checkpoint(directory / "step_00000003.pt")["step"] == 3  # CRCs pass: unverified, loadable
