@@ -5,8 +5,8 @@ that takes the run from `step` to `step + 1` uses lr(step); so a run with max_st
 exactly N updates and ends with a `final` checkpoint at step N (never the off-by-one of seed 000).
 
 One step: curriculum settings for this step -> grad_accum micro-batches (forward, scaled
-backward) -> the commands that arrived (stop, checkpoint, extend; agreed across ranks) -> clip,
-optimizer step, EMA -> step += 1 -> log / eval / checkpoint when due.
+backward) -> clip, optimizer step, EMA -> step += 1 -> log / eval when due -> the commands that
+arrived (stop, checkpoint, extend; agreed across ranks) -> checkpoint when due or asked.
 
 Resume is exact because a checkpoint holds everything the next step reads: weights, optimizer,
 GradScaler, EMA, every RNG, the sampler position, the best metric and the curriculum stage; the LR
@@ -31,7 +31,7 @@ from torch import nn
 
 from engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, CheckpointManager
 from engine.compat import compare_state_dicts, format_incompatibility
-from engine.control import STOP_BY_SIGNAL, Commands, Control, ControlFolder
+from engine.control import STOP_BY_SIGNAL, STOP_BY_USER, Commands, Control, ControlFolder
 from engine.curriculum import effective_config, stage_index
 from engine.data import EpochSampler, eval_index_batches
 from engine.distributed import DistContext
@@ -118,16 +118,10 @@ class _Interval:
     def reset(self) -> None:
         self.loss_sum, self.steps, self.units, self.started = 0.0, 0, 0, time.perf_counter()
 
-
-@dataclass
-class _Agreed:
-    """Commands and checks every rank acts on identically at a step boundary."""
-
-    stop: str | None
-    signal: str | None
-    checkpoint: bool
-    extend_to: int | None
-    nonfinite: bool
+    def add(self, loss: torch.Tensor, units: int) -> None:
+        self.loss_sum = self.loss_sum + loss
+        self.steps += 1
+        self.units += units
 
 
 class Trainer:
@@ -235,29 +229,31 @@ class Trainer:
         while self.step < self.max_steps:
             self._apply_curriculum()
             loss, units = self._forward_backward()
-            agreed = self._agree(self._poll_commands(), loss)
-            if agreed.nonfinite:
+            if self._nonfinite(loss):
                 return self._stop_nonfinite(loss)
-            grad_norm = self._update()
+            self._last_grad_norm = self._update()
             self.step += 1
             self.runlog.set_progress(self.step, self.max_steps)
-            self._interval.loss_sum = self._interval.loss_sum + loss
-            self._interval.steps += 1
-            self._interval.units += units
-            self._last_grad_norm = grad_norm
+            self._interval.add(loss, units)
 
-            if agreed.extend_to:
-                self._extend(agreed.extend_to)
             last = self.step >= self.max_steps
-            stopping = agreed.stop is not None and not last
-            if self.step % self.cfg["log"]["every"] == 0 or last or stopping:
+            if self.step % self.cfg["log"]["every"] == 0 or last:
                 self._log_train()
             improved = False
             if self.step % self.cfg["eval"]["every"] == 0 or last:
                 improved = self._evaluate()
-            self._checkpoint_if_due(last, improved, agreed.checkpoint)
+            # Commands are taken after the step's own work, so a stop asked during this step
+            # (or its evaluation) ends the run here rather than one step later.
+            commands = self._agree(self._poll_commands())
+            if commands.extend_to:
+                self._extend(commands.extend_to)
+                last = self.step >= self.max_steps
+            stopping = commands.stop is not None and not last
+            if stopping and self._interval.steps:
+                self._log_train()
+            self._checkpoint_if_due(last, improved, commands.checkpoint)
             if stopping:
-                return self._halt(agreed)
+                return self._halt(commands)
         return self._finish()
 
     def _apply_curriculum(self) -> None:
@@ -314,17 +310,25 @@ class Trainer:
                 self.runlog.event("warning", message=warning)
         return self.control.take()
 
-    def _agree(self, commands: Commands, loss: torch.Tensor) -> _Agreed:
-        check_finite = self.cfg["nan"]["action"] == "stop"
-        nonfinite = check_finite and not bool(torch.isfinite(loss))
+    def _agree(self, commands: Commands) -> Commands:
+        """The commands every rank acts on: rank 0's control folder and any rank's signal."""
         if not self.dist.enabled:
-            return _Agreed(commands.stop, commands.signal, commands.checkpoint, commands.extend_to, nonfinite)
-        stop_code = {None: 0, "stopped": 1, STOP_BY_SIGNAL: 2}[commands.stop]
-        flags = self.dist.agree_max([stop_code, float(commands.checkpoint), float(commands.extend_to or 0),
-                                     float(nonfinite)], self.runtime.device)
-        stop = {0: None, 1: "stopped", 2: STOP_BY_SIGNAL}[int(flags[0])]
-        return _Agreed(stop, commands.signal or ("signal" if stop == STOP_BY_SIGNAL else None),
-                       bool(flags[1]), int(flags[2]) or None, bool(flags[3]))
+            return commands
+        stop_code = {None: 0, STOP_BY_USER: 1, STOP_BY_SIGNAL: 2}[commands.stop]
+        flags = self.dist.agree_max([stop_code, float(commands.checkpoint), float(commands.extend_to or 0)],
+                                    self.runtime.device)
+        stop = {0: None, 1: STOP_BY_USER, 2: STOP_BY_SIGNAL}[int(flags[0])]
+        signal = commands.signal or ("a signal to another rank" if stop == STOP_BY_SIGNAL else None)
+        return Commands(stop, signal, bool(flags[1]), int(flags[2]) or None)
+
+    def _nonfinite(self, loss: torch.Tensor) -> bool:
+        """With nan.action=stop: is this step's loss nan/inf on any rank? (one sync per step)"""
+        if self.cfg["nan"]["action"] != "stop":
+            return False
+        local = not bool(torch.isfinite(loss))
+        if not self.dist.enabled:
+            return local
+        return bool(self.dist.agree_max([float(local)], self.runtime.device)[0])
 
     def _extend(self, new_max: int) -> None:
         old_max = self.max_steps
@@ -410,13 +414,13 @@ class Trainer:
         self.runlog.event("finished", max_steps=self.max_steps)
         return "finished"
 
-    def _halt(self, agreed: _Agreed) -> str:
+    def _halt(self, commands: Commands) -> str:
         if self.last_saved_step != self.step:
             self.save("interrupt", sync=True)
         elif self.checkpoints is not None:
             self.checkpoints.wait()
-        if agreed.stop == STOP_BY_SIGNAL:
-            self.runlog.event("interrupted", signal=agreed.signal)
+        if commands.stop == STOP_BY_SIGNAL:
+            self.runlog.event("interrupted", signal=commands.signal)
             return "interrupted"
         self.runlog.event("stopped")
         return "stopped"

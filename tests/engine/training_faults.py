@@ -1,0 +1,58 @@
+"""A custom task for the training tests (`task: "training_faults:factory"`): digits with a poison.
+
+`loss.poison` (set by a curriculum stage, so it starts at an exact step): 0 a normal loss,
+1 the loss is NaN, 2 it is +inf, 3 the loss raises RuntimeError("poisoned batch").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+VAL_SIZE = 297
+
+
+class PoisonedDigits:
+    unit = "samples"
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        self.x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
+        self.y = torch.tensor(digits.target, dtype=torch.long)
+        self.val_size = VAL_SIZE
+        self.train_size = len(self.y) - VAL_SIZE
+        self.hidden = int((cfg.get("model") or {}).get("hidden", 16))
+
+    def build_model(self) -> nn.Module:
+        return nn.Sequential(nn.Linear(64, self.hidden), nn.ReLU(), nn.Linear(self.hidden, 10))
+
+    def get_batch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        offset = 0 if split == "train" else self.train_size
+        return self.x[indices + offset], self.y[indices + offset]
+
+    def units(self, batch: tuple[torch.Tensor, ...]) -> int:
+        return int(batch[0].shape[0])
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...], settings: dict[str, Any]) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(model(x), y)
+        poison = (settings.get("loss") or {}).get("poison", 0)
+        if poison == 3:
+            raise RuntimeError("poisoned batch")
+        if poison == 2:
+            return loss * float("inf")
+        return loss * float("nan") if poison == 1 else loss
+
+    def eval_step(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        x, y = batch
+        logits = model(x)
+        return {"val/loss": F.cross_entropy(logits, y), "val/acc": (logits.argmax(dim=1) == y).float().mean()}
+
+
+def factory(cfg: dict[str, Any]) -> PoisonedDigits:
+    return PoisonedDigits(cfg)
