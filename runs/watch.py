@@ -38,7 +38,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 from runs.errors import RunctlError
 from runs.layout import (
@@ -56,8 +56,13 @@ log = logging.getLogger(__name__)
 
 # How deep under the root run directories are looked for (root/run, root/group/run, ...).
 MAX_RUN_DEPTH = 3
-# A burst that stays quiet this long is delivered before the debounce window ends.
+# A burst that stays quiet this long is delivered before the debounce window ends. A poll
+# queues all it found at once, so polling needs hardly any quiet time.
 QUIET_SECONDS = 0.02
+QUIET_SECONDS_POLLING = 0.005
+# Poll period: a change is seen within about this plus the time of one tree snapshot, which
+# keeps the worst case under the 250 ms the UI promises on small roots.
+DEFAULT_POLL_INTERVAL = 0.2
 
 _RUN_FILES = (RUN_YAML, STATUS_JSON, METRICS_JSONL, EVENTS_JSONL)
 # Opening and closing a file without writing (our own readers do it all the time) is no change.
@@ -232,7 +237,7 @@ class RunWatcher:
         callback: Callable[[list[Change]], None],
         poll: bool = False,
         debounce: float = 0.1,
-        poll_interval: float = 0.25,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
         self.root = Path(os.path.abspath(root))
         self.callback = callback
@@ -310,7 +315,10 @@ class RunWatcher:
                 )
                 log.warning("%s: %s", self.root, self.fallback_reason)
                 _discard(observer)
-        observer = PollingObserver(timeout=self.poll_interval)
+        # PollingObserver stats with os.stat, which follows symlinks: a symlink loop under the
+        # root would make every snapshot recurse until ELOOP. lstat does not follow them (nor
+        # does inotify), so both modes see the same tree.
+        observer = PollingObserverVFS(os.lstat, os.scandir, polling_interval=self.poll_interval)
         observer.schedule(handler, str(self.root), recursive=True, event_filter=_EVENT_TYPES)
         observer.start()
         self.mode = "polling"
@@ -379,7 +387,7 @@ class RunWatcher:
                     log.exception("runctl watcher callback failed on %d change(s)", len(changes))
 
     def _wait_for_burst_end(self) -> None:
-        quiet = min(QUIET_SECONDS, self.debounce)
+        quiet = min(QUIET_SECONDS_POLLING if self.mode == "polling" else QUIET_SECONDS, self.debounce)
         while True:
             with self._lock:
                 deadline = min(self._first_event_at + self.debounce, self._last_event_at + quiet)

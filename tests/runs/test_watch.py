@@ -164,6 +164,19 @@ def test_runs_present_at_start_and_moved_in(
     got.expect(ChangeKind.RUN_REMOVED, old)
 
 
+def test_a_symlink_loop_under_the_root_is_harmless(
+    watch: Callable[[], tuple[RunWatcher, Collector]], tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    (root / "a").mkdir()
+    (root / "a" / "back").symlink_to("..")
+    (root / "self").symlink_to(".")
+    watcher, got = watch()
+    new_run(root / "a" / "run")
+    got.expect(ChangeKind.RUN_ADDED, root / "a" / "run")
+    assert watcher.known_runs() == [root / "a" / "run"]
+
+
 def test_a_failing_callback_does_not_stop_the_watcher(
     watch: Callable[[], tuple[RunWatcher, Collector]], tmp_path: Path
 ) -> None:

@@ -1,0 +1,252 @@
+"""Metrics loading, incremental appends and watcher latency.
+
+    python bench/bench_metrics.py [--quick]
+
+Figures (one row each: name, runctl, baseline, ratio, target, met):
+- load 50,000 steps x 20 metrics (~36 MB of JSONL) into plot-ready arrays with runs.metrics,
+  against the standard json module line by line into the same arrays (measured in the same run);
+- the JSON parse alone, orjson against json (is orjson worth its dependency?);
+- appending 100 lines then poll(), on the 36 MB file and on a tiny one (cost must not grow with
+  the file);
+- the watcher's change latency (write -> callback), p50 and p95, native (inotify) and polling
+  with the default settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+
+from runs.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
+from runs.metrics import MetricsReader  # noqa: E402
+from runs.watch import Change, ChangeKind, RunWatcher  # noqa: E402
+
+STEPS = 50_000
+LOAD_TARGET_MS = 350.0
+APPEND_TARGET_US = 2_000.0
+LATENCY_TARGET_MS = 250.0
+METRIC_NAMES = ["train/loss", "lr", "grad_norm", "step_time", "tokens_per_s"] + [
+    f"l{i:02d}/gnorm" for i in range(15)
+]
+
+
+def write_metrics(path: Path, steps: int, start: int = 0) -> None:
+    """Engine-shaped lines (step, time and 20 metrics with full float precision), ~730 bytes each."""
+    rng = random.Random(start)
+    t0 = 1_700_000_000.0
+    with open(path, "a", encoding="utf-8") as f:
+        for step in range(start, start + steps):
+            record: dict[str, float | int] = {"step": step, "time": t0 + step * 0.25}
+            for name in METRIC_NAMES:
+                record[name] = rng.random() * 10.0 ** rng.randint(-4, 3)
+            f.write(json.dumps(record, allow_nan=True, separators=(",", ":")) + "\n")
+
+
+def load_with_json(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The baseline: the standard library, line by line, into per-metric arrays."""
+    columns: dict[str, tuple[list[int], list[float]]] = {}
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict) or "step" not in record:
+                continue
+            step = record["step"]
+            for name, value in record.items():
+                if name in ("step", "time") or not isinstance(value, int | float):
+                    continue
+                steps, values = columns.setdefault(name, ([], []))
+                steps.append(step)
+                values.append(value)
+    return {
+        name: (np.array(steps, dtype=np.int64), np.array(values, dtype=np.float64))
+        for name, (steps, values) in columns.items()
+    }
+
+
+def load_with_runctl(path: Path) -> MetricsReader:
+    reader = MetricsReader(path)
+    reader.poll()
+    return reader
+
+
+def best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def row(name: str, runctl: float | None, baseline: float | None, target: str, met: bool, unit: str) -> dict:
+    ratio = baseline / runctl if runctl and baseline else None
+    return {"name": name, "runctl": runctl, "baseline": baseline, "ratio": ratio, "target": target,
+            "met": met, "unit": unit}
+
+
+def bench_loading(tmp: Path, quick: bool) -> list[dict]:
+    path = tmp / "metrics.jsonl"
+    write_metrics(path, STEPS)
+    size_mb = path.stat().st_size / 1e6
+    repeats = 2 if quick else 5
+
+    reader = load_with_runctl(path)
+    reference = load_with_json(path)
+    for name, (steps, values) in reference.items():  # same arrays, or the timing means nothing
+        got_steps, got_values = reader.series(name)
+        assert np.array_equal(got_steps, steps) and np.array_equal(got_values, values), name
+
+    runctl_s = best_seconds(lambda: load_with_runctl(path), repeats)
+    baseline_s = best_seconds(lambda: load_with_json(path), max(1, repeats // 2))
+    rows = [row(f"metrics load {STEPS} steps x {len(METRIC_NAMES)} metrics ({size_mb:.0f} MB) vs json lines",
+                runctl_s * 1e3, baseline_s * 1e3, f"<= {LOAD_TARGET_MS:.0f} ms",
+                runctl_s * 1e3 <= LOAD_TARGET_MS, "ms")]
+
+    lines = path.read_bytes().split(b"\n")[:-1]
+    orjson_s = best_seconds(lambda: [orjson.loads(line) for line in lines], repeats)
+    json_s = best_seconds(lambda: [json.loads(line) for line in lines], max(1, repeats // 2))
+    rows.append(row("metrics parse only: orjson vs json (same lines)", orjson_s * 1e3, json_s * 1e3,
+                    "faster than json", orjson_s < json_s, "ms"))
+
+    big = append_cost(reader, path, samples=20 if quick else 100)
+    small_path = tmp / "small.jsonl"
+    write_metrics(small_path, 50)
+    small = append_cost(load_with_runctl(small_path), small_path, samples=20 if quick else 100)
+    rows.append(row(f"append 100 lines + poll, {size_mb:.0f} MB file (median)", big * 1e6, None,
+                    f"<= {APPEND_TARGET_US:.0f} us", big * 1e6 <= APPEND_TARGET_US, "us"))
+    rows.append(row(f"append 100 lines + poll: {size_mb:.0f} MB file vs 36 KB file", big * 1e6, small * 1e6,
+                    "ratio >= 0.5 (size-independent)", small / big >= 0.5, "us"))
+    return rows
+
+
+def append_cost(reader: MetricsReader, path: Path, samples: int) -> float:
+    """Median seconds of poll() after 100 lines were appended (the append itself not timed)."""
+    next_step = int(reader.last("train/loss")[0]) + 1
+    times = []
+    for _ in range(samples):
+        write_metrics(path, 100, start=next_step)
+        next_step += 100
+        started = time.perf_counter()
+        reader.poll()
+        times.append(time.perf_counter() - started)
+    assert reader.last("train/loss")[0] == next_step - 1
+    return statistics.median(times)
+
+
+class LatencyProbe:
+    def __init__(self) -> None:
+        self.arrivals: dict[tuple[ChangeKind, Path], float] = {}
+        self.cond = threading.Condition()
+
+    def __call__(self, changes: list[Change]) -> None:
+        now = time.perf_counter()
+        with self.cond:
+            for change in changes:
+                self.arrivals.setdefault((change.kind, change.path), now)
+            self.cond.notify_all()
+
+    def wait(self, key: tuple[ChangeKind, Path], timeout: float = 5.0) -> float | None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: key in self.arrivals, timeout=timeout):
+                return None
+            return self.arrivals.pop(key)
+
+
+def engine_like_writes(run: Path) -> list[tuple[ChangeKind, Path, Callable[[], object]]]:
+    """One write of each common kind, as the engine makes them, with the change each must cause."""
+    ckpt = run / "checkpoints" / "step_00000010.pt"
+
+    def add_run() -> None:
+        run.mkdir()
+        atomic_write_text(run / "run.yaml", "a: 1\n")
+
+    def add_checkpoint() -> None:
+        ckpt.parent.mkdir(exist_ok=True)
+        atomic_write_bytes(ckpt, b"x" * 65536)
+
+    return [
+        (ChangeKind.RUN_ADDED, run, add_run),
+        (ChangeKind.STATUS_CHANGED, run / "status.json",
+         lambda: atomic_write_json(run / "status.json", {"state": "running"})),
+        (ChangeKind.METRICS_APPENDED, run / "metrics.jsonl",
+         lambda: append_jsonl(run / "metrics.jsonl", {"step": 1, "train/loss": 1.0})),
+        (ChangeKind.CHECKPOINT_ADDED, ckpt, add_checkpoint),
+    ]
+
+
+def watch_latencies(tmp: Path, poll: bool, samples: int) -> list[float]:
+    root = tmp / ("root-poll" if poll else "root-native")
+    root.mkdir()
+    probe = LatencyProbe()
+    watcher = RunWatcher(root, probe, poll=poll)
+    latencies = []
+    rng = random.Random(1)
+    try:
+        watcher.start()
+        for index in range(samples):
+            # Writes land at random moments relative to the poll cycle, as real ones do.
+            time.sleep(rng.uniform(0.05, 0.35))
+            actions = engine_like_writes(root / f"run{index}")
+            for kind, path, action in actions:
+                started = time.perf_counter()
+                action()
+                arrived = probe.wait((kind, path))
+                latencies.append(float("inf") if arrived is None else arrived - started)
+                time.sleep(rng.uniform(0.0, 0.3))
+    finally:
+        watcher.stop()
+    return latencies
+
+
+def bench_watch(tmp: Path, quick: bool) -> list[dict]:
+    samples = 3 if quick else 12  # four changes a sample
+    rows = []
+    for poll in (False, True):
+        latencies = np.array(watch_latencies(tmp, poll, samples)) * 1e3
+        mode = "polling" if poll else "native"
+        for q in (50, 95):
+            value = float(np.percentile(latencies, q))
+            rows.append(row(f"watch latency {mode} p{q} ({len(latencies)} changes)", value, None,
+                            f"<= {LATENCY_TARGET_MS:.0f} ms", value <= LATENCY_TARGET_MS, "ms"))
+    return rows
+
+
+def run(quick: bool) -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="runctl-bench-metrics-") as tmp:
+        return bench_loading(Path(tmp), quick) + bench_watch(Path(tmp), quick)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and latency samples")
+    args = parser.parse_args(argv)
+    rows = run(args.quick)
+    print(f"{'figure':64} {'runctl':>10} {'baseline':>10} {'ratio':>7}  {'target':32} met")
+    for r in rows:
+        fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+        name = f"{r['name']} [{r['unit']}]"
+        print(f"{name:64} {fmt(r['runctl']):>10} {fmt(r['baseline']):>10} {fmt(r['ratio']):>7}  "
+              f"{r['target']:32} {'yes' if r['met'] else 'NO'}")
+    return 0 if all(r["met"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
