@@ -216,10 +216,13 @@ class CheckpointManager:
         write_manifest(self.directory, manifest)
         self._emit({"event": "checkpoint", "step": job.step, "file": name, "kind": job.kind, "bytes": size})
 
-        job.stage = "checkpoint saved, but retention failed"
-
-        self._apply_retention(just_written=name)
-        remove_stale_temps(self.directory)
+        # The checkpoint is safe now: cleaning up after it can only warn, never fail the save.
+        try:
+            self._apply_retention(just_written=name)
+            remove_stale_temps(self.directory)
+        except OSError as exc:
+            self._emit({"event": "warning", "step": job.step,
+                        "message": f"{self.directory}: old checkpoints not cleaned up ({exc.strerror or exc})"})
 
     # ---------------------------------------------------------------- retention
 

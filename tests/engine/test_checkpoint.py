@@ -542,3 +542,18 @@ def test_kill_inside_temp_write_and_before_manifest_update(tmp_path: Path, recor
     _kill_when(savers[1], lambda: (directory / "step_00000003.pt").exists())
     assert "step_00000003.pt" not in read_manifest(directory).files
     assert load_checkpoint(directory / "step_00000003.pt")["step"] == 3  # CRCs pass: unverified, loadable
+
+
+def test_cleanup_failure_after_a_save_is_only_a_warning(tmp_path: Path, recorder: Recorder,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable(directory: Path) -> list[Path]:
+        raise PermissionError(errno.EACCES, "Permission denied", str(directory))
+
+    monkeypatch.setattr(checkpoint_module, "remove_stale_temps", unreadable)
+    manager = make_manager(tmp_path, recorder)
+    manager.save(make_state(1), step=1, kind="periodic")
+    manager.save(make_state(2), step=2, kind="periodic")
+    manager.close()
+    assert ckpt_files(tmp_path) == ["step_00000001.pt", "step_00000002.pt"]
+    assert [e["step"] for e in recorder.named("checkpoint")] == [1, 2]
+    assert len(recorder.named("warning")) == 2 and not recorder.named("checkpoint_failed")
