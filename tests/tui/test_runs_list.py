@@ -1,0 +1,249 @@
+"""The runs list with Pilot on hand-written run folders: states, filter, sort, selection, keys
+dimmed by state, the welcome on an empty root, help, palette, keymap remapping, live rows."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fixtures import FIXED_NOW, every_state_root, fixed_now, write_run
+from textual.widgets import OptionList
+
+from runs.layout import METRICS_JSONL
+from tui.app import RunctlApp, make_app
+from tui.screens.help import HelpScreen
+from tui.screens.runs_list import RunsListScreen
+from tui.widgets.runs_table import COLUMN_KEYS, RunsTable
+
+SIZE = (120, 30)
+WAIT_SECONDS = 20.0
+
+
+def make_test_app(root: Path, tmp_path: Path, keymap: Path | None = None, watch: bool = False) -> RunctlApp:
+    return make_app(root, watch=watch, now=fixed_now, keymap_path=keymap or tmp_path / "no-keys.yaml")
+
+
+async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def table(app: RunctlApp) -> RunsTable:
+    return app.screen.query_one(RunsTable)
+
+
+async def loaded(pilot, count: int | None = None) -> RunsTable:
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsListScreen)
+                   and pilot.app.screen._loaded, "the runs to load")
+    t = table(pilot.app)
+    if count is not None:
+        await wait_for(pilot, lambda: t.total_runs == count, f"{count} runs")
+    return t
+
+
+def enabled(app: RunctlApp, action: str) -> bool:
+    for active in app.screen.active_bindings.values():
+        if active.binding.action == action:
+            return active.enabled
+    raise AssertionError(f"no binding for {action}")
+
+
+@pytest.fixture
+def state_root(tmp_path: Path):
+    root, lock = every_state_root(tmp_path / "runs")
+    yield root
+    lock.release()
+
+
+async def test_every_state_shows_with_its_symbol(state_root: Path, tmp_path: Path) -> None:
+    app = make_test_app(state_root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        t = await loaded(pilot, 6)
+        states = {row.name: row.state for row in t._rows.values()}
+        assert states == {
+            "gpt-small-lr3e-4": "running", "mlp-baseline": "finished", "cnn-aug": "stopped",
+            "vit-patch4": "interrupted",  # said running, lock free: killed
+            "gpt-nan": "crashed", "branch-not-started": "unknown",
+        }
+        state_cells = {str(t.get_row(key)[0]).strip(): str(t.get_row(key)[1]) for key in t.rows}
+        assert state_cells["vit-patch4"] == "⚠ interrupted"
+        assert state_cells["gpt-nan"] == "✖ crashed"
+        row = [str(c) for c in t.get_row(str(state_root / "gpt-small-lr3e-4"))]
+        # name, state, step/max, last loss, best val, it/s (1/0.12 s), ETA (580 steps / 8.33 it/s), updated ago
+        assert row[2:] == ["420/1000", "0.1045", "1.482", "8.3", "1m09s", "2s ago"]
+
+
+async def test_filter_by_name_then_keys_act_on_the_match(state_root: Path, tmp_path: Path) -> None:
+    app = make_test_app(state_root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        t = await loaded(pilot, 6)
+        await pilot.press("slash", *"gpt", "enter")
+        assert sorted(t.visible_names()) == ["gpt-nan", "gpt-small-lr3e-4"]
+        assert t.has_focus
+        await pilot.press("slash", "backspace", "backspace", "backspace", *"cnn", "enter")
+        assert t.visible_names() == ["cnn-aug"]
+        assert t.current_run is not None and t.current_run.name == "cnn-aug"
+        assert enabled(app, "resume")  # stopped: r applies
+        await pilot.press("escape")
+        assert len(t.visible_names()) == 6
+
+
+async def test_sort_by_key_and_by_header_click(state_root: Path, tmp_path: Path) -> None:
+    app = make_test_app(state_root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        t = await loaded(pilot, 6)
+        # default: most recently updated first
+        assert t.visible_names()[0] == "gpt-small-lr3e-4"
+        await pilot.press("o")  # updated -> name (wraps to the first column)
+        assert t.sort_column == "name"
+        assert t.visible_names() == sorted(t.visible_names(), key=str.lower)
+        # click the "Loss" header: ascending loss, "-" (no loss) last
+        x = sum(t.columns[key].get_render_width(t) for key in COLUMN_KEYS[:COLUMN_KEYS.index("loss")]) + 2
+        await pilot.click(RunsTable, offset=(x, 0))
+        assert t.sort_column == "loss" and not t.sort_reverse
+        losses = [t._rows[str(k.value)].last_loss for k in t.rows]
+        present = [v for v in losses if v is not None]
+        assert present == sorted(present) and losses[-1] is None
+        await pilot.click(RunsTable, offset=(x, 0))  # again: descending
+        assert t.sort_reverse
+
+
+async def test_space_selects_runs_for_the_overlay(state_root: Path, tmp_path: Path) -> None:
+    app = make_test_app(state_root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        t = await loaded(pilot, 6)
+        first = t.current_run
+        await pilot.press("space", "down", "space")
+        second = t.current_run
+        assert app.selected_runs == {first.path, second.path}
+        assert str(t.get_row(first.key)[0]).startswith("● ")
+        await pilot.press("space")
+        assert app.selected_runs == {first.path}
+
+
+async def test_keys_dim_by_the_selected_runs_state(state_root: Path, tmp_path: Path) -> None:
+    app = make_test_app(state_root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        t = await loaded(pilot, 6)
+        expect = {
+            # name: (stop/checkpoint, resume, start)
+            "gpt-small-lr3e-4": (True, False, False),
+            "mlp-baseline": (False, False, False),
+            "cnn-aug": (False, True, False),
+            "vit-patch4": (False, True, False),
+            "gpt-nan": (False, True, False),
+            "branch-not-started": (False, False, True),
+        }
+        for index in range(len(expect)):
+            t.move_cursor(row=index)
+            await pilot.pause()
+            name = t.current_run.name
+            got = (enabled(app, "stop"), enabled(app, "resume"), enabled(app, "start"))
+            assert got == expect[name], name
+            assert enabled(app, "checkpoint") == expect[name][0]
+
+
+async def test_welcome_on_empty_root_lists_builtin_configs(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    app = make_test_app(root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, 0)
+        configs = app.screen.query_one("#welcome-configs", OptionList)
+        assert configs.display and configs.has_focus
+        ids = [configs.get_option_at_index(i).id for i in range(configs.option_count)]
+        assert {"digits_mlp", "char_gpt"} <= set(ids)
+        assert not table(app).display
+        assert not enabled(app, "resume")
+
+
+async def test_help_lists_every_key_with_its_id(state_root: Path, tmp_path: Path) -> None:
+    app = make_test_app(state_root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, 6)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        ids = {binding_id for _, binding_id, _, _ in app.screen.rows}
+        assert {"runctl.new", "runctl.start", "runctl.stop", "runctl.resume", "runctl.extend",
+                "runctl.checkpoint", "runctl.open", "runctl.filter", "runctl.select", "runctl.sort",
+                "runctl.help", "runctl.quit", "runctl.palette"} <= ids
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsListScreen)
+
+
+async def test_palette_runs_a_screen_action(state_root: Path, tmp_path: Path) -> None:
+    app = make_test_app(state_root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        t = await loaded(pilot, 6)
+        before = t.sort_column
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Sort")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: t.sort_column != before, "the palette's sort to run")
+        await pilot.press("ctrl+p", *"Filter")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen.query_one("#filter").has_focus, "the filter box")
+
+
+async def test_palette_leaves_out_actions_that_do_not_apply(state_root: Path, tmp_path: Path) -> None:
+    from tui.palette import ScreenActionsProvider, screen_actions
+
+    app = make_test_app(state_root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        t = await loaded(pilot, 6)
+        t.move_cursor(row=t.get_row_index(str(state_root / "mlp-baseline")))
+        await pilot.pause()
+        provider = ScreenActionsProvider(app.screen)
+        actions = {item.action for item in screen_actions(provider)}
+        assert {"new_run", "extend", "open_run", "filter", "sort", "help", "quit_app"} <= actions
+        assert not {"resume", "stop", "checkpoint", "start"} & actions
+
+
+async def test_keymap_file_remaps_a_key(state_root: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("runctl.sort: z\nruntcl.typo: y\n")
+    app = make_test_app(state_root, tmp_path, keymap=keys)
+    async with app.run_test(size=SIZE) as pilot:
+        t = await loaded(pilot, 6)
+        await pilot.press("o")
+        assert t.sort_column == "updated"  # o no longer sorts
+        await pilot.press("z")
+        assert t.sort_column == "name"
+        assert any("runtcl.typo" in n.message for n in app._notifications)
+        await pilot.press("question_mark")
+        keys_by_id = {binding_id: key for key, binding_id, _, _ in app.screen.rows}
+        assert keys_by_id["runctl.sort"] == "z"
+
+
+async def test_bad_keymap_file_keeps_default_keys(state_root: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("runctl.sort: [unclosed\n")
+    app = make_test_app(state_root, tmp_path, keymap=keys)
+    async with app.run_test(size=SIZE) as pilot:
+        t = await loaded(pilot, 6)
+        assert any(str(keys) in n.message and "invalid YAML" in n.message for n in app._notifications)
+        await pilot.press("o")
+        assert t.sort_column == "name"
+
+
+async def test_watcher_adds_new_runs_and_updates_changed_rows(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    write_run(root, "first", state="stopped", step=20, max_steps=100, checkpoints=[20])
+    app = make_test_app(root, tmp_path, watch=True)
+    async with app.run_test(size=SIZE) as pilot:
+        t = await loaded(pilot, 1)
+        write_run(root, "second", state="finished", step=50, max_steps=50, checkpoints=[50])
+        await wait_for(pilot, lambda: t.total_runs == 2, "the new run's row")
+        with open(root / "first" / METRICS_JSONL, "a") as f:
+            f.write(json.dumps({"step": 30, "time": FIXED_NOW, "train/loss": 0.0123, "step_time": 0.5}) + "\n")
+        await wait_for(pilot, lambda: str(t.get_row(str(root / "first"))[3]) == "0.0123", "the new loss")
+        assert str(t.get_row(str(root / "first"))[5]) == "2.0"

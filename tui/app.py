@@ -1,0 +1,250 @@
+"""The runctl Textual app: screens, the in-process engines, the watcher bridge, keys, signals.
+
+`make_app(...)` builds it for the CLI (`runctl [ROOT]`) and for the tests (watch=False and a fixed
+`now`, so nothing depends on clocks or file-system events).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
+from runs.errors import RunctlError
+from tui.engine_host import EngineHost
+from tui.keymap import default_keymap_path, load_keymap, unknown_ids
+from tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged
+from tui.palette import ScreenActionsProvider
+from tui.screens.runs_list import RunsListScreen
+from tui.watch_bridge import WatchBridge, changed_run_dirs
+
+# How long a hang-up (SIGHUP) or SIGTERM waits for the engines' interrupt checkpoints.
+SIGNAL_STOP_TIMEOUT = 120.0
+# How long `q` -> stop waits for the engines before quitting anyway.
+QUIT_STOP_TIMEOUT = 300.0
+
+
+class RunctlApp(App[int]):
+    CSS_PATH = "styles/app.tcss"
+    TITLE = "runctl"
+    COMMANDS: ClassVar[set[Any]] = {ScreenActionsProvider, *App.COMMANDS}
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", id="runctl.help", tooltip="Every key of this screen"),
+        Binding("q", "quit_app", "Quit", id="runctl.quit",
+                tooltip="Quit (asks what to do with runs training here)"),
+        Binding("ctrl+p", "command_palette", "Palette", id="runctl.palette", show=False, priority=True,
+                tooltip="Command palette: every action"),
+    ]
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        poll: bool = False,
+        watch: bool = True,
+        now: Callable[[], float] | None = None,
+        keymap_path: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.now: Callable[[], float] = now or time.time
+        # A fixed clock (tests, snapshots) means no clock-driven redraws.
+        self.live_clock = now is None
+        self.selected_runs: set[Path] = set()
+        self.engine_host = EngineHost(self, self.root)
+        self.keymap_path = keymap_path or default_keymap_path()
+        self._bridge = WatchBridge(self, self.root, poll=poll) if watch else None
+        self._previous_handlers: dict[int, Any] = {}
+        self._quitting = False
+
+    # ------------------------------------------------------------ lifecycle
+    def on_mount(self) -> None:
+        self._apply_keymap()
+        self.push_screen(RunsListScreen())
+        if self._bridge is not None:
+            try:
+                self._bridge.start()
+            except (OSError, RunctlError) as err:
+                self.notify(f"not watching {self.root} for changes: {err}", severity="warning", markup=False)
+        self._install_signal_handlers()
+
+    def on_unmount(self) -> None:
+        if self._bridge is not None:
+            self._bridge.stop()
+        self._restore_signal_handlers()
+
+    def _apply_keymap(self) -> None:
+        try:
+            keymap = load_keymap(self.keymap_path)
+        except RunctlError as err:
+            self.notify(f"{err} (default keys in use)", severity="error", markup=False, timeout=10)
+            return
+        if not keymap:
+            return
+        unknown = unknown_ids(keymap, self.known_binding_ids())
+        if unknown:
+            self.notify(f"{self.keymap_path}: unknown binding id {', '.join(unknown)} (see ? for ids)",
+                        severity="warning", markup=False, timeout=10)
+        self.set_keymap(keymap)
+
+    def known_binding_ids(self) -> set[str]:
+        from tui.screens.help import HelpScreen
+        from tui.screens.new_run import NewRunScreen
+        from tui.screens.quit_confirm import QuitConfirmScreen
+
+        classes: list[Any] = [type(self), RunsListScreen, NewRunScreen, HelpScreen, QuitConfirmScreen]
+        for module, name in (
+            ("tui.screens.run_view", "RunViewScreen"),
+            ("tui.screens.extend_dialog", "ExtendDialog"),
+            ("tui.screens.branch_dialog", "BranchDialog"),
+            ("tui.screens.confirm_delete", "ConfirmDeleteScreen"),
+        ):
+            try:
+                classes.append(getattr(__import__(module, fromlist=[name]), name))
+            except (ImportError, AttributeError):
+                continue
+        ids: set[str] = set()
+        for cls in classes:
+            for binding in getattr(cls, "BINDINGS", []):
+                if isinstance(binding, Binding) and binding.id:
+                    ids.add(binding.id)
+        return ids
+
+    # ------------------------------------------------------------ screens
+    @property
+    def runs_list(self) -> RunsListScreen | None:
+        for screen in self.screen_stack:
+            if isinstance(screen, RunsListScreen):
+                return screen
+        return None
+
+    def open_run(self, run_dir: Path) -> None:
+        try:
+            from tui.screens.run_view import RunViewScreen
+        except ImportError as err:
+            self.notify(f"run view unavailable: {err}", severity="error", markup=False)
+            return
+        self.push_screen(RunViewScreen(Path(run_dir)))
+
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen, key_rows
+
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(key_rows(self.screen), self.keymap_path))
+
+    # ------------------------------------------------------------ news from threads
+    def on_runs_changed(self, message: RunsChanged) -> None:
+        runs = self.runs_list
+        if runs is not None:
+            runs.mark_dirty(changed_run_dirs(message.changes))
+        self._forward(RunsChanged(message.changes))
+
+    def on_metrics_appended(self, message: MetricsAppended) -> None:
+        self._forward(MetricsAppended(message.run_dir))
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        runs = self.runs_list
+        if runs is not None:
+            runs.mark_dirty({message.run_dir})
+        self._forward(EngineEvent(message.run_dir, message.event))
+
+    def on_engine_finished(self, message: EngineFinished) -> None:
+        runs = self.runs_list
+        if runs is not None:
+            runs.engine_changed(message.run_dir)
+        if message.error:
+            self.notify(f"{message.run_dir.name}: {message.error}", severity="error", markup=False, timeout=10)
+        self._forward(EngineFinished(message.run_dir, message.error))
+        self.refresh_bindings()
+
+    def _forward(self, message: Any) -> None:
+        """Screens other than the runs list (the run view) get a copy of the news."""
+        if not self._screen_stack:  # news from an engine thread arriving while the app shuts down
+            return
+        screen = self.screen
+        if not isinstance(screen, RunsListScreen):
+            screen.post_message(message)
+
+    # ------------------------------------------------------------ quitting
+    def action_quit_app(self) -> None:
+        if self._quitting:
+            return
+        training = self.engine_host.training_runs()
+        if not training:
+            self.exit(0)
+            return
+        from tui.screens.quit_confirm import QuitConfirmScreen
+
+        self.push_screen(QuitConfirmScreen(training), self._quit_chosen)
+
+    def _quit_chosen(self, choice: str | None) -> None:
+        if choice is None:
+            return
+        self._quitting = True
+        if choice == "detach":
+            self.notify("checkpointing, then handing the runs to a background process…", markup=False)
+            self._detach_and_exit()
+        else:
+            self.notify("stopping with a checkpoint…", markup=False)
+            self.engine_host.stop_all()
+            self._wait_and_exit()
+
+    @work(thread=True, exit_on_error=False, group="quit")
+    def _wait_and_exit(self) -> None:
+        self.engine_host.wait_all(QUIT_STOP_TIMEOUT)
+        self.call_from_thread(self.exit, 0)
+
+    @work(thread=True, exit_on_error=False, group="quit")
+    def _detach_and_exit(self) -> None:
+        self.engine_host.detach_all(QUIT_STOP_TIMEOUT)
+        self.call_from_thread(self.exit, 0)
+
+    # ------------------------------------------------------------ signals
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGHUP, signal.SIGTERM):
+            self._previous_handlers[signum] = signal.signal(signum, self._on_terminate_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+
+    def _on_terminate_signal(self, signum: int, frame: FrameType | None) -> None:
+        """SSH dropped (SIGHUP) or asked to end (SIGTERM): interrupt checkpoints first, then exit.
+
+        Runs on the main thread and blocks it while the engines (which never need the UI thread)
+        finish their step and write the checkpoint. The terminal may be gone, so if a normal exit
+        does not complete shortly after, the process ends without restoring it.
+        """
+        name = signal.Signals(signum).name
+        self.engine_host.interrupt_all(name)
+        self.engine_host.wait_all(SIGNAL_STOP_TIMEOUT)
+        self._restore_signal_handlers()
+        code = 128 + signum
+        watchdog = threading.Timer(5.0, os._exit, (code,))
+        watchdog.daemon = True
+        watchdog.start()
+        self.exit(code)
+
+
+def make_app(
+    root: Path,
+    *,
+    poll: bool = False,
+    watch: bool = True,
+    now: Callable[[], float] | None = None,
+    keymap_path: Path | None = None,
+) -> RunctlApp:
+    return RunctlApp(Path(root), poll=poll, watch=watch, now=now, keymap_path=keymap_path)

@@ -1,0 +1,24 @@
+"""`runctl [ROOT] [--poll]`: open the UI on ROOT (created if missing)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from runs.errors import RunctlError
+
+
+def run(args: argparse.Namespace) -> int:
+    root = Path(args.root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise RunctlError(f"{root}: not a directory (ROOT must be a folder of runs)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunctlError(f"{root}: cannot create the runs folder ({err.strerror})") from None
+
+    from tui.app import make_app
+
+    app = make_app(root.resolve(), poll=bool(getattr(args, "poll", False)))
+    code = app.run()
+    return int(code or 0)

@@ -1,0 +1,128 @@
+"""What one row of the runs table shows, built from runs.discovery's summaries plus the metrics tail.
+
+Pure data and file reads, no widgets: the runs list builds these in a thread worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runs.layout import METRICS_JSONL
+from runs.model import RunSummary
+
+# Enough bytes for the last few metrics lines; a line is ~150-400 bytes.
+_TAIL_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class RunRow:
+    path: Path
+    name: str
+    state: str
+    step: int | None
+    max_steps: int | None
+    last_loss: float | None
+    best_metric: str | None
+    best_value: float | None
+    steps_per_s: float | None
+    updated_at: float | None
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return str(self.path)
+
+    def eta_seconds(self) -> float | None:
+        """Time to max_steps at the current speed; only a running run has one."""
+        if self.state != "running" or not self.steps_per_s or self.max_steps is None or self.step is None:
+            return None
+        return max(0, self.max_steps - self.step) / self.steps_per_s
+
+
+def read_speed(run_dir: Path) -> float | None:
+    """Optimizer steps per second from the newest train line of metrics.jsonl (its step_time)."""
+    path = run_dir / METRICS_JSONL
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - _TAIL_BYTES))
+            tail = f.read()
+    except OSError:
+        return None
+    # The first line may be cut by the seek and the last one may still be being written: parse
+    # what parses, newest first.
+    for line in reversed(tail.splitlines()):
+        try:
+            record: Any = json.loads(line)
+        except ValueError:
+            continue
+        step_time = record.get("step_time") if isinstance(record, dict) else None
+        if isinstance(step_time, int | float) and step_time > 0:
+            return 1.0 / float(step_time)
+    return None
+
+
+def row_from_summary(summary: RunSummary) -> RunRow:
+    best = summary.best or {}
+    best_value = best.get("value")
+    return RunRow(
+        path=summary.path,
+        name=summary.name or summary.run_id,
+        state=summary.state,
+        step=summary.step,
+        max_steps=summary.max_steps,
+        last_loss=summary.last_loss,
+        best_metric=best.get("metric"),
+        best_value=float(best_value) if isinstance(best_value, int | float) else None,
+        steps_per_s=read_speed(summary.path),
+        updated_at=summary.updated_at,
+        error=summary.error,
+    )
+
+
+def load_rows(root: Path) -> list[RunRow]:
+    """Every run under root as a row (blocking: call it from a thread worker)."""
+    from runs.discovery import find_runs
+
+    return [row_from_summary(summary) for summary in find_runs(root)]
+
+
+def load_row(run_dir: Path) -> RunRow | None:
+    """One run's row, or None when the folder is no longer a run (blocking)."""
+    from runs.discovery import summarize
+    from runs.layout import is_run_dir
+
+    if not is_run_dir(run_dir):
+        return None
+    return row_from_summary(summarize(run_dir))
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    for limit, unit, div in ((60, "s", 1), (3600, "m", 60), (86400, "h", 3600)):
+        if seconds < limit:
+            return f"{int(seconds // div)}{unit}"
+    return f"{int(seconds // 86400)}d"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def format_number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
