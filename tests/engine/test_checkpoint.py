@@ -139,7 +139,7 @@ def test_at_most_one_write_in_flight(tmp_path: Path, recorder: Recorder, monkeyp
     manager.save(make_state(1), step=1, kind="periodic")
     manager.save(make_state(2), step=2, kind="periodic")
     # The second save() returned, so the first write had finished, manifest and event included.
-    assert [e["step"] for e in recorder.named("checkpoint")] == [1]
+    assert recorder.named("checkpoint")[0]["step"] == 1
     manager.save(make_state(3), step=3, kind="periodic")
     manager.close()
     assert peak[0] == 1
@@ -504,16 +504,24 @@ def _start_saver(run_dir: Path, step: int) -> subprocess.Popen[bytes]:
                             cwd=Path(__file__).resolve().parents[2])
 
 
-def _kill_when(proc: subprocess.Popen[bytes], ready: Any) -> None:
+def _kill_each_when_ready(savers: list[tuple[subprocess.Popen[bytes], Any]]) -> None:
+    """SIGKILL each saver as soon as its `ready()` holds; all are watched at once."""
+    waiting = list(savers)
     try:
         deadline = time.monotonic() + 60
-        while not ready():
-            assert proc.poll() is None, "the saver exited before reaching the window"
-            assert time.monotonic() < deadline, "the saver never reached the window"
-            time.sleep(0.02)
+        while waiting:
+            for proc, ready in list(waiting):
+                if ready():
+                    proc.kill()
+                    waiting.remove((proc, ready))
+                else:
+                    assert proc.poll() is None, "a saver exited before reaching its window"
+            assert time.monotonic() < deadline, "a saver never reached its window"
+            time.sleep(0.01)
     finally:
-        proc.kill()
-        proc.wait()
+        for proc, _ in savers:
+            proc.kill()
+            proc.wait()
 
 
 def test_kill_inside_temp_write_and_before_manifest_update(tmp_path: Path, recorder: Recorder) -> None:
@@ -523,14 +531,18 @@ def test_kill_inside_temp_write_and_before_manifest_update(tmp_path: Path, recor
         manager.save(make_state(1), step=1, kind="periodic", sync=True)
         manager.close()
     manifest_before = (in_temp_write / "checkpoints" / "manifest.json").read_text()
-    # Both savers start at once (their torch imports overlap); each is killed in its own window.
-    savers = [_start_saver(in_temp_write, 2), _start_saver(before_manifest, 3)]
+    dir_a, dir_b = in_temp_write / "checkpoints", before_manifest / "checkpoints"
+    # Both savers run at once (their torch imports overlap); each is killed inside its own window.
+    _kill_each_when_ready([
+        (_start_saver(in_temp_write, 2),
+         lambda: any(".tmp." in p.name and p.stat().st_size > 0 for p in dir_a.iterdir())),
+        (_start_saver(before_manifest, 3), lambda: (dir_b / "step_00000003.pt").exists()),
+    ])
 
     # Killed while the temp file is half written: no file under the final name, manifest untouched.
-    directory = in_temp_write / "checkpoints"
-    _kill_when(savers[0], lambda: any(".tmp." in p.name and p.stat().st_size > 0 for p in directory.iterdir()))
-    assert not (directory / "step_00000002.pt").exists()
-    assert (directory / "manifest.json").read_text() == manifest_before
+    assert not (dir_a / "step_00000002.pt").exists()
+    assert any(".tmp." in p.name for p in dir_a.iterdir())
+    assert (dir_a / "manifest.json").read_text() == manifest_before
     # The next successful save clears the dead writer's temp file.
     manager = make_manager(in_temp_write, recorder)
     manager.save(make_state(4), step=4, kind="periodic", sync=True)
@@ -538,10 +550,8 @@ def test_kill_inside_temp_write_and_before_manifest_update(tmp_path: Path, recor
     assert ckpt_files(in_temp_write) == ["step_00000001.pt", "step_00000004.pt"]
 
     # Killed after the rename, before the manifest update: a complete file the manifest does not know.
-    directory = before_manifest / "checkpoints"
-    _kill_when(savers[1], lambda: (directory / "step_00000003.pt").exists())
-    assert "step_00000003.pt" not in read_manifest(directory).files
-    assert load_checkpoint(directory / "step_00000003.pt")["step"] == 3  # CRCs pass: unverified, loadable
+    assert "step_00000003.pt" not in read_manifest(dir_b).files
+    assert load_checkpoint(dir_b / "step_00000003.pt")["step"] == 3  # CRCs pass: unverified, loadable
 
 
 def test_cleanup_failure_after_a_save_is_only_a_warning(tmp_path: Path, recorder: Recorder,
