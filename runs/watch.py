@@ -194,14 +194,15 @@ def diff_run(run_dir: Path, old: RunSnapshot | None, new: RunSnapshot | None) ->
     return changes
 
 
-def find_run_dirs(top: Path, max_depth: int = MAX_RUN_DEPTH) -> list[Path]:
-    """Run directories at `top` or below it (not inside runs, no symlinked folders)."""
-    found: list[Path] = []
+def scan_runs(top: Path, max_depth: int = MAX_RUN_DEPTH) -> dict[Path, RunSnapshot]:
+    """Snapshots of the run directories at `top` or below (not inside runs, no symlinked folders)."""
+    found: dict[Path, RunSnapshot] = {}
     stack = [(top, 0)]
     while stack:
         directory, depth = stack.pop()
-        if snapshot_run(directory) is not None:
-            found.append(directory)
+        snapshot = snapshot_run(directory)
+        if snapshot is not None:
+            found[directory] = snapshot
             continue
         if depth >= max_depth:
             continue
@@ -270,8 +271,7 @@ class RunWatcher:
         self._observer = self._start_observer()
         # Baseline after the observer runs: a change made during the scan is then seen twice
         # (harmless: the snapshot diff is empty), never missed.
-        self._snapshots = {run_dir: snapshot_run(run_dir) for run_dir in find_run_dirs(self.root)}
-        self._snapshots = {path: snap for path, snap in self._snapshots.items() if snap is not None}
+        self._snapshots = scan_runs(self.root)
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="runctl-watch", daemon=True)
         self._dispatcher.start()
 
@@ -408,7 +408,7 @@ class RunWatcher:
             # A folder moved in may hold runs deeper down.
             depth_left = MAX_RUN_DEPTH - len(tree.relative_to(self.root).parts)
             if depth_left > 0 and tree.is_dir():
-                candidates.update(find_run_dirs(tree, depth_left))
+                candidates.update(scan_runs(tree, depth_left))
         changes: list[Change] = []
         for run_dir in sorted(candidates):
             if any(parent in self._snapshots for parent in run_dir.parents):
