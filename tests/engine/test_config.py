@@ -287,4 +287,5 @@ def test_runctl_configs_json_without_torch() -> None:
     by_name = {row["name"]: row for row in rows}
     assert set(BUILTINS) <= set(by_name)
     assert by_name["char_gpt"]["task"] == "char_gpt"
+    assert by_name["digits_mlp"]["model"] == {"hidden": 128, "depth": 2}
     assert all(row["description"] and row["max_steps"] >= 1 for row in rows)

@@ -13,7 +13,7 @@ from engine.config import builtin_configs, load_config
 
 
 def config_rows() -> list[dict[str, object]]:
-    """One record per built-in config: name, task, max_steps, description, path."""
+    """One record per built-in config: name, task, max_steps, description, path, model, batch_size."""
     rows: list[dict[str, object]] = []
     for name, builtin in builtin_configs().items():
         cfg = load_config(name)
@@ -23,6 +23,8 @@ def config_rows() -> list[dict[str, object]]:
             "max_steps": cfg["max_steps"],
             "description": builtin.description,
             "path": str(builtin.path),
+            "model": cfg["model"],
+            "batch_size": cfg["data"]["batch_size"],
         })
     return rows
 
