@@ -54,8 +54,9 @@ from runs.layout import (
 
 log = logging.getLogger(__name__)
 
-# How deep under the root run directories are looked for (root/run, root/group/run, ...).
-MAX_RUN_DEPTH = 3
+# Where runs are looked for: the root itself or its direct children, not hidden ones, as
+# runs.discovery.find_runs does, so the watcher never announces a run a listing would not show.
+MAX_RUN_DEPTH = 1
 # A burst that stays quiet this long is delivered before the debounce window ends. A poll
 # queues all it found at once, so polling needs hardly any quiet time.
 QUIET_SECONDS = 0.02
@@ -211,7 +212,7 @@ def scan_runs(top: Path, max_depth: int = MAX_RUN_DEPTH) -> dict[Path, RunSnapsh
         except OSError:
             continue
         for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
+            if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
                 stack.append((Path(entry.path), depth + 1))
     return found
 
@@ -361,9 +362,8 @@ class RunWatcher:
             # Temps of status.json / run.yaml, the lock, control files: the rename that
             # follows a temp, if any, is what counts.
             return None
-        if run_dir != self.root and self.root not in run_dir.parents:
-            return None
-        return run_dir
+        depth = self._depth(run_dir)
+        return run_dir if depth is not None and depth <= MAX_RUN_DEPTH else None
 
     # -- dispatcher thread ----------------------------------------------------------------------
 
@@ -395,10 +395,20 @@ class RunWatcher:
             if remaining <= 0 or self._stopping.wait(remaining):
                 return
 
+    def _depth(self, path: Path) -> int | None:
+        """How many levels below the root `path` is; None if outside it or hidden."""
+        if path == self.root:
+            return 0
+        if self.root not in path.parents:
+            return None
+        parts = path.relative_to(self.root).parts
+        return None if any(part.startswith(".") for part in parts) else len(parts)
+
     def _rescan(self, runs: Iterable[Path], trees: Iterable[Path]) -> list[Change]:
         candidates = set(runs)
         for tree in trees:
-            if tree != self.root and self.root not in tree.parents:
+            depth = self._depth(tree)
+            if depth is None:
                 continue
             candidates.add(tree)
             if tree.name == CHECKPOINT_DIR:
@@ -406,11 +416,13 @@ class RunWatcher:
             # A folder removed or moved away takes the runs inside it along.
             candidates.update(run for run in self._snapshots if tree in run.parents)
             # A folder moved in may hold runs deeper down.
-            depth_left = MAX_RUN_DEPTH - len(tree.relative_to(self.root).parts)
-            if depth_left > 0 and tree.is_dir():
-                candidates.update(scan_runs(tree, depth_left))
+            if depth < MAX_RUN_DEPTH and tree.is_dir():
+                candidates.update(scan_runs(tree, MAX_RUN_DEPTH - depth))
         changes: list[Change] = []
         for run_dir in sorted(candidates):
+            depth = self._depth(run_dir)
+            if depth is None or depth > MAX_RUN_DEPTH:
+                continue
             if any(parent in self._snapshots for parent in run_dir.parents):
                 continue  # a folder inside a known run (checkpoints/, control/)
             new = snapshot_run(run_dir)

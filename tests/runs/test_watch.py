@@ -140,16 +140,19 @@ def test_every_kind_of_change(watch: Callable[[], tuple[RunWatcher, Collector]],
     assert watcher.known_runs() == []
 
 
-def test_runs_present_at_start_and_moved_in(
+def test_runs_present_at_start_moved_in_and_out(
     watch: Callable[[], tuple[RunWatcher, Collector]], tmp_path: Path
 ) -> None:
     root = tmp_path / "root"
-    old = root / "group" / "old"
-    old.parent.mkdir()
+    old = root / "old"
     new_run(old)
-    outside = tmp_path / "elsewhere" / "project"
-    outside.mkdir(parents=True)
-    new_run(outside / "moved")
+    (root / "notes").mkdir()
+    new_run(root / "notes" / "nested")  # deeper than runs.discovery looks: not a run of this root
+    (root / ".trash").mkdir()
+    new_run(root / ".trash" / "hidden")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    new_run(elsewhere / "moved")
     watcher, got = watch()
     assert watcher.known_runs() == [old]
 
@@ -157,11 +160,26 @@ def test_runs_present_at_start_and_moved_in(
     batch = got.expect(ChangeKind.STATUS_CHANGED, old / "status.json")
     assert ChangeKind.RUN_ADDED not in [c.kind for c in batch]
 
-    os.rename(outside, root / "project")  # a folder holding a run, moved in from outside
-    got.expect(ChangeKind.RUN_ADDED, root / "project" / "moved")
+    atomic_write_json(root / "notes" / "nested" / "status.json", {"state": "running"})
+    atomic_write_json(root / ".trash" / "hidden" / "status.json", {"state": "running"})
+    os.rename(elsewhere / "moved", root / "moved")  # a run folder moved in from outside
+    batch = got.expect(ChangeKind.RUN_ADDED, root / "moved")
+    assert all(c.run_dir in (old, root / "moved") for c in batch)
 
-    os.rename(old.parent, tmp_path / "elsewhere" / "group")  # moved out: its run is gone
+    os.rename(old, elsewhere / "old")  # moved out: gone
     got.expect(ChangeKind.RUN_REMOVED, old)
+    assert watcher.known_runs() == [root / "moved"]
+    assert all(c.run_dir in (old, root / "moved") for c in got.changes)
+
+
+def test_the_root_itself_can_be_a_run(watch: Callable[[], tuple[RunWatcher, Collector]], tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    atomic_write_text(root / "run.yaml", "run_id: r\n")
+    watcher, got = watch()
+    assert watcher.known_runs() == [root]
+    append_jsonl(root / "metrics.jsonl", {"step": 1, "train/loss": 1.0})
+    batch = got.expect(ChangeKind.METRICS_APPENDED, root / "metrics.jsonl")
+    assert {c.run_dir for c in batch} == {root}
 
 
 def test_a_symlink_loop_under_the_root_is_harmless(
@@ -172,9 +190,9 @@ def test_a_symlink_loop_under_the_root_is_harmless(
     (root / "a" / "back").symlink_to("..")
     (root / "self").symlink_to(".")
     watcher, got = watch()
-    new_run(root / "a" / "run")
-    got.expect(ChangeKind.RUN_ADDED, root / "a" / "run")
-    assert watcher.known_runs() == [root / "a" / "run"]
+    new_run(root / "run")
+    got.expect(ChangeKind.RUN_ADDED, root / "run")
+    assert watcher.known_runs() == [root / "run"]
 
 
 def test_a_failing_callback_does_not_stop_the_watcher(
