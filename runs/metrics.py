@@ -34,6 +34,8 @@ __all__ = ["MetricsReader", "downsample_minmax", "ema_smooth", "STEP_KEY", "TIME
 STEP_KEY = "step"
 TIME_KEY = "time"
 _INITIAL_CAPACITY = 1024
+# Steps must convert to int64 exactly; NaN and inf fail the comparison too.
+_MAX_STEP = float(2**53)
 
 
 class _Column:
@@ -283,7 +285,7 @@ class MetricsReader:
             table, present = _table_with_gaps(flat, rows, width)
         step_index = keys.index(STEP_KEY)
         step_column = table[:, step_index]
-        good = np.isfinite(step_column) & (step_column == np.floor(step_column))
+        good = (np.abs(step_column) < _MAX_STEP) & (step_column == np.floor(step_column))
         if present is not None:
             good &= present[:, step_index]
         if not good.all():

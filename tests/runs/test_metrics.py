@@ -116,17 +116,20 @@ def test_garbage_lines_are_counted_and_skipped(tmp_path: Path) -> None:
         '{"no_step": 1}\n',
         '{"step": "seven", "train/loss": 1}\n',
         '{"step": 2.5, "train/loss": 1}\n',
+        '{"step": 1e300, "train/loss": 1}\n',
+        '{"step": NaN, "train/loss": 1}\n',
         '{"step": 3, "train/loss": \n',  # truncated object, newline added by a later writer
         "\xff\xfe binary \n",
         "\n",
         "   \n",
     )
     train(path, 4, 0.25)
+    write_lines(path, '{"step": 5, "train/loss": 0.2}\r\n')  # written on Windows
     reader = MetricsReader(path)
     reader.poll()
-    assert steps_of(reader, "train/loss") == [1, 4]
-    assert reader.malformed == 9
-    assert reader.lines == 2
+    assert steps_of(reader, "train/loss") == [1, 4, 5]
+    assert reader.malformed == 11
+    assert reader.lines == 3
 
 
 def test_non_numeric_values_skip_only_that_metric(tmp_path: Path) -> None:
