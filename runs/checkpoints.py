@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,19 +89,67 @@ def _from_stat(path: Path, entry: os.DirEntry[str], manifest_entry: ManifestEntr
         info.reason = f"unreadable: {exc.strerror or exc.__class__.__name__}"
         return info
     info.bytes, info.mtime = st.st_size, st.st_mtime
-    if is_temp_name(entry.name):
-        info.status, info.reason = "partial", "being written (temporary file)"
-    elif st.st_size == 0:
-        info.status, info.reason = "corrupt", integrity.EMPTY
-    elif manifest_entry is None:
-        info.status, info.reason = "unverified", "no manifest entry"
-    elif st.st_size != manifest_entry.bytes:
-        word = integrity.TRUNCATED if st.st_size < manifest_entry.bytes else integrity.SIZE_MISMATCH
-        info.status = "corrupt"
-        info.reason = f"{word}: {st.st_size} bytes, manifest says {manifest_entry.bytes}"
-    else:
-        info.status = "ok"
+    info.status, info.reason = _classify(entry.name, st.st_size, manifest_entry)
     return info
+
+
+def _classify(name: str, size: int, manifest_entry: ManifestEntry | None) -> tuple[str, str | None]:
+    """Status and reason from the name, the size and the manifest alone (no bytes read)."""
+    if is_temp_name(name):
+        return "partial", "being written (temporary file)"
+    if size == 0:
+        return "corrupt", integrity.EMPTY
+    if manifest_entry is None:
+        return "unverified", "no manifest entry"
+    if size != manifest_entry.bytes:
+        word = integrity.TRUNCATED if size < manifest_entry.bytes else integrity.SIZE_MISMATCH
+        return "corrupt", f"{word}: {size} bytes, manifest says {manifest_entry.bytes}"
+    return "ok", None
+
+
+@dataclass
+class CheckpointTally:
+    """What a listing of many runs needs about one run's checkpoints, from stat and the manifest."""
+
+    count: int = 0                                   # files on disk, temp files excluded
+    bytes: int = 0
+    steps: set[int] = field(default_factory=set)     # steps of the files on disk
+    corrupt: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    partial: int = 0
+    gone: list[int] = field(default_factory=list)    # steps the manifest lists whose file is gone
+
+
+def tally_checkpoints(run_dir: Path, manifest: Manifest | None = None) -> CheckpointTally:
+    """Counts, sizes and size-level damage of a run's checkpoints; reads no checkpoint bytes.
+
+    The cheap sibling of list_checkpoints(level=None) (no record objects), so `runctl ls` on
+    a thousand runs stays well under a second.
+    """
+    ckpt_dir = os.path.join(run_dir, CHECKPOINT_DIR)
+    manifest = read_manifest(Path(ckpt_dir)) if manifest is None else manifest
+    tally = CheckpointTally()
+    seen = set()
+    for entry in _scan(Path(ckpt_dir)):
+        seen.add(entry.name)
+        manifest_entry = manifest.files.get(entry.name)
+        try:
+            size = entry.stat().st_size
+        except OSError as exc:
+            tally.corrupt.append((entry.name, f"unreadable: {exc.strerror or exc.__class__.__name__}"))
+            continue
+        status, reason = _classify(entry.name, size, manifest_entry)
+        if status == "partial":
+            tally.partial += 1
+            continue
+        tally.count += 1
+        tally.bytes += size
+        step = manifest_entry.step if manifest_entry else step_from_name(entry.name)
+        if step is not None:
+            tally.steps.add(step)
+        if status == "corrupt":
+            tally.corrupt.append((entry.name, reason or ""))
+    tally.gone = sorted(e.step for name, e in manifest.files.items() if name not in seen)
+    return tally
 
 
 def _mark_incompatible_models(infos: list[CheckpointInfo], manifest: Manifest) -> None:

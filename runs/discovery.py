@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints
+from runs.checkpoints import expected_checkpoints, tally_checkpoints
 from runs.errors import RunctlError
 from runs.layout import CHECKPOINT_DIR, METRICS_JSONL, RUN_YAML, STATUS_JSON, is_run_dir
 from runs.manifest import read_manifest
@@ -149,8 +149,28 @@ def read_run_yaml(run_dir: Path) -> tuple[dict[str, Any], str | None]:
 
 # ------------------------------------------------------------------------------- runctl's layout
 
+_run_yaml_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any], str | None]] = {}
+
+
+def _run_yaml_for_listing(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """read_run_yaml, cached per process by file identity: parsing YAML is the dearest part of a
+    listing, and run.yaml rarely changes (the UI re-lists often). The result is shared: read only."""
+    path = os.path.join(run_dir, RUN_YAML)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return read_run_yaml(run_dir)
+    key = (st.st_size, st.st_mtime_ns, st.st_ino)
+    cached = _run_yaml_cache.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    cfg, problem = read_run_yaml(run_dir)
+    _run_yaml_cache[path] = (key, cfg, problem)
+    return cfg, problem
+
+
 def _summarize_runctl(run_dir: Path) -> RunSummary:
-    cfg, cfg_problem = read_run_yaml(run_dir)
+    cfg, cfg_problem = _run_yaml_for_listing(run_dir)
     status = read_status(run_dir)
     state = effective_state(status, run_dir)
     summary = RunSummary(path=run_dir, run_id=_text(cfg.get("run_id")) or run_dir.name,
@@ -181,21 +201,18 @@ def _summarize_runctl(run_dir: Path) -> RunSummary:
     manifest = read_manifest(ckpt_dir)
     if manifest.error:
         problems.append(manifest.error)
-    infos = list_checkpoints(run_dir, level=None, manifest=manifest)
-    on_disk = [i for i in infos if i.status not in ("missing", "partial")]
-    summary.checkpoints = len(on_disk)
-    summary.checkpoint_bytes = sum(i.bytes for i in on_disk)
-    bad = [i for i in infos if i.status == "corrupt"]
-    if bad:
-        problems.append(f"{len(bad)} corrupt checkpoint(s): " + ", ".join(f"{i.name} ({i.reason})" for i in bad[:3]))
+    tally = tally_checkpoints(run_dir, manifest)
+    summary.checkpoints = tally.count
+    summary.checkpoint_bytes = tally.bytes
+    if tally.corrupt:
+        problems.append(f"{len(tally.corrupt)} corrupt checkpoint(s): "
+                        + ", ".join(f"{name} ({reason})" for name, reason in tally.corrupt[:3]))
     if manifest.best:
         summary.best = {k: manifest.best.get(k) for k in ("metric", "value", "step")}
     if cfg and not cfg_problem:
         expected = expected_checkpoints(cfg, state, summary.step)
-        missing = missing_checkpoints(expected, infos, ckpt_dir)
-        gone = [i for i in infos if i.status == "missing"]
         summary.checkpoints_expected = len(expected)
-        summary.missing_steps = sorted({i.step for i in missing + gone if i.step is not None})
+        summary.missing_steps = sorted({s for s in expected if s not in tally.steps} | set(tally.gone))
         if summary.missing_steps:
             problems.append("missing checkpoint(s) at step " + ", ".join(map(str, summary.missing_steps)))
 
