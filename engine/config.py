@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from engine.fields import Field, Invalid, boolean, choice, describe, integer, number, number_pair, text
-from engine.tasks.specs import BUILTIN_TASKS, MODEL_SPECS
+from engine.tasks.specs import BUILTIN_METRICS, BUILTIN_TASKS, MODEL_SPECS
 from runs.errors import RunctlError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -172,6 +172,7 @@ def validate_config(cfg: Any, origin: str) -> dict[str, Any]:
     for section, fields in SECTIONS.items():
         free_form = section == "loss" and out["task"] not in BUILTIN_TASKS
         out[section] = _check_section(cfg.get(section), section, fields, origin, free_form)
+    _check_eval_metric(out, origin)
     out["curriculum"] = _check_curriculum(cfg.get("curriculum"), out, origin)
     for key in RUN_META_KEYS:
         if key in cfg:
@@ -304,6 +305,20 @@ def _check_model(task: str, value: Any, origin: str) -> dict[str, Any]:
         except Invalid as err:
             raise _fail(origin, f"model.{key}", str(err)) from None
     return model
+
+
+def _check_eval_metric(cfg: dict[str, Any], origin: str) -> None:
+    """A built-in task reports only BUILTIN_METRICS; tracking the best of another, or the best
+    accuracy as the lowest, would silently keep the wrong checkpoint."""
+    if cfg["task"] not in BUILTIN_TASKS:
+        return
+    metric, mode = cfg["eval"]["metric"], cfg["eval"]["mode"]
+    if metric not in BUILTIN_METRICS:
+        raise _fail(origin, "eval.metric", f"{cfg['task']} reports {', '.join(BUILTIN_METRICS)}, "
+                    f"not {metric!r}{_suggest(metric, BUILTIN_METRICS)}")
+    if mode != BUILTIN_METRICS[metric]:
+        raise _fail(origin, "eval.mode", f"{metric} is better when {'lower' if mode == 'max' else 'higher'}; "
+                    f"use mode: {BUILTIN_METRICS[metric]}")
 
 
 def _check_curriculum(value: Any, cfg: dict[str, Any], origin: str) -> list[dict[str, Any]]:

@@ -64,3 +64,6 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 }
 
 BUILTIN_TASKS: tuple[str, ...] = tuple(MODEL_SPECS)
+
+# What every built-in task's eval_step reports, and which direction is better.
+BUILTIN_METRICS: dict[str, str] = {"val/loss": "min", "val/acc": "max"}

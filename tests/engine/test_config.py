@@ -102,6 +102,8 @@ BAD_CONFIGS = [
     ("task: digits_mlp\nlog: {every: 0}\n", "log.every"),
     ("task: digits_mlp\neval: {every: 0}\n", "eval.every"),
     ("task: digits_mlp\neval: {mode: lowest}\n", "eval.mode"),
+    ("task: digits_mlp\neval: {metric: val/accuracy}\n", "eval.metric"),
+    ("task: digits_mlp\neval: {metric: val/acc, mode: min}\n", "eval.mode"),
     ("task: digits_mlp\ncheckpoint: {keep_last: 0}\n", "checkpoint.keep_last"),
     ("task: digits_mlp\ncheckpoint: {async: 'yes please'}\n", "checkpoint.async"),
     ("task: digits_mlp\nema: {decay: 1.0}\n", "ema.decay"),
@@ -238,6 +240,11 @@ def test_custom_task_keeps_model_and_loss_free_form(tmp_path: Path) -> None:
     assert cfg["loss"] == {"aux_weight": 0.0, "smoothness": 0.5}
     with pytest.raises(RunctlError, match="loss.aux_weight"):
         load_config(path, ["loss.aux_weight=-1"])
+
+
+def test_best_metric_may_be_accuracy() -> None:
+    cfg = load_config("char_gpt", ["eval.metric=val/acc", "eval.mode=max"])
+    assert cfg["eval"] == {"every": 100, "batches": 10, "metric": "val/acc", "mode": "max"}
 
 
 def test_run_yaml_round_trip() -> None:
