@@ -19,7 +19,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -302,28 +302,49 @@ class RunWatcher:
     def _start_observer(self) -> BaseObserver:
         handler = _Handler(self._note)
         if not self.poll:
-            observer = Observer()
+            observer: BaseObserver | None = None
             try:
+                # The inotify instance is created in the constructor (EMFILE surfaces there),
+                # the watches in start() (ENOSPC).
+                observer = Observer()
                 observer.schedule(handler, str(self.root), recursive=True, event_filter=_EVENT_TYPES)
                 observer.start()
                 self.mode = "native"
                 return observer
             except OSError as err:
-                # inotify limits (ENOSPC: max_user_watches, EMFILE: max_user_instances) or no
-                # inotify at all: polling still works, only slower.
+                # inotify limits (max_user_watches, max_user_instances) or no inotify at all:
+                # polling still works, only slower.
                 self.fallback_reason = (
                     f"native file watching failed ({err}); polling every {self.poll_interval}s"
                 )
                 log.warning("%s: %s", self.root, self.fallback_reason)
-                _discard(observer)
+                if observer is not None:
+                    _discard(observer)
         # PollingObserver stats with os.stat, which follows symlinks: a symlink loop under the
         # root would make every snapshot recurse until ELOOP. lstat does not follow them (nor
-        # does inotify), so both modes see the same tree.
-        observer = PollingObserverVFS(os.lstat, os.scandir, polling_interval=self.poll_interval)
+        # does inotify), so both modes see the same tree; the listing is pruned to the folders
+        # where run files can be, which matters on a network file system.
+        observer = PollingObserverVFS(os.lstat, self._relevant_entries, polling_interval=self.poll_interval)
         observer.schedule(handler, str(self.root), recursive=True, event_filter=_EVENT_TYPES)
         observer.start()
         self.mode = "polling"
         return observer
+
+    def _relevant_entries(self, directory: str) -> Iterator[os.DirEntry]:
+        """What a poll lists of `directory`: candidate runs, their files, their checkpoints/."""
+        path = Path(os.fsdecode(directory))
+        depth = self._depth(path)
+        if depth is None or depth > MAX_RUN_DEPTH + 1:
+            return
+        if depth == MAX_RUN_DEPTH + 1 and path.name != CHECKPOINT_DIR:
+            return  # a folder inside a run other than checkpoints/ (control/, someone's data)
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if depth >= MAX_RUN_DEPTH and entry.name != CHECKPOINT_DIR and _is_dir(entry):
+                    continue
+                yield entry
 
     # -- observer thread ------------------------------------------------------------------------
 
@@ -433,6 +454,13 @@ class RunWatcher:
             else:
                 self._snapshots[run_dir] = new
         return changes
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def _discard(observer: BaseObserver) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from watchdog.observers import Observer
 
+import runs.watch
 from runs.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text
 from runs.errors import RunctlError
 from runs.watch import Change, ChangeKind, RunWatcher
@@ -217,14 +218,17 @@ def test_a_failing_callback_does_not_stop_the_watcher(
     got.expect(ChangeKind.RUN_ADDED, tmp_path / "root" / "b")
 
 
-@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EMFILE])
+@pytest.mark.parametrize("where, code", [("start", errno.ENOSPC), ("constructor", errno.EMFILE)])
 def test_falls_back_to_polling_when_the_native_observer_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, code: int
 ) -> None:
-    def refuse(self: object) -> None:
+    def refuse(*args: object) -> None:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(Observer, "start", refuse)
+    if where == "start":  # inotify_add_watch: max_user_watches reached
+        monkeypatch.setattr(Observer, "start", refuse)
+    else:  # inotify_init: max_user_instances reached
+        monkeypatch.setattr(runs.watch, "Observer", refuse)
     got = Collector()
     watcher = RunWatcher(tmp_path, got, poll_interval=FAST_POLL)
     try:
@@ -235,6 +239,23 @@ def test_falls_back_to_polling_when_the_native_observer_fails(
         got.expect(ChangeKind.RUN_ADDED, tmp_path / "r")
     finally:
         watcher.stop()
+
+
+def test_files_that_are_not_run_files_are_no_change(
+    watch: Callable[[], tuple[RunWatcher, Collector]], tmp_path: Path
+) -> None:
+    run = tmp_path / "root" / "run"
+    new_run(run)
+    watcher, got = watch()
+    (run / "control").mkdir()
+    atomic_write_json(run / "control" / "1-a.json", {"command": "stop"})
+    (run / "wandb" / "files").mkdir(parents=True)
+    (run / "wandb" / "files" / "status.json").write_text("{}")
+    (run / "lock").write_text("")
+    (tmp_path / "root" / "notes.txt").write_text("hello")
+    append_jsonl(run / "metrics.jsonl", {"step": 1})
+    batch = got.expect(ChangeKind.METRICS_APPENDED, run / "metrics.jsonl")
+    assert [c.kind for c in batch] == [ChangeKind.METRICS_APPENDED]
 
 
 def test_start_and_stop_are_idempotent_and_stop_joins(tmp_path: Path) -> None:
