@@ -135,6 +135,7 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str] | tuple[str, ...],
     typo. Under a custom task's `model:` and `loss:` new keys may be added.
     """
     out = copy.deepcopy(cfg)
+    model_overrides: set[str] = set()
     for item in overrides:
         key, sep, value_text = item.partition("=")
         key = key.strip()
@@ -145,6 +146,11 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str] | tuple[str, ...],
         except yaml.YAMLError as err:
             raise RunctlError(f"{origin}: --set {key}: value {value_text!r} is not valid YAML ({_yaml_problem(err)})") from None
         _set_dotted(out, key, value, origin, allow_new=_free_form_sections(out))
+        if key.startswith("model."):
+            model_overrides.add(key.split(".")[1])
+    if out.get("task") != cfg.get("task") and isinstance(out.get("model"), dict):
+        # another task: the old task's model settings do not apply, the new task's defaults do
+        out["model"] = {k: v for k, v in out["model"].items() if k in model_overrides}
     return validate_config(out, origin)
 
 

@@ -206,6 +206,13 @@ def test_overrides_parse_yaml_scalars() -> None:
     assert cfg["optim"]["betas"] == [0.8, 0.9]
 
 
+def test_override_of_the_task_starts_from_its_model_defaults() -> None:
+    cfg = load_config("digits_mlp", ["task=digits_cnn"])
+    assert cfg["model"] == {"channels": 32, "depth": 2}
+    cfg = load_config("digits_mlp", ["model.depth=3", "task=digits_vit"])
+    assert cfg["model"] == {"patch": None, "dim": 64, "depth": 3, "heads": 4}
+
+
 def test_override_can_set_a_curriculum() -> None:
     cfg = load_config("digits_mlp", ["curriculum=[{at_step: 50, set: {loss.aux_weight: 0.2}}]"])
     assert cfg["curriculum"] == [{"at_step": 50, "set": {"loss.aux_weight": 0.2}}]
