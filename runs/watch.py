@@ -464,7 +464,9 @@ def _is_dir(entry: os.DirEntry) -> bool:
 
 
 def _discard(observer: BaseObserver) -> None:
+    """Release what a native observer that failed to start holds (its inotify reader thread)."""
     try:
-        observer.unschedule_all()
-    except Exception:  # a half-started observer may fail to clean up; polling replaces it anyway
+        # What the observer thread would run on its way out: unschedule, close inotify, join.
+        observer.on_thread_stop()
+    except Exception:  # a half-built observer may fail to clean up; polling replaces it anyway
         log.debug("cleaning up the failed native observer", exc_info=True)

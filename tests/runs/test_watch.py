@@ -229,6 +229,7 @@ def test_falls_back_to_polling_when_the_native_observer_fails(
         monkeypatch.setattr(Observer, "start", refuse)
     else:  # inotify_init: max_user_instances reached
         monkeypatch.setattr(runs.watch, "Observer", refuse)
+    before = set(threading.enumerate())
     got = Collector()
     watcher = RunWatcher(tmp_path, got, poll_interval=FAST_POLL)
     try:
@@ -239,6 +240,7 @@ def test_falls_back_to_polling_when_the_native_observer_fails(
         got.expect(ChangeKind.RUN_ADDED, tmp_path / "r")
     finally:
         watcher.stop()
+    assert set(threading.enumerate()) - before == set(), "the failed native observer left a thread"
 
 
 def test_files_that_are_not_run_files_are_no_change(
