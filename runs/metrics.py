@@ -58,7 +58,7 @@ class _Column:
         if count == 0:
             return 0
         dropped = 0
-        increasing = count == 1 or bool(np.all(steps[1:] > steps[:-1]))
+        increasing = count == 1 or bool((steps[1:] > steps[:-1]).all())
         if not increasing or (self.n and steps[0] <= self.steps[self.n - 1]):
             # A step at or below an earlier one: a later attempt re-logs it, so everything logged
             # before at that step or above it belongs to an abandoned attempt.
