@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import events, final_checkpoint, load, manifest_files, overrides, read_jsonl, status
+from training_helpers import (
+    events,
+    final_checkpoint,
+    load,
+    manifest_files,
+    one_torch_thread,
+    overrides,
+    read_jsonl,
+    status,
+)
 
 from engine import api
 from engine.control import Control
@@ -19,6 +29,13 @@ from runs.errors import RunctlError
 from runs.lock import RunLock
 
 FAULT_TASK = "training_faults:factory"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
+
 
 
 def _run(tmp_path: Path, *extra: str, family: str = "digits_mlp", name: str = "r", **kwargs) -> tuple[Path, api.TrainResult]:

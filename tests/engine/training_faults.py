@@ -2,10 +2,14 @@
 
 `loss.poison` (set by a curriculum stage, so it starts at an exact step): 0 a normal loss,
 1 the loss is NaN, 2 it is +inf, 3 the loss raises RuntimeError("poisoned batch").
+TRAINING_FAULTS_STEP_SLEEP (seconds, environment): each loss sleeps that long, a window to kill
+the process mid-run; sleeping touches no RNG, so the numbers are those of a run without it.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 import torch
@@ -13,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 VAL_SIZE = 297
+STEP_SLEEP = float(os.environ.get("TRAINING_FAULTS_STEP_SLEEP", "0"))
 
 
 class PoisonedDigits:
@@ -39,6 +44,8 @@ class PoisonedDigits:
         return int(batch[0].shape[0])
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...], settings: dict[str, Any]) -> torch.Tensor:
+        if STEP_SLEEP:
+            time.sleep(STEP_SLEEP)
         x, y = batch
         loss = F.cross_entropy(model(x), y)
         poison = (settings.get("loss") or {}).get("poison", 0)

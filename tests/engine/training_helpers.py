@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,18 @@ FAMILIES: dict[str, list[str]] = {
 }
 COMMON = ["data.batch_size=16", "max_steps=30", "log.every=5", "eval.every=10", "eval.batches=2",
           "checkpoint.every=10", "schedule.warmup_steps=5"]
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a busy 2-core box: one intra-op thread is many times faster than two that
+    spin against other processes (and the subprocesses get OMP_NUM_THREADS=1 likewise)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def overrides(family: str, *extra: str) -> list[str]:
