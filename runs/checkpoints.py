@@ -190,37 +190,42 @@ def newest_valid(run_dir: Path, level: str = "full") -> tuple[CheckpointInfo | N
     return None, skipped
 
 
-def expected_checkpoints(cfg: Mapping[str, Any], state: str, step: int | None) -> list[int]:
+def expected_checkpoints(cfg: Mapping[str, Any], state: str, step: int | None,
+                         present: Iterable[int] = ()) -> list[int]:
     """The steps whose checkpoints should exist now, given the config, the state and the step.
 
-    Periodic saves at every multiple of checkpoint.every up to `step`, the final one at max_steps
-    when the run finished, the stop checkpoint of a stopped run; of those, retention (keep_last)
-    legitimately deletes all but the newest keep_last. Counting the final and stop checkpoints
-    within keep_last never expects a file that a stricter retention policy may have removed.
+    Saves happen at every multiple of checkpoint.every up to `step`, at max_steps when the run
+    finished (the final one) and at the step a stopped run stopped. Retention, like the engine's,
+    then keeps the newest keep_last files on disk, whatever their kind: `present` (the steps of
+    the checkpoints that exist, e.g. best ones saved at evaluations) compete for those places.
+    The final checkpoint is always kept. What this returns is thus never more than a correct
+    engine leaves behind: reported missing means lost.
     """
     ckpt_cfg = cfg.get("checkpoint") if isinstance(cfg.get("checkpoint"), Mapping) else {}
     every = _positive_int(ckpt_cfg.get("every"))
-    # Like the engine's retention: None keeps all, otherwise at least the newest one survives.
+    # None keeps all; otherwise at least the newest one survives (the engine's rule).
     keep_last = _non_negative_int(ckpt_cfg.get("keep_last"))
     current = _non_negative_int(step) or 0
-    steps: set[int] = set()
-    if every:
-        steps.update(range(every, current + 1, every))
-    max_steps = _final_max_steps(cfg)
+    saved: set[int] = set(range(every, current + 1, every)) if every else set()
+    final = None
     if state == "finished":
-        steps.add(max_steps if max_steps is not None else current)
+        final = _final_max_steps(cfg) or current or None
     elif state == "stopped" and current > 0:
-        steps.add(current)
-    ordered = sorted(s for s in steps if s > 0)
-    if keep_last is not None:
-        ordered = ordered[-max(keep_last, 1):]
-    return ordered
+        saved.add(current)
+    if final is not None:
+        saved.add(final)
+    on_disk = sorted(saved | {s for s in present if isinstance(s, int)})
+    kept = set(on_disk if keep_last is None else on_disk[-max(keep_last, 1):])
+    if final is not None:
+        kept.add(final)
+    return sorted(s for s in kept if s > 0)
 
 
 def missing_checkpoints(expected: Iterable[int], present: Iterable[CheckpointInfo],
                         ckpt_dir: Path) -> list[CheckpointInfo]:
-    """A `missing` record for every expected step that no intact-or-not file on disk covers."""
-    have = {info.step for info in present if info.status not in ("missing", "partial")}
+    """A `missing` record for every expected step that no file (intact or not) covers."""
+    # A file the manifest lists but that is gone already has its own `missing` record.
+    have = {info.step for info in present if info.status != "partial"}
     return [CheckpointInfo(path=ckpt_dir / checkpoint_name(step), name=checkpoint_name(step), step=step,
                            kind=None, bytes=0, mtime=0.0, status="missing",
                            reason="expected from checkpoint.every, max_steps and keep_last")

@@ -210,7 +210,7 @@ def _summarize_runctl(run_dir: Path) -> RunSummary:
     if manifest.best:
         summary.best = {k: manifest.best.get(k) for k in ("metric", "value", "step")}
     if cfg and not cfg_problem:
-        expected = expected_checkpoints(cfg, state, summary.step)
+        expected = expected_checkpoints(cfg, state, summary.step, present=tally.steps)
         summary.checkpoints_expected = len(expected)
         summary.missing_steps = sorted({s for s in expected if s not in tally.steps} | set(tally.gone))
         if summary.missing_steps:

@@ -44,6 +44,17 @@ def test_expected_respects_extensions_and_stop_checkpoints() -> None:
     assert expected_checkpoints(_cfg(every=100, keep_last=0), "running", 450) == [400]
 
 
+def test_expected_counts_other_checkpoints_against_keep_last() -> None:
+    # A best checkpoint saved at an eval (step 6) took one of the keep_last=3 places: the engine
+    # rightly deleted step 4, which must not be reported missing.
+    cfg = _cfg(every=4, max_steps=12, keep_last=3)
+    assert expected_checkpoints(cfg, "finished", 12, present=[6, 8, 12]) == [6, 8, 12]
+    assert expected_checkpoints(cfg, "finished", 12, present=[6, 8]) == [6, 8, 12]
+    # ... and the final checkpoint is always kept, even when newer files crowd keep_last.
+    assert expected_checkpoints(_cfg(every=4, max_steps=12, keep_last=1), "finished", 12,
+                                present=[13, 14]) == [12, 14]
+
+
 def test_expected_tolerates_garbage_config() -> None:
     assert expected_checkpoints({"checkpoint": "nope", "max_steps": "x"}, "running", 100) == []
     assert expected_checkpoints({}, "finished", None) == []

@@ -121,7 +121,9 @@ def _verify_run(run_dir: Path, level: str) -> list[CheckpointInfo]:
         status = read_status(run_dir)
         state = effective_state(status, run_dir)
         step = status.get("step") if isinstance(status.get("step"), int) else None
-        infos += missing_checkpoints(expected_checkpoints(cfg, state, step), infos, run_dir / CHECKPOINT_DIR)
+        present = [i.step for i in infos if i.status != "missing" and i.step is not None]
+        expected = expected_checkpoints(cfg, state, step, present=present)
+        infos += missing_checkpoints(expected, infos, run_dir / CHECKPOINT_DIR)
     return sorted(infos, key=lambda i: (i.step is None, i.step or 0, i.name))
 
 
