@@ -194,7 +194,8 @@ def expected_checkpoints(cfg: Mapping[str, Any], state: str, step: int | None,
                          present: Iterable[int] = ()) -> list[int]:
     """The steps whose checkpoints should exist now, given the config, the state and the step.
 
-    Saves happen at every multiple of checkpoint.every up to `step`, at max_steps when the run
+    Saves happen at every multiple of checkpoint.every up to `step` (for a running run, up to one
+    interval earlier: the newest save may still be being written), at max_steps when the run
     finished (the final one) and at the step a stopped run stopped. Retention, like the engine's,
     then keeps the newest keep_last files on disk, whatever their kind: `present` (the steps of
     the checkpoints that exist, e.g. best ones saved at evaluations) compete for those places.
@@ -206,7 +207,9 @@ def expected_checkpoints(cfg: Mapping[str, Any], state: str, step: int | None,
     # None keeps all; otherwise at least the newest one survives (the engine's rule).
     keep_last = _non_negative_int(ckpt_cfg.get("keep_last"))
     current = _non_negative_int(step) or 0
-    saved: set[int] = set(range(every, current + 1, every)) if every else set()
+    # A running engine's newest periodic save may still be in flight (async checkpoints).
+    settled = max(0, current - every) if state == "running" and every else current
+    saved: set[int] = set(range(every, settled + 1, every)) if every else set()
     final = None
     if state == "finished":
         final = _final_max_steps(cfg) or current or None

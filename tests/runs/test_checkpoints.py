@@ -8,7 +8,13 @@ import pytest
 from run_factory import flip_bit, make_run, member_data_offset, save_checkpoint, write_checkpoint
 
 from runs import integrity
-from runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints, newest_valid
+from runs.checkpoints import (
+    expected_checkpoints,
+    list_checkpoints,
+    missing_checkpoints,
+    newest_valid,
+    tally_checkpoints,
+)
 from runs.layout import CHECKPOINT_DIR, checkpoint_name
 from runs.manifest import read_manifest, write_manifest
 
@@ -23,8 +29,11 @@ def _cfg(every: int = 500, max_steps: int = 2000, keep_last: int | None = 3, **e
 
 
 def test_expected_periodic_up_to_the_current_step_within_keep_last() -> None:
-    assert expected_checkpoints(_cfg(), "running", 1700) == [500, 1000, 1500]
-    assert expected_checkpoints(_cfg(keep_last=2), "running", 1700) == [1000, 1500]
+    assert expected_checkpoints(_cfg(), "interrupted", 1700) == [500, 1000, 1500]
+    assert expected_checkpoints(_cfg(keep_last=2), "crashed", 1700) == [1000, 1500]
+    # running: the save at 1500 may still be in flight at step 1700
+    assert expected_checkpoints(_cfg(), "running", 1700) == [500, 1000]
+    assert expected_checkpoints(_cfg(), "running", 2000) == [500, 1000, 1500]
     assert expected_checkpoints(_cfg(keep_last=None), "interrupted", 1700) == [500, 1000, 1500]
     assert expected_checkpoints(_cfg(), "running", 300) == []
 
@@ -41,7 +50,7 @@ def test_expected_respects_extensions_and_stop_checkpoints() -> None:
     assert expected_checkpoints(cfg, "finished", 3000) == [1000, 2000, 3000]
     assert expected_checkpoints(_cfg(every=1000, keep_last=None), "stopped", 1234) == [1000, 1234]
     # keep_last 0 still keeps the newest, like the engine's retention
-    assert expected_checkpoints(_cfg(every=100, keep_last=0), "running", 450) == [400]
+    assert expected_checkpoints(_cfg(every=100, keep_last=0), "interrupted", 450) == [400]
 
 
 def test_expected_counts_other_checkpoints_against_keep_last() -> None:
@@ -157,3 +166,17 @@ def test_manifest_step_wins_over_the_file_name(tmp_path: Path) -> None:
     write_manifest(run / CHECKPOINT_DIR, manifest)
     (info,) = list_checkpoints(run, level="quick")
     assert info.step == 49
+
+
+def test_tally_counts_without_reading_checkpoint_bytes(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", checkpoint_steps=(50, 100, 150))
+    ckpt_dir = run / CHECKPOINT_DIR
+    (ckpt_dir / "step_00000200.pt.tmp.77").write_bytes(b"PK")
+    (ckpt_dir / checkpoint_name(50)).unlink()
+    path = ckpt_dir / checkpoint_name(150)
+    path.write_bytes(path.read_bytes()[:-5])
+    tally = tally_checkpoints(run)
+    sizes = [p.stat().st_size for p in (ckpt_dir / checkpoint_name(100), path)]
+    assert (tally.count, tally.bytes, tally.steps, tally.partial, tally.gone) == (2, sum(sizes), {100, 150}, 1, [50])
+    assert [name for name, _ in tally.corrupt] == [checkpoint_name(150)]
+    assert tally.corrupt[0][1].startswith("truncated")

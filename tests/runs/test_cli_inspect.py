@@ -81,6 +81,9 @@ def test_verify_root_reports_every_checkpoint_and_missing_ones(root: Path) -> No
     assert statuses[("done", "50")] == statuses[("done", "100")] == "ok"
     assert statuses[("short", "100")] == "missing"
     assert result.stdout.splitlines()[-1].startswith("5 checkpoint(s) at level full")
+    assert result.stderr == f"runctl: skipped {root / 'stray.txt'}: not a run directory: is a file\n"
+    document = json.loads(runctl("verify", str(root), "--quick", "--json").stdout)
+    assert document["skipped"] == [{"path": str(root / "stray.txt"), "error": "not a run directory: is a file"}]
 
 
 def test_verify_exit_1_on_corrupt_with_reason_and_sha256(root: Path) -> None:

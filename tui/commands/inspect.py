@@ -46,18 +46,21 @@ def ls(args: argparse.Namespace) -> int:
 def verify(args: argparse.Namespace) -> int:
     path = Path(args.path)
     level = args.level
-    groups = _verify_target(path, level)
+    groups, skipped = _verify_target(path, level)
     if args.json:
         checkpoints = [dict(info.to_json(), run=run) for run, infos in groups for info in infos]
         counts = Counter(item["status"] for item in checkpoints)
         _print_json({"path": str(path), "level": level, "checkpoints": checkpoints,
-                     "counts": dict(counts), "corrupt": counts.get("corrupt", 0)})
+                     "counts": dict(counts), "corrupt": counts.get("corrupt", 0),
+                     "skipped": [{"path": str(s.path), "error": s.error} for s in skipped]})
     else:
         rows = [[run or "-", info.name, _text(info.step), info.kind or "-", info.status, info.reason or "",
                  _text(info.bytes) if info.status != "missing" else "-",
                  (info.sha256 or "")[:16]] for run, infos in groups for info in infos]
         if rows:
             _print_table(["RUN", "FILE", "STEP", "KIND", "STATUS", "REASON", "BYTES", "SHA256"], rows)
+        for entry in skipped:
+            sys.stderr.write(f"runctl: skipped {entry.path}: {entry.error}\n")
         counts = Counter(info.status for _, infos in groups for info in infos)
         total = sum(counts.values())
         print(f"{total} checkpoint(s) at level {level}: "
@@ -95,23 +98,27 @@ def summary(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ verify
 
-def _verify_target(path: Path, level: str) -> list[tuple[str | None, list[CheckpointInfo]]]:
-    """(run id or None, checkpoint records) groups for a file, a run, or a root of runs."""
+def _verify_target(path: Path, level: str) -> tuple[list[tuple[str | None, list[CheckpointInfo]]],
+                                                   list[RunSummary]]:
+    """(run folder name or None, checkpoint records) groups for a file, a run, or a root of runs,
+    and the root's entries that are not readable runs (symlink loops, stray files ...)."""
     if not path.exists():
         if path.is_symlink():
             raise RunctlError(f"{path}: broken symlink")
         raise RunctlError(f"{path}: no such file or directory")
     if path.is_file():
         entry = read_manifest(path.parent).files.get(path.name)
-        return [(None, [verify_file(path, level, entry)])]
+        return [(None, [verify_file(path, level, entry)])], []
     if path.name == CHECKPOINT_DIR and detect(path.parent) is not None:
         path = path.parent
     if detect(path) is not None:
-        return [(path.name, _verify_run(path, level))]
-    runs = [run for run in find_runs(path) if run.layout != "unknown"]
+        return [(path.name, _verify_run(path, level))], []
+    listed = find_runs(path)
+    runs = [run for run in listed if run.layout != "unknown"]
     if not runs:
         raise RunctlError(f"{path}: no runs or checkpoints found")
-    return [(run.run_id, _verify_run(run.path, level)) for run in runs]
+    skipped = [run for run in listed if run.layout == "unknown"]
+    return [(run.path.name, _verify_run(run.path, level)) for run in runs], skipped
 
 
 def _verify_run(run_dir: Path, level: str) -> list[CheckpointInfo]:
