@@ -45,6 +45,8 @@ SIZE_MISMATCH = "size mismatch"
 NOT_A_CHECKPOINT = "not a checkpoint"
 UNSAFE_PICKLE = "unsafe pickle"
 EMPTY = "empty"
+# Not a verdict on the file: it could not be read (permissions, I/O error); status stays unchecked.
+UNREADABLE = "unreadable"
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_SIGNATURE = b"PK\x03\x04"
@@ -96,7 +98,7 @@ def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry 
         info.status, info.reason = "missing", "file not found"
         return info
     except OSError as exc:
-        info.reason = f"unreadable: {exc.strerror or exc.__class__.__name__}"
+        info.reason = f"{UNREADABLE}: {exc.strerror or exc.__class__.__name__}"
         return info
     info.bytes, info.mtime = st.st_size, st.st_mtime
     if is_temp_name(path.name):
@@ -121,8 +123,9 @@ def facts_for(path: Path, st: os.stat_result, level: str) -> _Facts:
                 facts = replace(facts, incompatible=None, model_shapes=None)
             return facts
     facts = _compute(path, st.st_size, level, known)
-    with _cache_lock:
-        _cache.setdefault(key, {})[facts.level] = facts
+    if not (facts.problem or "").startswith(UNREADABLE):  # a chmod fixes that without touching mtime
+        with _cache_lock:
+            _cache.setdefault(key, {})[facts.level] = facts
     return facts
 
 
@@ -147,7 +150,8 @@ def judge(info: CheckpointInfo, facts: _Facts, entry: ManifestEntry | None,
         info.reason = (f"{TRUNCATED if short else SIZE_MISMATCH}: {info.bytes} bytes, "
                        f"manifest says {entry.bytes}")
     elif facts.problem is not None:
-        info.status, info.reason = "corrupt", facts.problem
+        unreadable = facts.problem.startswith(UNREADABLE)
+        info.status, info.reason = ("unchecked" if unreadable else "corrupt"), facts.problem
     elif entry is not None and facts.sha256 is not None and facts.sha256 != entry.sha256:
         info.status, info.reason = "corrupt", f"{SHA256_MISMATCH}: manifest says {entry.sha256[:12]}..."
     elif facts.incompatible is not None:
@@ -172,10 +176,8 @@ def _compute(path: Path, size: int, level: str, known: dict[str, _Facts]) -> _Fa
         if level == "full" or full.problem is not None:
             return full
         return _deep(path, full)
-    except PermissionError as exc:
-        return _Facts(level=level, problem=f"unreadable: {exc.strerror}")
     except OSError as exc:
-        return _Facts(level=level, problem=f"unreadable: {exc.strerror or exc.__class__.__name__}")
+        return _Facts(level=level, problem=f"{UNREADABLE}: {exc.strerror or exc.__class__.__name__}")
 
 
 # ---------------------------------------------------------------------------------------- quick

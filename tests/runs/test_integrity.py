@@ -238,6 +238,14 @@ def test_results_are_cached_by_file_identity(checkpoint: Path, monkeypatch: pyte
     assert len(reads) == 2
 
 
+def test_a_folder_named_like_a_checkpoint_is_unchecked_not_corrupt(tmp_path: Path) -> None:
+    folder = tmp_path / "step_00000005.pt"
+    folder.mkdir()
+    for level in LEVELS:
+        info = verify_file(folder, level)
+        assert info.status == "unchecked" and info.reason.startswith("unreadable"), info
+
+
 def test_unreadable_file_is_reported_not_raised(checkpoint: Path) -> None:
     if os.geteuid() == 0:
         pytest.skip("root reads files regardless of permissions")
@@ -246,7 +254,8 @@ def test_unreadable_file_is_reported_not_raised(checkpoint: Path) -> None:
         info = verify_file(checkpoint, "full")
     finally:
         checkpoint.chmod(0o644)
-    assert info.reason.startswith("unreadable")
+    assert info.status == "unchecked" and info.reason.startswith("unreadable")
+    assert verify_file(checkpoint, "full").status == "unverified"  # not cached: readable again
 
 
 def test_pickle_scan_accepts_what_torch_saves(tmp_path: Path) -> None:
