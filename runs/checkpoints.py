@@ -40,7 +40,7 @@ def _scan(ckpt_dir: Path) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(ckpt_dir) as entries:
             return [e for e in entries if _is_checkpoint_name(e.name)]
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # absent, a file, a symlink loop, no permission: discovery reports which
         return []
 
 

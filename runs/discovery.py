@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -196,8 +197,9 @@ def _summarize_runctl(run_dir: Path) -> RunSummary:
         summary.error = "engine gone (lock free or heartbeat stale)"
 
     ckpt_dir = run_dir / CHECKPOINT_DIR
-    if ckpt_dir.exists() and not ckpt_dir.is_dir():
-        problems.append(f"{ckpt_dir}: is a file, not a folder")
+    ckpt_problem = _folder_problem(ckpt_dir)
+    if ckpt_problem:
+        problems.append(f"{ckpt_dir}: {ckpt_problem}")
     manifest = read_manifest(ckpt_dir)
     if manifest.error:
         problems.append(manifest.error)
@@ -317,6 +319,17 @@ def _summarize_entry(path: Path, entry: os.DirEntry[str]) -> RunSummary | None:
     return summarize(path)
 
 
+def _folder_problem(path: Path) -> str | None:
+    """Why an optional folder cannot be listed, or None (absent is fine)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "broken symlink" if os.path.islink(path) else None
+    except OSError as exc:
+        return _os_problem(exc)
+    return None if stat.S_ISDIR(st.st_mode) else "is a file, not a folder"
+
+
 def _link_problem(path: Path) -> str:
     try:
         os.stat(path)
@@ -346,8 +359,6 @@ def _check_root(root: Path) -> None:
         raise RunctlError(f"{root}: no such directory") from None
     except OSError as exc:
         raise RunctlError(f"{root}: {_os_problem(exc)}") from None
-    import stat
-
     if not stat.S_ISDIR(st.st_mode):
         raise RunctlError(f"{root}: is a file, not a folder of runs")
 

@@ -79,12 +79,14 @@ def test_find_runs_survives_every_kind_of_bad_entry(tmp_path: Path) -> None:
     (garbage / "metrics.jsonl").write_bytes(b"\x00\xff garbage\nmore garbage\n")
     ckpt_file = make_run(tmp_path, "ckptfile", checkpoint_steps=())
     (ckpt_file / CHECKPOINT_DIR).write_text("oops")
+    looped = make_run(tmp_path, "looped", checkpoint_steps=())
+    os.symlink(looped / CHECKPOINT_DIR, looped / CHECKPOINT_DIR)
     empty_ckpt = make_run(tmp_path, "zero", checkpoint_steps=())
     (empty_ckpt / CHECKPOINT_DIR).mkdir()
     (empty_ckpt / CHECKPOINT_DIR / checkpoint_name(50)).write_bytes(b"")
 
     runs = {r.name: r for r in find_runs(tmp_path)}
-    assert set(runs) == {"good", "a_file", "loop", "dangling", "garbage", "ckptfile", "zero"}
+    assert set(runs) == {"good", "a_file", "loop", "dangling", "garbage", "ckptfile", "looped", "zero"}
     assert runs["good"].state == "finished" and not runs["good"].problems
     assert runs["a_file"].error == "not a run directory: is a file"
     assert runs["loop"].error == "symlink loop"
@@ -95,6 +97,8 @@ def test_find_runs_survives_every_kind_of_bad_entry(tmp_path: Path) -> None:
     assert "status.json: not valid JSON" in text and "run.yaml: not valid YAML" in text
     assert "manifest" in text and "metrics.jsonl" in text
     assert any("is a file, not a folder" in p for p in runs["ckptfile"].problems)
+    assert runs["looped"].state == "finished"
+    assert any(p.endswith("checkpoints: symlink loop") for p in runs["looped"].problems)
     assert any("corrupt" in p and "empty" in p for p in runs["zero"].problems)
 
 
