@@ -108,7 +108,9 @@ class BuiltinConfig:
 def builtin_configs() -> dict[str, BuiltinConfig]:
     """The configs shipped in engine/configs, by name; the description is the file's first comment."""
     found: dict[str, BuiltinConfig] = {}
-    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+    # the built-in tasks' own configs first, simplest first; any others after, by name
+    order = {name: index for index, name in enumerate(BUILTIN_TASKS)}
+    for path in sorted(CONFIG_DIR.glob("*.yaml"), key=lambda p: (order.get(p.stem, len(order)), p.stem)):
         description = ""
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.startswith("#"):

@@ -67,6 +67,8 @@ def integer(default: int | None, lo: int | None = None, hi: int | None = None,
     def check(value: Any) -> int | None:
         if value is None and nullable:
             return None
+        if isinstance(value, str) and "e" in value.lower() and _NUMBER_TEXT.match(value.strip()):
+            value = float(value)  # 1e4 (YAML 1.1 reads it as a string); a plain '1000' stays text
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer() and not isinstance(value, bool):
                 value = int(value)  # 1e3 from YAML is a float; an integral float is a fine count
