@@ -127,3 +127,44 @@ def write_run(
 def append_metric(run_dir: Path, step: int, loss: float) -> None:
     with open(run_dir / METRICS_JSONL, "a", encoding="utf-8") as f:
         f.write(json.dumps({"step": step, "time": CREATED_AT + 10.0 * step, "train/loss": loss, "lr": 1e-3}) + "\n")
+
+
+# ------------------------------------------------------------------------ driving the app in tests
+
+def engine_run(root: Path, name: str, max_steps: int = 30, *, stopped_at_first_step: bool = False,
+               finished: bool = False, checkpoint_every: int = 10) -> Path:
+    """A real run made by the engine on CPU: created only, stopped after step 1, or finished."""
+    from engine import api
+    from engine.control import Control
+
+    run_dir = Path(api.new_run("digits_mlp", root=root, name=name, overrides=[
+        f"max_steps={max_steps}", "model.hidden=16", "model.depth=1", "data.batch_size=32", "log.every=5",
+        "eval.every=10", "eval.batches=2", f"checkpoint.every={checkpoint_every}", "checkpoint.async=false",
+        "schedule.warmup_steps=2", "device=cpu"]))
+    if stopped_at_first_step:
+        control = Control()
+        control.request_stop()  # honoured at the first step boundary: a checkpoint at step 1
+        api.train(run_dir, control, resume_from=None)
+    elif finished:
+        api.train(run_dir, resume_from=None)
+    return run_dir
+
+
+class Notifications:
+    """Records every notification the app shows (App.notify is called from threads too)."""
+
+    def __init__(self, app: Any) -> None:
+        self.messages: list[tuple[str, str]] = []
+        original = app.notify
+
+        def notify(message: str, *args: Any, **kwargs: Any) -> Any:
+            self.messages.append((str(message), str(kwargs.get("severity", "information"))))
+            return original(message, *args, **kwargs)
+
+        app.notify = notify
+
+    def text(self) -> str:
+        return "\n".join(message for message, _ in self.messages)
+
+    def matching(self, fragment: str) -> list[tuple[str, str]]:
+        return [(m, s) for m, s in self.messages if fragment in m]

@@ -114,6 +114,11 @@ class BranchDialog(ModalScreen[BranchRequest | None]):
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
+        # A fixed clock (tests, snapshots) means nothing may change by itself: no blinking cursor.
+        blink = getattr(self.app, "live_clock", True)
+        for widget in self.query(Input).results():
+            widget.cursor_blink = blink
+        self.query_one("#config", TextArea).cursor_blink = blink
         self.query_one("#name", Input).focus()
 
     @on(Input.Submitted)

@@ -89,7 +89,10 @@ class ExtendDialog(ModalScreen[int | None]):
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
-        self.query_one("#target", Input).focus()
+        target = self.query_one("#target", Input)
+        # A fixed clock (tests, snapshots) means nothing may change by itself: no blinking cursor.
+        target.cursor_blink = getattr(self.app, "live_clock", True)
+        target.focus()
         self._preview(None)
 
     @on(Input.Changed, "#target")

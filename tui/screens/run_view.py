@@ -290,6 +290,7 @@ class RunViewScreen(Screen):
         self.run_cfg: dict[str, Any] = {}
         self._follower = RunFollower(self.run_dir)
         self._wake = threading.Event()
+        self._closing = False
 
     # --- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -312,6 +313,11 @@ class RunViewScreen(Screen):
         self._follower.overlay_dirs = self._selected_overlays()
         self._follow()
         self.query_one(CheckpointTable).focus()
+
+    def on_unmount(self) -> None:
+        # Let the follower thread see its cancellation now rather than at the end of its wait.
+        self._closing = True
+        self._wake.set()
 
     def on_resize(self) -> None:
         self.set_class(self.size.width >= WIDE_COLUMNS, "-wide")
@@ -341,7 +347,7 @@ class RunViewScreen(Screen):
     @work(thread=True, exclusive=True, group="follow", exit_on_error=False)
     def _follow(self) -> None:
         worker = get_current_worker()
-        while not worker.is_cancelled:
+        while not (worker.is_cancelled or self._closing):
             self._wake.clear()
             update = self._follower.poll()
             if update is not None and not worker.is_cancelled:
@@ -353,22 +359,27 @@ class RunViewScreen(Screen):
         host = getattr(self.app, "engine_host", None)
         return bool(host is not None and host.is_training(self.run_dir))
 
+    # The app forwards its news to the active screen; stop() keeps a copy from bubbling back to it.
     @on(RunsChanged)
-    def _runs_changed(self) -> None:
+    def _runs_changed(self, message: RunsChanged) -> None:
+        message.stop()
         self.wake()
 
     @on(EngineEvent)
     def _engine_event(self, message: EngineEvent) -> None:
+        message.stop()
         if Path(message.run_dir) == self.run_dir:
             self.wake()
 
     @on(MetricsAppended)
     def _metrics_appended(self, message: MetricsAppended) -> None:
+        message.stop()
         if Path(message.run_dir) == self.run_dir:
             self.wake()
 
     @on(EngineFinished)
     def _engine_finished(self, message: EngineFinished) -> None:
+        message.stop()
         if Path(message.run_dir) == self.run_dir:
             self.wake()
 

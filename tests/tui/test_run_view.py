@@ -1,0 +1,337 @@
+"""The run view driven with Pilot: its plot, checkpoint table, events and every key.
+
+Fixture runs (tests/tui/run_view_fixtures.py) cover what the screen shows; the keys that train
+(r, R, e, b, c, x) use the real engine on CPU with tiny configs and bounded waits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from run_view_fixtures import FIXED_NOW, Notifications, append_metric, engine_run, write_run
+
+from runs.layout import CHECKPOINT_DIR, EVENTS_JSONL, RUN_YAML, checkpoint_name
+from runs.manifest import read_manifest
+from tui.app import RunctlApp, make_app
+from tui.messages import MetricsAppended
+from tui.screens.branch_dialog import BranchDialog
+from tui.screens.confirm_delete import ConfirmDeleteScreen
+from tui.screens.extend_dialog import ExtendDialog
+from tui.screens.run_view import RunViewScreen
+from tui.widgets.checkpoint_table import CheckpointTable
+from tui.widgets.events_log import EventsLog
+from tui.widgets.loss_plot import LossPlot
+
+WAIT_SECONDS = 30.0
+SIZE = (120, 36)
+
+
+def make_test_app(root: Path, tmp_path: Path) -> RunctlApp:
+    return make_app(root, watch=False, now=lambda: FIXED_NOW, keymap_path=tmp_path / "no-keys.yaml")
+
+
+async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    import os
+    if os.environ.get("RV_DEBUG"):
+        print(f"{time.monotonic():.2f} waiting for {what}")
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def settled(screen: RunViewScreen) -> bool:
+    """Every checkpoint row has its final badge (full verification done, or nothing to verify)."""
+    infos = screen.query_one(CheckpointTable).infos.values()
+    return all(i.status in ("missing", "corrupt", "partial") or i.level in ("full", "deep") for i in infos)
+
+
+async def open_run(pilot, run_dir: Path) -> RunViewScreen:
+    pilot.app.open_run(run_dir)
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunViewScreen)
+                   and pilot.app.screen.summary is not None and bool(pilot.app.screen.run_cfg),
+                   "the run view to load")
+    screen = pilot.app.screen
+    await wait_for(pilot, lambda: settled(screen), "checkpoint verification")
+    return screen
+
+
+async def select(pilot, screen: RunViewScreen, name: str) -> None:
+    """Move the table cursor to checkpoint `name` with the arrow keys, as a user would."""
+    table = screen.query_one(CheckpointTable)
+    table.focus()
+    target = table.get_row_index(name)
+    while table.cursor_row != target:
+        await pilot.press("down" if table.cursor_row < target else "up")
+    await pilot.pause()
+    assert screen.selected_checkpoint is not None and screen.selected_checkpoint.name == name
+
+
+async def engines_done(pilot) -> None:
+    """Wait until no engine thread runs and its EngineFinished message has been handled."""
+    await wait_for(pilot, lambda: not any(w.group == "engine" and not w.is_finished for w in pilot.app.workers),
+                   "the engine threads to end")
+    await pilot.pause(0.1)
+
+
+def statuses(screen: RunViewScreen) -> dict[str, str]:
+    return {name: info.status for name, info in screen.query_one(CheckpointTable).infos.items()}
+
+
+def events_of(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / EVENTS_JSONL).read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------ what it shows
+
+async def test_shows_plot_badges_events_and_config(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "alpha", corrupt=(300,), missing=(200,))
+    app = make_test_app(tmp_path, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, run)
+        assert statuses(screen) == {"step_00000100.pt": "ok", "step_00000200.pt": "missing",
+                                    "step_00000300.pt": "corrupt"}
+        assert "truncated" in (screen.query_one(CheckpointTable).infos["step_00000300.pt"].reason or "")
+        assert screen.state == "interrupted"
+        plot = screen.query_one(LossPlot)
+        await wait_for(pilot, lambda: plot.data.train is not None, "metrics")
+        assert plot.data.last_step == 300
+        assert len(plot.data.train) == 30 and len(plot.data.val) == 3 and len(plot.data.lr) == 30
+        # started + 2 checkpoints on disk + interrupted
+        assert screen.query_one(EventsLog).event_count == 4
+        assert "max_steps: 400" in screen.query_one("#config").text
+
+
+async def test_appended_metric_line_reaches_the_plot(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "alpha")
+    app = make_test_app(tmp_path, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, run)
+        plot = screen.query_one(LossPlot)
+        await wait_for(pilot, lambda: plot.data.last_step == 300, "initial metrics")
+        draws = plot.draw_count
+        append_metric(run, 310, 0.2)
+        app.post_message(MetricsAppended(run))  # what the watcher bridge posts
+        await wait_for(pilot, lambda: plot.data.last_step == 310, "the appended line", timeout=5)
+        await wait_for(pilot, lambda: plot.draw_count > draws, "a redraw", timeout=5)
+        assert float(plot.data.train.values[-1]) == 0.2
+
+
+async def test_plot_keys_change_smoothing_log_window_and_lr(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "alpha")
+    app = make_test_app(tmp_path, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, run)
+        plot = screen.query_one(LossPlot)
+        await pilot.press("m")
+        assert plot.smoothing == 0.6
+        await pilot.press("m", "m", "m")
+        assert plot.smoothing == 0.0
+        await pilot.press("l")
+        assert plot.log_y
+        await pilot.press("w")
+        assert plot.window_steps == plot.window_size
+        await pilot.press("w")
+        assert plot.window_steps is None
+        lr_chart = plot.query_one("#lr-chart")
+        assert not lr_chart.display
+        await pilot.press("L")
+        await pilot.pause()
+        assert plot.show_lr and lr_chart.display and lr_chart.size.height > 0
+
+
+async def test_overlays_the_branch_parent_and_selected_runs(tmp_path: Path) -> None:
+    write_run(tmp_path, "base")
+    other = write_run(tmp_path, "other", state="finished", step=400, checkpoints=(200, 400))
+    child = write_run(tmp_path, "child", step=200, checkpoints=(200,),
+                      parent={"run_id": "base", "checkpoint": checkpoint_name(100)})
+    app = make_test_app(tmp_path, tmp_path)
+    app.selected_runs.add(other)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, child)
+        plot = screen.query_one(LossPlot)
+        await wait_for(pilot, lambda: len(plot.data.overlays) == 2, "two overlays")
+        labels = [overlay.label for overlay in plot.data.overlays]
+        assert labels == ["parent base", "other"]
+        assert plot.data.overlays[1].train is not None and int(plot.data.overlays[1].train.steps[-1]) == 400
+
+
+async def test_escape_goes_back(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "alpha")
+    app = make_test_app(tmp_path, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_run(pilot, run)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, RunViewScreen)
+
+
+# ------------------------------------------------------------------------------ key availability
+
+async def test_keys_are_dimmed_when_they_do_not_apply(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "alpha", missing=(200,))
+    app = make_test_app(tmp_path, tmp_path)
+    notes = Notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, run)
+        # An interrupted run: nothing to stop or checkpoint, but it can be resumed and extended.
+        assert screen.check_action("stop", ()) is None
+        assert screen.check_action("checkpoint_now", ()) is None
+        assert screen.check_action("resume", ()) is True
+        assert screen.check_action("extend", ()) is True
+        await pilot.press("x", "c")
+        await pilot.pause()
+        assert notes.messages == []
+        await select(pilot, screen, "step_00000200.pt")  # the missing one
+        for action in ("resume_from", "branch", "verify", "delete"):
+            assert screen.check_action(action, ()) is None, action
+        await pilot.press("d", "v")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmDeleteScreen) and notes.messages == []
+        await select(pilot, screen, "step_00000300.pt")
+        for action in ("resume_from", "branch", "verify", "delete"):
+            assert screen.check_action(action, ()) is True, action
+
+
+# ------------------------------------------------------------------------------ v and d
+
+async def test_deep_verify_updates_the_badge(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "alpha")
+    app = make_test_app(tmp_path, tmp_path)
+    notes = Notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, run)
+        await select(pilot, screen, "step_00000200.pt")
+        await pilot.press("v")
+        table = screen.query_one(CheckpointTable)
+        await wait_for(pilot, lambda: table.infos["step_00000200.pt"].level == "deep", "deep verification")
+        assert table.infos["step_00000200.pt"].status == "ok"
+        assert notes.matching("step_00000200.pt: ok (deep)")
+
+
+async def test_delete_refuses_the_newest_valid_checkpoint(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "alpha", corrupt=(300,))
+    app = make_test_app(tmp_path, tmp_path)
+    notes = Notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, run)
+        await select(pilot, screen, "step_00000200.pt")  # 300 is corrupt: 200 is what resume uses
+        await pilot.press("d")
+        await wait_for(pilot, lambda: bool(notes.matching("refusing")), "the refusal")
+        assert "newest valid" in notes.matching("refusing")[0][0]
+        assert not isinstance(app.screen, ConfirmDeleteScreen)
+        assert (run / CHECKPOINT_DIR / "step_00000200.pt").is_file()
+
+
+async def test_delete_asks_then_removes_file_and_manifest_entry(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "alpha", keep_last=2)
+    app = make_test_app(tmp_path, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, run)
+        await select(pilot, screen, "step_00000100.pt")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDeleteScreen), "the confirmation")
+        await pilot.press("n")  # keep it
+        await pilot.pause()
+        assert (run / CHECKPOINT_DIR / "step_00000100.pt").is_file()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDeleteScreen), "the confirmation")
+        await pilot.press("y")
+        table = screen.query_one(CheckpointTable)
+        await wait_for(pilot, lambda: "step_00000100.pt" not in table.infos, "the row to go")
+        assert not (run / CHECKPOINT_DIR / "step_00000100.pt").exists()
+        assert "step_00000100.pt" not in read_manifest(run / CHECKPOINT_DIR).files
+        assert set(table.infos) == {"step_00000200.pt", "step_00000300.pt"}
+
+
+# ------------------------------------------------------------------------------ the real engine
+
+async def test_r_resumes_from_the_newest_valid_checkpoint(tmp_path: Path) -> None:
+    run = engine_run(tmp_path, "tiny", max_steps=30, stopped_at_first_step=True)
+    app = make_test_app(tmp_path, tmp_path)
+    notes = Notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, run)
+        assert screen.state == "stopped"
+        await pilot.press("r")
+        await wait_for(pilot, lambda: screen.summary.state == "finished" and screen.summary.step == 30,
+                       "the run to finish")
+        await engines_done(pilot)
+        assert notes.matching("step_00000001.pt"), notes.text()
+        resumed = [e for e in events_of(run) if e["event"] == "resumed"]
+        assert resumed and resumed[0]["from"] == "step_00000001.pt"
+        plot = screen.query_one(LossPlot)
+        await wait_for(pilot, lambda: plot.data.last_step == 30, "the plot to reach step 30")
+
+
+async def test_R_resumes_from_the_selected_checkpoint(tmp_path: Path) -> None:
+    run = engine_run(tmp_path, "tiny", max_steps=30, finished=True)
+    app = make_test_app(tmp_path, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, run)
+        await select(pilot, screen, "step_00000010.pt")
+        await pilot.press("R")
+        await wait_for(pilot, lambda: any(e["event"] == "resumed" for e in events_of(run)), "a resume")
+        await engines_done(pilot)
+        resumed = [e for e in events_of(run) if e["event"] == "resumed"]
+        assert resumed[-1]["from"] == "step_00000010.pt" and resumed[-1]["step"] == 10
+        await wait_for(pilot, lambda: screen.summary.state == "finished", "the run to finish again")
+
+
+async def test_e_extends_a_finished_run_and_trains_to_the_new_end(tmp_path: Path) -> None:
+    run = engine_run(tmp_path, "tiny", max_steps=20, finished=True)
+    app = make_test_app(tmp_path, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, run)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExtendDialog), "the extend dialog")
+        await pilot.press("+", "1", "0", "enter")
+        await wait_for(pilot, lambda: screen.summary is not None and screen.summary.state == "finished"
+                       and screen.summary.step == 30, "the run to reach step 30")
+        await engines_done(pilot)
+        assert "max_steps: 30" in (run / RUN_YAML).read_text()
+        assert any(e["event"] == "extended" and e["to_max"] == 30 for e in events_of(run))
+
+
+async def test_b_branches_from_the_selected_checkpoint(tmp_path: Path) -> None:
+    run = engine_run(tmp_path, "tiny", max_steps=20, finished=True)
+    app = make_test_app(tmp_path, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, run)
+        await select(pilot, screen, "step_00000010.pt")
+        await pilot.press("b")
+        await wait_for(pilot, lambda: isinstance(app.screen, BranchDialog), "the branch dialog")
+        dialog = app.screen
+        dialog.query_one("#name").value = "kid"
+        dialog.query_one("#overrides").value = "optim.lr=5e-4"
+        await pilot.press("ctrl+s")
+        kid = tmp_path / "kid"
+        await wait_for(pilot, lambda: isinstance(app.screen, RunViewScreen) and app.screen.run_dir == kid,
+                       "the branch's run view")
+        await engines_done(pilot)
+        await wait_for(pilot, lambda: app.screen.summary is not None and app.screen.summary.state == "finished",
+                       "the branch to finish")
+        text = (kid / RUN_YAML).read_text()
+        assert "run_id: tiny" in text and "step_00000010.pt" in text and "lr: 0.0005" in text
+
+
+async def test_c_checkpoints_now_and_x_stops(tmp_path: Path) -> None:
+    run = engine_run(tmp_path, "long", max_steps=200_000, checkpoint_every=100_000)
+    app = make_test_app(tmp_path, tmp_path)
+    notes = Notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, run)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: screen.state == "running" and screen.check_action("stop", ()) is True,
+                       "training to start")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: any(e["event"] == "checkpoint" for e in events_of(run)), "a checkpoint")
+        await pilot.press("x")
+        await engines_done(pilot)
+        await wait_for(pilot, lambda: screen.summary.state == "stopped", "the stopped state")
+        assert notes.matching("checkpoint requested") and notes.matching("stopping")
+        assert screen.check_action("stop", ()) is None
