@@ -296,6 +296,7 @@ class _Start:
     path: Path | None = None
     weights_only: bool = False
     own: bool = False             # a checkpoint of this run (protect it, don't re-save its step)
+    step: int | None = None       # its step, when known before loading it
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (file, reason)
 
 
@@ -309,7 +310,7 @@ def _choose_start(run_dir: Path, cfg: dict[str, Any], resume_from: str | Path | 
     info, skipped = newest_valid(run_dir)
     skipped_pairs = [(s.name, s.reason or s.status) for s in skipped]
     if info is not None:
-        return _Start(path=info.path, own=True, skipped=skipped_pairs)
+        return _Start(path=info.path, own=True, step=info.step, skipped=skipped_pairs)
     parent = cfg.get("parent")
     if parent:
         candidates = [run_dir.parent / parent["run_id"] / "checkpoints" / str(parent.get("checkpoint")),
@@ -340,8 +341,6 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
     input before anything in the run folder changes; a failure during training ends the run
     `crashed` (status.json error, events.jsonl traceback) and is returned, not raised.
     """
-    import torch  # noqa: F401 - fail here, before the lock, if torch is missing
-
     from engine.checkpoint import RESUME_KEYS, CheckpointManager, load_checkpoint
     from engine.compat import settings_changes
     from engine.control import ControlFolder
@@ -357,8 +356,6 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
     run_id = cfg.get("run_id") or run_dir.name
     control = control if control is not None else Control()
     dist = context_from_env()
-    runtime = make_runtime(cfg, dist.local_rank)
-    dist.init(runtime.device)
     lock = RunLock(run_dir) if dist.is_main else None
     runlog = None
     checkpoints = None
@@ -367,6 +364,11 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
             lock.acquire()
         previous = read_status(run_dir) if dist.is_main else {}
         start = _choose_start(run_dir, cfg, resume_from) if dist.is_main else _Start()
+        if not dist.enabled and start.own and (start.step or 0) >= cfg["max_steps"]:
+            _release(None, lock, dist)
+            return _already_finished(run_dir, start.step or 0, cfg["max_steps"])
+        runtime = make_runtime(cfg, dist.local_rank)
+        dist.init(runtime.device)
         start = dist.broadcast_object(start)
 
         state = None
@@ -393,11 +395,8 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
                 trainer.last_saved_step = trainer.step
         del state
         if start.own and trainer.step >= trainer.max_steps:
-            # Nothing to train: leave the run's files exactly as they are.
             _release(checkpoints, lock, dist)
-            return TrainResult(run_dir, "finished", trainer.step, trainer.max_steps, warnings=[
-                f"{run_dir}: already at step {trainer.step} of max_steps {trainer.max_steps}; "
-                f"`runctl extend {run_dir} --steps N` trains further"])
+            return _already_finished(run_dir, trainer.step, trainer.max_steps)
     except BaseException:
         _release(checkpoints, lock, dist)
         raise
@@ -443,6 +442,13 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
     if result.state == "interrupted":
         result.signal = control.take().signal
     return result
+
+
+def _already_finished(run_dir: Path, step: int, max_steps: int) -> TrainResult:
+    """Nothing to train: the run's files stay exactly as they are."""
+    return TrainResult(run_dir, "finished", step, max_steps, warnings=[
+        f"{run_dir}: already at step {step} of max_steps {max_steps}; "
+        f"`runctl extend {run_dir} --steps N` trains further"])
 
 
 def _release(checkpoints: Any, lock: RunLock | None, dist: Any) -> None:

@@ -1,0 +1,231 @@
+"""`runctl train | resume | extend | branch | stop` as a user runs them: in a subprocess."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from training_helpers import (
+    assert_bit_identical,
+    events,
+    final_checkpoint,
+    load,
+    manifest_files,
+    overrides,
+    read_jsonl,
+    runctl,
+    start_runctl,
+    status,
+    wait_until,
+)
+
+from engine.api import read_run_config
+from engine.schedule import Schedule
+from tui.commands.training import HeadlessProgress
+
+SETS = [arg for item in overrides("digits_mlp", "max_steps=20") for arg in ("--set", item)]
+
+
+def _train(root: Path, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    result = runctl(["train", "digits_mlp", "--root", root, "--name", name, *SETS, *extra], root)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished run (20 steps, checkpoints at 10 and 20) shared by the read-only tests."""
+    root = tmp_path_factory.mktemp("cli")
+    result = _train(root, "base")
+    assert result.stdout.splitlines()[0] == str(root / "base")  # the run path comes first, for scripts
+    assert "step 10/20" in result.stdout and "finished at step 20/20" in result.stderr
+    return root / "base"
+
+
+def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path: Path, trained: Path) -> None:
+    root = trained.parent
+    before = sorted(p.name for p in root.iterdir())
+    cases = [
+        ["train", "no_such_config", "--root", root],
+        ["train", "digits_mlp", "--root", root, "--set", "optim.lrr=1"],
+        ["train", "digits_mlp", "--root", root, "--set", "max_steps=-3"],
+        ["train", "digits_mlp", "--root", root, "--set", "optim.name=adam"],
+        ["train", "digits_mlp", "--root", root, "--name", "base"],
+        ["train", "digits_mlp", "--root", root, "--name", "a/b"],
+        ["train", "digits_mlp", "--root", root, "--nproc", "0"],
+        ["train", str(tmp_path / "missing.yaml"), "--root", root],
+        ["resume", "nope", "--root", root],
+        ["resume", "base", "--root", root, "--from", "step_00000099.pt"],
+        ["extend", "base", "--root", root, "--to", "20"],
+        ["extend", "base", "--root", root, "--to", "5"],
+        ["extend", "base", "--root", root, "--steps", "0"],
+        ["branch", "base", "--root", root, "--from", "10", "--name", "base"],
+        ["branch", "base", "--root", root, "--from", "10", "--name", "x", "--set", "nope=1"],
+        ["branch", "base", "--root", root, "--from", "10", "--name", "x", "--set", "model.hidden=32"],
+        ["stop", "base", "--root", root],
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda args: runctl(args, tmp_path), cases))
+    for args, result in zip(cases, results, strict=True):
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("runctl: "), (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in root.iterdir()) == before
+    by_case = dict(zip((" ".join(map(str, c[:2] + c[-2:])) for c in cases), results, strict=True))
+    shape = by_case["branch base --set model.hidden=32"].stderr
+    assert "shape mismatch" in shape and "[16,64] -> [32,64]" in shape
+    assert "already exists" in by_case["train digits_mlp --name base"].stderr
+    assert "current step 20" in by_case["extend base --to 5"].stderr
+
+
+def test_resume_of_a_finished_run_changes_nothing(trained: Path) -> None:
+    before = (trained / "events.jsonl").read_bytes()
+    result = runctl(["resume", trained], trained.parent)
+    assert result.returncode == 0 and "already at step 20" in result.stderr
+    assert (trained / "events.jsonl").read_bytes() == before
+
+
+def test_extend_a_finished_run_continues_the_schedule_without_warmup(tmp_path: Path, trained: Path) -> None:
+    run_dir = tmp_path / "ext"
+    shutil.copytree(trained, run_dir)
+    result = runctl(["extend", run_dir, "--steps", "10"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    cfg = read_run_config(run_dir)
+    assert cfg["max_steps"] == 30 and cfg["extensions"] == [{"at_step": 20, "max_steps": 30, "from_max_steps": 20}]
+    assert final_checkpoint(run_dir, 30)["step"] == 30
+    lrs = {m["step"]: m["lr"] for m in read_jsonl(run_dir / "metrics.jsonl") if "lr" in m}
+    schedule = Schedule.from_config(cfg)
+    assert lrs[25] == schedule.lr(24) and lrs[30] == schedule.lr(29)
+    # no second warmup: the LR only goes down from its value at the extension point
+    assert lrs[20] >= schedule.lr(20) >= lrs[25] >= lrs[30] == pytest.approx(cfg["optim"]["lr"] * 0.1, rel=0.05)
+    assert any(e["event"] == "extended" and e["to_max"] == 30 for e in events(run_dir))
+
+
+def test_branch_full_and_weights_only(tmp_path: Path, trained: Path) -> None:
+    root = tmp_path
+    shutil.copytree(trained, root / "base")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        full, fresh = pool.map(lambda args: runctl(args, root), [
+            ["branch", "base", "--root", root, "--from", "10", "--name", "ab",
+             "--set", "curriculum=[{at_step: 12, set: {loss.aux_weight: 0.5}}]"],
+            ["branch", "base", "--root", root, "--from", "step_00000010.pt", "--name", "fresh", "--weights-only",
+             "--set", "optim.lr=0.002"],
+        ])
+    assert full.returncode == 0, full.stderr
+    assert fresh.returncode == 0, fresh.stderr
+    import yaml
+
+    ab = yaml.safe_load((root / "ab" / "run.yaml").read_text())
+    assert ab["parent"]["run_id"] == "base" and ab["parent"]["checkpoint"] == "step_00000010.pt"
+    assert events(root / "ab")[0]["event"] == "branched"
+    assert [m["step"] for m in read_jsonl(root / "ab" / "metrics.jsonl") if "train/loss" in m][0] == 15
+    ab_final, base_final = final_checkpoint(root / "ab", 20), final_checkpoint(root / "base", 20)
+    assert ab_final["curriculum_stage"] == 1
+    # the A/B branch trained steps 11-20 under another loss weight: other weights than the parent's
+    assert any(not torch.equal(ab_final["model"][key], base_final["model"][key]) for key in base_final["model"])
+    # the branch point itself is shared: same weights at step 10 as the parent's checkpoint
+    started = events(root / "ab", "started")[0]
+    assert started["step"] == 10 and started["from"] == "step_00000010.pt"
+
+    fresh_events = events(root / "fresh", "started")
+    assert fresh_events[0]["step"] == 0
+    fresh_final = final_checkpoint(root / "fresh", 20)
+    assert fresh_final["optimizer"]["state"][0]["step"].item() == 20  # a fresh optimizer: 20 updates
+    assert base_final["optimizer"]["state"][0]["step"].item() == 20
+    lrs = [m["lr"] for m in read_jsonl(root / "fresh" / "metrics.jsonl") if "lr" in m]
+    assert lrs[0] == pytest.approx(0.002 * 5 / 5)  # warmup again (5 steps) at the new peak
+
+
+def test_checkpoint_without_optimizer_state_needs_weights_only(tmp_path: Path, trained: Path) -> None:
+    run_dir = tmp_path / "bare"
+    shutil.copytree(trained, run_dir)
+    state = load(run_dir / "checkpoints" / "step_00000010.pt")
+    del state["optimizer"]
+    torch.save(state, run_dir / "checkpoints" / "step_00000011.pt")
+    result = runctl(["resume", run_dir, "--from", "step_00000011.pt"], tmp_path)
+    assert result.returncode == 2 and "--weights-only" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_newest_checkpoint_is_skipped_and_named(tmp_path: Path, trained: Path) -> None:
+    run_dir = tmp_path / "corrupt"
+    shutil.copytree(trained, run_dir)
+    original_final = load(run_dir / "checkpoints" / "step_00000020.pt")
+    path = run_dir / "checkpoints" / "step_00000020.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    result = runctl(["resume", run_dir], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "skipped checkpoint step_00000020.pt" in result.stderr
+    skipped = events(run_dir, "skipped_checkpoint")
+    assert skipped and skipped[0]["file"] == "step_00000020.pt" and skipped[0]["reason"]
+    assert events(run_dir, "resumed")[-1]["step"] == 10
+    assert_bit_identical(original_final, final_checkpoint(run_dir, 20))
+
+
+def test_detach_then_stop_wait_and_live_extend(tmp_path: Path) -> None:
+    sets = [arg for item in overrides("digits_mlp", "max_steps=1000000", "checkpoint.every=100000",
+                                      "eval.every=100000", "log.every=50") for arg in ("--set", item)]
+    result = runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "bg", "--detach", *sets], tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = Path(result.stdout.strip())
+    assert run_dir == tmp_path / "bg"
+    wait_until(lambda: (run_dir / "status.json").exists() and status(run_dir)["step"] > 0, 90, "training to start")
+
+    checkpoint = runctl(["stop", "bg", "--root", tmp_path, "--checkpoint-only", "--wait", "60"], tmp_path)
+    assert checkpoint.returncode == 0, checkpoint.stderr
+    extend = runctl(["extend", "bg", "--root", tmp_path, "--to", "2000000"], tmp_path)
+    assert extend.returncode == 0 and "asked the running engine" in extend.stderr, extend.stderr
+    wait_until(lambda: events(run_dir, "extended"), 60, "the engine to extend")
+
+    stop = runctl(["stop", "bg", "--root", tmp_path, "--wait", "60"], tmp_path)
+    assert stop.returncode == 0, stop.stderr
+    final = status(run_dir)
+    assert final["state"] == "stopped" and final["max_steps"] == 2000000
+    kinds = {entry["kind"] for entry in manifest_files(run_dir).values()}
+    assert kinds == {"periodic", "interrupt"}
+    assert final["checkpoint"] == f"step_{final['step']:08d}.pt"
+    assert "training from step 0" in (run_dir / "train.log").read_text()
+    assert not list((run_dir / "control").iterdir())  # every command consumed
+
+
+def test_second_engine_on_a_running_run_is_refused(tmp_path: Path) -> None:
+    sets = [arg for item in overrides("digits_mlp", "max_steps=1000000", "checkpoint.every=100000",
+                                      "eval.every=100000", "log.every=50") for arg in ("--set", item)]
+    first = start_runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "busy", *sets], tmp_path)
+    try:
+        run_dir = tmp_path / "busy"
+        wait_until(lambda: (run_dir / "status.json").exists(), 90, "the first engine to start")
+        second = runctl(["resume", run_dir], tmp_path)
+        assert second.returncode == 2
+        assert f"pid {first.pid}" in second.stderr and "host" in second.stderr
+    finally:
+        stop = runctl(["stop", tmp_path / "busy", "--wait", "60"], tmp_path)
+        first.communicate(timeout=60)
+    assert stop.returncode == 0 and first.returncode == 0
+
+
+def test_progress_is_one_updating_line_on_a_tty_and_plain_lines_otherwise() -> None:
+    line = {"step": 50, "train/loss": 0.5, "step_time": 0.01}
+    tty, plain = io.StringIO(), io.StringIO()
+    for stream, is_tty in ((tty, True), (plain, False)):
+        progress = HeadlessProgress(100, stream=stream, tty=is_tty)
+        progress.on_metrics(line)
+        progress.on_metrics({**line, "step": 60})
+        progress.on_event({"event": "checkpoint", "step": 60, "file": "step_00000060.pt", "kind": "periodic",
+                           "bytes": 2048})
+        progress.close()
+    assert tty.getvalue().count("\r\x1b[2K") == 2 and tty.getvalue().count("\n") == 2
+    assert "step 60/100  loss 0.5000  100.0 it/s  ETA 0:00:00" in tty.getvalue()
+    assert plain.getvalue().splitlines() == [
+        "step 50/100  loss 0.5000  100.0 it/s  ETA 0:00:00",
+        "step 60/100  loss 0.5000  100.0 it/s  ETA 0:00:00",
+        "checkpoint step_00000060.pt (periodic, 2.0 KB)",
+    ]
