@@ -176,3 +176,27 @@ def test_a_new_layout_is_one_detector(tmp_path: Path, monkeypatch: pytest.Monkey
     (run,) = find_runs(tmp_path)
     assert (run.name, run.layout) == ("nano", "nanogpt")
     assert resolve_run("nano", tmp_path) == tmp_path / "nano"
+
+
+def test_listing_reads_the_same_run_yaml_values_as_a_full_parse(tmp_path: Path) -> None:
+    # The listing parses only the top-level entries it shows; it must agree with a full parse,
+    # and fall back to one for YAML the cut cannot handle.
+    texts = {
+        "engine": ("task: digits_mlp\nmax_steps: 30\nmodel: {hidden: 128}\n# a comment\n"
+                   "checkpoint:\n  every: 10\n  keep_last: 3\nrun_id: e1\nname: 'my run'\n"
+                   "created_at: 1795307497.27\nparent:\n  run_id: p0\n  checkpoint: step_00000010.pt\n"
+                   "extensions:\n- {at_step: 30, max_steps: 60}\n"),
+        "anchors": "base: &b {every: 5}\ncheckpoint: *b\nmax_steps: 10\nname: x\n",
+        "flow": "{name: flowy, max_steps: 7, checkpoint: {every: 1}}\n",
+        "tabs_and_tags": "name: !!str 123\nmax_steps: 9\n",
+    }
+    for label, text in texts.items():
+        run = tmp_path / label
+        run.mkdir()
+        (run / "run.yaml").write_text(text)
+        full, problem = discovery.read_run_yaml(run)
+        assert problem is None
+        listed, problem = discovery._run_yaml_for_listing(run)
+        assert problem is None
+        assert listed == {k: v for k, v in full.items() if k in discovery._LISTING_KEYS}, label
+    assert summarize(tmp_path / "engine").parent == {"run_id": "p0", "checkpoint": "step_00000010.pt"}
