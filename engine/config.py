@@ -13,6 +13,8 @@ The resolved schema is in docs/ARCHITECTURE.md. Decisions worth knowing:
   `optim.weight_decay` and `optim.grad_clip` (CURRICULUM_KEYS); anything else (model shape, batch
   size, the LR schedule) cannot change mid-run without breaking resume, so it is an error at load.
 - run.yaml is a resolved config plus RUN_META_KEYS; validate_config accepts it for reloading.
+- `data.path` is stored absolute: a relative path in a YAML file is relative to that file's folder
+  (so a config and its data travel together), one given with --set to the current directory.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ())
     path, origin = _locate(source)
     raw = _read_yaml(path, origin)
     cfg = validate_config(raw, origin)
+    cfg["data"]["path"] = _absolute_data_path(cfg["data"]["path"], path.parent)
     if overrides:
         cfg = apply_overrides(cfg, overrides, origin)
     return cfg
@@ -153,7 +156,19 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str] | tuple[str, ...],
     if out.get("task") != cfg.get("task") and isinstance(out.get("model"), dict):
         # another task: the old task's model settings do not apply, the new task's defaults do
         out["model"] = {k: v for k, v in out["model"].items() if k in model_overrides}
-    return validate_config(out, origin)
+    resolved = validate_config(out, origin)
+    resolved["data"]["path"] = _absolute_data_path(resolved["data"]["path"], Path.cwd())
+    return resolved
+
+
+def _absolute_data_path(value: str | None, base: Path) -> str | None:
+    """data.path made absolute, so run.yaml means the same file from any working directory:
+    relative to the config file's folder when written in a file, to the current directory when
+    given with --set."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
 
 
 def validate_config(cfg: Any, origin: str) -> dict[str, Any]:

@@ -220,6 +220,16 @@ def test_exponent_notation_for_counts() -> None:
         load_config("digits_mlp", ["max_steps=1.5005e3"])
 
 
+def test_data_path_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "configs").mkdir()
+    path = write(tmp_path / "configs", "task: char_gpt\ndata: {path: ../corpus/text.txt}\n")
+    assert load_config(path)["data"]["path"] == str(tmp_path / "corpus" / "text.txt")  # beside the file
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(path, ["data.path=mine.txt"])
+    assert cfg["data"]["path"] == str(tmp_path / "mine.txt")  # --set: the current directory
+    assert load_config("char_gpt", ["data.path=/abs/t.txt"])["data"]["path"] == "/abs/t.txt"
+
+
 def test_override_can_set_a_curriculum() -> None:
     cfg = load_config("digits_mlp", ["curriculum=[{at_step: 50, set: {loss.aux_weight: 0.2}}]"])
     assert cfg["curriculum"] == [{"at_step": 50, "set": {"loss.aux_weight": 0.2}}]
