@@ -444,7 +444,7 @@ def _deep(path: Path, full: _Facts) -> _Facts:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
-        return _deep_facts(full, problem=f"{UNSAFE_PICKLE}: {_first_line(exc)}")
+        return _deep_facts(full, problem=f"{UNSAFE_PICKLE}: {_unpickler_refusal(exc)}")
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a file it cannot load
         return _deep_facts(full, problem=f"{NOT_A_CHECKPOINT}: torch.load failed ({_first_line(exc)})")
     return _deep_facts(full, incompatible=_resume_problem(state), model_shapes=_shapes(state))
@@ -488,6 +488,16 @@ def _shape_difference(shapes: dict[str, tuple[int, ...]], reference: dict[str, t
         return "; ".join(parts)
     key = next(k for k in sorted(shapes) if shapes[k] != reference[k])
     return f"model {key} has shape {list(shapes[key])}, the run's other checkpoints {list(reference[key])}"
+
+
+def _unpickler_refusal(exc: BaseException) -> str:
+    """The line of torch's refusal that names the offending global (its first line only advises
+    weights_only=False, which is exactly what must not be done)."""
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if "GLOBAL" in line or "Unsupported" in line or "unrecognized" in line:
+            return line.split(" was not an allowed global", 1)[0]
+    return "refused by the weights-only unpickler"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -271,3 +271,13 @@ def test_pickle_scan_accepts_what_torch_saves(tmp_path: Path) -> None:
     with zipfile.ZipFile(buffer) as archive:
         data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
     assert unsafe_globals(data) is None
+
+
+def test_deep_load_itself_refuses_a_malicious_pickle(tmp_path: Path) -> None:
+    # Defence in depth: even past the static scan, the deep level only loads with weights_only=True.
+    marker = tmp_path / "PWNED"
+    path = malicious_checkpoint(tmp_path / "evil.pt", reduce_call(os.system, f"touch {marker}"))
+    facts = integrity._deep(path, integrity._Facts(level="full", sha256="0" * 64))
+    assert facts.problem.startswith("unsafe pickle") and "system" in facts.problem, facts.problem
+    assert "weights_only" not in facts.problem  # never advise the unsafe load
+    assert not marker.exists()
