@@ -124,8 +124,13 @@ def _signature(entry: os.DirEntry) -> Signature | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def snapshot_run(run_dir: Path) -> RunSnapshot | None:
-    """Stat the files of a run directory; None when `run_dir` is not (or no longer) a run."""
+def snapshot_run(run_dir: Path, checkpoints_from: RunSnapshot | None = None) -> RunSnapshot | None:
+    """Stat the files of a run directory; None when `run_dir` is not (or no longer) a run.
+
+    With `checkpoints_from`, its checkpoints/ part is reused instead of listing the folder
+    again (nothing happened there), which keeps a run with many checkpoints cheap to rescan on
+    every metrics append.
+    """
     snapshot = RunSnapshot()
     try:
         entries = list(os.scandir(run_dir))
@@ -138,6 +143,11 @@ def snapshot_run(run_dir: Path) -> RunSnapshot | None:
                 snapshot.files[entry.name] = signature
     if RUN_YAML not in snapshot.files and STATUS_JSON not in snapshot.files:
         return None
+    if checkpoints_from is not None:
+        snapshot.checkpoints = checkpoints_from.checkpoints
+        snapshot.partials = checkpoints_from.partials
+        snapshot.manifest = checkpoints_from.manifest
+        return snapshot
     try:
         checkpoint_entries = list(os.scandir(run_dir / CHECKPOINT_DIR))
     except OSError:
@@ -251,7 +261,8 @@ class RunWatcher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._dirty: set[Path] = set()
+        # Run directories to rescan; True when something happened in their checkpoints/.
+        self._dirty: dict[Path, bool] = {}
         self._dirty_trees: set[Path] = set()
         self._first_event_at = 0.0
         self._last_event_at = 0.0
@@ -352,7 +363,7 @@ class RunWatcher:
         paths = [event.src_path]
         if isinstance(event, FileMovedEvent | DirMovedEvent) and event.dest_path:
             paths.append(event.dest_path)
-        runs: list[Path] = []
+        runs: list[tuple[Path, bool]] = []
         trees: list[Path] = []
         for raw in paths:
             path = Path(os.fsdecode(raw))
@@ -361,7 +372,7 @@ class RunWatcher:
             else:
                 run_dir = self._run_dir_of_file(path)
                 if run_dir is not None:
-                    runs.append(run_dir)
+                    runs.append((run_dir, path.parent.name == CHECKPOINT_DIR))
         if not runs and not trees:
             return
         now = time.monotonic()
@@ -369,7 +380,8 @@ class RunWatcher:
             if not self._dirty and not self._dirty_trees:
                 self._first_event_at = now
             self._last_event_at = now
-            self._dirty.update(runs)
+            for run_dir, in_checkpoints in runs:
+                self._dirty[run_dir] = self._dirty.get(run_dir, False) or in_checkpoints
             self._dirty_trees.update(trees)
             self._wake.set()
 
@@ -398,7 +410,7 @@ class RunWatcher:
                 return
             with self._lock:
                 runs, trees = self._dirty, self._dirty_trees
-                self._dirty, self._dirty_trees = set(), set()
+                self._dirty, self._dirty_trees = {}, set()
                 self._wake.clear()
             changes = self._rescan(runs, trees)
             if changes:
@@ -425,15 +437,18 @@ class RunWatcher:
         parts = path.relative_to(self.root).parts
         return None if any(part.startswith(".") for part in parts) else len(parts)
 
-    def _rescan(self, runs: Iterable[Path], trees: Iterable[Path]) -> list[Change]:
+    def _rescan(self, runs: dict[Path, bool], trees: Iterable[Path]) -> list[Change]:
         candidates = set(runs)
+        files_only = {run_dir for run_dir, in_checkpoints in runs.items() if not in_checkpoints}
         for tree in trees:
             depth = self._depth(tree)
             if depth is None:
                 continue
             candidates.add(tree)
+            files_only.discard(tree)
             if tree.name == CHECKPOINT_DIR:
                 candidates.add(tree.parent)
+                files_only.discard(tree.parent)
             # A folder removed or moved away takes the runs inside it along.
             candidates.update(run for run in self._snapshots if tree in run.parents)
             # A folder moved in may hold runs deeper down.
@@ -446,8 +461,8 @@ class RunWatcher:
                 continue
             if any(parent in self._snapshots for parent in run_dir.parents):
                 continue  # a folder inside a known run (checkpoints/, control/)
-            new = snapshot_run(run_dir)
             old = self._snapshots.get(run_dir)
+            new = snapshot_run(run_dir, old if run_dir in files_only else None)
             changes.extend(diff_run(run_dir, old, new))
             if new is None:
                 self._snapshots.pop(run_dir, None)
