@@ -22,11 +22,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from runs.checkpoints import expected_checkpoints, tally_checkpoints
+from runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints, tally_checkpoints
 from runs.errors import RunctlError
 from runs.layout import CHECKPOINT_DIR, METRICS_JSONL, RUN_YAML, STATUS_JSON, is_run_dir
 from runs.manifest import read_manifest
-from runs.model import RunSummary
+from runs.model import CheckpointInfo, RunSummary
 from runs.status import effective_state, error_line, read_status
 
 # How much of metrics.jsonl's end to read for the last train loss, first and at most.
@@ -39,6 +39,9 @@ class Detector:
     name: str
     detect: Callable[[Path], bool]
     summarize: Callable[[Path], RunSummary]
+    # (run_dir, level) -> every checkpoint record of the run, oldest first, including `missing`
+    # records for what should exist; level None reads no checkpoint bytes.
+    checkpoints: Callable[[Path, str | None], list[CheckpointInfo]]
 
 
 _DETECTORS: list[Detector] = []
@@ -100,6 +103,13 @@ def summarize(run_dir: Path) -> RunSummary:
         return detector.summarize(run_dir)
     except Exception as exc:  # noqa: BLE001 - one unreadable run must not stop a listing
         return _broken(run_dir, f"unreadable run ({exc.__class__.__name__}: {exc})", layout=detector.name)
+
+
+def run_checkpoints(run_dir: Path, level: str | None = "quick") -> list[CheckpointInfo]:
+    """Every checkpoint of a run of any known layout, with `missing` records for the expected
+    ones that are absent; [] for a folder no detector recognises."""
+    detector = detect(Path(run_dir))
+    return detector.checkpoints(Path(run_dir), level) if detector is not None else []
 
 
 def resolve_run(ref: str | Path, root: str | Path) -> Path:
@@ -269,7 +279,20 @@ def _summarize_runctl(run_dir: Path) -> RunSummary:
     return summary
 
 
-register_detector(Detector(name="runctl", detect=is_run_dir, summarize=_summarize_runctl))
+def _runctl_checkpoints(run_dir: Path, level: str | None) -> list[CheckpointInfo]:
+    infos = list_checkpoints(run_dir, level=level)
+    cfg, problem = read_run_yaml(run_dir)
+    if cfg and not problem:
+        status = read_status(run_dir)
+        step = status.get("step") if isinstance(status.get("step"), int) else None
+        present = [i.step for i in infos if i.status != "missing" and i.step is not None]
+        expected = expected_checkpoints(cfg, effective_state(status, run_dir), step, present=present)
+        infos += missing_checkpoints(expected, infos, run_dir / CHECKPOINT_DIR)
+    return sorted(infos, key=lambda i: (i.step is None, i.step or 0, i.name))
+
+
+register_detector(Detector(name="runctl", detect=is_run_dir, summarize=_summarize_runctl,
+                           checkpoints=_runctl_checkpoints))
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -9,9 +9,17 @@ from pathlib import Path
 import pytest
 from run_factory import make_run
 
-from runs import discovery
+from runs import discovery, integrity
 from runs.checkpoints import list_checkpoints
-from runs.discovery import Detector, find_runs, last_train_loss, register_detector, resolve_run, summarize
+from runs.discovery import (
+    Detector,
+    find_runs,
+    last_train_loss,
+    register_detector,
+    resolve_run,
+    run_checkpoints,
+    summarize,
+)
 from runs.errors import RunctlError
 from runs.layout import CHECKPOINT_DIR, checkpoint_name
 from runs.lock import RunLock
@@ -112,7 +120,8 @@ def test_unreadable_run_does_not_stop_the_listing(tmp_path: Path, monkeypatch: p
             raise PermissionError(13, "Permission denied")
         return real(run_dir)
 
-    monkeypatch.setattr(discovery, "_DETECTORS", [Detector("runctl", discovery.is_run_dir, fail_on_a)])
+    monkeypatch.setattr(discovery, "_DETECTORS", [Detector("runctl", discovery.is_run_dir, fail_on_a,
+                                                           discovery.run_checkpoints)])
     runs = {r.name: r for r in find_runs(tmp_path)}
     assert runs["a"].state == "unknown" and "Permission denied" in runs["a"].error
     assert runs["b"].state == "finished"
@@ -172,10 +181,13 @@ def test_a_new_layout_is_one_detector(tmp_path: Path, monkeypatch: pytest.Monkey
     register_detector(Detector(
         name="nanogpt",
         detect=lambda p: (p / "out" / "ckpt.pt").is_file(),
-        summarize=lambda p: RunSummary(path=p, run_id=p.name, name=p.name, layout="nanogpt", state="unknown")))
+        summarize=lambda p: RunSummary(path=p, run_id=p.name, name=p.name, layout="nanogpt", state="unknown"),
+        checkpoints=lambda p, level: [integrity.verify_file(p / "out" / "ckpt.pt", level or "quick")]))
     (run,) = find_runs(tmp_path)
     assert (run.name, run.layout) == ("nano", "nanogpt")
     assert resolve_run("nano", tmp_path) == tmp_path / "nano"
+    (ckpt,) = run_checkpoints(tmp_path / "nano")
+    assert (ckpt.name, ckpt.status) == ("ckpt.pt", "corrupt")
 
 
 def test_listing_reads_the_same_run_yaml_values_as_a_full_parse(tmp_path: Path) -> None:

@@ -16,14 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints
-from runs.discovery import best_from_metrics, detect, find_runs, read_run_yaml
+from runs.discovery import best_from_metrics, detect, find_runs, read_run_yaml, run_checkpoints
 from runs.errors import RunctlError
 from runs.integrity import verify_file
 from runs.layout import CHECKPOINT_DIR, METRICS_JSONL
 from runs.manifest import read_manifest
 from runs.model import CheckpointInfo, RunSummary
-from runs.status import effective_state, read_status
 
 
 def ls(args: argparse.Namespace) -> int:
@@ -112,26 +110,13 @@ def _verify_target(path: Path, level: str) -> tuple[list[tuple[str | None, list[
     if path.name == CHECKPOINT_DIR and detect(path.parent) is not None:
         path = path.parent
     if detect(path) is not None:
-        return [(path.name, _verify_run(path, level))], []
+        return [(path.name, run_checkpoints(path, level))], []
     listed = find_runs(path)
     runs = [run for run in listed if run.layout != "unknown"]
     if not runs:
         raise RunctlError(f"{path}: no runs or checkpoints found")
     skipped = [run for run in listed if run.layout == "unknown"]
-    return [(run.path.name, _verify_run(run.path, level)) for run in runs], skipped
-
-
-def _verify_run(run_dir: Path, level: str) -> list[CheckpointInfo]:
-    infos = list_checkpoints(run_dir, level=level)
-    cfg, problem = read_run_yaml(run_dir)
-    if cfg and not problem:
-        status = read_status(run_dir)
-        state = effective_state(status, run_dir)
-        step = status.get("step") if isinstance(status.get("step"), int) else None
-        present = [i.step for i in infos if i.status != "missing" and i.step is not None]
-        expected = expected_checkpoints(cfg, state, step, present=present)
-        infos += missing_checkpoints(expected, infos, run_dir / CHECKPOINT_DIR)
-    return sorted(infos, key=lambda i: (i.step is None, i.step or 0, i.name))
+    return [(run.path.name, run_checkpoints(run.path, level)) for run in runs], skipped
 
 
 # ----------------------------------------------------------------------------------------- summary
