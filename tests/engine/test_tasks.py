@@ -30,6 +30,16 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core CI box the spinning
+    threads make each step many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_cfg(name: str, *extra: str) -> dict:
     return load_config(name, [*TINY[name], "data.batch_size=8", *extra])
 
@@ -367,7 +377,7 @@ def test_the_documented_example_task_trains_from_the_cli(tmp_path: Path) -> None
         "data: {batch_size: 10}\neval: {every: 6, batches: 2}\ncheckpoint: {every: 6}\n"
     )
     repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(repo)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(repo)]), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "tui.cli", "train", "squares.yaml", "--root", "runs", "--name", "sq"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
