@@ -1,0 +1,110 @@
+"""SIGTERM, SIGINT, SIGHUP: finish the step, write an `interrupt` checkpoint, exit interrupted; a
+second signal exits at once and leaves nothing corrupt."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from training_helpers import (
+    assert_bit_identical,
+    events,
+    final_checkpoint,
+    manifest_files,
+    one_torch_thread,
+    read_jsonl,
+    runctl,
+    start_runctl,
+    status,
+    subprocess_env,
+    wait_until,
+)
+
+from engine import api
+from engine.control import Control
+from engine.signals import stop_on_signals
+from runs.integrity import verify_file
+
+SETS = ["task=training_faults:factory", "model={}", "max_steps=200", "checkpoint.every=20", "log.every=1",
+        "eval.every=50", "eval.batches=2", "data.batch_size=16", "schedule.warmup_steps=5"]
+SLOW_STEPS = {"TRAINING_FAULTS_STEP_SLEEP": "0.02"}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
+
+
+def _start(root: Path, name: str, env_extra: dict[str, str]):
+    args = ["train", "digits_mlp", "--root", root, "--name", name, *[a for s in SETS for a in ("--set", s)]]
+    return start_runctl(args, root, env=subprocess_env(env_extra))
+
+
+def test_each_signal_checkpoints_and_exits_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    reference = api.new_run("digits_mlp", tmp_path, name="reference", overrides=SETS)
+    signals = {"term": signal.SIGTERM, "int": signal.SIGINT, "hup": signal.SIGHUP}
+    procs = {name: _start(tmp_path, name, SLOW_STEPS) for name in signals}
+    assert api.train(reference).state == "finished"  # meanwhile, in this process
+    for name, signum in signals.items():
+        run_dir = tmp_path / name
+        wait_until(lambda run_dir=run_dir: len(read_jsonl(run_dir / "metrics.jsonl")) >= 25, 90, f"{name}: 25 steps")
+        procs[name].send_signal(signum)
+    for name, signum in signals.items():
+        run_dir = tmp_path / name
+        out, err = procs[name].communicate(timeout=60)
+        assert procs[name].returncode == 128 + signum, err
+        st = status(run_dir)
+        assert st["state"] == "interrupted" and 25 <= st["step"] < 200
+        assert manifest_files(run_dir)[f"step_{st['step']:08d}.pt"]["kind"] in ("interrupt", "periodic")
+        assert events(run_dir, "interrupted")[0]["signal"] == signal.Signals(signum).name
+        assert "finishing this step" in err and "runctl resume" in err
+
+    resumed = runctl(["resume", tmp_path / "term"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_bit_identical(final_checkpoint(reference, 200), final_checkpoint(tmp_path / "term", 200))
+
+
+def test_second_signal_exits_at_once_without_corrupting_anything(tmp_path: Path) -> None:
+    # Slow checkpoint writes: the second signal lands while the interrupt checkpoint is written.
+    proc = _start(tmp_path, "twice", {**SLOW_STEPS, "RUNCTL_TEST_SLOW_WRITE": "1.0"})
+    run_dir = tmp_path / "twice"
+    wait_until(lambda: manifest_files(run_dir), 90, "the first checkpoint")
+    proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: any(".tmp." in p.name for p in (run_dir / "checkpoints").iterdir())
+               or proc.poll() is not None, 60, "the interrupt checkpoint's write to start")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "second signal" in err
+    for path in (run_dir / "checkpoints").glob("step_*.pt"):
+        assert verify_file(path, level="full").status in ("ok", "unverified"), path
+    assert status(run_dir)["state"] == "running"  # not rewritten: readers see a free lock -> interrupted
+    resumed = runctl(["resume", run_dir, "--from", "latest"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert status(run_dir)["state"] == "finished"
+
+
+def test_no_handlers_off_the_main_thread() -> None:
+    seen: list[bool] = []
+    before = signal.getsignal(signal.SIGTERM)
+    worker = threading.Thread(target=lambda: seen.append(stop_on_signals(Control()).__enter__()))
+    worker.start()
+    worker.join()
+    assert seen == [False] and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_handlers_are_restored_after_training() -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    control = Control()
+    with stop_on_signals(control) as installed:
+        assert installed
+        os.kill(os.getpid(), signal.SIGHUP)
+        wait_until(lambda: control.stop_requested, 5, "the handler to run")
+    assert control.take().signal == "SIGHUP"
+    assert {sig: signal.getsignal(sig) for sig in before} == before
