@@ -130,7 +130,25 @@ def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ())
     cfg["data"]["path"] = _absolute_data_path(cfg["data"]["path"], path.parent)
     if overrides:
         cfg = apply_overrides(cfg, overrides, origin)
+    _check_data_path_exists(cfg, origin)
     return cfg
+
+
+def _check_data_path_exists(cfg: dict[str, Any], origin: str) -> None:
+    """Catch a wrong data.path before a run folder exists (only in load_config: a run.yaml whose
+    data has moved must still load, to be shown). Custom tasks interpret data.path themselves."""
+    data_path = cfg["data"]["path"]
+    if data_path is None or cfg["task"] not in BUILTIN_TASKS:
+        return
+    path = Path(data_path)
+    wants_file = cfg["task"] == "char_gpt"
+    if wants_file and not path.is_file():
+        problem = "is a folder; char_gpt wants a UTF-8 text file" if path.is_dir() else "no such text file"
+        raise _fail(origin, "data.path", f"{data_path}: {problem}")
+    if not wants_file and not path.is_dir():
+        problem = ("is a file; the digits tasks want a folder of MNIST IDX files" if path.exists()
+                   else "no such folder of MNIST IDX files")
+        raise _fail(origin, "data.path", f"{data_path}: {problem}")
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str] | tuple[str, ...], origin: str) -> dict[str, Any]:

@@ -222,12 +222,27 @@ def test_exponent_notation_for_counts() -> None:
 
 def test_data_path_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "configs").mkdir()
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "text.txt").write_text("some text")
+    (tmp_path / "mine.txt").write_text("more text")
     path = write(tmp_path / "configs", "task: char_gpt\ndata: {path: ../corpus/text.txt}\n")
     assert load_config(path)["data"]["path"] == str(tmp_path / "corpus" / "text.txt")  # beside the file
     monkeypatch.chdir(tmp_path)
     cfg = load_config(path, ["data.path=mine.txt"])
     assert cfg["data"]["path"] == str(tmp_path / "mine.txt")  # --set: the current directory
-    assert load_config("char_gpt", ["data.path=/abs/t.txt"])["data"]["path"] == "/abs/t.txt"
+    absolute = str(tmp_path / "mine.txt")
+    assert load_config("char_gpt", [f"data.path={absolute}"])["data"]["path"] == absolute
+
+
+def test_missing_data_path_is_caught_at_load(tmp_path: Path) -> None:
+    with pytest.raises(RunctlError, match=r"^char_gpt \(built-in config\): data\.path: .*nope\.txt: no such text file$"):
+        load_config("char_gpt", [f"data.path={tmp_path / 'nope.txt'}"])
+    with pytest.raises(RunctlError, match=r"data\.path: .*: is a folder; char_gpt wants a UTF-8 text file"):
+        load_config("char_gpt", [f"data.path={tmp_path}"])
+    with pytest.raises(RunctlError, match=r"data\.path: .*: no such folder of MNIST IDX files"):
+        load_config("digits_cnn", [f"data.path={tmp_path / 'mnist'}"])
+    # a custom task's data.path is its own business
+    assert load_config(write(tmp_path, 'task: "a.b:c"\ndata: {path: /no/such}\n'))["data"]["path"] == "/no/such"
 
 
 def test_override_can_set_a_curriculum() -> None:

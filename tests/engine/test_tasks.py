@@ -205,8 +205,10 @@ def test_idx_without_t10k_splits_train(tmp_path: Path) -> None:
 
 
 def test_idx_errors_name_data_path(tmp_path: Path) -> None:
+    cfg = tiny_cfg("digits_mlp")  # load_config refuses a missing path; a run.yaml's data can vanish later
+    cfg["data"]["path"] = str(tmp_path / "missing")
     with pytest.raises(RunctlError, match=r"^data\.path: .*missing: not a folder"):
-        build_task(tiny_cfg("digits_mlp", f"data.path={tmp_path / 'missing'}"))
+        build_task(cfg)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(RunctlError, match=r"^data\.path: .*no train-images-idx3-ubyte"):
@@ -270,8 +272,10 @@ def test_char_gpt_weights_are_tied() -> None:
 
 
 def test_char_data_errors_name_data_path(tmp_path: Path) -> None:
+    cfg = tiny_cfg("char_gpt")  # load_config refuses a missing file; a run.yaml's data can vanish later
+    cfg["data"]["path"] = str(tmp_path / "nope.txt")
     with pytest.raises(RunctlError, match=r"^data\.path: .*nope\.txt: no such text file"):
-        build_task(tiny_cfg("char_gpt", f"data.path={tmp_path / 'nope.txt'}"))
+        build_task(cfg)
     binary = tmp_path / "bin.txt"
     binary.write_bytes(b"abc\xff\xfe" * 10)
     with pytest.raises(RunctlError, match=r"^data\.path: .*bin\.txt: not UTF-8 text \(bad byte at offset 3\)"):
