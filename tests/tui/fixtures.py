@@ -168,3 +168,20 @@ def write_many_runs(root: Path, count: int) -> Path:
                   best={"metric": "val/loss", "value": 0.5 + (i % 17) / 100, "step": 200},
                   updated_ago=60 + i)
     return root
+
+
+def write_task_config(path: Path, *, max_steps: int, step_sleep: float = 0.0, crash_at: int | None = None,
+                      checkpoint_every: int = 10**6) -> Path:
+    """A config for tests/tui/tui_test_task.py: sleeps each step, optionally crashes at a step."""
+    cfg: dict[str, Any] = {
+        "task": "tui_test_task:factory", "seed": 0, "max_steps": max_steps,
+        "model": {"step_sleep": step_sleep}, "data": {"batch_size": 32},
+        "log": {"every": 1}, "eval": {"every": 10**6, "batches": 1},
+        "checkpoint": {"every": checkpoint_every, "keep_last": 5, "keep_best": False, "async": False},
+        "schedule": {"name": "constant", "warmup_steps": 0},
+        "loss": {"crash": 0},
+    }
+    if crash_at is not None:
+        cfg["curriculum"] = [{"at_step": crash_at, "set": {"loss.crash": 1}}]
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path

@@ -1,0 +1,323 @@
+"""The app driven with Pilot and the REAL engine on CPU: new run, start, stop, checkpoint now,
+resume, extend, a crash, both quit choices, and SIGHUP (the app in a pty, in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fixtures import fixed_now, write_task_config, write_tiny_config
+
+from engine.control import write_command
+from runs.layout import CHECKPOINT_DIR, EVENTS_JSONL, METRICS_JSONL
+from runs.lock import is_locked
+from runs.manifest import read_manifest
+from runs.status import read_status
+from tui.app import RunctlApp, make_app
+from tui.screens.new_run import NewRunScreen
+from tui.screens.quit_confirm import QuitConfirmScreen
+from tui.screens.runs_list import RunsListScreen
+from tui.widgets.runs_table import RunsTable
+
+SIZE = (120, 34)
+WAIT_SECONDS = 60.0
+TESTS_TUI = Path(__file__).parent
+
+
+def make_test_app(root: Path, tmp_path: Path) -> RunctlApp:
+    return make_app(root, watch=False, now=fixed_now, keymap_path=tmp_path / "no-keys.yaml")
+
+
+async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; "
+                                 f"screens {pilot.app.screen_stack}, notes {notes(pilot.app)}")
+        await pilot.pause(0.05)
+
+
+def events(run_dir: Path) -> list[dict]:
+    path = run_dir / EVENTS_JSONL
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def state(run_dir: Path) -> str | None:
+    return read_status(run_dir).get("state")
+
+
+def step(run_dir: Path) -> int:
+    """The step status.json reports (rewritten on every state change, and at least every 5 s)."""
+    return int(read_status(run_dir).get("step") or 0)
+
+
+def logged_step(run_dir: Path) -> int:
+    """The newest step in metrics.jsonl: progress without waiting for the next heartbeat."""
+    try:
+        lines = (run_dir / METRICS_JSONL).read_bytes().splitlines()
+    except FileNotFoundError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError):
+            continue
+    return 0
+
+
+def notes(app: RunctlApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+async def back_to_list(pilot) -> RunsTable:
+    while not isinstance(pilot.app.screen, RunsListScreen):
+        await pilot.press("escape")
+    table = pilot.app.screen.query_one(RunsTable)
+    await wait_for(pilot, lambda: table.total_runs > 0, "the runs list to show the run")
+    return table
+
+
+async def select_run(pilot, table: RunsTable, run_dir: Path) -> None:
+    await wait_for(pilot, lambda: table.row_for(run_dir) is not None, f"row of {run_dir.name}")
+    table.move_cursor(row=table.get_row_index(str(run_dir)))
+    await pilot.pause()
+
+
+async def test_n_starts_a_tiny_run_that_finishes_then_e_extends_it(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    config = write_tiny_config(tmp_path / "tiny.yaml", max_steps=30)
+    app = make_test_app(root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        assert isinstance(app.screen, NewRunScreen)
+        await wait_for(pilot, lambda: app.screen.query_one("#new-run-config").has_focus, "the dialog's focus")
+        app.screen.query_one("#new-run-config").value = str(config)
+        app.screen.query_one("#new-run-name").value = "tiny"
+        await pilot.press("enter")
+        run_dir = root / "tiny"
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RunViewScreen", "the run view to open")
+        await wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "finished",
+                       "the tiny run to finish")
+        assert read_manifest(run_dir / CHECKPOINT_DIR).files["step_00000030.pt"].kind == "final"
+
+        table = await back_to_list(pilot)
+        await select_run(pilot, table, run_dir)
+        await wait_for(pilot, lambda: table.row_for(run_dir).state == "finished", "the row to say finished")
+        await pilot.press("e")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ExtendDialog", "the extend dialog")
+        await pilot.press("plus", "1", "0", "enter")
+        await wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and step(run_dir) == 40
+                       and state(run_dir) == "finished", "the extended run to finish at 40")
+        assert [e["to_max"] for e in events(run_dir) if e["event"] == "extended"] == [40]
+
+
+async def test_new_run_dialog_shows_bad_input_and_creates_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    app = make_test_app(root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        dialog = app.screen
+        await wait_for(pilot, lambda: dialog.query_one("#new-run-config").has_focus, "the dialog's focus")
+        dialog.query_one("#new-run-config").value = "no_such_config"
+        await pilot.press("enter")
+        error = str(dialog.query_one("#new-run-error").render())
+        assert "no_such_config" in error
+        dialog.query_one("#new-run-config").value = "digits_mlp"
+        dialog.query_one("#new-run-overrides").value = "optim.lrr=1"
+        await pilot.press("enter")
+        assert "optim.lrr" in str(dialog.query_one("#new-run-error").render())
+        assert app.screen is dialog
+        assert list(root.iterdir()) == []
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsListScreen)
+
+
+async def test_welcome_enter_trains_a_builtin_and_opens_its_view(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    app = make_test_app(root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.screen.query_one("#welcome-configs").has_focus, "the welcome")
+        await pilot.press("enter")  # the first built-in config, trained right here
+        await wait_for(pilot, lambda: len(app.engine_host.training_runs()) == 1, "a run to start")
+        run_dir = app.engine_host.training_runs()[0]
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RunViewScreen", "its run view")
+        await wait_for(pilot, lambda: state(run_dir) == "running", "training to begin")
+        table = await back_to_list(pilot)
+        await select_run(pilot, table, run_dir)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "stopped",
+                       "the graceful stop")
+
+
+async def test_s_starts_a_created_run_then_c_x_r_x(tmp_path: Path) -> None:
+    from engine import api
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
+    run_dir = api.new_run(str(config), root=root, name="made")
+    app = make_test_app(root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(RunsTable)
+        await select_run(pilot, table, run_dir)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: logged_step(run_dir) >= 2, "training to begin")
+
+        await pilot.press("c")
+        await wait_for(pilot, lambda: any(e["event"] == "checkpoint" for e in events(run_dir)),
+                       "the checkpoint asked for with c")
+        await pilot.press("x")
+        await wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "stopped",
+                       "the graceful stop")
+        stopped_at = step(run_dir)
+        files = read_manifest(run_dir / CHECKPOINT_DIR).files
+        assert f"step_{stopped_at:08d}.pt" in files  # stop wrote a checkpoint at the step it stopped
+        await wait_for(pilot, lambda: table.row_for(run_dir).state == "stopped", "the row to say stopped")
+
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any(e["event"] == "resumed" for e in events(run_dir)), "the resume")
+        resumed = [e for e in events(run_dir) if e["event"] == "resumed"][-1]
+        assert resumed["step"] == stopped_at and resumed["from"] == f"step_{stopped_at:08d}.pt"
+        await wait_for(pilot, lambda: any(f"resuming from step_{stopped_at:08d}.pt" in n for n in notes(app)),
+                       "the notification naming the checkpoint")
+        await wait_for(pilot, lambda: logged_step(run_dir) > stopped_at, "training past the stop")
+        await pilot.press("x")
+        await wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "stopped",
+                       "the second stop")
+
+
+async def test_crash_in_training_marks_crashed_and_the_ui_stays_up(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    config = write_task_config(tmp_path / "crash.yaml", max_steps=50, crash_at=3)
+    app = make_test_app(root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        run_dir = app.engine_host.start_new(str(config), "boom", [])
+        await wait_for(pilot, lambda: not app.engine_host.is_training(run_dir), "the crash")
+        assert state(run_dir) == "crashed"
+        crashed = [e for e in events(run_dir) if e["event"] == "crashed"]
+        assert "injected failure" in crashed[0]["error"] and "Traceback" in crashed[0]["traceback"]
+        await wait_for(pilot, lambda: any("crashed at step 3" in n for n in notes(app)), "the crash notification")
+        table = app.screen.query_one(RunsTable)
+        await select_run(pilot, table, run_dir)
+        await wait_for(pilot, lambda: table.row_for(run_dir).state == "crashed", "the row to say crashed")
+        assert app.is_running
+
+
+async def test_q_then_stop_checkpoints_and_quits(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
+    app = make_test_app(root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        run_dir = app.engine_host.start_new(str(config), "slow", [])
+        await wait_for(pilot, lambda: logged_step(run_dir) >= 1, "training to begin")
+        await pilot.press("q")
+        assert isinstance(app.screen, QuitConfirmScreen)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.return_code is not None, "the app to quit")
+    assert state(run_dir) == "stopped" and not is_locked(run_dir)
+    assert f"step_{step(run_dir):08d}.pt" in read_manifest(run_dir / CHECKPOINT_DIR).files
+
+
+async def test_q_then_keep_training_hands_the_run_to_a_background_process(
+        tmp_path: Path, pythonpath_with_test_task: None) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
+    app = make_test_app(root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        run_dir = app.engine_host.start_new(str(config), "bg", [])
+        await wait_for(pilot, lambda: logged_step(run_dir) >= 1, "training to begin")
+        await pilot.press("q", "k")
+        await wait_for(pilot, lambda: app.return_code is not None, "the app to quit")
+    handed_over_at = max(e["step"] for e in events(run_dir) if e["event"] == "stopped")
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not (is_locked(run_dir) and read_status(run_dir).get("pid") != os.getpid()
+               and logged_step(run_dir) > handed_over_at):
+        assert time.monotonic() < deadline, "no background process took the run over"
+        time.sleep(0.1)
+    write_command(run_dir, "stop")  # what `runctl stop` does
+    deadline = time.monotonic() + WAIT_SECONDS
+    while is_locked(run_dir) or state(run_dir) != "stopped":
+        assert time.monotonic() < deadline, "the background process did not stop"
+        time.sleep(0.1)
+    assert any(e["event"] == "resumed" and e["step"] == handed_over_at for e in events(run_dir))
+
+
+@pytest.fixture
+def pythonpath_with_test_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subprocesses (the detached resume, the pty app) import tui_test_task from tests/tui."""
+    paths = [str(TESTS_TUI), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+
+
+def test_sighup_writes_an_interrupt_checkpoint_before_exit(tmp_path: Path, pythonpath_with_test_task: None) -> None:
+    """The SSH connection drops: the app (in a pty) gets SIGHUP while its engine trains."""
+    from engine import api
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
+    run_dir = api.new_run(str(config), root=root, name="ssh")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", str(root)], stdin=slave, stdout=slave,
+                            stderr=slave, start_new_session=True, close_fds=True,
+                            env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30",
+                                 "RUNCTL_KEYS": str(tmp_path / "no-keys.yaml")})
+    os.close(slave)
+    screen = bytearray()
+    done = threading.Event()
+
+    def drain() -> None:  # keep the terminal's buffer empty so the app never blocks writing
+        while not done.is_set():
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                screen.extend(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while b"ssh" not in screen:
+            assert time.monotonic() < deadline and proc.poll() is None, "the UI did not show the run"
+            time.sleep(0.1)
+        os.write(master, b"s")  # start the created run in-process
+        while not (read_status(run_dir).get("pid") == proc.pid and logged_step(run_dir) >= 2):
+            assert time.monotonic() < deadline and proc.poll() is None, "the run did not start in the UI"
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGHUP)
+        code = proc.wait(timeout=WAIT_SECONDS)
+    finally:
+        done.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert code == 128 + signal.SIGHUP
+    assert state(run_dir) == "interrupted" and not is_locked(run_dir)
+    interrupted = [e for e in events(run_dir) if e["event"] == "interrupted"]
+    assert interrupted and interrupted[-1].get("signal") == "SIGHUP"
+    last = step(run_dir)
+    assert read_manifest(run_dir / CHECKPOINT_DIR).files[f"step_{last:08d}.pt"].kind == "interrupt"
