@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -75,7 +76,9 @@ class JsonlTail:
         self.restarts += 1
         on_restart()
 
-    def _read(self, f, on_restart: Callable[[], None], on_lines: Callable[[list[bytes]], None]) -> int:
+    def _read(
+        self, f: BinaryIO, on_restart: Callable[[], None], on_lines: Callable[[list[bytes]], None]
+    ) -> int:
         st = os.fstat(f.fileno())
         identity = (st.st_dev, st.st_ino)
         self.error = None
@@ -106,7 +109,7 @@ class JsonlTail:
             on_lines(lines)
         return consumed
 
-    def _still_ends_a_line(self, f) -> bool:
+    def _still_ends_a_line(self, f: BinaryIO) -> bool:
         if self.offset == 0:
             return True
         f.seek(self.offset - 1)
