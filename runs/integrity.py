@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from runs.layout import is_temp_name, step_from_name
 from runs.manifest import ManifestEntry
@@ -92,23 +92,31 @@ def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry 
                           step=manifest_entry.step if manifest_entry else step_from_name(path.name),
                           kind=manifest_entry.kind if manifest_entry else None,
                           bytes=0, mtime=0.0, status="unchecked")
+    if is_temp_name(path.name):
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        info.bytes, info.mtime = (st.st_size, st.st_mtime) if st else (0, 0.0)
+        info.status, info.reason = "partial", "being written (temporary file)"
+        return info
     try:
-        st = os.stat(path)
+        # Stat the open file, not the name: a rename in between cannot pair one file's identity
+        # (the cache key) with another file's bytes.
+        with open(path, "rb", buffering=0) as file:
+            st = os.fstat(file.fileno())
+            info.bytes, info.mtime = st.st_size, st.st_mtime
+            facts = facts_for(path, file, st, level)
     except FileNotFoundError:
         info.status, info.reason = "missing", "file not found"
         return info
     except OSError as exc:
         info.reason = f"{UNREADABLE}: {exc.strerror or exc.__class__.__name__}"
         return info
-    info.bytes, info.mtime = st.st_size, st.st_mtime
-    if is_temp_name(path.name):
-        info.status, info.reason = "partial", "being written (temporary file)"
-        return info
-    facts = facts_for(path, st, level)
     return judge(info, facts, manifest_entry, reference_shapes)
 
 
-def facts_for(path: Path, st: os.stat_result, level: str) -> _Facts:
+def facts_for(path: Path, file: BinaryIO, st: os.stat_result, level: str) -> _Facts:
     """The cached facts for this exact file version at `level` or above, computing them if needed."""
     key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
     rank = LEVELS.index(level)
@@ -122,7 +130,7 @@ def facts_for(path: Path, st: os.stat_result, level: str) -> _Facts:
                 # (a weights-only branch may still use such a file).
                 facts = replace(facts, incompatible=None, model_shapes=None)
             return facts
-    facts = _compute(path, st.st_size, level, known)
+    facts = _compute(path, file, st.st_size, level, known)
     if not (facts.problem or "").startswith(UNREADABLE):  # a chmod fixes that without touching mtime
         with _cache_lock:
             _cache.setdefault(key, {})[facts.level] = facts
@@ -166,13 +174,13 @@ def judge(info: CheckpointInfo, facts: _Facts, entry: ManifestEntry | None,
     return info
 
 
-def _compute(path: Path, size: int, level: str, known: dict[str, _Facts]) -> _Facts:
+def _compute(path: Path, file: BinaryIO, size: int, level: str, known: dict[str, _Facts]) -> _Facts:
     if size == 0:
         return _Facts(level=level, problem=EMPTY)
     try:
         if level == "quick":
-            return _quick(path)
-        full = known.get("full") or _full(path)
+            return _quick(file)
+        full = known.get("full") or _full(file, size)
         if level == "full" or full.problem is not None:
             return full
         return _deep(path, full)
@@ -222,26 +230,23 @@ def _pickle_member(archive: zipfile.ZipFile) -> zipfile.ZipInfo | None:
     return None
 
 
-def _quick(path: Path) -> _Facts:
-    with open(path, "rb") as file:
-        archive, problem = _open_zip(file)
-        if archive is None:
-            return _Facts(level="quick", problem=problem)
-        with archive:
-            member = _pickle_member(archive)
-            if member is None:
-                return _Facts(level="quick", problem=f"{NOT_A_CHECKPOINT}: a zip without data.pkl")
-            if member.file_size > _MAX_PICKLE_BYTES:
-                return _Facts(level="quick", problem=f"{NOT_A_CHECKPOINT}: data.pkl of {member.file_size} bytes")
-            try:
-                data = archive.read(member)  # checks the local header and this record's CRC
-            except zipfile.BadZipFile as exc:
-                text = str(exc)
-                reason = CRC_MISMATCH if "CRC" in text else f"{NOT_A_CHECKPOINT}: damaged zip header"
-                return _Facts(level="quick", problem=f"{reason}: {member.filename}")
-            except (EOFError, zlib.error, ValueError, struct.error) as exc:
-                return _Facts(level="quick",
-                              problem=f"{TRUNCATED}: {member.filename} ({exc.__class__.__name__})")
+def _quick(file: BinaryIO) -> _Facts:
+    archive, problem = _open_zip(file)
+    if archive is None:
+        return _Facts(level="quick", problem=problem)
+    with archive:  # closes the archive, not our file
+        member = _pickle_member(archive)
+        if member is None:
+            return _Facts(level="quick", problem=f"{NOT_A_CHECKPOINT}: a zip without data.pkl")
+        if member.file_size > _MAX_PICKLE_BYTES:
+            return _Facts(level="quick", problem=f"{NOT_A_CHECKPOINT}: data.pkl of {member.file_size} bytes")
+        try:
+            data = archive.read(member)  # checks the local header and this record's CRC
+        except zipfile.BadZipFile as exc:
+            reason = CRC_MISMATCH if "CRC" in str(exc) else f"{NOT_A_CHECKPOINT}: damaged zip header"
+            return _Facts(level="quick", problem=f"{reason}: {member.filename}")
+        except (EOFError, zlib.error, ValueError, struct.error) as exc:
+            return _Facts(level="quick", problem=f"{TRUNCATED}: {member.filename} ({exc.__class__.__name__})")
     return _Facts(level="quick", problem=_pickle_problem(data))
 
 
@@ -369,28 +374,26 @@ class _RecordChecker:
         return self.error
 
 
-def _full(path: Path) -> _Facts:
-    with open(path, "rb", buffering=0) as file:
-        size = os.fstat(file.fileno()).st_size
-        archive, problem = _open_zip(file)
-        members: list[zipfile.ZipInfo] = []
-        pickle_member = None
-        if archive is not None:
-            with archive:
-                members = sorted(archive.infolist(), key=lambda m: m.header_offset)
-                pickle_member = _pickle_member(archive)
-            if pickle_member is None:
-                problem = f"{NOT_A_CHECKPOINT}: a zip without data.pkl"
-        file.seek(0)
-        stream = _HashingStream(file, size)
-        try:
-            pickle_bytes = None
-            if problem is None:
-                problem, pickle_bytes = _walk_records(stream, members, pickle_member)
-            stream.drain()
-            digest = stream.hexdigest()
-        finally:
-            stream.close()
+def _full(file: BinaryIO, size: int) -> _Facts:
+    archive, problem = _open_zip(file)
+    members: list[zipfile.ZipInfo] = []
+    pickle_member = None
+    if archive is not None:
+        with archive:  # closes the archive, not our file
+            members = sorted(archive.infolist(), key=lambda m: m.header_offset)
+            pickle_member = _pickle_member(archive)
+        if pickle_member is None:
+            problem = f"{NOT_A_CHECKPOINT}: a zip without data.pkl"
+    file.seek(0)
+    stream = _HashingStream(file, size)
+    pickle_bytes = None
+    try:
+        if problem is None:
+            problem, pickle_bytes = _walk_records(stream, members, pickle_member)
+        stream.drain()  # the sha256 covers every byte, also after a problem
+        digest = stream.hexdigest()
+    finally:
+        stream.close()
     if problem is None and pickle_bytes is not None:
         problem = _pickle_problem(pickle_bytes)
     return _Facts(level="full", problem=problem, sha256=digest)

@@ -223,7 +223,7 @@ def test_deep_compares_model_shapes_with_a_reference(checkpoint: Path) -> None:
 def test_results_are_cached_by_file_identity(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = []
     real_full = integrity._full
-    monkeypatch.setattr(integrity, "_full", lambda path: reads.append(path) or real_full(path))
+    monkeypatch.setattr(integrity, "_full", lambda file, size: reads.append(size) or real_full(file, size))
     entry = manifest_entry_for(checkpoint, 10)
     assert verify_file(checkpoint, "full", entry).status == "ok"
     assert verify_file(checkpoint, "full", entry).status == "ok"
