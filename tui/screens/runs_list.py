@@ -70,7 +70,7 @@ class RunsListScreen(Screen):
         Binding("r", "resume", "Resume", id="runctl.resume",
                 tooltip="Resume from the newest valid checkpoint (says which, and what it skipped)"),
         Binding("e", "extend", "Extend", id="runctl.extend", tooltip="Raise max_steps and continue"),
-        Binding("c", "checkpoint", "Ckpt now", id="runctl.checkpoint",
+        Binding("c", "checkpoint", "Ckpt", id="runctl.checkpoint",
                 tooltip="Write a checkpoint now and keep training"),
         Binding("enter", "open_run", "Open", id="runctl.open", tooltip="Open the run view"),
         Binding("slash", "filter", "Filter", id="runctl.filter", tooltip="Filter runs by name"),
@@ -97,7 +97,7 @@ class RunsListScreen(Screen):
         yield RunsTable(self.rapp.selected_runs, now=self.rapp.now, id="runs-table")
         yield Welcome(self.rapp.root)
         yield Input(placeholder="filter by name (Enter: keep, Esc: clear)", id="filter")
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def table(self) -> RunsTable:

@@ -108,7 +108,8 @@ class RunsTable(DataTable, inherit_bindings=False):
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
-            self.add_column(label, key=key)
+            # Room for the sort arrow from the start: the column is sized by its first label.
+            self.add_column(label + "  ", key=key)
 
     # ---- what the screen asks
     @property
@@ -236,7 +237,7 @@ class RunsTable(DataTable, inherit_bindings=False):
         for key, label in COLUMNS:
             column = self.columns.get(key)  # type: ignore[call-overload]
             if column is not None:
-                column.label = Text(label + (arrow if key == self.sort_column else ""))
+                column.label = Text(label + (arrow if key == self.sort_column else "  "))
         self.refresh()
 
     def _update_cells(self, row: RunRow) -> None:
