@@ -56,7 +56,7 @@ def write_config(tmp: Path, marker_dir: Path | None = None, step_sleep: float = 
         f"model: {{hidden: 16, step_sleep: {step_sleep}, eval_sleep: {eval_sleep}{marker}}}\n"
         "data: {batch_size: 32}\n"
         "log: {every: 1}\n"
-        f"eval: {{every: {EVAL_EVERY}, batches: 3}}\n"
+        f"eval: {{every: {EVAL_EVERY}, batches: 2}}\n"
         f"checkpoint: {{every: {ckpt_every}, keep_last: 10, async: true}}\n"
         "schedule: {warmup_steps: 5}\n")
     return config
@@ -81,7 +81,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir / "checkpoints" / f"step_{MAX_STEPS:08d}.pt"
 
 
-def start_sleepy_run(tmp: Path, slow_write: float | None, eval_sleep: float = 0.4,
+def start_sleepy_run(tmp: Path, slow_write: float | None, eval_sleep: float = 0.25,
                      ckpt_every: int = CKPT_EVERY) -> tuple[Engine, Path, Path]:
     markers = tmp / "markers"
     markers.mkdir()
@@ -101,7 +101,8 @@ def wait_for_phase(phase: str, engine: Engine, run_dir: Path, markers: Path) -> 
         wait_for(lambda: temp_files(run_dir), timeout=120, what="an async checkpoint write", alive=engine)
 
 
-def check_interrupted(run_dir: Path, engine: Engine, code: int, signum: int, phase: str, cwd: Path) -> int:
+def check_interrupted(run_dir: Path, engine: Engine, code: int, signum: int, in_flight: list[str],
+                      cwd: Path) -> int:
     """The run after one signal: interrupt checkpoint at the step it stopped at, state interrupted."""
     assert code == 128 + signum, f"exit {code} after {signal.Signals(signum).name}: {engine.stderr()[-2000:]}"
     state = status(run_dir)
@@ -112,14 +113,16 @@ def check_interrupted(run_dir: Path, engine: Engine, code: int, signum: int, pha
     assert interrupted and interrupted[-1].get("signal") == signal.Signals(signum).name, interrupted
     name = f"step_{step:08d}.pt"
     entry = manifest(run_dir)["files"].get(name)
-    assert entry and entry["kind"] == "interrupt", f"no interrupt checkpoint at step {step}: {manifest(run_dir)}"
+    # An interrupt checkpoint, unless the step was already saved (say a `best` after an evaluation).
+    saved_before = [e for e in events(run_dir, "checkpoint") if e.get("step") == step and e.get("kind") != "interrupt"]
+    assert entry and (entry["kind"] == "interrupt" or saved_before), \
+        f"no checkpoint at the interrupted step {step}: {manifest(run_dir)}"
     assert not temp_files(run_dir), f"temp files after a clean interrupt: {temp_files(run_dir)}"
     code, document = verify_json(run_dir, cwd=cwd)
     statuses = {n: r["status"] for n, r in records_by_name(document).items()}
     assert code == 0 and set(statuses.values()) == {"ok"}, statuses
-    if phase == "saving":  # the save in flight when the signal came was completed, not lost
-        periodic = f"step_{CKPT_EVERY:08d}.pt"
-        assert statuses.get(periodic) == "ok", statuses
+    for name in in_flight:  # the save in flight when the signal came was completed, not lost
+        assert statuses.get(name) == "ok", (name, statuses)
     return step
 
 
@@ -139,12 +142,15 @@ def signal_case(tmp: Path, reference: Path, signame: str, phase: str) -> None:
     try:
         wait_for_phase(phase, engine, run_dir, markers)
         engine.signal(signum)
+        in_flight = sorted({p.name.split(".tmp.")[0] for p in temp_files(run_dir)})
         code = engine.wait(timeout=EXIT_BOUND)
     finally:
         engine.ensure_dead()
-    stopped_at = check_interrupted(run_dir, engine, code, signum, phase, tmp)
+    if phase == "saving":
+        assert in_flight, "the save had finished before the signal (window too small)"
+    stopped_at = check_interrupted(run_dir, engine, code, signum, in_flight, tmp)
     if phase == "evaluating":
-        assert EVAL_EVERY <= stopped_at < EVAL_EVERY + 3, f"stopped at {stopped_at}, not at the evaluation"
+        assert stopped_at == EVAL_EVERY, f"stopped at {stopped_at}, not at the evaluation of step {EVAL_EVERY}"
     check_resume_is_exact(run_dir, reference, tmp, stopped_at)
 
 
@@ -165,7 +171,7 @@ def test_signal_interrupts_and_resume_is_exact_long(tmp_path: Path, reference: P
     signal_case(tmp_path, reference, signame, phase)
 
 
-@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signame", ["SIGTERM", pytest.param("SIGINT", marks=pytest.mark.slow)])
 def test_second_signal_exits_at_once_and_checkpoints_stay_valid(tmp_path: Path, signame: str) -> None:
     """The second signal lands while a (slowed) checkpoint write is in flight after the first."""
     signum = SIGNALS[signame]
