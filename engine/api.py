@@ -397,6 +397,18 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
         if start.own and trainer.step >= trainer.max_steps:
             _release(checkpoints, lock, dist)
             return _already_finished(run_dir, trainer.step, trainer.max_steps)
+    except RunctlError:
+        _release(checkpoints, lock, dist)
+        raise
+    except Exception as exc:  # a user task's factory or model failing, or a bug: the run crashed
+        if runlog is None:
+            runlog = RunLog(run_dir, max_steps=cfg["max_steps"], world_size=dist.world_size,
+                            on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main)
+        error = _last_line(exc)
+        runlog.event("crashed", step=0, error=error, traceback=traceback.format_exc())
+        runlog.set_state("crashed", error=error)
+        _release(checkpoints, lock, dist)
+        return TrainResult(run_dir, "crashed", 0, cfg["max_steps"], error=error)
     except BaseException:
         _release(checkpoints, lock, dist)
         raise
@@ -419,7 +431,7 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
                          world_size=dist.world_size, pid=os.getpid(), **{"from": origin})
         for message in warnings:
             runlog.event("warning", message=message)
-        with stop_on_signals(control):
+        with stop_on_signals(control, quiet=not dist.is_main):
             result.state = trainer.run()
     except Exception as exc:  # the run crashed: record it for every reader, then report it
         result.state, result.error = "crashed", _last_line(exc)

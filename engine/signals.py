@@ -26,8 +26,10 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @contextlib.contextmanager
-def stop_on_signals(control: Control) -> Iterator[bool]:
-    """Route the handled signals to `control` while the block runs; yields whether it could."""
+def stop_on_signals(control: Control, quiet: bool = False) -> Iterator[bool]:
+    """Route the handled signals to `control` while the block runs; yields whether it could.
+
+    `quiet`: say nothing on stderr (ranks other than 0: one line per signal is enough)."""
     if threading.current_thread() is not threading.main_thread():
         yield False
         return
@@ -40,9 +42,10 @@ def stop_on_signals(control: Control) -> Iterator[bool]:
             sys.stderr.flush()
             os._exit(128 + signum)
         received.append(signum)
-        sys.stderr.write(f"runctl: {name}: finishing this step, then writing a checkpoint "
-                         "(send it again to exit at once)\n")
-        sys.stderr.flush()
+        if not quiet:
+            sys.stderr.write(f"runctl: {name}: finishing this step, then writing a checkpoint "
+                             "(send it again to exit at once)\n")
+            sys.stderr.flush()
         control.request_interrupt(name)
 
     previous = {sig: signal.signal(sig, handle) for sig in HANDLED_SIGNALS}

@@ -112,12 +112,13 @@ def test_branch_full_and_weights_only(tmp_path: Path, trained: Path) -> None:
     shutil.copytree(trained, root / "base")
     with ThreadPoolExecutor(max_workers=2) as pool:
         full, fresh = pool.map(lambda args: runctl(args, root), [
-            ["branch", "base", "--root", root, "--from", "10", "--name", "ab",
+            ["branch", "base", "--root", root, "--from", "10", "--name", "ab", "--set", "data.batch_size=32",
              "--set", "curriculum=[{at_step: 12, set: {loss.aux_weight: 0.5}}]"],
             ["branch", "base", "--root", root, "--from", "step_00000010.pt", "--name", "fresh", "--weights-only",
              "--set", "optim.lr=0.002"],
         ])
     assert full.returncode == 0, full.stderr
+    assert "setting changed since the checkpoint: data.batch_size: 16 -> 32" in full.stderr
     assert fresh.returncode == 0, fresh.stderr
     import yaml
 
@@ -229,3 +230,14 @@ def test_progress_is_one_updating_line_on_a_tty_and_plain_lines_otherwise() -> N
         "step 60/100  loss 0.5000  100.0 it/s  ETA 0:00:00",
         "checkpoint step_00000060.pt (periodic, 2.0 KB)",
     ]
+
+
+def test_a_crash_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "boom", "--set", "task=training_faults:factory",
+                     "--set", "model={}", "--set", "max_steps=20", "--set", "loss={poison: 0}",
+                     "--set", "curriculum=[{at_step: 3, set: {loss.poison: 3}}]"], tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"runctl: {tmp_path / 'boom'}: crashed at step 3: RuntimeError: poisoned batch (traceback in events.jsonl)"]
+    assert status(tmp_path / "boom")["state"] == "crashed"
+    assert "poisoned batch" in events(tmp_path / "boom", "crashed")[0]["traceback"]

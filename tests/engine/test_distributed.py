@@ -1,17 +1,31 @@
-"""`runctl train --nproc 2` on CPU: torchrun + gloo, rank 0 writes, data sharded from one sampler."""
+"""`runctl train --nproc 2` on CPU: torchrun + gloo, rank 0 writes, data sharded from one sampler,
+signals relayed once to every rank, and a two-rank checkpoint resumed by one process."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import events, final_checkpoint, one_torch_thread, overrides, read_jsonl, runctl, status
+from training_helpers import (
+    events,
+    final_checkpoint,
+    manifest_files,
+    one_torch_thread,
+    read_jsonl,
+    runctl,
+    start_runctl,
+    status,
+    subprocess_env,
+    wait_until,
+)
 
 from engine import api
 
-SETS = overrides("digits_mlp", "max_steps=20", "device=cpu")
+SETS = ["task=training_faults:factory", "model={}", "max_steps=30", "checkpoint.every=100", "log.every=1",
+        "eval.every=100", "eval.batches=2", "data.batch_size=16", "schedule.warmup_steps=5", "device=cpu"]
 
 
 @pytest.fixture(autouse=True)
@@ -20,27 +34,36 @@ def _one_torch_thread() -> Iterator[None]:
         yield
 
 
-def test_two_processes_train_like_one_and_write_once(tmp_path: Path) -> None:
-    result = runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "ddp", "--nproc", "2",
-                     *[a for s in SETS for a in ("--set", s)]], tmp_path, timeout=180)
-    assert result.returncode == 0, result.stderr
+def test_two_ranks_train_like_one_stop_on_a_signal_and_resume_in_one_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["train", "digits_mlp", "--root", tmp_path, "--name", "ddp", "--nproc", "2",
+            *[a for s in SETS for a in ("--set", s)]]
+    launcher = start_runctl(args, tmp_path, env=subprocess_env({"TRAINING_FAULTS_STEP_SLEEP": "0.05"}))
     run_dir = tmp_path / "ddp"
-    assert status(run_dir)["world_size"] == 2 and status(run_dir)["state"] == "finished"
-    assert len(events(run_dir, "started")) == 1 and events(run_dir, "started")[0]["world_size"] == 2
-    train_steps = [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in m]
-    assert train_steps == [5, 10, 15, 20]  # rank 0 alone logs
-    ddp_final = final_checkpoint(run_dir, 20)
-    assert ddp_final["data"]["world_size"] == 2
 
-    # Each rank takes half of the same global batch: the run matches a single process up to rounding.
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
     single = api.new_run("digits_mlp", tmp_path, name="single", overrides=SETS)
-    assert api.train(single).state == "finished"
-    single_final = final_checkpoint(single, 20)
+    assert api.train(single).state == "finished"  # the reference, while the ranks start up
+
+    wait_until(lambda: len(read_jsonl(run_dir / "metrics.jsonl")) >= 5, 120, "five steps on two ranks")
+    assert status(run_dir)["world_size"] == 2
+    launcher.send_signal(signal.SIGTERM)
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 128 + signal.SIGTERM, err
+    st = status(run_dir)
+    assert st["state"] == "interrupted" and 5 <= st["step"] < 30
+    assert manifest_files(run_dir)[f"step_{st['step']:08d}.pt"]["kind"] == "interrupt"
+    assert len(events(run_dir, "interrupted")) == 1 and len(events(run_dir, "started")) == 1
+    steps = [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")]
+    assert steps == list(range(1, st["step"] + 1))  # rank 0 alone logs
+    interrupted = final_checkpoint(run_dir, st["step"])
+    assert interrupted["data"]["world_size"] == 2
+
+    resumed = runctl(["resume", run_dir], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert status(run_dir)["world_size"] == 1
+    # Each rank took half of the same global batch: equal to one process up to float rounding.
+    ddp_final, single_final = final_checkpoint(run_dir, 30), final_checkpoint(single, 30)
     assert ddp_final["data"]["position"] == single_final["data"]["position"]
     for key, value in single_final["model"].items():
         torch.testing.assert_close(ddp_final["model"][key], value, rtol=1e-4, atol=1e-5)
-
-    # A checkpoint written by two ranks continues in one process.
-    extended = runctl(["extend", run_dir, "--steps", "5"], tmp_path)
-    assert extended.returncode == 0, extended.stderr
-    assert status(run_dir)["world_size"] == 1 and final_checkpoint(run_dir, 25)["step"] == 25

@@ -22,7 +22,7 @@ from training_helpers import (
 )
 
 from engine import api
-from engine.control import Control
+from engine.control import Control, ControlFolder, write_command
 from engine.runtime import make_runtime
 from engine.schedule import Schedule
 from runs.errors import RunctlError
@@ -216,3 +216,33 @@ def test_train_from_a_worker_thread_with_control(tmp_path: Path) -> None:
     assert cfg["max_steps"] == 1500 and cfg["extensions"][0]["at_step"] == 6
     assert [e["event"] for e in seen] == [e["event"] for e in events(run_dir)]
     assert seen[-1]["event"] == "stopped" and status(run_dir)["state"] == "stopped"
+
+
+def test_a_failing_task_factory_ends_the_run_crashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = _fault_run(tmp_path, monkeypatch, "model.hidden=-1", name="factory")
+    result = api.train(run_dir)
+    assert result.state == "crashed" and "negative dimension" in result.error
+    assert status(run_dir)["state"] == "crashed" and events(run_dir, "crashed")
+
+
+def test_control_folder_commands_and_their_mistakes(tmp_path: Path) -> None:
+    import json
+    import time
+
+    control = Control()
+    folder = ControlFolder(tmp_path, control, ignore_before=time.time())
+    stale = write_command(tmp_path, "stop")
+    stale.rename(stale.with_name(f"{time.time_ns() - 10**10}-old.json"))  # written 10 s before the start
+    write_command(tmp_path, "checkpoint")
+    write_command(tmp_path, "extend", max_steps=500)
+    (tmp_path / "control" / f"{time.time_ns()}-bad.json").write_text(json.dumps({"command": "explode"}))
+    (tmp_path / "control" / f"{time.time_ns()}-torn.json").write_text("{")
+    warnings = folder.poll(force=True)
+    commands = control.take()
+    assert commands.stop is None and commands.checkpoint and commands.extend_to == 500
+    assert len(warnings) == 3
+    assert any("before this attempt" in w for w in warnings) and any("explode" in w for w in warnings)
+    assert not list((tmp_path / "control").iterdir())
+    write_command(tmp_path, "stop")
+    folder.poll(force=True)
+    assert control.take().stop == "stopped" and control.stop_requested  # stop stays asked

@@ -1,8 +1,8 @@
 """`runctl train | resume | extend | branch | stop`: headless training from the command line.
 
-Training runs in this process (`--nproc 1`), under torchrun (`--nproc N`: this command re-executes
-itself as `torchrun --standalone --nproc_per_node=N -m tui.cli resume RUN`, after creating or
-changing the run here), or in a background process (`--detach`: its output goes to RUN/train.log
+Training runs in this process (`--nproc 1`), under torchrun (`--nproc N`: after creating or
+changing the run here, this command runs `torchrun --standalone --nproc_per_node=N -m tui.cli
+resume RUN` and relays signals to it), or in a background process (`--detach`: its output goes to RUN/train.log
 and the run path is printed on stdout, for scripts). Progress is one updating line on a terminal
 (step/max, loss, it/s, ETA) and plain lines otherwise; warnings and errors go to stderr.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -109,7 +110,7 @@ def _start(run_dir: Path, args: argparse.Namespace, from_ckpt: str | None, creat
     if created:
         print(run_dir, flush=True)
     if args.nproc > 1 and not _under_torchrun():
-        _exec_torchrun(run_dir, args.nproc, from_ckpt)
+        return _run_torchrun(run_dir, args.nproc, from_ckpt)
     return _train_here(run_dir, from_ckpt)
 
 
@@ -117,13 +118,41 @@ def _worker_args(run_dir: Path, from_ckpt: str | None) -> list[str]:
     return ["-m", "tui.cli", "resume", str(run_dir), *(["--from", from_ckpt] if from_ckpt else [])]
 
 
-def _exec_torchrun(run_dir: Path, nproc: int, from_ckpt: str | None) -> None:
-    """Replace this process with torchrun, so signals reach it (and it forwards them to the ranks)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+def _run_torchrun(run_dir: Path, nproc: int, from_ckpt: str | None) -> int:
+    """Train under `torchrun --standalone --nproc_per_node=N` and relay signals to it.
+
+    torchrun runs in a session of its own, so a Ctrl-C or an SSH hangup reaches the ranks exactly
+    once, through torchrun's agent, and each rank finishes its step and checkpoints. A second
+    signal goes to the whole process group at once: every rank gets its second signal and exits.
+    """
+    command = [sys.executable, "-m", "engine.distributed", "--standalone", f"--nproc_per_node={nproc}",
                *_worker_args(run_dir, from_ckpt)]
     sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, command)
+    # torchrun's own log lines (workers starting, signals forwarded) only at LOGLEVEL=WARNING or lower.
+    env = {"LOGLEVEL": "ERROR", **os.environ}
+    process = subprocess.Popen(command, start_new_session=True, env=env)
+    relayed: list[int] = []
+
+    def relay(signum: int, frame: object) -> None:
+        try:
+            if relayed:
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
+        except ProcessLookupError:
+            pass
+        relayed.append(signum)
+
+    previous = {sig: signal.signal(sig, relay) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        code = process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    state = read_status(run_dir).get("state")
+    if state == "interrupted" and relayed:
+        return 128 + relayed[0]
+    return 0 if state in ("finished", "stopped") and code == 0 else (code or 1)
 
 
 def _detach(run_dir: Path, nproc: int, from_ckpt: str | None) -> int:
