@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from engine.fields import Field, Invalid, boolean, choice, describe, integer, number, number_pair, text
+from engine.tasks.custom import factory_problem
 from engine.tasks.specs import BUILTIN_METRICS, BUILTIN_TASKS, MODEL_SPECS
 from runs.errors import RunctlError
 
@@ -131,6 +132,10 @@ def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ())
     if overrides:
         cfg = apply_overrides(cfg, overrides, origin)
     _check_data_path_exists(cfg, origin)
+    if cfg["task"] not in BUILTIN_TASKS:
+        problem = factory_problem(cfg["task"])
+        if problem:
+            raise _fail(origin, "task", f"{cfg['task']}: {problem}")
     return cfg
 
 

@@ -7,10 +7,10 @@ import torch; building a task does.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from engine.tasks.base import PROTOCOL_MEMBERS, UNITS, Task
+from engine.tasks.custom import load_factory
 from engine.tasks.specs import BUILTIN_TASKS
 from runs.errors import RunctlError
 
@@ -35,23 +35,6 @@ def _build_builtin(name: str, cfg: dict[str, Any]) -> Task:
     from engine.tasks.digits import DigitsTask
 
     return DigitsTask(cfg, family=name.removeprefix("digits_"))
-
-
-def load_factory(spec: str) -> Any:
-    """Import `package.module` of "package.module:factory" and return its callable `factory`."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise RunctlError(f"task: {spec!r}: a custom task is \"package.module:factory\"")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise RunctlError(f"task: {spec}: cannot import {module_name} ({err}); is it installed or on PYTHONPATH?") from None
-    factory = getattr(module, attr, None)
-    if factory is None:
-        raise RunctlError(f"task: {spec}: module {module_name} has no {attr}")
-    if not callable(factory):
-        raise RunctlError(f"task: {spec}: {attr} is not callable")
-    return factory
 
 
 def _check_protocol(task: Any, name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -241,8 +242,36 @@ def test_missing_data_path_is_caught_at_load(tmp_path: Path) -> None:
         load_config("char_gpt", [f"data.path={tmp_path}"])
     with pytest.raises(RunctlError, match=r"data\.path: .*: no such folder of MNIST IDX files"):
         load_config("digits_cnn", [f"data.path={tmp_path / 'mnist'}"])
-    # a custom task's data.path is its own business
-    assert load_config(write(tmp_path, 'task: "a.b:c"\ndata: {path: /no/such}\n'))["data"]["path"] == "/no/such"
+
+def test_custom_task_data_path_is_its_own_business(tmp_path: Path, user_module: str) -> None:
+    path = write(tmp_path, 'task: "e1tasks.squares:factory"\ndata: {path: /no/such}\n')
+    assert load_config(path)["data"]["path"] == "/no/such"
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        ("e1tasks.squares:guarded", None),
+        ("e1tasks.dynamic:anything", None),
+        ("e1tasks.squares:fatory", r"task: e1tasks\.squares:fatory: module e1tasks\.squares \(.*squares\.py\) has no top-level fatory"),
+        ("e1tasks.nothere:factory", r"task: e1tasks\.nothere:factory: cannot find module e1tasks\.nothere"),
+        ("no_such_pkg_e1.mod:factory", r"task: no_such_pkg_e1\.mod:factory: cannot import no_such_pkg_e1\.mod"),
+        ("e1tasks.broken:factory", r"task: e1tasks\.broken:factory: .*broken\.py: cannot be read as Python \(SyntaxError"),
+    ],
+)
+def test_custom_task_is_located_at_load_without_running_it(tmp_path: Path, user_module: str, task: str,
+                                                           expected: str | None) -> None:
+    path = write(tmp_path, f'task: "{task}"\n')
+    if expected is None:
+        assert load_config(path)["task"] == task
+    else:
+        with pytest.raises(RunctlError, match=f"^{re.escape(str(path))}: {expected}"):
+            load_config(path)
+
+
+def test_run_yaml_of_a_vanished_custom_task_still_validates() -> None:
+    cfg = validate_config({"task": "gone_pkg_e1.mod:factory", "run_id": "r"}, "run.yaml")
+    assert cfg["task"] == "gone_pkg_e1.mod:factory"
 
 
 def test_override_can_set_a_curriculum() -> None:
@@ -267,9 +296,31 @@ def test_bad_override(override: str, expected: str) -> None:
         load_config("digits_mlp", [override])
 
 
-def test_custom_task_keeps_model_and_loss_free_form(tmp_path: Path) -> None:
+@pytest.fixture
+def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A package `e1tasks` with a module whose import would fail: checks must not run it."""
+    package = tmp_path / "pkgs" / "e1tasks"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "squares.py").write_text(textwrap.dedent("""\
+        raise RuntimeError("executed at config time")
+
+        def factory(cfg):
+            return None
+
+        if True:
+            def guarded(cfg):
+                return None
+        """))
+    (package / "dynamic.py").write_text("def __getattr__(name):\n    return lambda cfg: None\n")
+    (package / "broken.py").write_text("def factory(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+    return "e1tasks"
+
+
+def test_custom_task_keeps_model_and_loss_free_form(tmp_path: Path, user_module: str) -> None:
     path = write(tmp_path, """\
-        task: "mytasks.squares:factory"
+        task: "e1tasks.squares:factory"
         model: {width: 64, act: tanh}
         loss: {smoothness: 0.5}
         curriculum: [{at_step: 10, set: {loss.smoothness: 0.0}}]
