@@ -226,8 +226,8 @@ DAMAGED_FILES = {
 def test_ls_keeps_working_on_damaged_files(existing: dict[str, Any], case: str) -> None:
     damage, culprit = DAMAGED_FILES[case]
     root = existing["tmp"] / f"damaged-{case}"
-    shutil.copytree(existing["root"], root)
     run = root / existing["run_dir"].name
+    shutil.copytree(existing["run_dir"], run)  # only the healthy run: other tests may leave junk
     damage(run)
 
     done = run_cli(["ls", root, "--json"], cwd=existing["tmp"])
