@@ -21,7 +21,7 @@ on the first `eval.batches` validation batches in order, so a task holds no iter
 resume is exact without the task's help.
 
 A custom task is named in the config as `task: "package.module:factory"`; the engine imports
-`package.module` (it must be importable: installed, or on PYTHONPATH) and calls `factory(cfg)`
+`package.module` (installed, on PYTHONPATH, or under the current directory) and calls `factory(cfg)`
 with the resolved config. `model:` is free-form for custom tasks, and so are extra keys under
 `loss:` (which a curriculum may then change). A minimal example, mytasks/squares.py:
 
@@ -61,7 +61,9 @@ with the resolved config. `model:` is free-form for custom tasks, and so are ext
         return Squares(cfg)
 
 and the config: `task: "mytasks.squares:factory"`, `model: {width: 64}`,
-`eval: {metric: val/loss}`. Run it with `PYTHONPATH=. runctl train squares.yaml`.
+`eval: {metric: val/loss}`. Run it from the folder that holds mytasks/: `runctl train squares.yaml`.
+`runctl train` finds the module and the factory before it creates the run folder (it reads the
+file; it does not run it), so a typo costs nothing.
 """
 
 from __future__ import annotations

@@ -381,9 +381,12 @@ def test_the_documented_example_task_trains_from_the_cli(tmp_path: Path) -> None
         "data: {batch_size: 10}\neval: {every: 6, batches: 2}\ncheckpoint: {every: 6}\n"
     )
     repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(repo)]), "OMP_NUM_THREADS": "1"}
+    # tmp_path is not on PYTHONPATH: the task module is found in the current directory
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    script = Path(sys.executable).with_name("runctl")  # the console script: cwd is not on its sys.path
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "tui.cli"]
     result = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "train", "squares.yaml", "--root", "runs", "--name", "sq"],
+        [*command, "train", "squares.yaml", "--root", "runs", "--name", "sq"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
