@@ -16,6 +16,7 @@ import random
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,7 @@ class Campaign:
 
     kills: int = 0
     moments: Counter[str] = field(default_factory=Counter)
+    inside_window: Counter[str] = field(default_factory=Counter)  # kills that landed inside the write
     resumes: int = 0
     skipped_seen: int = 0
     pids: list[int] = field(default_factory=list)
@@ -77,8 +79,12 @@ def newest_final_step(run_dir: Path) -> int:
 
 
 def wait_for_moment(moment: str, engine: Engine, run_dir: Path, rng: random.Random,
-                    resumed_from: int, is_first: bool) -> None:
-    """Block until the engine is at `moment` (bounded), so the caller can SIGKILL it there."""
+                    resumed_from: int, is_first: bool) -> Callable[[], bool] | None:
+    """Block until the engine is at `moment` (bounded), so the caller can SIGKILL it there.
+
+    For the two write windows, returns the condition that shows the window is open: still true
+    after the kill means the kill landed inside it.
+    """
     # The save to hit: 1-3 saves after this attempt's starting point, so runs make progress.
     target = resumed_from + EVERY * rng.randint(1, 3)
     folder = run_dir / "checkpoints"
@@ -87,12 +93,14 @@ def wait_for_moment(moment: str, engine: Engine, run_dir: Path, rng: random.Rand
             return any(int(p.name[5:13]) >= target for p in temp_files(run_dir)
                        if p.name.startswith("step_") and temp_pid(p) == engine.pid)
         wait_for(in_temp_write, timeout=90, what=f"a temp write of step >= {target}", alive=engine)
+        return in_temp_write
     elif moment == "manifest_update":
         def renamed_not_listed() -> bool:
             listed = manifest(run_dir).get("files", {})
             return any(int(p.name[5:13]) >= target and p.name not in listed for p in checkpoint_files(run_dir))
         wait_for(renamed_not_listed, timeout=90, what=f"step >= {target} renamed but not in the manifest",
                  alive=engine, interval=0.005)
+        return renamed_not_listed
     elif moment == "after_resume":
         if is_first:
             wait_for(lambda: (folder / "manifest.json").exists(), timeout=90,
@@ -103,6 +111,7 @@ def wait_for_moment(moment: str, engine: Engine, run_dir: Path, rng: random.Rand
         time.sleep(rng.uniform(0.0, 1.0))
     else:  # startup: somewhere in imports, lock, verification and loading of the checkpoint
         time.sleep(rng.uniform(0.2, 2.5))
+    return None
 
 
 def engine_resumed(run_dir: Path, engine: Engine) -> bool:
@@ -161,7 +170,7 @@ def run_campaign(tmp: Path, seed: int, kills: int, max_steps: int) -> tuple[Path
         for moment in plan:
             campaign.pids.append(engine.pid)
             try:
-                wait_for_moment(moment, engine, run_dir, rng, resumed_from, is_first)
+                window_open = wait_for_moment(moment, engine, run_dir, rng, resumed_from, is_first)
             except WaitTimeout:
                 if engine.running():
                     raise
@@ -172,6 +181,8 @@ def run_campaign(tmp: Path, seed: int, kills: int, max_steps: int) -> tuple[Path
             assert code == -signal.SIGKILL, f"the attempt exited {code} on its own: {engine.stderr()[-2000:]}"
             campaign.kills += 1
             campaign.moments[moment] += 1
+            if window_open is not None and window_open():
+                campaign.inside_window[moment] += 1
             if pending is not None:
                 check_resume_choice(run_dir, *pending, campaign)
             records = check_after_kill(run_dir, tmp, campaign)
@@ -278,7 +289,8 @@ def campaign_test(tmp: Path, seeds: list[int], kills_per_run: int, max_steps: in
             run_dir, campaign = future.result()
             check_nothing_lost(run_dir, reference, max_steps, tmp)
             results.append(campaign)
-            print(f"seed {seed}: {campaign.kills} kills survived {dict(campaign.moments)}")
+            print(f"seed {seed}: {campaign.kills} kills survived {dict(campaign.moments)}, "
+                  f"inside the write windows: {dict(campaign.inside_window)}")
     return results
 
 
@@ -288,6 +300,8 @@ def test_kill9_campaign_quick(tmp_path: Path) -> None:
     assert sum(c.kills for c in results) >= 10
     for c in results:
         assert c.moments["temp_write"] >= 1 and c.moments["manifest_update"] >= 1, c.moments
+    landed = sum((c.inside_window for c in results), Counter())
+    assert landed["temp_write"] >= 1 and landed["manifest_update"] >= 1, f"no kill landed inside a window: {landed}"
 
 
 @pytest.mark.slow
@@ -297,6 +311,8 @@ def test_kill9_campaign_long(tmp_path: Path) -> None:
                             parallel=3)
     total = sum(c.kills for c in results)
     moments = sum((c.moments for c in results), Counter())
-    print(f"long tier: {total} kills survived across {len(results)} runs; moments {dict(moments)}")
+    landed = sum((c.inside_window for c in results), Counter())
+    print(f"long tier: {total} kills survived across {len(results)} runs; moments {dict(moments)}; "
+          f"inside the write windows: {dict(landed)}")
     assert total >= 200
 
