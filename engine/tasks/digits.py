@@ -182,8 +182,10 @@ class ViT(nn.Module):
 
 
 def vit_patch(model_cfg: dict[str, Any], side: int) -> int:
-    """The patch size: model.patch, or 2 for small images (8x8) and 4 for larger (28x28)."""
-    patch = model_cfg.get("patch") or (2 if side <= 16 else 4)
+    """The patch size: model.patch, or for "auto" 2 for small images (8x8) and 4 for larger (28x28)."""
+    patch = model_cfg.get("patch")
+    if patch in (None, "auto"):
+        patch = 2 if side <= 16 else 4
     if side % patch:
         raise RunctlError(f"model.patch: {patch} does not divide the image side {side}")
     return patch

@@ -31,6 +31,21 @@ def _heads_divide(width_key: str, heads_key: str) -> Callable[[dict[str, Any]], 
     return check
 
 
+def _patch_field() -> Field:
+    """ViT patch side in pixels, or "auto" (null too): 2 for 8x8 images, 4 for 28x28."""
+    side = integer(None, lo=1)
+
+    def check(value: Any) -> int | str:
+        if value is None or value == "auto":
+            return "auto"
+        try:
+            return side.check(value)
+        except Invalid as err:
+            raise Invalid(f"{err} (or auto)") from None
+
+    return Field("auto", check, _patch_field.__doc__ or "")
+
+
 MODEL_SPECS: dict[str, ModelSpec] = {
     "digits_mlp": ModelSpec({
         "hidden": integer(128, lo=1, doc="width of each hidden layer"),
@@ -42,8 +57,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     }),
     "digits_vit": ModelSpec(
         {
-            "patch": integer(None, lo=1, nullable=True,
-                             doc="patch side in pixels; null = 2 for 8x8 images, 4 for 28x28"),
+            "patch": _patch_field(),
             "dim": integer(64, lo=1, doc="embedding width"),
             "depth": integer(2, lo=1, hi=64, doc="transformer blocks"),
             "heads": integer(4, lo=1, doc="attention heads (must divide dim)"),

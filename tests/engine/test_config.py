@@ -114,6 +114,7 @@ BAD_CONFIGS = [
     ("task: digits_mlp\nmodel: {hidden: 0}\n", "model.hidden"),
     ("task: digits_mlp\nmodel: {channels: 8}\n", "model.channels"),
     ("task: digits_vit\nmodel: {dim: 30, heads: 4}\n", "model.heads"),
+    ("task: digits_vit\nmodel: {patch: big}\n", "model.patch"),
     ("task: char_gpt\nmodel: {dropout: 1.0}\n", "model.dropout"),
     ("task: char_gpt\nmodel: {n_embd: 100, n_head: 3}\n", "model.n_head"),
     ("task: digits_transformer\n", "task"),
@@ -211,7 +212,7 @@ def test_override_of_the_task_starts_from_its_model_defaults() -> None:
     cfg = load_config("digits_mlp", ["task=digits_cnn"])
     assert cfg["model"] == {"channels": 32, "depth": 2}
     cfg = load_config("digits_mlp", ["model.depth=3", "task=digits_vit"])
-    assert cfg["model"] == {"patch": None, "dim": 64, "depth": 3, "heads": 4}
+    assert cfg["model"] == {"patch": "auto", "dim": 64, "depth": 3, "heads": 4}
 
 
 def test_exponent_notation_for_counts() -> None:
