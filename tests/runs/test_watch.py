@@ -22,7 +22,7 @@ from watchdog.observers import Observer
 import runs.watch
 from runs.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text
 from runs.errors import RunctlError
-from runs.watch import Change, ChangeKind, RunWatcher
+from runs.watch import Change, ChangeKind, RunWatcher, diff_run, snapshot_run
 
 WAIT = 5.0
 FAST_POLL = 0.05  # polling tests poll faster than the default to keep the suite quick
@@ -33,6 +33,7 @@ class Collector:
 
     def __init__(self) -> None:
         self.changes: list[Change] = []
+        self.batches: list[list[Change]] = []
         self.threads: set[str] = set()
         self._cond = threading.Condition()
         self._seen = 0
@@ -40,6 +41,7 @@ class Collector:
     def __call__(self, changes: list[Change]) -> None:
         with self._cond:
             self.changes.extend(changes)
+            self.batches.append(list(changes))
             self.threads.add(threading.current_thread().name)
             self._cond.notify_all()
 
@@ -111,8 +113,9 @@ def test_every_kind_of_change(watch: Callable[[], tuple[RunWatcher, Collector]],
     got.expect(ChangeKind.CHECKPOINT_CHANGED, temp)
 
     os.replace(temp, ckpts / "step_00000010.pt")  # the rename into place
-    batch = got.expect(ChangeKind.CHECKPOINT_ADDED, ckpts / "step_00000010.pt")
-    assert not [c for c in batch if c.path == temp], "a temp renamed into place is no extra change"
+    got.expect(ChangeKind.CHECKPOINT_ADDED, ckpts / "step_00000010.pt")
+    (with_added,) = [b for b in got.batches if any(c.kind == ChangeKind.CHECKPOINT_ADDED for c in b)]
+    assert not [c for c in with_added if c.path == temp], "a temp renamed into place is no extra change"
 
     atomic_write_json(ckpts / "manifest.json", {"files": {}})
     batch = got.expect(ChangeKind.CHECKPOINT_CHANGED, ckpts / "manifest.json")
@@ -134,11 +137,42 @@ def test_every_kind_of_change(watch: Callable[[], tuple[RunWatcher, Collector]],
     assert [c.kind for c in batch] == [ChangeKind.METRICS_APPENDED]
 
     shutil.rmtree(run)
-    batch = got.expect(ChangeKind.RUN_REMOVED, run)
-    assert [c.kind for c in batch] == [ChangeKind.RUN_REMOVED]  # not one change per deleted file
+    got.expect(ChangeKind.RUN_REMOVED, run)
 
     assert threading.main_thread().name not in got.threads
     assert watcher.known_runs() == []
+
+
+def test_diff_of_a_removed_run_is_one_change(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    new_run(run)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "step_00000001.pt").write_bytes(b"x")
+    append_jsonl(run / "metrics.jsonl", {"step": 1})
+    before = snapshot_run(run)
+    shutil.rmtree(run)
+    assert diff_run(run, before, snapshot_run(run)) == [Change(ChangeKind.RUN_REMOVED, run, run)]
+    assert diff_run(run, None, before) == [Change(ChangeKind.RUN_ADDED, run, run)]
+    assert diff_run(run, before, before) == []
+
+
+def test_diff_of_a_checkpoint_save(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    new_run(run)
+    ckpts = run / "checkpoints"
+    ckpts.mkdir()
+    before = snapshot_run(run)
+    temp = ckpts / "step_00000002.pt.tmp.99"
+    temp.write_bytes(b"partial")
+    (ckpts / "manifest.json.tmp.99").write_text("{")
+    writing = snapshot_run(run)
+    assert diff_run(run, before, writing) == [Change(ChangeKind.CHECKPOINT_CHANGED, run, temp)]
+    os.replace(temp, ckpts / "step_00000002.pt")
+    os.replace(ckpts / "manifest.json.tmp.99", ckpts / "manifest.json")
+    assert diff_run(run, writing, snapshot_run(run)) == [
+        Change(ChangeKind.CHECKPOINT_ADDED, run, ckpts / "step_00000002.pt"),
+        Change(ChangeKind.CHECKPOINT_CHANGED, run, ckpts / "manifest.json"),
+    ]
 
 
 def test_runs_present_at_start_moved_in_and_out(
