@@ -298,7 +298,13 @@ register_detector(Detector(name="runctl", detect=is_run_dir, summarize=_summariz
 # ------------------------------------------------------------------------------------------ helpers
 
 def last_train_loss(path: Path) -> tuple[float | None, str | None]:
-    """The newest "train/loss" in metrics.jsonl, reading only the file's tail; never raises."""
+    """The newest "train/loss" in metrics.jsonl and a problem line; reads only the file's tail.
+
+    Lines newer than that loss are all parsed, and malformed ones (not JSON, not an object, a
+    loss that is not a number) are counted into the problem line. Garbage further back is the
+    metrics reader's business: a listing does not read the whole file. Never raises.
+    """
+    malformed = 0
     try:
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
@@ -307,14 +313,15 @@ def last_train_loss(path: Path) -> tuple[float | None, str | None]:
                 start = max(0, size - window)
                 file.seek(start)
                 lines = file.read(size - start).split(b"\n")
+                lines.pop()  # after the last newline: empty, or a line still being written
                 if start > 0:
-                    lines = lines[1:]  # the first line is cut by the window
-                garbage = 0
+                    lines = lines[1:]  # cut by the window
+                malformed = 0
                 for line in reversed(lines):
                     value, ok = _loss_of(line)
-                    garbage += not ok
+                    malformed += not ok
                     if value is not None:
-                        return value, None
+                        return value, _malformed_problem(path, malformed)
                 if start == 0 or window >= _TAIL_MAX_BYTES:
                     break
                 window *= 8
@@ -324,9 +331,11 @@ def last_train_loss(path: Path) -> tuple[float | None, str | None]:
         return None, f"{path}: is a directory"
     except OSError as exc:
         return None, f"{path}: unreadable ({exc.strerror or exc.__class__.__name__})"
-    if garbage and garbage == sum(1 for line in lines if line.strip()):
-        return None, f"{path}: no valid JSON lines at its end"
-    return None, None
+    return None, _malformed_problem(path, malformed)
+
+
+def _malformed_problem(path: Path, count: int) -> str | None:
+    return f"{path}: {count} malformed line(s) at its end" if count else None
 
 
 def best_from_metrics(path: Path, metric: str, mode: str = "min") -> dict[str, Any] | None:
@@ -353,20 +362,22 @@ def best_from_metrics(path: Path, metric: str, mode: str = "min") -> dict[str, A
 
 
 def _loss_of(line: bytes) -> tuple[float | None, bool]:
-    """(the train loss on this line or None, whether the line parsed)."""
+    """(the train loss on this line or None, whether the line is a well-formed record)."""
     line = line.strip()
     if not line:
         return None, True
-    if b"train/loss" not in line:
-        return None, line.startswith(b"{")
     try:
         record = json.loads(line)
     except (ValueError, UnicodeDecodeError):
         return None, False
-    value = record.get("train/loss") if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return None, False
+    if "train/loss" not in record:
+        return None, True
+    value = record["train/loss"]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value), True
-    return None, True
+    return None, False
 
 
 def _summarize_entry(path: Path, entry: os.DirEntry[str]) -> RunSummary | None:

@@ -170,7 +170,9 @@ def test_last_train_loss_reads_only_the_tail(tmp_path: Path) -> None:
     assert last_train_loss(tmp_path / "none.jsonl") == (None, None)
     path.write_text("garbage\nmore\n")
     loss, problem = last_train_loss(path)
-    assert loss is None and "no valid JSON" in problem
+    assert loss is None and problem == f"{path}: 2 malformed line(s) at its end"
+    path.write_text('{"step": 1, "train/loss": 0.5}\nnot json\n[1]\n{"train/loss": {}}\n{"step": 2, "val/loss": 1}\n')
+    assert last_train_loss(path) == (0.5, f"{path}: 3 malformed line(s) at its end")
 
 
 def test_a_new_layout_is_one_detector(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

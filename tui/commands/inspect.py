@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -150,9 +151,11 @@ def _checkpoint_count(run: RunSummary) -> str:
 
 
 def _note(run: RunSummary) -> str:
-    notes = ([run.error] if run.error else []) + run.problems
+    """The error and problems, with the run's own folder left out of file names (the row names it)."""
+    prefix = f"{run.path}{os.sep}"
+    notes = [note.replace(prefix, "") for note in ([run.error] if run.error else []) + run.problems]
     text = "; ".join(notes)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _text(value: Any) -> str:
