@@ -19,7 +19,7 @@ from training_helpers import (
     one_torch_thread,
     overrides,
     read_jsonl,
-    runctl,
+    runctl_here,
     start_runctl,
     status,
     subprocess_env,
@@ -85,8 +85,8 @@ def test_stop_and_resume_equals_one_go(tmp_path: Path, references: dict[str, Pat
 def test_kill9_mid_run_then_resume_is_bit_identical_for_every_family(
         tmp_path: Path, references: dict[str, Path]) -> None:
     """Real processes: SIGKILL once a checkpoint exists (checkpoint writes slowed down so the kill
-    lands mid-run, often mid-write), then `runctl resume`; all families run side by side. The
-    references ran in this process: exactness holds across processes too."""
+    lands mid-run, often mid-write), then `runctl resume` (in this process, like the references):
+    all families run side by side, and exactness holds across processes."""
     common = ["--root", tmp_path, "--set", "checkpoint.every=5"]
     slow = subprocess_env({"RUNCTL_TEST_SLOW_WRITE": "0.15"})
     killed = {f: start_runctl(["train", f, "--name", f"{f}-kill", *common, *_sets(f)], tmp_path, env=slow)
@@ -106,10 +106,8 @@ def test_kill9_mid_run_then_resume_is_bit_identical_for_every_family(
         run_dir = tmp_path / f"{family}-kill"
         assert status(run_dir)["state"] == "running"  # as a kill -9 leaves it
         assert max(e["step"] for e in manifest_files(run_dir).values()) < 30
-    resumes = {f: start_runctl(["resume", f"{f}-kill", "--root", tmp_path], tmp_path) for f in FAMILIES}
     for family in FAMILIES:
-        out, err = resumes[family].communicate(timeout=120)
-        assert resumes[family].returncode == 0, f"{family}: {err}"
+        assert runctl_here(["resume", f"{family}-kill", "--root", tmp_path]) == 0
         run_dir = tmp_path / f"{family}-kill"
         assert_bit_identical(final_checkpoint(references[family], 30), final_checkpoint(run_dir, 30))
         resumed = events(run_dir, "resumed")
@@ -118,7 +116,8 @@ def test_kill9_mid_run_then_resume_is_bit_identical_for_every_family(
 
 
 def test_killed_before_first_checkpoint_starts_again_from_step_zero(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     sets = ["--set", "task=training_faults:factory", "--set", "model={}", "--set", "checkpoint.every=1000",
             "--set", "max_steps=30", "--set", "log.every=1", "--set", "data.batch_size=16"]
@@ -131,9 +130,8 @@ def test_killed_before_first_checkpoint_starts_again_from_step_zero(tmp_path: Pa
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not manifest_files(run_dir)
-    resumed = runctl(["resume", run_dir], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resumed at step 0" in resumed.stdout
+    assert runctl_here(["resume", run_dir]) == 0
+    assert "resumed at step 0" in capsys.readouterr().out
     assert events(run_dir, "resumed")[0]["step"] == 0 and events(run_dir, "resumed")[0]["from"] is None
     assert_bit_identical(final_checkpoint(reference, 30), final_checkpoint(run_dir, 30))
 

@@ -17,7 +17,7 @@ from training_helpers import (
     manifest_files,
     one_torch_thread,
     read_jsonl,
-    runctl,
+    runctl_here,
     start_runctl,
     status,
     subprocess_env,
@@ -65,12 +65,13 @@ def test_each_signal_checkpoints_and_exits_interrupted(tmp_path: Path, monkeypat
         assert events(run_dir, "interrupted")[0]["signal"] == signal.Signals(signum).name
         assert "finishing this step" in err and "runctl resume" in err
 
-    resumed = runctl(["resume", tmp_path / "term"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    assert runctl_here(["resume", tmp_path / "term"]) == 0
     assert_bit_identical(final_checkpoint(reference, 200), final_checkpoint(tmp_path / "term", 200))
 
 
-def test_second_signal_exits_at_once_without_corrupting_anything(tmp_path: Path) -> None:
+def test_second_signal_exits_at_once_without_corrupting_anything(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
     # Slow checkpoint writes: the second signal lands while the interrupt checkpoint is written.
     proc = _start(tmp_path, "twice", {**SLOW_STEPS, "RUNCTL_TEST_SLOW_WRITE": "1.0"})
     run_dir = tmp_path / "twice"
@@ -85,8 +86,7 @@ def test_second_signal_exits_at_once_without_corrupting_anything(tmp_path: Path)
     for path in (run_dir / "checkpoints").glob("step_*.pt"):
         assert verify_file(path, level="full").status in ("ok", "unverified"), path
     assert status(run_dir)["state"] == "running"  # not rewritten: readers see a free lock -> interrupted
-    resumed = runctl(["resume", run_dir, "--from", "latest"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    assert runctl_here(["resume", run_dir, "--from", "latest"]) == 0
     assert status(run_dir)["state"] == "finished"
 
 

@@ -61,6 +61,14 @@ def runctl(args: Sequence[str | Path], cwd: Path, env: dict[str, str] | None = N
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def runctl_here(args: Sequence[str | Path]) -> int:
+    """`runctl ARGS` in this process (the same code path, without paying a Python + torch start-up):
+    for the second half of tests whose first half ran in a subprocess."""
+    from tui.cli import main
+
+    return main([str(arg) for arg in args])
+
+
 def start_runctl(args: Sequence[str | Path], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen([*RUNCTL, *map(str, args)], cwd=cwd, env=env or subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
