@@ -152,42 +152,78 @@ def tally_checkpoints(run_dir: Path, manifest: Manifest | None = None) -> Checkp
     return tally
 
 
+def _identity_key(identity: integrity.CheckpointIdentity) -> tuple[Any, ...]:
+    return identity.run_id, tuple(sorted((identity.model_shapes or {}).items()))
+
+
+def _run_reference(infos: list[CheckpointInfo], manifest: Manifest) -> integrity.CheckpointIdentity | None:
+    """The identity of the run's trusted checkpoints: the most common among those the manifest
+    lists (the engine vouched for them), else among all; on a tie, the newest one's."""
+    identities = {i.name: ident for i in infos if i.status in VALID_STATUSES
+                  and (ident := integrity.identity_of(i.path)) is not None}
+    listed = {name: ident for name, ident in identities.items() if name in manifest.files}
+    pool = listed or identities
+    if not pool:
+        return None
+    votes = Counter(_identity_key(ident) for ident in pool.values())
+    top = max(votes.values())
+    newest_first = sorted((i for i in infos if i.name in pool), key=_order, reverse=True)
+    return next(pool[i.name] for i in newest_first if votes[_identity_key(pool[i.name])] == top)
+
+
 def _mark_incompatible_models(infos: list[CheckpointInfo], manifest: Manifest) -> None:
-    """Deep: a checkpoint whose model keys/shapes differ from the run's other checkpoints."""
-    shapes = {info.name: integrity.model_shapes_of(info.path) for info in infos if info.status in VALID_STATUSES}
-    signatures = Counter(tuple(sorted(s.items())) for s in shapes.values() if s is not None)
-    if len(signatures) < 2:
+    """Deep: a checkpoint saved by another run or holding another model than the run's own."""
+    reference = _run_reference(infos, manifest)
+    if reference is None:
         return
-    # The most common model wins; on a tie, the newest checkpoint's model.
-    newest_first = sorted((i for i in infos if shapes.get(i.name)), key=_order, reverse=True)
-    top = max(signatures.values())
-    reference = next(shapes[i.name] for i in newest_first
-                     if signatures[tuple(sorted(shapes[i.name].items()))] == top)
     for i, info in enumerate(infos):
-        if shapes.get(info.name) is not None:
-            infos[i] = integrity.verify_file(info.path, "deep", manifest.files.get(info.name),
-                                             reference_shapes=reference)
+        if info.status in VALID_STATUSES:
+            infos[i] = integrity.verify_file(info.path, "deep", manifest.files.get(info.name), reference=reference)
 
 
 def newest_valid(run_dir: Path, level: str = "full") -> tuple[CheckpointInfo | None, list[CheckpointInfo]]:
     """The checkpoint a resume will load, and the newer ones skipped (each with its reason).
 
     Checks files newest first (by step, then mtime) and stops at the first intact one, so a run
-    with 20 good checkpoints costs one verification.
+    with 20 good checkpoints costs one verification. A file no manifest entry vouches for is
+    either the newest save of an engine killed before its manifest update, or a stranger (copied
+    in from another run); it is loaded (deep) and compared with the run's listed checkpoints
+    before a resume may use it.
     """
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     manifest = read_manifest(ckpt_dir)
-    candidates = list_checkpoints(run_dir, level=None, manifest=manifest)
+    candidates = sorted(list_checkpoints(run_dir, level=None, manifest=manifest), key=_order, reverse=True)
     skipped: list[CheckpointInfo] = []
-    for listed in sorted(candidates, key=_order, reverse=True):
+    for listed in candidates:
         if listed.status in ("partial", "missing"):
             skipped.append(listed)
             continue
         info = integrity.verify_file(listed.path, level, manifest.files.get(listed.name))
+        if info.status == "unverified" and level != "deep":
+            info = _vouch_for_unlisted(info, candidates, manifest, level)
         if info.status in VALID_STATUSES:
             return info, skipped
         skipped.append(info)
     return None, skipped
+
+
+def _vouch_for_unlisted(info: CheckpointInfo, candidates: list[CheckpointInfo], manifest: Manifest,
+                        level: str) -> CheckpointInfo:
+    """`info` if a deep look finds it belongs to this run, else the deep verdict (incompatible)."""
+    try:
+        import torch  # noqa: F401 - without torch (a reader-only install) the deep look is impossible
+    except ImportError:
+        return info
+    trusted = []
+    for other in candidates:  # newest first: the listed checkpoint nearest to the stranger
+        if other.name in manifest.files and other.status == "ok":
+            checked = integrity.verify_file(other.path, "deep", manifest.files[other.name])
+            if checked.status == "ok":
+                trusted.append(checked)
+                break
+    reference = _run_reference(trusted, manifest)
+    deep = integrity.verify_file(info.path, "deep", None, reference=reference)
+    return info if deep.status in VALID_STATUSES else deep
 
 
 def expected_checkpoints(cfg: Mapping[str, Any], state: str, step: int | None,

@@ -23,7 +23,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -58,6 +58,15 @@ _MAX_PICKLE_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
+class CheckpointIdentity:
+    """What ties a checkpoint to a run, read by a deep verify: the run_id it was saved with and its
+    model's {key: shape}. None in a field means unknown (and is not compared)."""
+
+    run_id: str | None
+    model_shapes: dict[str, tuple[int, ...]] | None
+
+
+@dataclass(frozen=True)
 class _Facts:
     """What reading a file established, independent of any manifest (so it can be cached)."""
 
@@ -65,7 +74,7 @@ class _Facts:
     problem: str | None = None        # a corrupt reason, or None
     sha256: str | None = None         # full and deep
     incompatible: str | None = None   # deep: loads, but a resume cannot use it
-    model_shapes: dict[str, tuple[int, ...]] | None = field(default=None, compare=False)
+    identity: CheckpointIdentity | None = None  # deep
 
 
 _CacheKey = tuple[str, int, int, int]
@@ -79,11 +88,11 @@ def clear_cache() -> None:
 
 
 def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry | None = None,
-                *, reference_shapes: dict[str, tuple[int, ...]] | None = None) -> CheckpointInfo:
+                *, reference: CheckpointIdentity | None = None) -> CheckpointInfo:
     """Verify one checkpoint file at `level`; never raises for anything wrong with the file.
 
-    `reference_shapes` (deep only): the model's {key: shape} from another checkpoint of the same
-    run; a file whose model differs is `incompatible`.
+    `reference` (deep only): the identity of the run's trusted checkpoints; a file saved by another
+    run or holding another model is `incompatible`.
     """
     if level not in LEVELS:
         raise ValueError(f"unknown integrity level {level!r}; expected one of {LEVELS}")
@@ -113,7 +122,7 @@ def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry 
     except OSError as exc:
         info.reason = f"{UNREADABLE}: {exc.strerror or exc.__class__.__name__}"
         return info
-    return judge(info, facts, manifest_entry, reference_shapes)
+    return judge(info, facts, manifest_entry, reference)
 
 
 def facts_for(path: Path, file: BinaryIO, st: os.stat_result, level: str) -> _Facts:
@@ -128,7 +137,7 @@ def facts_for(path: Path, file: BinaryIO, st: os.stat_result, level: str) -> _Fa
             if have == "deep" and level != "deep":
                 # Damage found by any level is real; "cannot resume" is a deep-level judgement only
                 # (a weights-only branch may still use such a file).
-                facts = replace(facts, incompatible=None, model_shapes=None)
+                facts = replace(facts, incompatible=None, identity=None)
             return facts
     facts = _compute(path, file, st.st_size, level, known)
     if not (facts.problem or "").startswith(UNREADABLE):  # a chmod fixes that without touching mtime
@@ -137,19 +146,19 @@ def facts_for(path: Path, file: BinaryIO, st: os.stat_result, level: str) -> _Fa
     return facts
 
 
-def model_shapes_of(path: Path) -> dict[str, tuple[int, ...]] | None:
-    """The model's {key: shape} recorded by a deep verify of this exact file version, if any."""
+def identity_of(path: Path) -> CheckpointIdentity | None:
+    """The identity a deep verify read from this exact file version, if one did."""
     try:
         st = os.stat(path)
     except OSError:
         return None
     with _cache_lock:
         deep = _cache.get((str(path), st.st_size, st.st_mtime_ns, st.st_ino), {}).get("deep")
-    return deep.model_shapes if deep else None
+    return deep.identity if deep else None
 
 
 def judge(info: CheckpointInfo, facts: _Facts, entry: ManifestEntry | None,
-          reference_shapes: dict[str, tuple[int, ...]] | None = None) -> CheckpointInfo:
+          reference: CheckpointIdentity | None = None) -> CheckpointInfo:
     """Turn the file's facts plus its manifest entry into a status and reason."""
     info.level, info.sha256 = facts.level, facts.sha256
     if entry is not None and info.bytes != entry.bytes and facts.problem != EMPTY:
@@ -164,8 +173,8 @@ def judge(info: CheckpointInfo, facts: _Facts, entry: ManifestEntry | None,
         info.status, info.reason = "corrupt", f"{SHA256_MISMATCH}: manifest says {entry.sha256[:12]}..."
     elif facts.incompatible is not None:
         info.status, info.reason = "incompatible", facts.incompatible
-    elif reference_shapes is not None and facts.model_shapes is not None and \
-            (why := _shape_difference(facts.model_shapes, reference_shapes)) is not None:
+    elif reference is not None and facts.identity is not None and \
+            (why := _identity_difference(facts.identity, reference)) is not None:
         info.status, info.reason = "incompatible", why
     elif entry is None:
         info.status, info.reason = "unverified", "no manifest entry"
@@ -450,7 +459,9 @@ def _deep(path: Path, full: _Facts) -> _Facts:
         return _deep_facts(full, problem=f"{UNSAFE_PICKLE}: {_unpickler_refusal(exc)}")
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a file it cannot load
         return _deep_facts(full, problem=f"{NOT_A_CHECKPOINT}: torch.load failed ({_first_line(exc)})")
-    return _deep_facts(full, incompatible=_resume_problem(state), model_shapes=_shapes(state))
+    run_id = state.get("run_id") if isinstance(state, dict) else None
+    identity = CheckpointIdentity(run_id=run_id if isinstance(run_id, str) else None, model_shapes=_shapes(state))
+    return _deep_facts(full, incompatible=_resume_problem(state), identity=identity)
 
 
 def _deep_facts(full: _Facts, **kwargs: Any) -> _Facts:
@@ -475,6 +486,14 @@ def _shapes(state: Any) -> dict[str, tuple[int, ...]] | None:
     if not isinstance(model, dict):
         return None
     return {str(k): tuple(getattr(v, "shape", ())) for k, v in model.items()}
+
+
+def _identity_difference(identity: CheckpointIdentity, reference: CheckpointIdentity) -> str | None:
+    if identity.run_id and reference.run_id and identity.run_id != reference.run_id:
+        return f"saved by run {identity.run_id!r}, this run's checkpoints say {reference.run_id!r}"
+    if identity.model_shapes is not None and reference.model_shapes is not None:
+        return _shape_difference(identity.model_shapes, reference.model_shapes)
+    return None
 
 
 def _shape_difference(shapes: dict[str, tuple[int, ...]], reference: dict[str, tuple[int, ...]]) -> str | None:

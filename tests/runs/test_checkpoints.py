@@ -125,6 +125,18 @@ def test_newest_valid_accepts_a_complete_file_the_manifest_missed(tmp_path: Path
     assert (chosen.step, chosen.status, skipped) == (150, "unverified", [])
 
 
+@pytest.mark.parametrize("stranger", [{"hidden": 16}, {"run_id": "another-run"}])
+def test_newest_valid_skips_an_unlisted_file_from_elsewhere(tmp_path: Path, stranger: dict) -> None:
+    # An intact checkpoint copied in from another run or model, with no manifest entry: full
+    # verification cannot tell it from a save whose manifest update was cut off; a deep look can.
+    run = make_run(tmp_path, "r", state="interrupted", step=150, checkpoint_steps=(50, 100))
+    write_checkpoint(run / CHECKPOINT_DIR / checkpoint_name(150), 150, **stranger)
+    chosen, skipped = newest_valid(run)
+    assert chosen.step == 100 and chosen.status == "ok"
+    assert [(s.step, s.status) for s in skipped] == [(150, "incompatible")]
+    assert ("shape" if "hidden" in stranger else "saved by run 'another-run'") in skipped[0].reason
+
+
 def test_newest_valid_deep_skips_an_incompatible_checkpoint(tmp_path: Path) -> None:
     run = make_run(tmp_path, "r", state="interrupted", step=100, checkpoint_steps=(50,))
     save_checkpoint(run, 100, format="something-else")

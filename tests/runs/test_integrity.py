@@ -21,7 +21,7 @@ from run_factory import (
 )
 
 from runs import integrity
-from runs.integrity import verify_file
+from runs.integrity import CheckpointIdentity, verify_file
 
 LEVELS = ("quick", "full", "deep")
 
@@ -213,11 +213,17 @@ def test_deep_reports_incompatible_format_and_missing_resume_keys(tmp_path: Path
     assert verify_file(lacking, "full").status == "unverified"  # only deep loads it
 
 
-def test_deep_compares_model_shapes_with_a_reference(checkpoint: Path) -> None:
-    info = verify_file(checkpoint, "deep", reference_shapes={"layer.weight": (64, 4), "layer.bias": (64,)})
-    assert info.status == "unverified"
-    info = verify_file(checkpoint, "deep", reference_shapes={"layer.weight": (32, 4), "layer.bias": (32,)})
+def test_deep_compares_run_id_and_model_shapes_with_a_reference(checkpoint: Path) -> None:
+    def reference(run_id: str | None, hidden: int) -> CheckpointIdentity:
+        return CheckpointIdentity(run_id=run_id, model_shapes={"layer.weight": (hidden, 4), "layer.bias": (hidden,)})
+
+    assert verify_file(checkpoint, "deep", reference=reference("r", 64)).status == "unverified"
+    assert verify_file(checkpoint, "deep", reference=reference(None, 64)).status == "unverified"
+    info = verify_file(checkpoint, "deep", reference=reference("r", 32))
     assert info.status == "incompatible" and "layer.bias" in info.reason
+    info = verify_file(checkpoint, "deep", reference=reference("other-run", 64))
+    assert info.status == "incompatible" and "saved by run 'r'" in info.reason
+    assert integrity.identity_of(checkpoint) == reference("r", 64)
 
 
 def test_results_are_cached_by_file_identity(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
