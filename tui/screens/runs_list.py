@@ -280,7 +280,8 @@ class RunsListScreen(Screen):
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.display = True
-        box.focus()
+        # Focus now, not after the queued keys: "/name" typed fast must land in the box.
+        self.set_focus(box)
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -288,7 +289,7 @@ class RunsListScreen(Screen):
             box.value = ""
             box.display = False
             self.table.set_filter("")
-            self.table.focus()
+            self.set_focus(self.table)
             self._update_status()
 
     def _acknowledge(self, message: str | None) -> None:
@@ -307,7 +308,7 @@ class RunsListScreen(Screen):
     def _filter_submitted(self, event: Input.Submitted) -> None:
         if not event.value.strip():
             event.input.display = False
-        self.table.focus()
+        self.set_focus(self.table)
         self.refresh_bindings()
 
     @on(OptionList.OptionSelected, "#welcome-configs")

@@ -198,7 +198,7 @@ class RunsTable(DataTable, inherit_bindings=False):
             self.selected.discard(run.path)
         else:
             self.selected.add(run.path)
-        self.update_cell(run.key, "name", self._name_cell(run))
+        self.update_cell(run.key, "name", self._name_cell(run), update_width=True)
         return run
 
     def refresh_clock_columns(self) -> None:
@@ -207,8 +207,8 @@ class RunsTable(DataTable, inherit_bindings=False):
         for key in self.rows:
             row = self._rows.get(str(key.value))
             if row is not None:
-                self.update_cell(key, "updated", self._updated_cell(row, now))
-                self.update_cell(key, "eta", format_duration(row.eta_seconds()))
+                self.update_cell(key, "updated", self._updated_cell(row, now), update_width=True)
+                self.update_cell(key, "eta", format_duration(row.eta_seconds()), update_width=True)
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         event.stop()
@@ -245,7 +245,8 @@ class RunsTable(DataTable, inherit_bindings=False):
             return
         now = self._now()
         for column, cell in zip(COLUMN_KEYS, self._cells(row, now), strict=True):
-            self.update_cell(row.key, column, cell)
+            # "9/100" -> "10/100": a cell may outgrow its column.
+            self.update_cell(row.key, column, cell, update_width=True)
 
     def _name_cell(self, row: RunRow) -> Text:
         marker = "● " if row.path in self.selected else "  "

@@ -1,0 +1,128 @@
+"""End to end in a real terminal: `runctl ROOT` in tmux, a run killed with kill -9 shows as
+interrupted; `/`, its name, Enter, `r` resumes it, and the screen shows it finish.
+
+Skipped when tmux is missing. Uses its own tmux server socket, so it never touches the user's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+TESTS_TUI = Path(__file__).resolve().parent.parent / "tui"  # tui_test_task.py lives there
+WAIT_SECONDS = 90.0
+
+
+def _config(path: Path) -> Path:
+    # Sleep-paced steps: the run is still training when it is killed, and resumes in a few seconds.
+    cfg = {"task": "tui_test_task:factory", "seed": 0, "max_steps": 120, "model": {"step_sleep": 0.02},
+           "data": {"batch_size": 32}, "log": {"every": 5}, "eval": {"every": 40, "batches": 1},
+           "checkpoint": {"every": 20, "keep_last": 3, "keep_best": False, "async": False},
+           "schedule": {"name": "constant", "warmup_steps": 0}}
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def _manifest_files(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "checkpoints" / "manifest.json").read_text()).get("files", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _decoy(root: Path, name: str) -> None:
+    """A finished run the filter must hide (written per the run-directory contract)."""
+    run_dir = root / name
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "run.yaml").write_text(yaml.safe_dump({"run_id": name, "name": name, "max_steps": 10}))
+    (run_dir / "status.json").write_text(json.dumps({"state": "finished", "step": 10, "max_steps": 10,
+                                                     "updated_at": time.time()}))
+
+
+class Tmux:
+    def __init__(self, socket: str, env: dict[str, str]) -> None:
+        self.socket = socket
+        self.env = env
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], check=True, capture_output=True,
+                              text=True, timeout=30, env=self.env).stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "ui")
+
+    def wait_for(self, predicate, what: str) -> str:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            text = self.screen()
+            if predicate(text):
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; screen:\n{text}")
+            time.sleep(0.2)
+
+
+def _row(text: str, name: str) -> str:
+    """The table row of run `name` (its first cell), not the status line that may mention it."""
+    return next((line for line in text.splitlines() if line.split()[:1] == [name]), "")
+
+
+def test_killed_run_resumes_to_the_end_from_the_ui(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    # COLUMNS/LINES (pytest may export them) would override the pane's real size.
+    base_env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env = {**base_env, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_TUI), os.environ.get("PYTHONPATH")])),
+           "RUNCTL_KEYS": str(tmp_path / "no-keys.yaml")}
+    trainer = subprocess.Popen([sys.executable, "-m", "tui.cli", "train", str(_config(tmp_path / "e2e.yaml")),
+                                "--root", str(root), "--name", "victim"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = root / "victim"
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not _manifest_files(run_dir):
+        assert trainer.poll() is None, "the training process ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no first checkpoint"
+        time.sleep(0.05)
+    os.kill(trainer.pid, signal.SIGKILL)
+    trainer.wait()
+    _decoy(root, "other")
+    _decoy(root, "baseline")
+
+    tmux = Tmux(f"runctl-e2e-{uuid.uuid4().hex[:8]}", base_env)
+    command = " ".join([
+        "env", "-u", "COLUMNS", "-u", "LINES", f"PYTHONPATH={env['PYTHONPATH']}", f"RUNCTL_KEYS={env['RUNCTL_KEYS']}", "TERM=xterm-256color",
+        sys.executable, "-m", "tui.cli", str(root),
+    ])
+    tmux("new-session", "-d", "-s", "ui", "-x", "120", "-y", "40", command)
+    try:
+        text = tmux.wait_for(lambda t: "interrupted" in _row(t, "victim") and "other" in t,
+                             "the killed run to show as interrupted")
+        tmux("send-keys", "-t", "ui", "/")
+        tmux("send-keys", "-t", "ui", "-l", "victim")
+        tmux("send-keys", "-t", "ui", "Enter")
+        text = tmux.wait_for(lambda t: "other" not in t and "baseline" not in t, "the filter to hide the others")
+        tmux("send-keys", "-t", "ui", "r")
+        text = tmux.wait_for(lambda t: "finished" in _row(t, "victim") and "120/120" in _row(t, "victim"),
+                             "the resumed run to finish")
+        events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+        resumed = [e for e in events if e["event"] == "resumed"]
+        assert resumed and resumed[-1]["from"].startswith("step_")
+        tmux("send-keys", "-t", "ui", "q")  # nothing trains now: quits at once
+        deadline = time.monotonic() + 30
+        while "ui" in subprocess.run(["tmux", "-L", tmux.socket, "ls"], capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline, f"the UI did not quit; screen:\n{text}"
+            time.sleep(0.2)
+    finally:
+        subprocess.run(["tmux", "-L", tmux.socket, "kill-server"], capture_output=True)
