@@ -20,7 +20,7 @@ from run_factory import (
     write_checkpoint,
 )
 
-from runs import integrity
+from runs import integrity, zipscan
 from runs.integrity import CheckpointIdentity, verify_file
 
 LEVELS = ("quick", "full", "deep")
@@ -57,8 +57,8 @@ def test_without_manifest_entry_is_unverified_but_reports_sha256(checkpoint: Pat
 def test_one_pass_walk_handles_headers_split_across_chunks(checkpoint: Path, chunk: int,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # Tiny chunks put every local header across a read boundary; the threaded hasher runs too.
-    monkeypatch.setattr(integrity, "_CHUNK", chunk)
-    monkeypatch.setattr(integrity, "_THREADED_HASH_MIN_BYTES", 0)
+    monkeypatch.setattr(zipscan, "_CHUNK", chunk)
+    monkeypatch.setattr(zipscan, "_THREADED_HASH_MIN_BYTES", 0)
     entry = manifest_entry_for(checkpoint, 10)
     assert verify_file(checkpoint, "full", entry).status == "ok"
     offset, _ = member_data_offset(checkpoint, "data/0")
