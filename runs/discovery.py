@@ -12,7 +12,7 @@ A broken run becomes a summary carrying the problem; it never stops the listing 
 
 from __future__ import annotations
 
-import json
+import errno
 import math
 import os
 import stat
@@ -26,12 +26,14 @@ from runs.checkpoints import expected_checkpoints, list_checkpoints, missing_che
 from runs.errors import RunctlError
 from runs.layout import CHECKPOINT_DIR, METRICS_JSONL, RUN_YAML, STATUS_JSON, is_run_dir
 from runs.manifest import read_manifest
+from runs.metrics_tail import best_from_metrics, last_train_loss
 from runs.model import CheckpointInfo, RunSummary
+from runs.run_yaml import read_run_yaml, run_yaml_for_listing
 from runs.status import effective_state, error_line, read_status
 
-# How much of metrics.jsonl's end to read for the last train loss, first and at most.
-_TAIL_FIRST_BYTES = 16 << 10
-_TAIL_MAX_BYTES = 1 << 20
+# Re-exported: readers of a run find them here with the rest.
+__all__ = ["Detector", "best_from_metrics", "detect", "detectors", "find_runs", "last_train_loss",
+           "read_run_yaml", "register_detector", "resolve_run", "run_checkpoints", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -133,100 +135,10 @@ def resolve_run(ref: str | Path, root: str | Path) -> Path:
     raise RunctlError(f"unknown run '{text}' under {root}")
 
 
-def read_run_yaml(run_dir: Path) -> tuple[dict[str, Any], str | None]:
-    """run.yaml as a dict and a problem line if it is missing or garbage; never raises."""
-    path = Path(run_dir) / RUN_YAML
-    text, problem = _read_text(path)
-    if text is None:
-        return {}, problem
-    return _parse_yaml(text, path)
-
-
-def _read_text(path: Path) -> tuple[str | None, str | None]:
-    try:
-        return path.read_text(encoding="utf-8"), None
-    except FileNotFoundError:
-        return None, None
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"{path}: unreadable ({getattr(exc, 'strerror', None) or exc.__class__.__name__})"
-
-
-def _parse_yaml(text: str, path: Path) -> tuple[dict[str, Any], str | None]:
-    import yaml  # only when a run.yaml is read: keeps `import runs` light
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        return {}, f"{path}: not valid YAML{where}"
-    if data is None:
-        return {}, f"{path}: empty"
-    if not isinstance(data, dict):
-        return {}, f"{path}: not a mapping"
-    return data, None
-
-
 # ------------------------------------------------------------------------------- runctl's layout
 
-# The run.yaml keys a listing shows; parsing only these is most of what keeps `runctl ls` fast.
-_LISTING_KEYS = frozenset({"run_id", "name", "created_at", "parent", "max_steps", "checkpoint", "extensions"})
-_run_yaml_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any], str | None]] = {}
-
-
-def _run_yaml_for_listing(run_dir: Path) -> tuple[dict[str, Any], str | None]:
-    """The listing's keys of run.yaml, cached per process by file identity (the UI re-lists often).
-
-    Only the top-level entries named in _LISTING_KEYS are parsed (a block mapping's top-level keys
-    start at column 0; each entry runs to the next such line). Anything unusual (anchors, tags,
-    documents markers, a non-mapping, a parse error) falls back to parsing the whole file, so
-    the answer is always what read_run_yaml gives for those keys. The result is shared: read only.
-    """
-    path = Path(run_dir) / RUN_YAML
-    try:
-        st = os.stat(path)
-    except OSError:
-        return read_run_yaml(run_dir)
-    key = (st.st_size, st.st_mtime_ns, st.st_ino)
-    cached = _run_yaml_cache.get(str(path))
-    if cached is not None and cached[0] == key:
-        return cached[1], cached[2]
-    text, problem = _read_text(path)
-    if text is None:
-        return {}, problem
-    snippet = _top_level_entries(text, _LISTING_KEYS)
-    cfg, problem = _parse_yaml(snippet, path) if snippet else ({}, "no listing keys")
-    if problem is not None:
-        cfg, problem = _parse_yaml(text, path)
-        cfg = {k: v for k, v in cfg.items() if k in _LISTING_KEYS}
-    _run_yaml_cache[str(path)] = (key, cfg, problem)
-    return cfg, problem
-
-
-def _top_level_entries(text: str, keys: frozenset[str]) -> str | None:
-    """The lines of the top-level entries named `keys`, or None when the text is not a plain block
-    mapping this simple cut can handle (the caller then parses everything)."""
-    if "&" in text or "!" in text or "\t" in text:
-        return None
-    kept: list[str] = []
-    keep = False
-    for line in text.splitlines():
-        if not line or line[0] in " #":
-            if keep:
-                kept.append(line)
-            continue
-        name, colon, _ = line.partition(":")
-        if not colon or line.startswith(("-", "?", "---", "...", "%", "[", "{", "\"", "'")):
-            return None
-        keep = name in keys
-        if keep:
-            kept.append(line)
-    return "\n".join(kept) + "\n" if kept else None
-
-
 def _summarize_runctl(run_dir: Path) -> RunSummary:
-    cfg, cfg_problem = _run_yaml_for_listing(run_dir)
+    cfg, cfg_problem = run_yaml_for_listing(run_dir)
     status = read_status(run_dir)
     state = effective_state(status, run_dir)
     summary = RunSummary(path=run_dir, run_id=_text(cfg.get("run_id")) or run_dir.name,
@@ -297,89 +209,6 @@ register_detector(Detector(name="runctl", detect=is_run_dir, summarize=_summariz
 
 # ------------------------------------------------------------------------------------------ helpers
 
-def last_train_loss(path: Path) -> tuple[float | None, str | None]:
-    """The newest "train/loss" in metrics.jsonl and a problem line; reads only the file's tail.
-
-    Lines newer than that loss are all parsed, and malformed ones (not JSON, not an object, a
-    loss that is not a number) are counted into the problem line. Garbage further back is the
-    metrics reader's business: a listing does not read the whole file. Never raises.
-    """
-    malformed = 0
-    try:
-        with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            window = _TAIL_FIRST_BYTES
-            while True:
-                start = max(0, size - window)
-                file.seek(start)
-                lines = file.read(size - start).split(b"\n")
-                lines.pop()  # after the last newline: empty, or a line still being written
-                if start > 0:
-                    lines = lines[1:]  # cut by the window
-                malformed = 0
-                for line in reversed(lines):
-                    value, ok = _loss_of(line)
-                    malformed += not ok
-                    if value is not None:
-                        return value, _malformed_problem(path, malformed)
-                if start == 0 or window >= _TAIL_MAX_BYTES:
-                    break
-                window *= 8
-    except FileNotFoundError:
-        return None, None
-    except IsADirectoryError:
-        return None, f"{path}: is a directory"
-    except OSError as exc:
-        return None, f"{path}: unreadable ({exc.strerror or exc.__class__.__name__})"
-    return None, _malformed_problem(path, malformed)
-
-
-def _malformed_problem(path: Path, count: int) -> str | None:
-    return f"{path}: {count} malformed line(s) at its end" if count else None
-
-
-def best_from_metrics(path: Path, metric: str, mode: str = "min") -> dict[str, Any] | None:
-    """{"metric", "value", "step"} of the best `metric` in metrics.jsonl (reads the whole file)."""
-    best: dict[str, Any] | None = None
-    key = metric.encode()
-    try:
-        with open(path, "rb") as file:
-            for line in file:
-                if key not in line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except (ValueError, UnicodeDecodeError):
-                    continue
-                value = record.get(metric) if isinstance(record, dict) else None
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                    continue
-                if best is None or (value < best["value"] if mode == "min" else value > best["value"]):
-                    best = {"metric": metric, "value": float(value), "step": record.get("step")}
-    except OSError:
-        return None
-    return best
-
-
-def _loss_of(line: bytes) -> tuple[float | None, bool]:
-    """(the train loss on this line or None, whether the line is a well-formed record)."""
-    line = line.strip()
-    if not line:
-        return None, True
-    try:
-        record = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None, False
-    if not isinstance(record, dict):
-        return None, False
-    if "train/loss" not in record:
-        return None, True
-    value = record["train/loss"]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value), True
-    return None, False
-
-
 def _summarize_entry(path: Path, entry: os.DirEntry[str]) -> RunSummary | None:
     try:
         is_dir = entry.is_dir()
@@ -418,8 +247,6 @@ def _link_problem(path: Path) -> str:
 
 
 def _os_problem(exc: OSError) -> str:
-    import errno
-
     if exc.errno == errno.ELOOP:
         return "symlink loop"
     if exc.errno == errno.ENOENT:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from run_factory import make_run
 
-from runs import discovery, integrity
+from runs import discovery, integrity, run_yaml
 from runs.checkpoints import list_checkpoints
 from runs.discovery import (
     Detector,
@@ -210,7 +210,7 @@ def test_listing_reads_the_same_run_yaml_values_as_a_full_parse(tmp_path: Path) 
         (run / "run.yaml").write_text(text)
         full, problem = discovery.read_run_yaml(run)
         assert problem is None
-        listed, problem = discovery._run_yaml_for_listing(run)
+        listed, problem = run_yaml.run_yaml_for_listing(run)
         assert problem is None
-        assert listed == {k: v for k, v in full.items() if k in discovery._LISTING_KEYS}, label
+        assert listed == {k: v for k, v in full.items() if k in run_yaml._LISTING_KEYS}, label
     assert summarize(tmp_path / "engine").parent == {"run_id": "p0", "checkpoint": "step_00000010.pt"}

@@ -1,0 +1,98 @@
+"""What a listing needs from metrics.jsonl, read cheaply: the last train loss from the file's end,
+and (for `runctl summary`) the best value of one metric. The incremental, plot-ready reader is
+runs.metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+# How much of metrics.jsonl's end to read for the last train loss, first and at most.
+_TAIL_FIRST_BYTES = 16 << 10
+_TAIL_MAX_BYTES = 1 << 20
+
+
+def last_train_loss(path: Path) -> tuple[float | None, str | None]:
+    """The newest "train/loss" in metrics.jsonl and a problem line; reads only the file's tail.
+
+    Lines newer than that loss are all parsed, and malformed ones (not JSON, not an object, a
+    loss that is not a number) are counted into the problem line. Garbage further back is the
+    metrics reader's business: a listing does not read the whole file. Never raises.
+    """
+    malformed = 0
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            window = _TAIL_FIRST_BYTES
+            while True:
+                start = max(0, size - window)
+                file.seek(start)
+                lines = file.read(size - start).split(b"\n")
+                lines.pop()  # after the last newline: empty, or a line still being written
+                if start > 0:
+                    lines = lines[1:]  # cut by the window
+                malformed = 0
+                for line in reversed(lines):
+                    value, ok = _loss_of(line)
+                    malformed += not ok
+                    if value is not None:
+                        return value, _malformed_problem(path, malformed)
+                if start == 0 or window >= _TAIL_MAX_BYTES:
+                    break
+                window *= 8
+    except FileNotFoundError:
+        return None, None
+    except IsADirectoryError:
+        return None, f"{path}: is a directory"
+    except OSError as exc:
+        return None, f"{path}: unreadable ({exc.strerror or exc.__class__.__name__})"
+    return None, _malformed_problem(path, malformed)
+
+
+def _malformed_problem(path: Path, count: int) -> str | None:
+    return f"{path}: {count} malformed line(s) at its end" if count else None
+
+
+def best_from_metrics(path: Path, metric: str, mode: str = "min") -> dict[str, Any] | None:
+    """{"metric", "value", "step"} of the best `metric` in metrics.jsonl (reads the whole file)."""
+    best: dict[str, Any] | None = None
+    key = metric.encode()
+    try:
+        with open(path, "rb") as file:
+            for line in file:
+                if key not in line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                value = record.get(metric) if isinstance(record, dict) else None
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                    continue
+                if best is None or (value < best["value"] if mode == "min" else value > best["value"]):
+                    best = {"metric": metric, "value": float(value), "step": record.get("step")}
+    except OSError:
+        return None
+    return best
+
+
+def _loss_of(line: bytes) -> tuple[float | None, bool]:
+    """(the train loss on this line or None, whether the line is a well-formed record)."""
+    line = line.strip()
+    if not line:
+        return None, True
+    try:
+        record = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None, False
+    if not isinstance(record, dict):
+        return None, False
+    if "train/loss" not in record:
+        return None, True
+    value = record["train/loss"]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value), True
+    return None, False
