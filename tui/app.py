@@ -75,6 +75,10 @@ class RunctlApp(App[int]):
                 self._bridge.start()
             except (OSError, RunctlError) as err:
                 self.notify(f"not watching {self.root} for changes: {err}", severity="warning", markup=False)
+            else:
+                if self._bridge.fallback_reason:
+                    self.notify(f"watching {self.root} by polling: {self._bridge.fallback_reason}",
+                                severity="warning", markup=False)
         self._install_signal_handlers()
 
     def on_unmount(self) -> None:
@@ -173,6 +177,8 @@ class RunctlApp(App[int]):
             return
         screen = self.screen
         if not isinstance(screen, RunsListScreen):
+            # Stopped, so the copy does not bubble back up to the app and get forwarded again.
+            message.stop()
             screen.post_message(message)
 
     # ------------------------------------------------------------ quitting

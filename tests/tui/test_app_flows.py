@@ -321,3 +321,32 @@ def test_sighup_writes_an_interrupt_checkpoint_before_exit(tmp_path: Path, pytho
     assert interrupted and interrupted[-1].get("signal") == "SIGHUP"
     last = step(run_dir)
     assert read_manifest(run_dir / CHECKPOINT_DIR).files[f"step_{last:08d}.pt"].kind == "interrupt"
+
+
+async def test_run_trained_elsewhere_shows_live_and_takes_c_and_x(
+        tmp_path: Path, pythonpath_with_test_task: None) -> None:
+    """A `runctl train` in another process: the watcher shows it running; c and x go through the
+    control folder."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
+    trainer = subprocess.Popen([sys.executable, "-m", "tui.cli", "train", str(config), "--root", str(root),
+                                "--name", "elsewhere"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = root / "elsewhere"
+    try:
+        app = make_app(root, watch=True, now=fixed_now, keymap_path=tmp_path / "no-keys.yaml")
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one(RunsTable)
+            await select_run(pilot, table, run_dir)
+            await wait_for(pilot, lambda: table.row_for(run_dir).state == "running", "the row to say running")
+            assert not app.engine_host.is_training(run_dir)
+            await pilot.press("c")
+            await wait_for(pilot, lambda: any(e["event"] == "checkpoint" for e in events(run_dir)),
+                           "the other process's checkpoint")
+            await pilot.press("x")
+            await wait_for(pilot, lambda: table.row_for(run_dir).state == "stopped", "the row to say stopped")
+        assert trainer.wait(timeout=WAIT_SECONDS) == 0
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.wait()

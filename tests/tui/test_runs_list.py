@@ -247,3 +247,20 @@ async def test_watcher_adds_new_runs_and_updates_changed_rows(tmp_path: Path) ->
             f.write(json.dumps({"step": 30, "time": FIXED_NOW, "train/loss": 0.0123, "step_time": 0.5}) + "\n")
         await wait_for(pilot, lambda: str(t.get_row(str(root / "first"))[3]) == "0.0123", "the new loss")
         assert str(t.get_row(str(root / "first"))[5]) == "2.0"
+
+
+async def test_many_runs_arrive_after_the_first_screenful(tmp_path: Path) -> None:
+    from fixtures import write_many_runs
+
+    from tui.widgets.runs_table import FIRST_PAINT_ROWS
+
+    count = FIRST_PAINT_ROWS + 60
+    root = write_many_runs(tmp_path / "runs", count)
+    app = make_test_app(root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        t = await loaded(pilot, count)
+        await wait_for(pilot, lambda: t.row_count == count, "every row")
+        assert len(set(t.visible_names())) == count
+        await pilot.press("slash", *"run-01", "enter")
+        await wait_for(pilot, lambda: t.row_count == 100, "the filtered rows")
+        assert all(name.startswith("run-01") for name in t.visible_names())

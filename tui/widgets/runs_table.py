@@ -43,6 +43,8 @@ COLUMN_KEYS = tuple(key for key, _ in COLUMNS)
 # States that need attention sort first when sorting by state.
 _STATE_ORDER = {"crashed": 0, "interrupted": 1, "running": 2, "stopped": 3, "finished": 4}
 _MISSING = float("inf")
+# Rows added before the first paint; more than any terminal shows at once.
+FIRST_PAINT_ROWS = 150
 
 
 def _num(value: float | None) -> float:
@@ -103,6 +105,7 @@ class RunsTable(DataTable, inherit_bindings=False):
         self._now = now or time.time
         self._rows: dict[str, RunRow] = {}
         self._filter = ""
+        self._generation = 0
         self.sort_column = "updated"
         self.sort_reverse = False
 
@@ -226,11 +229,32 @@ class RunsTable(DataTable, inherit_bindings=False):
         visible = [row for row in self._rows.values() if self._matches(row)]
         visible.sort(key=lambda row: (_sort_key(self.sort_column, row, now), row.name), reverse=self.sort_reverse)
         self.clear()
-        for row in visible:
+        self._generation += 1
+        # DataTable measures every new cell; with 1,000 runs that delays the first paint. The
+        # rows a screen can show go in now, the rest right after that paint.
+        head, tail = visible[:FIRST_PAINT_ROWS], [row.key for row in visible[FIRST_PAINT_ROWS:]]
+        for row in head:
             self.add_row(*self._cells(row, now), key=row.key)
         self._label_sorted_column()
-        if current is not None and current.key in self._rows and self._matches(self._rows[current.key]):
-            self.move_cursor(row=self.get_row_index(current.key), animate=False)
+        cursor_key = current.key if current is not None and self._matches(self._rows.get(current.key, current)) \
+            else None
+        if tail:
+            self.call_after_refresh(self._add_tail, self._generation, tail, cursor_key)
+        self._restore_cursor(cursor_key)
+
+    def _add_tail(self, generation: int, keys: list[str], cursor_key: str | None) -> None:
+        if generation != self._generation:  # a newer rebuild replaced these rows
+            return
+        now = self._now()
+        for key in keys:
+            row = self._rows.get(key)
+            if row is not None and self._matches(row):
+                self.add_row(*self._cells(row, now), key=key)
+        self._restore_cursor(cursor_key)
+
+    def _restore_cursor(self, key: str | None) -> None:
+        if key is not None and key in self.rows:
+            self.move_cursor(row=self.get_row_index(key), animate=False)
 
     def _label_sorted_column(self) -> None:
         arrow = " ▼" if self.sort_reverse else " ▲"
