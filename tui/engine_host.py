@@ -101,24 +101,28 @@ class EngineHost:
         return f"{run_dir.name}: resuming" + (f" from {Path(from_ckpt).name}" if from_ckpt else "") + "…"
 
     def extend(self, run_dir: Path, max_steps: int) -> str | None:
-        """Raise max_steps: a training run takes it at its next step; a stopped one is extended
-        (run.yaml, the LR schedule decays to the new end) and resumed here."""
+        """Raise max_steps: a training run (here or elsewhere) takes it at its next step; a stopped
+        one is extended (run.yaml: the LR schedule decays to the new end) and resumed here.
+
+        Extending a stopped run first finds the step resume will start from, which verifies
+        checkpoints (seconds for big ones), so that part runs on the engine's worker thread.
+        """
+        from engine import api
+
         run_dir = Path(run_dir)
-
-        def do_extend() -> Any:
-            from engine import api
-
-            return api.extend_run(run_dir, to=int(max_steps))
-
-        result = self._call(do_extend, raise_errors=False)
-        if result is None:
-            return None
-        if result.live:
+        if self.is_training(run_dir) or is_locked(run_dir):
+            result = self._call(lambda: api.extend_run(run_dir, to=int(max_steps)), raise_errors=False)
+            if result is None:
+                return None
             return f"{run_dir.name}: extending {result.from_max} -> {result.to_max} steps while it trains"
-        if not self._check_free(run_dir):
-            return None
-        self._launch(run_dir, resume_from=AUTO)
-        return f"{run_dir.name}: extended {result.from_max} -> {result.to_max} steps, resuming"
+
+        def prepare() -> None:
+            result = api.extend_run(run_dir, to=int(max_steps))
+            self.app.notify(f"{run_dir.name}: extended {result.from_max} -> {result.to_max} steps, resuming",
+                            markup=False)
+
+        self._launch(run_dir, resume_from=AUTO, prepare=prepare)
+        return f"{run_dir.name}: extending to {max_steps} steps…"
 
     def branch(
         self,
@@ -238,21 +242,24 @@ class EngineHost:
     def _notify_error(self, message: str) -> None:
         self.app.notify(message, severity="error", markup=False, timeout=8)
 
-    def _launch(self, run_dir: Path, resume_from: Path | str | None) -> None:
+    def _launch(self, run_dir: Path, resume_from: Path | str | None,
+                prepare: Callable[[], None] | None = None) -> None:
+        """Train run_dir on a worker thread; `prepare` runs first on that thread (blocking file work)."""
         from engine.control import Control
 
         training = Training(Path(run_dir), Control())
         with self._lock:
             self._trainings[training.run_dir] = training
         self.app.run_worker(
-            lambda: self._train(training, resume_from),
+            lambda: self._train(training, resume_from, prepare),
             name=f"engine:{training.run_dir.name}",
             group="engine",
             thread=True,
             exit_on_error=False,
         )
 
-    def _train(self, training: Training, resume_from: Path | str | None) -> None:
+    def _train(self, training: Training, resume_from: Path | str | None,
+               prepare: Callable[[], None] | None = None) -> None:
         """The worker thread: the whole training loop. Posts messages only, never touches widgets."""
         run_dir = training.run_dir
         app = self.app
@@ -273,6 +280,8 @@ class EngineHost:
         try:
             from engine import api
 
+            if prepare is not None:
+                prepare()
             result = api.train(run_dir, training.control, resume_from=resume_from,
                                on_event=on_event, on_metrics=on_metrics)
             if result.state == "crashed":

@@ -167,7 +167,8 @@ class RunsListScreen(Screen):
         if table is not None:
             shown = table.row_count
             total = table.total_runs
-            parts.append(f"  ·  {total} runs" if shown == total else f"  ·  {shown} of {total} runs")
+            noun = "run" if total == 1 else "runs"
+            parts.append(f"  ·  {total} {noun}" if shown == total else f"  ·  {shown} of {total} {noun}")
             training = len(app.engine_host.training_runs())
             if training:
                 parts.append((f"  ·  {training} training here", "green"))
