@@ -305,6 +305,7 @@ def test_kill9_campaign_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_kill9_campaign_long(tmp_path: Path) -> None:
     """Long tier (--long): 10 runs x 20 kills = 200 kills."""
     results = campaign_test(tmp_path, seeds=list(range(100, 110)), kills_per_run=20, max_steps=150,

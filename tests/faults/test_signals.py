@@ -179,6 +179,10 @@ def test_second_signal_exits_at_once_and_checkpoints_stay_valid(tmp_path: Path, 
     try:
         wait_for(lambda: manifest(run_dir)["files"], timeout=120, what="the first checkpoint", alive=engine)
         engine.signal(signum)
+        # Two signals sent back to back can merge into one in the kernel: wait until the first
+        # was handled (the engine says so), then send the second inside a checkpoint write.
+        wait_for(lambda: f"{signame}:" in engine.stderr(), timeout=60, what="the first signal handled",
+                 alive=engine)
         wait_for(lambda: temp_files(run_dir), timeout=60, what="a checkpoint write after the signal",
                  alive=engine)
         engine.signal(signum)
