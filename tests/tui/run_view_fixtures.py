@@ -132,15 +132,21 @@ def append_metric(run_dir: Path, step: int, loss: float) -> None:
 # ------------------------------------------------------------------------ driving the app in tests
 
 def engine_run(root: Path, name: str, max_steps: int = 30, *, stopped_at_first_step: bool = False,
-               finished: bool = False, checkpoint_every: int = 10) -> Path:
-    """A real run made by the engine on CPU: created only, stopped after step 1, or finished."""
+               finished: bool = False, checkpoint_every: int = 10, heavy_steps: bool = False) -> Path:
+    """A real run made by the engine on CPU: created only, stopped after step 1, or finished.
+
+    heavy_steps: bigger matrices, so a step spends its time in torch kernels (which release the
+    GIL) rather than in Python, and a long in-process run leaves the UI thread room to work.
+    """
     from engine import api
     from engine.control import Control
 
+    size = ["model.hidden=512", "model.depth=2", "data.batch_size=256", "log.every=50"] if heavy_steps \
+        else ["model.hidden=16", "model.depth=1", "data.batch_size=32", "log.every=5"]
     run_dir = Path(api.new_run("digits_mlp", root=root, name=name, overrides=[
-        f"max_steps={max_steps}", "model.hidden=16", "model.depth=1", "data.batch_size=32", "log.every=5",
-        "eval.every=10", "eval.batches=2", f"checkpoint.every={checkpoint_every}", "checkpoint.async=false",
-        "schedule.warmup_steps=2", "device=cpu"]))
+        f"max_steps={max_steps}", *size, "eval.every=10", "eval.batches=2",
+        f"checkpoint.every={checkpoint_every}", "checkpoint.async=false", "schedule.warmup_steps=2",
+        "device=cpu"]))
     if stopped_at_first_step:
         control = Control()
         control.request_stop()  # honoured at the first step boundary: a checkpoint at step 1

@@ -35,9 +35,6 @@ def make_test_app(root: Path, tmp_path: Path) -> RunctlApp:
 
 async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
     deadline = time.monotonic() + timeout
-    import os
-    if os.environ.get("RV_DEBUG"):
-        print(f"{time.monotonic():.2f} waiting for {what}")
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
@@ -83,27 +80,60 @@ def statuses(screen: RunViewScreen) -> dict[str, str]:
 
 
 def events_of(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / EVENTS_JSONL).read_text().splitlines() if line.strip()]
+    path = run_dir / EVENTS_JSONL
+    if not path.exists():  # an engine still setting up has written nothing yet
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+
+# Each test is one session of the app doing several things in a row, as a user would: starting
+# the app costs more than most single checks, and the suite's time budget is shared.
 
 # ------------------------------------------------------------------------------ what it shows
 
-async def test_shows_plot_badges_events_and_config(tmp_path: Path) -> None:
-    run = write_run(tmp_path, "alpha", corrupt=(300,), missing=(200,))
+async def test_shows_plot_badges_events_config_overlays_and_plot_keys(tmp_path: Path) -> None:
+    write_run(tmp_path, "base")
+    other = write_run(tmp_path, "other", state="finished", step=400, checkpoints=(200, 400))
+    run = write_run(tmp_path, "alpha", corrupt=(300,), missing=(200,),
+                    parent={"run_id": "base", "checkpoint": checkpoint_name(100)})
     app = make_test_app(tmp_path, tmp_path)
+    app.selected_runs.add(other)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_run(pilot, run)
         assert statuses(screen) == {"step_00000100.pt": "ok", "step_00000200.pt": "missing",
                                     "step_00000300.pt": "corrupt"}
         assert "truncated" in (screen.query_one(CheckpointTable).infos["step_00000300.pt"].reason or "")
         assert screen.state == "interrupted"
+        # started, branched, 2 checkpoints on disk, interrupted
+        assert screen.query_one(EventsLog).event_count == 5
+        assert "max_steps: 400" in screen.query_one("#config").text
+
         plot = screen.query_one(LossPlot)
-        await wait_for(pilot, lambda: plot.data.train is not None, "metrics")
+        await wait_for(pilot, lambda: len(plot.data.overlays) == 2, "the metrics and two overlays")
         assert plot.data.last_step == 300
         assert len(plot.data.train) == 30 and len(plot.data.val) == 3 and len(plot.data.lr) == 30
-        # started + 2 checkpoints on disk + interrupted
-        assert screen.query_one(EventsLog).event_count == 4
-        assert "max_steps: 400" in screen.query_one("#config").text
+        assert [overlay.label for overlay in plot.data.overlays] == ["parent base", "other"]
+        assert int(plot.data.overlays[1].train.steps[-1]) == 400
+
+        await pilot.press("m")
+        assert plot.smoothing == 0.6
+        await pilot.press("m", "m", "m")
+        assert plot.smoothing == 0.0
+        await pilot.press("l")
+        assert plot.log_y
+        await pilot.press("w")
+        assert plot.window_steps == plot.window_size
+        await pilot.press("w")
+        assert plot.window_steps is None
+        lr_chart = plot.query_one("#lr-chart")
+        assert not lr_chart.display
+        await pilot.press("L")
+        await pilot.pause()
+        assert plot.show_lr and lr_chart.display and lr_chart.size.height > 0
+
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, RunViewScreen)
 
 
 async def test_appended_metric_line_reaches_the_plot(tmp_path: Path) -> None:
@@ -121,63 +151,17 @@ async def test_appended_metric_line_reaches_the_plot(tmp_path: Path) -> None:
         assert float(plot.data.train.values[-1]) == 0.2
 
 
-async def test_plot_keys_change_smoothing_log_window_and_lr(tmp_path: Path) -> None:
-    run = write_run(tmp_path, "alpha")
-    app = make_test_app(tmp_path, tmp_path)
-    async with app.run_test(size=SIZE) as pilot:
-        screen = await open_run(pilot, run)
-        plot = screen.query_one(LossPlot)
-        await pilot.press("m")
-        assert plot.smoothing == 0.6
-        await pilot.press("m", "m", "m")
-        assert plot.smoothing == 0.0
-        await pilot.press("l")
-        assert plot.log_y
-        await pilot.press("w")
-        assert plot.window_steps == plot.window_size
-        await pilot.press("w")
-        assert plot.window_steps is None
-        lr_chart = plot.query_one("#lr-chart")
-        assert not lr_chart.display
-        await pilot.press("L")
-        await pilot.pause()
-        assert plot.show_lr and lr_chart.display and lr_chart.size.height > 0
+# ------------------------------------------------------------------------------ v, d and dimmed keys
 
-
-async def test_overlays_the_branch_parent_and_selected_runs(tmp_path: Path) -> None:
-    write_run(tmp_path, "base")
-    other = write_run(tmp_path, "other", state="finished", step=400, checkpoints=(200, 400))
-    child = write_run(tmp_path, "child", step=200, checkpoints=(200,),
-                      parent={"run_id": "base", "checkpoint": checkpoint_name(100)})
-    app = make_test_app(tmp_path, tmp_path)
-    app.selected_runs.add(other)
-    async with app.run_test(size=SIZE) as pilot:
-        screen = await open_run(pilot, child)
-        plot = screen.query_one(LossPlot)
-        await wait_for(pilot, lambda: len(plot.data.overlays) == 2, "two overlays")
-        labels = [overlay.label for overlay in plot.data.overlays]
-        assert labels == ["parent base", "other"]
-        assert plot.data.overlays[1].train is not None and int(plot.data.overlays[1].train.steps[-1]) == 400
-
-
-async def test_escape_goes_back(tmp_path: Path) -> None:
-    run = write_run(tmp_path, "alpha")
-    app = make_test_app(tmp_path, tmp_path)
-    async with app.run_test(size=SIZE) as pilot:
-        await open_run(pilot, run)
-        await pilot.press("escape")
-        await pilot.pause()
-        assert not isinstance(app.screen, RunViewScreen)
-
-
-# ------------------------------------------------------------------------------ key availability
-
-async def test_keys_are_dimmed_when_they_do_not_apply(tmp_path: Path) -> None:
-    run = write_run(tmp_path, "alpha", missing=(200,))
+async def test_dimmed_keys_deep_verify_and_delete(tmp_path: Path) -> None:
+    # 100 ok, 200 missing, 300 ok (the newest valid), 400 corrupt
+    run = write_run(tmp_path, "alpha", step=400, max_steps=500, checkpoints=(100, 200, 300, 400),
+                    missing=(200,), corrupt=(400,))
     app = make_test_app(tmp_path, tmp_path)
     notes = Notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_run(pilot, run)
+        table = screen.query_one(CheckpointTable)
         # An interrupted run: nothing to stop or checkpoint, but it can be resumed and extended.
         assert screen.check_action("stop", ()) is None
         assert screen.check_action("checkpoint_now", ()) is None
@@ -186,53 +170,29 @@ async def test_keys_are_dimmed_when_they_do_not_apply(tmp_path: Path) -> None:
         await pilot.press("x", "c")
         await pilot.pause()
         assert notes.messages == []
+
         await select(pilot, screen, "step_00000200.pt")  # the missing one
         for action in ("resume_from", "branch", "verify", "delete"):
             assert screen.check_action(action, ()) is None, action
         await pilot.press("d", "v")
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmDeleteScreen) and notes.messages == []
+
         await select(pilot, screen, "step_00000300.pt")
         for action in ("resume_from", "branch", "verify", "delete"):
             assert screen.check_action(action, ()) is True, action
-
-
-# ------------------------------------------------------------------------------ v and d
-
-async def test_deep_verify_updates_the_badge(tmp_path: Path) -> None:
-    run = write_run(tmp_path, "alpha")
-    app = make_test_app(tmp_path, tmp_path)
-    notes = Notifications(app)
-    async with app.run_test(size=SIZE) as pilot:
-        screen = await open_run(pilot, run)
-        await select(pilot, screen, "step_00000200.pt")
-        await pilot.press("v")
-        table = screen.query_one(CheckpointTable)
-        await wait_for(pilot, lambda: table.infos["step_00000200.pt"].level == "deep", "deep verification")
-        assert table.infos["step_00000200.pt"].status == "ok"
-        assert notes.matching("step_00000200.pt: ok (deep)")
-
-
-async def test_delete_refuses_the_newest_valid_checkpoint(tmp_path: Path) -> None:
-    run = write_run(tmp_path, "alpha", corrupt=(300,))
-    app = make_test_app(tmp_path, tmp_path)
-    notes = Notifications(app)
-    async with app.run_test(size=SIZE) as pilot:
-        screen = await open_run(pilot, run)
-        await select(pilot, screen, "step_00000200.pt")  # 300 is corrupt: 200 is what resume uses
-        await pilot.press("d")
+        await pilot.press("d")  # 400 is corrupt: 300 is what resume uses
         await wait_for(pilot, lambda: bool(notes.matching("refusing")), "the refusal")
         assert "newest valid" in notes.matching("refusing")[0][0]
         assert not isinstance(app.screen, ConfirmDeleteScreen)
-        assert (run / CHECKPOINT_DIR / "step_00000200.pt").is_file()
+        assert (run / CHECKPOINT_DIR / "step_00000300.pt").is_file()
 
-
-async def test_delete_asks_then_removes_file_and_manifest_entry(tmp_path: Path) -> None:
-    run = write_run(tmp_path, "alpha", keep_last=2)
-    app = make_test_app(tmp_path, tmp_path)
-    async with app.run_test(size=SIZE) as pilot:
-        screen = await open_run(pilot, run)
         await select(pilot, screen, "step_00000100.pt")
+        await pilot.press("v")
+        await wait_for(pilot, lambda: table.infos["step_00000100.pt"].level == "deep", "deep verification")
+        assert table.infos["step_00000100.pt"].status == "ok"
+        assert notes.matching("step_00000100.pt: ok (deep)")
+
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDeleteScreen), "the confirmation")
         await pilot.press("n")  # keep it
@@ -241,68 +201,60 @@ async def test_delete_asks_then_removes_file_and_manifest_entry(tmp_path: Path) 
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDeleteScreen), "the confirmation")
         await pilot.press("y")
-        table = screen.query_one(CheckpointTable)
-        await wait_for(pilot, lambda: "step_00000100.pt" not in table.infos, "the row to go")
+        # keep_last allows it, so the deleted checkpoint is now an expected one that is missing.
+        await wait_for(pilot, lambda: table.infos["step_00000100.pt"].status == "missing", "the row to update")
         assert not (run / CHECKPOINT_DIR / "step_00000100.pt").exists()
         assert "step_00000100.pt" not in read_manifest(run / CHECKPOINT_DIR).files
-        assert set(table.infos) == {"step_00000200.pt", "step_00000300.pt"}
+        assert (run / CHECKPOINT_DIR / "step_00000300.pt").is_file()
 
 
 # ------------------------------------------------------------------------------ the real engine
 
-async def test_r_resumes_from_the_newest_valid_checkpoint(tmp_path: Path) -> None:
+async def test_r_then_R_then_e_then_b_with_the_real_engine(tmp_path: Path) -> None:
     run = engine_run(tmp_path, "tiny", max_steps=30, stopped_at_first_step=True)
     app = make_test_app(tmp_path, tmp_path)
     notes = Notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_run(pilot, run)
         assert screen.state == "stopped"
+        plot = screen.query_one(LossPlot)
+
+        # r: one key, the newest valid checkpoint, to the end.
         await pilot.press("r")
         await wait_for(pilot, lambda: screen.summary.state == "finished" and screen.summary.step == 30,
                        "the run to finish")
         await engines_done(pilot)
-        assert notes.matching("step_00000001.pt"), notes.text()
-        resumed = [e for e in events_of(run) if e["event"] == "resumed"]
-        assert resumed and resumed[0]["from"] == "step_00000001.pt"
-        plot = screen.query_one(LossPlot)
+        assert notes.matching("resuming from step_00000001.pt"), notes.text()
+        assert [e["from"] for e in events_of(run) if e["event"] == "resumed"] == ["step_00000001.pt"]
         await wait_for(pilot, lambda: plot.data.last_step == 30, "the plot to reach step 30")
+        assert screen.check_action("resume", ()) is None  # finished: nothing to resume
 
-
-async def test_R_resumes_from_the_selected_checkpoint(tmp_path: Path) -> None:
-    run = engine_run(tmp_path, "tiny", max_steps=30, finished=True)
-    app = make_test_app(tmp_path, tmp_path)
-    async with app.run_test(size=SIZE) as pilot:
-        screen = await open_run(pilot, run)
+        # R: from the checkpoint selected in the table.
+        await wait_for(pilot, lambda: "step_00000010.pt" in screen.query_one(CheckpointTable).infos
+                       and settled(screen), "the new checkpoints")
         await select(pilot, screen, "step_00000010.pt")
         await pilot.press("R")
-        await wait_for(pilot, lambda: any(e["event"] == "resumed" for e in events_of(run)), "a resume")
+        await wait_for(pilot, lambda: len([e for e in events_of(run) if e["event"] == "resumed"]) == 2,
+                       "the second resume")
         await engines_done(pilot)
-        resumed = [e for e in events_of(run) if e["event"] == "resumed"]
-        assert resumed[-1]["from"] == "step_00000010.pt" and resumed[-1]["step"] == 10
+        resumed = [e for e in events_of(run) if e["event"] == "resumed"][-1]
+        assert resumed["from"] == "step_00000010.pt" and resumed["step"] == 10
         await wait_for(pilot, lambda: screen.summary.state == "finished", "the run to finish again")
 
-
-async def test_e_extends_a_finished_run_and_trains_to_the_new_end(tmp_path: Path) -> None:
-    run = engine_run(tmp_path, "tiny", max_steps=20, finished=True)
-    app = make_test_app(tmp_path, tmp_path)
-    async with app.run_test(size=SIZE) as pilot:
-        screen = await open_run(pilot, run)
+        # e: extend the finished run by 10 steps; it trains to the new end.
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, ExtendDialog), "the extend dialog")
         await pilot.press("+", "1", "0", "enter")
-        await wait_for(pilot, lambda: screen.summary is not None and screen.summary.state == "finished"
-                       and screen.summary.step == 30, "the run to reach step 30")
+        await wait_for(pilot, lambda: screen.summary.state == "finished" and screen.summary.step == 40,
+                       "the run to reach step 40")
         await engines_done(pilot)
-        assert "max_steps: 30" in (run / RUN_YAML).read_text()
-        assert any(e["event"] == "extended" and e["to_max"] == 30 for e in events_of(run))
+        assert "max_steps: 40" in (run / RUN_YAML).read_text()
+        assert any(e["event"] == "extended" and e["to_max"] == 40 for e in events_of(run))
 
-
-async def test_b_branches_from_the_selected_checkpoint(tmp_path: Path) -> None:
-    run = engine_run(tmp_path, "tiny", max_steps=20, finished=True)
-    app = make_test_app(tmp_path, tmp_path)
-    async with app.run_test(size=SIZE) as pilot:
-        screen = await open_run(pilot, run)
-        await select(pilot, screen, "step_00000010.pt")
+        # b: branch from the selected checkpoint with an override; the view switches to the branch.
+        await wait_for(pilot, lambda: "step_00000040.pt" in screen.query_one(CheckpointTable).infos
+                       and settled(screen), "the final checkpoint")
+        await select(pilot, screen, "step_00000030.pt")
         await pilot.press("b")
         await wait_for(pilot, lambda: isinstance(app.screen, BranchDialog), "the branch dialog")
         dialog = app.screen
@@ -316,13 +268,22 @@ async def test_b_branches_from_the_selected_checkpoint(tmp_path: Path) -> None:
         await wait_for(pilot, lambda: app.screen.summary is not None and app.screen.summary.state == "finished",
                        "the branch to finish")
         text = (kid / RUN_YAML).read_text()
-        assert "run_id: tiny" in text and "step_00000010.pt" in text and "lr: 0.0005" in text
+        assert "run_id: tiny" in text and "step_00000030.pt" in text and "lr: 0.0005" in text
 
 
 async def test_c_checkpoints_now_and_x_stops(tmp_path: Path) -> None:
-    run = engine_run(tmp_path, "long", max_steps=200_000, checkpoint_every=100_000)
+    run = engine_run(tmp_path, "long", max_steps=200_000, checkpoint_every=100_000, heavy_steps=True)
     app = make_test_app(tmp_path, tmp_path)
     notes = Notifications(app)
+    try:
+        await _checkpoint_and_stop(app, run, notes)
+    finally:
+        # A failed check must not leave a 200,000-step engine thread keeping pytest alive.
+        app.engine_host.stop_all()
+        app.engine_host.wait_all(60)
+
+
+async def _checkpoint_and_stop(app: RunctlApp, run: Path, notes: Notifications) -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_run(pilot, run)
         await pilot.press("r")
