@@ -75,6 +75,7 @@ class ExtendDialog(ModalScreen[int | None]):
         self.current_step = current_step
         self.max_steps = int(cfg["max_steps"])
         self.target: int | None = None
+        self.previewed: int | None = None  # the target the LR preview currently shows
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog -extend"):
@@ -148,5 +149,8 @@ class ExtendDialog(ModalScreen[int | None]):
                 plt.plot(old_x, old_y, label="current", color="cyan", marker="braille")
                 plt.vertical_line(self.current_step, color="gray")
         except (KeyError, TypeError, ValueError) as err:
+            self.previewed = None
             plt.title(f"no LR preview: {err}")
+        else:
+            self.previewed = target
         chart.refresh()
