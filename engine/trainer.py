@@ -147,6 +147,8 @@ class Trainer:
         self.raw_model.train()
         self.model = runtime.prepare(dist.wrap(self.raw_model, runtime.device))
         self.optimizer = build_optimizer(self.raw_model, cfg["optim"])
+        # Listed once: model.parameters() walks every submodule, ~0.1 ms a step on a small model.
+        self._parameters = list(self.raw_model.parameters())
         self.schedule = Schedule.from_config(cfg)
         self.sampler = EpochSampler(task.train_size, cfg["data"]["batch_size"], cfg["seed"])
         self.ema = WeightEMA(self.raw_model, cfg["ema"]["decay"]) if cfg["ema"]["enabled"] else None
@@ -270,6 +272,15 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         accum = self.cfg["optim"]["grad_accum"]
+        if accum == 1:
+            # The common case without the accumulation arithmetic: each tensor op costs ~10 us,
+            # a visible share of a small model's step (bench/bench_engine.py).
+            batch = self.task.get_batch("train", self.dist.shard(self.sampler.next_indices()))
+            units = self.task.units(batch) * self.dist.world_size
+            with self.runtime.autocast():
+                loss = self.task.loss(self.model, self.runtime.to_device(batch), self.settings)
+            self.runtime.scaler.scale(loss).backward()
+            return loss.detach().float(), units
         loss_sum = torch.zeros((), device=self.runtime.device)
         units = 0
         for micro in range(accum):
@@ -290,11 +301,10 @@ class Trainer:
         scaler = self.runtime.scaler
         scaler.unscale_(self.optimizer)
         clip = self.settings["optim"]["grad_clip"]
-        parameters = [p for p in self.raw_model.parameters() if p.grad is not None]
-        if clip:
-            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, clip)
+        if clip:  # clip_grad_norm_ skips parameters without a gradient itself
+            grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters, clip)
         else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._parameters if p.grad is not None])
         scaler.step(self.optimizer)
         scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -325,7 +335,7 @@ class Trainer:
         """With nan.action=stop: is this step's loss nan/inf on any rank? (one sync per step)"""
         if self.cfg["nan"]["action"] != "stop":
             return False
-        local = not bool(torch.isfinite(loss))
+        local = not math.isfinite(loss.item())  # one op and the same sync as bool(torch.isfinite(loss))
         if not self.dist.enabled:
             return local
         return bool(self.dist.agree_max([float(local)], self.runtime.device)[0])

@@ -1,0 +1,306 @@
+"""Checkpoint cost on the training thread, and resume time with a large checkpoint.
+
+    python bench/bench_checkpoint.py [--quick]
+
+Figures (one row each: name, runctl, baseline, ratio, target, met):
+- stall: how long `CheckpointManager.save(state, step, "periodic")` (async, the default) blocks
+  the training thread, for a training-shaped state (model weights + AdamW moments, 16 MiB
+  tensors) of 256 MiB and 1 GiB (--quick: 64 MiB and 256 MiB). Baselines, measured alternately
+  in the same run: a synchronous `torch.save` + fsync of the same state (target ratio <= 0.10),
+  and a plain clone of every tensor of the state, the floor any async snapshot must pay on a CPU
+  (target ratio <= 2.0). The background write is waited for (untimed) before the next repetition.
+- resume: `runctl resume RUN` (a fresh process: interpreter, imports, full verification of the
+  checkpoint - CRC of every zip record + sha256 against the manifest - torch.load, load_state_dict,
+  one training step) until the first step's metrics line is in metrics.jsonl, with a ~1 GiB
+  checkpoint (--quick: ~256 MiB). Baseline: a hand-written resume in a fresh process - import
+  torch, build the same model and optimizer, `torch.load(weights_only=True)` +
+  `load_state_dict` of the same file, one training step. Target ratio <= 1.3. For information:
+  the bare torch.load + load_state_dict alone, in process.
+Page cache warm for every side (the file is read once before timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from engine.checkpoint import CHECKPOINT_FORMAT, CheckpointManager  # noqa: E402
+from runs.layout import METRICS_JSONL  # noqa: E402
+
+MIB = 1 << 20
+STALL_VS_SYNC_TARGET = 0.10
+STALL_VS_CLONE_TARGET = 2.0
+RESUME_TARGET = 1.3
+TENSOR_BYTES = 16 * MIB
+
+
+def training_state(total_bytes: int) -> dict[str, Any]:
+    """A state shaped like the trainer's: weights (1/3), AdamW exp_avg + exp_avg_sq (2/3), small extras."""
+    per_part = total_bytes // 3
+    count = max(1, per_part // TENSOR_BYTES)
+    numel = per_part // count // 4
+    weights = {f"layer{i}.weight": torch.randn(numel) for i in range(count)}
+    optimizer_state = {i: {"step": torch.tensor(100.0), "exp_avg": torch.randn(numel),
+                           "exp_avg_sq": torch.rand(numel)} for i in range(count)}
+    return {
+        "format": CHECKPOINT_FORMAT, "run_id": "bench", "step": 100, "config": {"seed": 0},
+        "model": weights,
+        "optimizer": {"state": optimizer_state,
+                      "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.95), "params": list(range(count))}]},
+        "rng": {"torch": torch.get_rng_state()},
+        "data": {"epoch": 0, "position": 0},
+    }
+
+
+def state_bytes(state: Any) -> int:
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(state_bytes(v) for v in state)
+    return 0
+
+
+def clone_state(state: Any) -> Any:
+    if isinstance(state, torch.Tensor):
+        return state.clone()
+    if isinstance(state, dict):
+        return {k: clone_state(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [clone_state(v) for v in state]
+    return state
+
+
+def sync_save(state: dict[str, Any], path: Path) -> None:
+    with open(path, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def bench_stall(tmp: Path, total_bytes: int, repeats: int) -> list[dict]:
+    state = training_state(total_bytes)
+    mib = state_bytes(state) / MIB
+    run_dir = tmp / f"stall-{int(mib)}"
+    run_dir.mkdir()
+    manager = CheckpointManager(run_dir, "bench", {"every": 1, "keep_last": 1, "keep_best": False, "async": True})
+    stalls, syncs, clones, writes = [], [], [], []
+    try:
+        step = 0
+        for index in range(repeats):
+            # Rotate the order so none of the three always runs on a freshly flushed disk.
+            order = ("async", "sync", "clone") if index % 2 == 0 else ("clone", "sync", "async")
+            for kind in order:
+                gc.collect()
+                if kind == "async":
+                    step += 1
+                    started = time.perf_counter()
+                    manager.save(state, step, "periodic")
+                    stalls.append(time.perf_counter() - started)
+                    manager.wait()
+                    writes.append(time.perf_counter() - started)
+                elif kind == "sync":
+                    path = tmp / "sync.pt"
+                    started = time.perf_counter()
+                    sync_save(state, path)
+                    syncs.append(time.perf_counter() - started)
+                    path.unlink()
+                else:
+                    started = time.perf_counter()
+                    copy = clone_state(state)
+                    clones.append(time.perf_counter() - started)
+                    del copy
+    finally:
+        manager.close()
+    stall, sync, clone = (statistics.median(v) * 1e3 for v in (stalls, syncs, clones))
+    label = f"async checkpoint stall, {mib:.0f} MiB state ({repeats} reps, median)"
+    return [
+        {"name": f"{label} vs torch.save + fsync", "runctl": stall, "baseline": sync, "ratio": stall / sync,
+         "target": f"<= {STALL_VS_SYNC_TARGET}", "met": stall / sync <= STALL_VS_SYNC_TARGET, "unit": "ms"},
+        {"name": f"{label} vs clone of the state", "runctl": stall, "baseline": clone, "ratio": stall / clone,
+         "target": f"<= {STALL_VS_CLONE_TARGET}", "met": stall / clone <= STALL_VS_CLONE_TARGET, "unit": "ms"},
+        {"name": f"async checkpoint, {mib:.0f} MiB: background write until durable (info)",
+         "runctl": statistics.median(writes) * 1e3, "baseline": sync, "ratio": statistics.median(writes) * 1e3 / sync,
+         "target": "info", "met": True, "unit": "ms"},
+    ]
+
+
+# -------------------------------------------------------------------- resume
+
+def _mlp_hidden_for(total_bytes: int, depth: int) -> int:
+    """digits_mlp hidden width whose checkpoint (weights + 2 AdamW moments, 12 bytes/param) is ~total_bytes."""
+    params = total_bytes / 12
+    return int((params / (depth - 1)) ** 0.5)
+
+
+def make_resume_run(root: Path, total_bytes: int) -> tuple[Path, Path, list[str]]:
+    """A digits_mlp run trained 1 step (its final checkpoint is ~total_bytes), extended by 1 step."""
+    from engine.api import extend_run, new_run, train
+
+    depth = 4
+    overrides = [f"model.hidden={_mlp_hidden_for(total_bytes, depth)}", f"model.depth={depth}",
+                 "data.batch_size=16", "max_steps=1", "log.every=1", "eval.every=1000", "eval.batches=1",
+                 "schedule.warmup_steps=1", "checkpoint.every=1000"]
+    run_dir = new_run("digits_mlp", root=root, name="resume-big", overrides=overrides)
+    result = train(run_dir, resume_from=None)
+    if result.state != "finished":
+        raise RuntimeError(f"{run_dir}: setup run ended {result.state}: {result.error}")
+    extend_run(run_dir, steps=1)
+    checkpoint = run_dir / "checkpoints" / "step_00000001.pt"
+    return run_dir, checkpoint, overrides
+
+
+BARE_RESUME = textwrap.dedent("""
+    import sys, time
+    import torch
+    sys.path.insert(0, {root!r})
+    from engine.config import load_config
+    from engine.tasks import build_task
+    cfg = load_config("digits_mlp", {overrides!r})
+    task = build_task(cfg)
+    model = task.build_model()
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW(
+        [{{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.01}},
+         {{"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}}], lr=1e-3)
+    state = torch.load({checkpoint!r}, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    del state
+    batch = task.get_batch("train", torch.arange(cfg["data"]["batch_size"]))
+    loss = task.loss(model, batch, cfg)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    print("step", float(loss), flush=True)
+""")
+
+
+def time_runctl_resume(run_dir: Path) -> float:
+    """Seconds from launching `runctl resume` until the step-2 metrics line appears; then let it finish."""
+    metrics = run_dir / METRICS_JSONL
+    baseline_size = metrics.stat().st_size
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "tui.cli", "resume", str(run_dir)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    reached = None
+    while reached is None:
+        if metrics.stat().st_size > baseline_size and b'"step":2' in metrics.read_bytes()[baseline_size:]:
+            reached = time.perf_counter() - started
+        elif process.poll() is not None:
+            raise RuntimeError(f"runctl resume ended before step 2: {process.stderr.read().decode()[-500:]}")
+        else:
+            time.sleep(0.002)
+    _, stderr = process.communicate(timeout=600)
+    if process.returncode != 0:
+        raise RuntimeError(f"runctl resume failed: {stderr.decode()[-500:]}")
+    return reached
+
+
+def rewind_run(run_dir: Path) -> None:
+    """Back to the state before the resume: only the step-1 checkpoint, metrics up to step 1."""
+    from runs.manifest import read_manifest, write_manifest
+
+    ckpt_dir = run_dir / "checkpoints"
+    for path in ckpt_dir.iterdir():
+        if path.name.startswith("step_") and path.name != "step_00000001.pt":
+            path.unlink()
+    manifest = read_manifest(ckpt_dir)
+    manifest.files = {k: v for k, v in manifest.files.items() if k == "step_00000001.pt"}
+    write_manifest(ckpt_dir, manifest)
+    metrics = run_dir / METRICS_JSONL
+    lines = [line for line in metrics.read_text().splitlines(keepends=True) if '"step":2' not in line]
+    metrics.write_text("".join(lines))
+
+
+def time_bare_resume(script: str) -> float:
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    line = process.stdout.readline()
+    reached = time.perf_counter() - started
+    _, stderr = process.communicate(timeout=600)
+    if process.returncode != 0 or not line.startswith(b"step"):
+        raise RuntimeError(f"bare resume failed: {stderr.decode()[-500:]}")
+    return reached
+
+
+def bench_resume(tmp: Path, total_bytes: int, repeats: int) -> list[dict]:
+    run_dir, checkpoint, overrides = make_resume_run(tmp / "runs", total_bytes)
+    mib = checkpoint.stat().st_size / MIB
+    checkpoint.read_bytes()  # page cache warm for both sides
+    script = BARE_RESUME.format(root=str(ROOT), overrides=[o for o in overrides if not o.startswith("max_steps")]
+                                + ["max_steps=2"], checkpoint=str(checkpoint))
+    runctl_times, bare_times = [], []
+    for index in range(repeats):
+        if index % 2 == 0:
+            runctl_times.append(time_runctl_resume(run_dir))
+            rewind_run(run_dir)
+            bare_times.append(time_bare_resume(script))
+        else:
+            bare_times.append(time_bare_resume(script))
+            runctl_times.append(time_runctl_resume(run_dir))
+            rewind_run(run_dir)
+    runctl_s, bare_s = statistics.median(runctl_times), statistics.median(bare_times)
+
+    state_cpu = []
+    for _ in range(max(1, repeats // 2)):
+        started = time.perf_counter()
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state_cpu.append(time.perf_counter() - started)
+        del state
+    load_only = statistics.median(state_cpu)
+    return [
+        {"name": f"`runctl resume` to first step, {mib:.0f} MiB checkpoint, verify included ({repeats} reps) "
+                 "vs hand-written torch.load + load_state_dict + step (fresh process each)",
+         "runctl": runctl_s, "baseline": bare_s, "ratio": runctl_s / bare_s, "target": f"<= {RESUME_TARGET}",
+         "met": runctl_s / bare_s <= RESUME_TARGET, "unit": "s"},
+        {"name": f"torch.load alone of the {mib:.0f} MiB checkpoint, in process (info)", "runctl": None,
+         "baseline": load_only, "ratio": None, "target": "info", "met": True, "unit": "s"},
+    ]
+
+
+def run(quick: bool) -> list[dict]:
+    stall_sizes = (64 * MIB, 256 * MIB) if quick else (256 * MIB, 1024 * MIB)
+    resume_size = 256 * MIB if quick else 1024 * MIB
+    repeats = 3 if quick else 5
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="runctl-bench-ckpt-", dir=os.environ.get("RUNCTL_BENCH_TMP")) as tmp:
+        for size in stall_sizes:
+            rows += bench_stall(Path(tmp), size, repeats)
+            gc.collect()
+        rows += bench_resume(Path(tmp), resume_size, repeats)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller states (64/256 MiB) and fewer repeats")
+    args = parser.parse_args(argv)
+    rows = run(args.quick)
+    for r in rows:
+        fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+        print(f"{r['name']} [{r['unit']}]: runctl {fmt(r['runctl'])}, baseline {fmt(r['baseline'])}, "
+              f"ratio {fmt(r['ratio'])} ({r['target']}) {'met' if r['met'] else 'MISSED'}")
+    return 0 if all(r["met"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

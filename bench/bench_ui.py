@@ -1,0 +1,381 @@
+"""The UI at its limits: plot frames, metric-to-screen latency, key latency under training, big roots.
+
+    python bench/bench_ui.py [--quick]
+
+Figures (one row each: name, runctl, baseline, ratio, target, met):
+- plot frame: the run view's LossPlot drawing a 1,000,000-step train curve (+ a val curve of
+  10,000 points) in a 120x40 headless app: the widget's draw (window, min/max downsampling to
+  the plot width, plotext calls) plus the plotext build that renders it, median of repeated
+  frames. Baseline: plotext plotting the raw points at the same size. Target <= 13 ms.
+- metric appended -> visible: the real app (`make_app(root, watch=True)`, App.run_test) shows a
+  run whose engine is in another process (lock held, status running); a train line is appended to
+  its metrics.jsonl at random moments; the latency is until the LossPlot holds that step and has
+  drawn it. p50 <= 250 ms (p95 reported).
+- key -> screen while training: the real app trains digits_mlp in process (EngineHost, torch's
+  default threads) with its run view open; `?` opens the help screen and escape closes it; the
+  time from the key until the new screen is active and the app has processed its events
+  (Pilot.press). Baseline: the same with no engine running. p95 <= 100 ms.
+- big root, 1,000 runs x 20 checkpoints: `runctl ls ROOT` (a subprocess, as a user runs it) and
+  the UI's first paint of the full runs table (a fresh process: imports, app start, the list
+  loaded and drawn), each <= 1 s, peak RSS of each <= 300 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
+for path in (ROOT, BENCH_DIR):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import numpy as np  # noqa: E402
+
+FRAME_TARGET_MS = 13.0
+VISIBLE_TARGET_MS = 250.0
+KEY_TARGET_MS = 100.0
+BIG_ROOT_TARGET_S = 1.0
+RSS_TARGET_MB = 300.0
+TERMINAL = (120, 40)
+
+
+def _row(name: str, runctl: float | None, baseline: float | None, target: str, met: bool, unit: str,
+         ratio: float | None = None) -> dict:
+    if ratio is None and runctl is not None and baseline:
+        ratio = runctl / baseline
+    return {"name": name, "runctl": runctl, "baseline": baseline, "ratio": ratio, "target": target,
+            "met": met, "unit": unit}
+
+
+# -------------------------------------------------------------------- plot frame
+
+async def _plot_frames(points: int, frames: int) -> tuple[list[float], list[float]]:
+    from textual.app import App, ComposeResult
+    from textual_plotext import PlotextPlot
+
+    from tui.widgets.loss_plot import Curve, LossPlot, PlotData
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, points + 1, dtype=np.int64)
+    values = 2.0 * np.exp(-steps / (points / 5)) + 0.05 * rng.random(points)
+    val_steps = steps[:: max(1, points // 10_000)]
+    data = PlotData(train=Curve(steps, values), val=Curve(val_steps, values[val_steps - 1] + 0.1))
+
+    class PlotApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield LossPlot(id="plot")
+            yield PlotextPlot(id="raw")
+
+    runctl_ms, raw_ms = [], []
+    app = PlotApp()
+    async with app.run_test(size=TERMINAL) as pilot:
+        plot = app.query_one(LossPlot)
+        raw = app.query_one("#raw", PlotextPlot)
+        plot.styles.height = TERMINAL[1] - 2
+        raw.styles.height = TERMINAL[1] - 2
+        raw.display = False
+        await pilot.pause()
+        chart = plot.query_one("#loss-chart", PlotextPlot)
+        plot.data = data
+        xs, ys = steps.astype(float).tolist(), values.tolist()  # plotext takes lists; not timed
+        for index in range(frames):
+            # One frame as the widget makes it: its draw (downsampling, plotext calls) and the
+            # render Textual asks for (plotext's build at the widget's size).
+            started = time.perf_counter()
+            plot._draw()  # noqa: SLF001 - the frame itself, without the redraw throttle
+            chart.render()
+            runctl_ms.append((time.perf_counter() - started) * 1e3)
+            if index < max(2, frames // 5):  # plotext on 1M raw points is slow: fewer samples
+                started = time.perf_counter()
+                raw.plt.clear_figure()
+                raw.plt.plot(xs, ys, marker="braille")
+                raw.plt.plotsize(chart.size.width, chart.size.height)
+                raw.plt.build()
+                raw_ms.append((time.perf_counter() - started) * 1e3)
+    return runctl_ms, raw_ms
+
+
+def bench_plot(quick: bool) -> list[dict]:
+    points = 1_000_000
+    runctl_ms, raw_ms = asyncio.run(_plot_frames(points, 10 if quick else 30))
+    frame, raw = statistics.median(runctl_ms), statistics.median(raw_ms)
+    return [_row(f"plot frame, {points:,} points downsampled, {TERMINAL[0]}x{TERMINAL[1]} (median of "
+                 f"{len(runctl_ms)}) vs plotext on the raw points", frame, raw, f"<= {FRAME_TARGET_MS:.0f} ms",
+                 frame <= FRAME_TARGET_MS, "ms")]
+
+
+# -------------------------------------------------------------------- metric -> visible
+
+def _write_run(run_dir: Path, steps: int, state: str = "running") -> None:
+    """A run folder as an engine in another process leaves it mid-training."""
+    now = time.time()
+    run_dir.mkdir(parents=True)
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "run.yaml").write_text(
+        f"run_id: {run_dir.name}\nname: {run_dir.name}\ncreated_at: {now}\nparent: null\nextensions: []\n"
+        "task: digits_mlp\nseed: 0\nmax_steps: 1000000\nmodel: {hidden: 128, depth: 2}\n"
+        "data: {batch_size: 64}\nlog: {every: 10}\n"
+        "checkpoint: {every: 1000000, keep_last: 3, keep_best: true, async: true}\n")
+    (run_dir / "status.json").write_text(json.dumps({
+        "state": state, "pid": os.getpid(), "host": os.uname().nodename, "step": steps,
+        "max_steps": 1_000_000, "heartbeat_at": now, "started_at": now, "updated_at": now,
+        "world_size": 1, "error": None, "checkpoint": None}))
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for step in range(10, steps + 1, 10):
+            f.write(json.dumps({"step": step, "time": now, "train/loss": 2.0 / step ** 0.3, "lr": 1e-3,
+                                "grad_norm": 0.5, "step_time": 0.01, "samples_per_s": 6400.0}) + "\n")
+
+
+def _append_metric(run_dir: Path, step: int) -> None:
+    from runs.atomic import append_jsonl
+
+    append_jsonl(run_dir / "metrics.jsonl", {"step": step, "time": time.time(), "train/loss": 2.0 / step ** 0.3,
+                                             "lr": 1e-3, "grad_norm": 0.5, "step_time": 0.01,
+                                             "samples_per_s": 6400.0})
+
+
+async def _wait_until(condition, timeout: float = 10.0, interval: float = 0.002) -> bool:
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > deadline:
+            return False
+        await asyncio.sleep(interval)
+    return True
+
+
+def _drawn(plot, step: int) -> bool:
+    """The plot holds `step` and no redraw is pending (the throttle's timer has fired)."""
+    last = plot.data.last_step
+    return last is not None and last >= step and getattr(plot, "_pending", None) is None
+
+
+async def _metric_latencies(root: Path, samples: int) -> list[float]:
+    from runs.lock import RunLock
+    from tui.app import make_app
+    from tui.screens.run_view import RunViewScreen
+    from tui.widgets.loss_plot import LossPlot
+
+    run_dir = root / "live"
+    step = 5000
+    _write_run(run_dir, step)
+    lock = RunLock(run_dir)
+    lock.acquire()  # as if an engine in another process trained it
+    latencies: list[float] = []
+    rng = random.Random(0)
+    try:
+        app = make_app(root, watch=True)
+        async with app.run_test(size=TERMINAL) as pilot:
+            await pilot.pause()
+            app.open_run(run_dir)
+            assert await _wait_until(lambda: isinstance(app.screen, RunViewScreen))
+            plot = app.screen.query_one(LossPlot)
+            assert await _wait_until(lambda: _drawn(plot, step)), "the run view never showed the run"
+            for _ in range(samples):
+                await asyncio.sleep(rng.uniform(0.1, 0.6))  # engine log lines land at any moment
+                step += 10
+                started = time.perf_counter()
+                _append_metric(run_dir, step)
+                seen = await _wait_until(lambda s=step: _drawn(plot, s), timeout=5.0)
+                latencies.append((time.perf_counter() - started) * 1e3 if seen else float("inf"))
+            await pilot.press("q")
+    finally:
+        lock.release()
+    return latencies
+
+
+def bench_metric_visible(tmp: Path, quick: bool) -> list[dict]:
+    latencies = np.array(asyncio.run(_metric_latencies(tmp / "visible", 12 if quick else 40)))
+    p50, p95 = float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95))
+    name = f"metric line appended -> drawn in the run view (real app, inotify; {len(latencies)} lines)"
+    return [_row(f"{name} p50", p50, None, f"<= {VISIBLE_TARGET_MS:.0f} ms", p50 <= VISIBLE_TARGET_MS, "ms"),
+            _row(f"{name} p95 (info)", p95, None, "info", True, "ms")]
+
+
+# -------------------------------------------------------------------- key -> screen
+
+async def _key_latencies(root: Path, presses: int, train: bool) -> list[float]:
+    from tui.app import make_app
+    from tui.screens.help import HelpScreen
+    from tui.screens.run_view import RunViewScreen
+
+    app = make_app(root, watch=True, keymap_path=root / "no-keys.yaml")
+    latencies: list[float] = []
+    async with app.run_test(size=TERMINAL) as pilot:
+        await pilot.pause()
+        if train:
+            run_dir = app.engine_host.start_new("digits_mlp", f"keys-{time.time_ns()}",
+                                                ["max_steps=10000000", "checkpoint.every=1000000"],
+                                                raise_errors=True)
+            assert run_dir is not None
+            assert await _wait_until(lambda: (run_dir / "metrics.jsonl").exists(), timeout=60)
+        else:
+            run_dir = root / "idle"
+            if not run_dir.exists():
+                _write_run(run_dir, 2000, state="finished")
+        app.open_run(run_dir)
+        assert await _wait_until(lambda: isinstance(app.screen, RunViewScreen))
+        await asyncio.sleep(1.0)  # the view settles; the engine reaches full speed
+        for index in range(presses):
+            await asyncio.sleep(0.05 + (index % 5) * 0.03)
+            key, wanted = ("question_mark", HelpScreen) if index % 2 == 0 else ("escape", RunViewScreen)
+            started = time.perf_counter()
+            await pilot.press(key)
+            assert await _wait_until(lambda w=wanted: type(app.screen) is w, interval=0.001)
+            latencies.append((time.perf_counter() - started) * 1e3)
+        if train:
+            assert app.engine_host.is_training(run_dir), "the engine stopped during the measurement"
+            app.engine_host.stop_all()
+            await asyncio.get_running_loop().run_in_executor(None, app.engine_host.wait_all, 120.0)
+        await pilot.press("q")
+    return latencies
+
+
+def bench_keys(tmp: Path, quick: bool) -> list[dict]:
+    root = tmp / "keys"
+    root.mkdir()
+    presses = 20 if quick else 60
+    idle, busy = [], []
+    for _block in range(2):  # idle, training, idle, training: drift in machine load hits both
+        idle += asyncio.run(_key_latencies(root, presses // 2, train=False))
+        busy += asyncio.run(_key_latencies(root, presses // 2, train=True))
+    p95_busy, p95_idle = float(np.percentile(busy, 95)), float(np.percentile(idle, 95))
+    name = f"key -> screen p95 while the in-process engine trains digits_mlp ({len(busy)} keys) vs engine idle"
+    return [_row(name, p95_busy, p95_idle, f"<= {KEY_TARGET_MS:.0f} ms", p95_busy <= KEY_TARGET_MS, "ms"),
+            _row("key -> screen p50 while training (info)", float(np.percentile(busy, 50)),
+                 float(np.percentile(idle, 50)), "info", True, "ms")]
+
+
+# -------------------------------------------------------------------- big root
+
+FIRST_PAINT = textwrap.dedent("""
+    import asyncio, json, resource, sys, time
+    started = time.perf_counter()
+    sys.path.insert(0, {root!r})
+    from pathlib import Path
+    from tui.app import make_app
+    from tui.widgets.runs_table import RunsTable
+
+    async def main():
+        app = make_app(Path({runs!r}), watch=True, keymap_path=Path({runs!r}) / "no-keys.yaml")
+        async with app.run_test(size=(160, 50)) as pilot:
+            while True:
+                tables = app.screen.query(RunsTable)
+                if tables and tables.first().row_count == {count}:
+                    break
+                await asyncio.sleep(0.002)
+            await pilot.pause()  # the rows are drawn
+            painted = time.perf_counter() - started
+            await pilot.press("q")
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({{"painted": painted, "rss_mb": rss}}))
+
+    asyncio.run(main())
+""")
+
+MAX_RSS_OF = textwrap.dedent("""
+    import resource, subprocess, sys, time
+    started = time.perf_counter()
+    subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - started
+    print(elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+""")
+
+
+def bench_big_root(tmp: Path, quick: bool) -> list[dict]:
+    from bench_runs import CHECKPOINTS_PER_RUN, RUNS, make_runs
+
+    root = tmp / "big"
+    make_runs(root, RUNS, CHECKPOINTS_PER_RUN)
+    repeats = 2 if quick else 3
+    ls_times, ls_rss = [], []
+    command = [sys.executable, "-m", "tui.cli", "ls", str(root)]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)  # page cache warm
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", MAX_RSS_OF, *command], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout.split()
+        ls_times.append(float(out[0]))
+        ls_rss.append(float(out[1]))
+    paints, paint_rss = [], []
+    script = FIRST_PAINT.format(root=str(ROOT), runs=str(root), count=RUNS)
+    for _ in range(repeats):
+        result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                                timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"first-paint script failed: {result.stderr[-800:]}")
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        # From process launch: interpreter start and imports count, as the user waits for them.
+        paints.append(_startup_gap() + report["painted"])
+        paint_rss.append(report["rss_mb"])
+    size = f"{RUNS:,} runs x {CHECKPOINTS_PER_RUN} checkpoints"
+    ls_s, paint_s = statistics.median(ls_times), statistics.median(paints)
+    return [
+        _row(f"`runctl ls`, {size}, whole command (median of {repeats})", ls_s, None,
+             f"<= {BIG_ROOT_TARGET_S:.0f} s", ls_s <= BIG_ROOT_TARGET_S, "s"),
+        _row(f"`runctl ls`, {size}, peak RSS", max(ls_rss), None, f"<= {RSS_TARGET_MB:.0f} MB",
+             max(ls_rss) <= RSS_TARGET_MB, "MB"),
+        _row(f"UI first paint, {size}, from process start (median of {repeats})", paint_s, None,
+             f"<= {BIG_ROOT_TARGET_S:.0f} s", paint_s <= BIG_ROOT_TARGET_S, "s"),
+        _row(f"UI first paint, {size}, peak RSS", max(paint_rss), None, f"<= {RSS_TARGET_MB:.0f} MB",
+             max(paint_rss) <= RSS_TARGET_MB, "MB"),
+    ]
+
+
+_STARTUP_GAP: list[float] = []
+
+
+def _startup_gap() -> float:
+    """Interpreter start to the first line of a `-c` script (the script's clock starts there)."""
+    if not _STARTUP_GAP:
+        samples = []
+        for _ in range(3):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            samples.append(time.perf_counter() - started)
+        _STARTUP_GAP.append(min(samples))
+    return _STARTUP_GAP[0]
+
+
+def run(quick: bool) -> list[dict]:
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="runctl-bench-ui-") as tmp:
+        rows += bench_plot(quick)
+        rows += bench_metric_visible(Path(tmp), quick)
+        rows += bench_keys(Path(tmp), quick)
+        rows += bench_big_root(Path(tmp), quick)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer frames, lines and key presses")
+    parser.add_argument("--only", choices=("plot", "visible", "keys", "big"), help="one figure group")
+    args = parser.parse_args(argv)
+    if args.only:
+        with tempfile.TemporaryDirectory(prefix="runctl-bench-ui-") as tmp:
+            rows = {"plot": lambda: bench_plot(args.quick),
+                    "visible": lambda: bench_metric_visible(Path(tmp), args.quick),
+                    "keys": lambda: bench_keys(Path(tmp), args.quick),
+                    "big": lambda: bench_big_root(Path(tmp), args.quick)}[args.only]()
+    else:
+        rows = run(args.quick)
+    for r in rows:
+        fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+        print(f"{r['name']} [{r['unit']}]: runctl {fmt(r['runctl'])}, baseline {fmt(r['baseline'])}, "
+              f"ratio {fmt(r['ratio'])} ({r['target']}) {'met' if r['met'] else 'MISSED'}")
+    return 0 if all(r["met"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
