@@ -33,8 +33,9 @@ from runs.layout import (
     RUN_YAML,
     checkpoint_dir,
     checkpoint_name,
+    step_from_name,
 )
-from runs.lock import RunLock, is_locked
+from runs.lock import RunLock, is_locked, read_holder
 from runs.manifest import read_manifest
 from runs.status import read_status
 
@@ -187,9 +188,11 @@ def extend_run(run_dir: str | Path, steps: int | None = None, to: int | None = N
         write_command(run_dir, "extend", max_steps=new_max)
         return ExtendResult(run_dir, old_max, new_max, current, live=True)
 
+    current = _resume_step(run_dir, cfg)
+    _check_extension(run_dir, new_max, current, old_max, to)  # before the lock: a refusal changes nothing
     with RunLock(run_dir):
-        current = _resume_step(run_dir, cfg)
-        _check_extension(run_dir, new_max, current, old_max, to)
+        if _resume_step(run_dir, cfg) != current:
+            raise RunctlError(f"{run_dir}: a checkpoint appeared while extending (another engine?); try again")
         if current == 0:  # nothing trained yet: the whole schedule is simply longer
             extended = {**cfg, "max_steps": new_max}
         else:
@@ -357,15 +360,17 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
     control = control if control is not None else Control()
     dist = context_from_env()
     lock = RunLock(run_dir) if dist.is_main else None
+    locked = False
     runlog = None
     checkpoints = None
     try:
-        if lock is not None:
-            lock.acquire()
+        # Every check that can refuse runs before the lock is taken: a refusal changes nothing.
+        if dist.is_main:
+            _refuse_if_locked(run_dir)
+        listing = _checkpoint_listing(run_dir)
         previous = read_status(run_dir) if dist.is_main else {}
         start = _choose_start(run_dir, cfg, resume_from) if dist.is_main else _Start()
         if not dist.enabled and start.own and (start.step or 0) >= cfg["max_steps"]:
-            _release(None, lock, dist)
             return _already_finished(run_dir, start.step or 0, cfg["max_steps"])
         runtime = make_runtime(cfg, dist.local_rank)
         dist.init(runtime.device)
@@ -379,7 +384,6 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
                         on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main)
         if dist.is_main:
             checkpoints = CheckpointManager(run_dir, run_id, cfg["checkpoint"], on_event=runlog.record_event)
-            (run_dir / CONTROL_DIR).mkdir(exist_ok=True)
         control_folder = ControlFolder(run_dir, control, ignore_before=previous.get("updated_at")) \
             if dist.is_main else None
         trainer = Trainer(cfg=cfg, run_id=run_id, task=task, runtime=runtime, dist=dist, runlog=runlog,
@@ -395,12 +399,22 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
                 trainer.last_saved_step = trainer.step
         del state
         if start.own and trainer.step >= trainer.max_steps:
-            _release(checkpoints, lock, dist)
+            _release(checkpoints, None, dist)
             return _already_finished(run_dir, trainer.step, trainer.max_steps)
+        if lock is not None:
+            lock.acquire()
+            locked = True
+            if _checkpoint_listing(run_dir) != listing:
+                raise RunctlError(f"{run_dir}: its checkpoints changed while this engine was starting "
+                                  "(another engine?); run the command again")
+            (run_dir / CONTROL_DIR).mkdir(exist_ok=True)
     except RunctlError:
-        _release(checkpoints, lock, dist)
+        _release(checkpoints, lock if locked else None, dist)
         raise
     except Exception as exc:  # a user task's factory or model failing, or a bug: the run crashed
+        if lock is not None and not locked:
+            lock.acquire()  # record the crash only as the run's one engine (else: the lock's error)
+            locked = True
         if runlog is None:
             runlog = RunLog(run_dir, max_steps=cfg["max_steps"], world_size=dist.world_size,
                             on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main)
@@ -410,7 +424,7 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
         _release(checkpoints, lock, dist)
         return TrainResult(run_dir, "crashed", 0, cfg["max_steps"], error=error)
     except BaseException:
-        _release(checkpoints, lock, dist)
+        _release(checkpoints, lock if locked else None, dist)
         raise
 
     # From here on the run folder changes: the attempt is recorded, and failures end it `crashed`.
@@ -454,6 +468,24 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
     if result.state == "interrupted":
         result.signal = control.take().signal
     return result
+
+
+def _refuse_if_locked(run_dir: Path) -> None:
+    """The error RunLock.acquire would raise, without touching the lock file."""
+    if is_locked(run_dir):
+        holder = read_holder(run_dir)
+        who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+        raise RunctlError(f"{run_dir}: run is locked by another engine ({who})")
+
+
+def _checkpoint_listing(run_dir: Path) -> list[tuple[str, int, int]]:
+    """(name, size, mtime) of each complete file in checkpoints/: did anything change meanwhile?"""
+    try:
+        entries = list(os.scandir(checkpoint_dir(run_dir)))
+    except FileNotFoundError:
+        return []
+    return sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries
+                  if e.is_file() and step_from_name(e.name) is not None)
 
 
 def _already_finished(run_dir: Path, step: int, max_steps: int) -> TrainResult:
