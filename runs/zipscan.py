@@ -131,6 +131,19 @@ def _pickle_problem(data: bytes) -> str | None:
     return f"{UNSAFE_PICKLE}: {bad}" if bad else None
 
 
+def _hash_on_helper_thread(size: int) -> bool:
+    """Overlap sha256 with the CRC work only for big files and only while a core is idle: on a
+    busy machine the two threads just take turns on one core and pay for the hand-offs."""
+    if size < _THREADED_HASH_MIN_BYTES:
+        return False
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return cores > 1
+    return cores > 1 and load <= cores - 1
+
+
 class _HashingStream:
     """Reads a file once, front to back, in big chunks; every byte read goes into sha256.
 
@@ -145,7 +158,7 @@ class _HashingStream:
         self._sha = hashlib.sha256()
         self._buffers = [bytearray(min(_CHUNK, max(size, 1))) for _ in range(self._RING)]
         self._pending: list[Future[None] | None] = [None] * self._RING
-        self._pool = ThreadPoolExecutor(max_workers=1) if size >= _THREADED_HASH_MIN_BYTES else None
+        self._pool = ThreadPoolExecutor(max_workers=1) if _hash_on_helper_thread(size) else None
         self._turn = 0
         self._view = memoryview(b"")
         self._idx = 0

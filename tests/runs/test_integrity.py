@@ -53,12 +53,13 @@ def test_without_manifest_entry_is_unverified_but_reports_sha256(checkpoint: Pat
     assert info.step == 10  # from the file name
 
 
+@pytest.mark.parametrize("threaded", [True, False])
 @pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
-def test_one_pass_walk_handles_headers_split_across_chunks(checkpoint: Path, chunk: int,
+def test_one_pass_walk_handles_headers_split_across_chunks(checkpoint: Path, chunk: int, threaded: bool,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    # Tiny chunks put every local header across a read boundary; the threaded hasher runs too.
+    # Tiny chunks put every local header across a read boundary; with the hasher thread and without.
     monkeypatch.setattr(zipscan, "_CHUNK", chunk)
-    monkeypatch.setattr(zipscan, "_THREADED_HASH_MIN_BYTES", 0)
+    monkeypatch.setattr(zipscan, "_hash_on_helper_thread", lambda size: threaded)
     entry = manifest_entry_for(checkpoint, 10)
     assert verify_file(checkpoint, "full", entry).status == "ok"
     offset, _ = member_data_offset(checkpoint, "data/0")
