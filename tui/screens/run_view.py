@@ -24,7 +24,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
-from textual.worker import get_current_worker
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from runs import integrity
 from runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints, newest_valid
@@ -420,22 +420,23 @@ class RunViewScreen(Screen):
             self.post_message(CheckpointVerified(verified, "full"))
 
     @work(thread=True, group="deep-verify", exit_on_error=False)
-    def _verify_deep(self, info: CheckpointInfo) -> None:
+    def _verify_deep(self, info: CheckpointInfo, others: list[Path]) -> None:
+        """Load `info` (weights_only) and compare it with the newest other intact checkpoint's identity
+        (run_id, model shapes), so a file from another run or model shows as incompatible."""
         manifest = read_manifest(self.run_dir / CHECKPOINT_DIR)
-        reference = self._reference_shapes(info)
-        verified = integrity.verify_file(info.path, "deep", manifest.files.get(info.name),
-                                         reference_shapes=reference)
+        reference = None
+        for path in others:
+            # identity_of answers from the deep-verify cache: make sure the reference was read.
+            if integrity.verify_file(path, "deep", manifest.files.get(path.name)).status == "ok":
+                reference = integrity.identity_of(path)
+                break
+        verified = integrity.verify_file(info.path, "deep", manifest.files.get(info.name), reference=reference)
         self.post_message(CheckpointVerified(verified, "deep"))
 
-    def _reference_shapes(self, info: CheckpointInfo) -> dict[str, tuple[int, ...]] | None:
-        """The model shapes of the run's newest other intact checkpoint, to spot an incompatible one."""
-        others = [i for i in self.query_one(CheckpointTable).infos.values()
-                  if i.name != info.name and i.status == "ok"]
-        for other in sorted(others, key=lambda i: i.step or 0, reverse=True):
-            shapes = integrity.model_shapes_of(other.path)
-            if shapes:
-                return shapes
-        return None
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A file-reading worker that failed says so instead of leaving a badge or a plot stale."""
+        if event.state == WorkerState.ERROR:
+            self.notify(f"{event.worker.name}: {event.worker.error}", severity="error", markup=False)
 
     @on(CheckpointVerified)
     def _checkpoint_verified(self, message: CheckpointVerified) -> None:
@@ -545,7 +546,10 @@ class RunViewScreen(Screen):
         if selected is None or selected.status == "missing":
             return
         self.notify(f"deep-verifying {selected.name}…", markup=False)
-        self._verify_deep(selected)
+        table = self.query_one(CheckpointTable)
+        others = [i.path for i in sorted(table.infos.values(), key=lambda i: i.step or 0, reverse=True)
+                  if i.name != selected.name and i.status == "ok"]
+        self._verify_deep(selected, others)
 
     def action_delete(self) -> None:
         selected = self.selected_checkpoint
