@@ -48,15 +48,16 @@ def _order(info: CheckpointInfo) -> tuple[int, int, float, str]:
     return (info.step is None, info.step or 0, info.mtime, info.name)
 
 
-def list_checkpoints(run_dir: Path, level: str | None = "quick",
-                     manifest: Manifest | None = None) -> list[CheckpointInfo]:
+def list_checkpoints(run_dir: Path, level: str | None = "quick", manifest: Manifest | None = None,
+                     folder: Path | None = None) -> list[CheckpointInfo]:
     """Every checkpoint file of a runctl run, oldest first; temp files as `partial`.
 
     level None reads no checkpoint bytes: the status then comes from stat and the manifest only
     (`level` stays None in each record), which is what a fast listing of many runs can afford.
-    Files the manifest lists but that are gone are reported as `missing`.
+    Files the manifest lists but that are gone are reported as `missing`. `folder` overrides
+    where the files are (default: the run's checkpoints/), e.g. a plain folder of .pt files.
     """
-    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    ckpt_dir = Path(folder) if folder is not None else Path(run_dir) / CHECKPOINT_DIR
     manifest = read_manifest(ckpt_dir) if manifest is None else manifest
     infos: list[CheckpointInfo] = []
     seen = set()

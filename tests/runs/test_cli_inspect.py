@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from run_factory import flip_bit, make_run, malicious_checkpoint, member_data_offset, reduce_call
+from run_factory import (
+    flip_bit,
+    make_run,
+    malicious_checkpoint,
+    member_data_offset,
+    reduce_call,
+    write_checkpoint,
+)
 
 from runs.layout import CHECKPOINT_DIR, checkpoint_name
 
@@ -123,6 +130,21 @@ def test_verify_deep_refuses_a_malicious_pickle_without_running_it(tmp_path: Pat
     result = runctl("verify", str(path))
     assert result.returncode == 1
     assert not marker.exists()
+
+
+def test_verify_a_plain_folder_of_checkpoint_files(tmp_path: Path) -> None:
+    # Like the seed's checkpoints/<experiment>/checkpoint_step_NNNNN.pt: no run around them.
+    folder = tmp_path / "experiment"
+    write_checkpoint(folder / "checkpoint_step_00100.pt", 100)
+    write_checkpoint(folder / "checkpoint_step_01000.pt", 1000)
+    (folder / "checkpoint_step_02000.pt").write_bytes(b"")
+    (folder / "notes.txt").write_text("not a checkpoint")
+    result = runctl("verify", str(folder), "--json")
+    assert result.returncode == 1
+    statuses = {c["name"]: (c["status"], c["reason"]) for c in json.loads(result.stdout)["checkpoints"]}
+    assert statuses == {"checkpoint_step_00100.pt": ("unverified", "no manifest entry"),
+                        "checkpoint_step_01000.pt": ("unverified", "no manifest entry"),
+                        "checkpoint_step_02000.pt": ("corrupt", "empty")}
 
 
 def test_verify_bad_usage_is_exit_2(tmp_path: Path) -> None:

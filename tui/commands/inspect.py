@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runs.checkpoints import list_checkpoints
 from runs.discovery import best_from_metrics, detect, find_runs, read_run_yaml, run_checkpoints
 from runs.errors import RunctlError
 from runs.integrity import verify_file
@@ -115,6 +116,9 @@ def _verify_target(path: Path, level: str) -> tuple[list[tuple[str | None, list[
     listed = find_runs(path)
     runs = [run for run in listed if run.layout != "unknown"]
     if not runs:
+        loose = list_checkpoints(path, level=level, folder=path)  # a plain folder of checkpoint files
+        if loose:
+            return [(None, loose)], []
         raise RunctlError(f"{path}: no runs or checkpoints found")
     skipped = [run for run in listed if run.layout == "unknown"]
     return [(run.path.name, run_checkpoints(run.path, level)) for run in runs], skipped
