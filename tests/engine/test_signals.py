@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,9 +41,9 @@ def _one_torch_thread() -> Iterator[None]:
         yield
 
 
-def _start(root: Path, name: str, env_extra: dict[str, str]):
+def _start(root: Path, name: str, env_extra: dict[str, str], stderr_file: Path | None = None):
     args = ["train", "digits_mlp", "--root", root, "--name", name, *[a for s in SETS for a in ("--set", s)]]
-    return start_runctl(args, root, env=subprocess_env(env_extra))
+    return start_runctl(args, root, env=subprocess_env(env_extra), stderr_file=stderr_file)
 
 
 def test_each_signal_checkpoints_and_exits_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,10 +52,16 @@ def test_each_signal_checkpoints_and_exits_interrupted(tmp_path: Path, monkeypat
     signals = {"term": signal.SIGTERM, "int": signal.SIGINT, "hup": signal.SIGHUP}
     procs = {name: _start(tmp_path, name, SLOW_STEPS) for name in signals}
     assert api.train(reference).state == "finished"  # meanwhile, in this process
-    for name, signum in signals.items():
-        run_dir = tmp_path / name
-        wait_until(lambda run_dir=run_dir: len(read_jsonl(run_dir / "metrics.jsonl")) >= 25, 90, f"{name}: 25 steps")
-        procs[name].send_signal(signum)
+    pending = dict(signals)
+
+    def signal_the_ready_ones() -> bool:  # each as soon as it has trained 25 steps
+        for name, signum in list(pending.items()):
+            if len(read_jsonl(tmp_path / name / "metrics.jsonl")) >= 25:
+                procs[name].send_signal(signum)
+                del pending[name]
+        return not pending
+
+    wait_until(signal_the_ready_ones, 90, "every run to train 25 steps")
     for name, signum in signals.items():
         run_dir = tmp_path / name
         out, err = procs[name].communicate(timeout=60)
@@ -72,17 +79,21 @@ def test_each_signal_checkpoints_and_exits_interrupted(tmp_path: Path, monkeypat
 def test_second_signal_exits_at_once_without_corrupting_anything(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    # Slow checkpoint writes: the second signal lands while the interrupt checkpoint is written.
-    proc = _start(tmp_path, "twice", {**SLOW_STEPS, "RUNCTL_TEST_SLOW_WRITE": "1.0"})
+    stderr = tmp_path / "twice.err"
+    proc = _start(tmp_path, "twice", {**SLOW_STEPS, "RUNCTL_TEST_SLOW_WRITE": "1.0"}, stderr_file=stderr)
     run_dir = tmp_path / "twice"
     wait_until(lambda: manifest_files(run_dir), 90, "the first checkpoint")
     proc.send_signal(signal.SIGTERM)
-    wait_until(lambda: any(".tmp." in p.name for p in (run_dir / "checkpoints").iterdir())
-               or proc.poll() is not None, 60, "the interrupt checkpoint's write to start")
+    # Two pending signals of one kind merge into one: send the second once the first was handled.
+    # The engine then spends >= 2 s on checkpoint writes (the interrupt one, or the periodic one in
+    # flight), so the second signal lands while a write is under way.
+    wait_until(lambda: "finishing this step" in stderr.read_text(), 60, "the first signal to be handled")
+    time.sleep(0.3)
+    assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
-    assert "second signal" in err
+    assert "second signal" in stderr.read_text()
     for path in (run_dir / "checkpoints").glob("step_*.pt"):
         assert verify_file(path, level="full").status in ("ok", "unverified"), path
     assert status(run_dir)["state"] == "running"  # not rewritten: readers see a free lock -> interrupted

@@ -69,9 +69,16 @@ def runctl_here(args: Sequence[str | Path]) -> int:
     return main([str(arg) for arg in args])
 
 
-def start_runctl(args: Sequence[str | Path], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([*RUNCTL, *map(str, args)], cwd=cwd, env=env or subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+def start_runctl(args: Sequence[str | Path], cwd: Path, env: dict[str, str] | None = None,
+                 stderr_file: Path | None = None) -> subprocess.Popen[str]:
+    """`runctl ARGS` in the background; stderr to `stderr_file` when the test must watch it live."""
+    stderr = open(stderr_file, "w") if stderr_file is not None else subprocess.PIPE
+    try:
+        return subprocess.Popen([*RUNCTL, *map(str, args)], cwd=cwd, env=env or subprocess_env(),
+                                stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+    finally:
+        if stderr_file is not None:
+            stderr.close()
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.01) -> Any:
