@@ -215,16 +215,27 @@ def _vouch_for_unlisted(info: CheckpointInfo, candidates: list[CheckpointInfo], 
         import torch  # noqa: F401 - without torch (a reader-only install) the deep look is impossible
     except ImportError:
         return info
-    trusted = []
-    for other in candidates:  # newest first: the listed checkpoint nearest to the stranger
-        if other.name in manifest.files and other.status == "ok":
-            checked = integrity.verify_file(other.path, "deep", manifest.files[other.name])
-            if checked.status == "ok":
-                trusted.append(checked)
-                break
-    reference = _run_reference(trusted, manifest)
+    reference = _trusted_identity(candidates, manifest, exclude=info.name)
     deep = integrity.verify_file(info.path, "deep", None, reference=reference)
     return info if deep.status in VALID_STATUSES else deep
+
+
+def trusted_identity(run_dir: Path, exclude: str | None = None) -> integrity.CheckpointIdentity | None:
+    """The identity (run_id, model shapes) of the run's newest checkpoint that its manifest lists
+    and that verifies deep: what another file must match to belong to this run. Loads one file."""
+    manifest = read_manifest(Path(run_dir) / CHECKPOINT_DIR)
+    candidates = sorted(list_checkpoints(run_dir, level=None, manifest=manifest), key=_order, reverse=True)
+    return _trusted_identity(candidates, manifest, exclude)
+
+
+def _trusted_identity(newest_first: list[CheckpointInfo], manifest: Manifest,
+                      exclude: str | None) -> integrity.CheckpointIdentity | None:
+    for other in newest_first:
+        if other.name != exclude and other.name in manifest.files and other.status == "ok":
+            checked = integrity.verify_file(other.path, "deep", manifest.files[other.name])
+            if checked.status == "ok":
+                return integrity.identity_of(other.path)
+    return None
 
 
 def expected_checkpoints(cfg: Mapping[str, Any], state: str, step: int | None,

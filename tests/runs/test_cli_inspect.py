@@ -132,6 +132,15 @@ def test_verify_deep_refuses_a_malicious_pickle_without_running_it(tmp_path: Pat
     assert not marker.exists()
 
 
+def test_verify_deep_one_file_compares_it_with_its_run(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", state="interrupted", step=100, checkpoint_steps=(50,))
+    stranger = write_checkpoint(run / CHECKPOINT_DIR / checkpoint_name(100), 100, hidden=16)
+    result = runctl("verify", str(stranger), "--deep", "--json")
+    (item,) = json.loads(result.stdout)["checkpoints"]
+    assert item["status"] == "incompatible" and "shape" in item["reason"]
+    assert result.returncode == 0  # incompatible is not corrupt
+
+
 def test_verify_a_plain_folder_of_checkpoint_files(tmp_path: Path) -> None:
     # Like the seed's checkpoints/<experiment>/checkpoint_step_NNNNN.pt: no run around them.
     folder = tmp_path / "experiment"

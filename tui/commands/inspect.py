@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runs.checkpoints import list_checkpoints
+from runs.checkpoints import list_checkpoints, trusted_identity
 from runs.discovery import best_from_metrics, detect, find_runs, read_run_yaml, run_checkpoints
 from runs.errors import RunctlError
 from runs.integrity import verify_file
@@ -108,7 +108,11 @@ def _verify_target(path: Path, level: str) -> tuple[list[tuple[str | None, list[
         raise RunctlError(f"{path}: no such file or directory")
     if path.is_file():
         entry = read_manifest(path.parent).files.get(path.name)
-        return [(None, [verify_file(path, level, entry)])], []
+        run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
+        reference = None
+        if level == "deep" and run_dir is not None and detect(run_dir) is not None:
+            reference = trusted_identity(run_dir, exclude=path.name)  # one file of a run: same run?
+        return [(None, [verify_file(path, level, entry, reference=reference)])], []
     if path.name == CHECKPOINT_DIR and detect(path.parent) is not None:
         path = path.parent
     if detect(path) is not None:
