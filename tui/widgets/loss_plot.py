@@ -22,6 +22,7 @@ from textual_plotext import PlotextPlot
 
 from runs.metrics import downsample_minmax, ema_smooth
 
+PLOT_MARKER = "braille"
 SMOOTHING_STEPS: tuple[float, ...] = (0.0, 0.6, 0.9, 0.97)
 DEFAULT_WINDOW_STEPS = 1000
 # At most this many redraws a second: plotext rebuilds the figure from scratch each time.
@@ -253,7 +254,7 @@ class LossPlot(Vertical):
             xs, ys = self._prepare(label, curve, width, smooth, self.log_y)
             if not xs:
                 continue
-            plt.plot(xs, ys, label=label, color=color, marker="braille")
+            plt.plot(xs, ys, label=label, color=color, marker=PLOT_MARKER)
             drawn.extend(ys)
         plt.title(self._title())
         plt.xlabel("step")
@@ -275,7 +276,7 @@ class LossPlot(Vertical):
             return
         xs, ys = self._prepare("lr", curve, self._columns(chart), smooth=False, log=False)
         if xs:
-            plt.plot(xs, ys, label="lr", color="green", marker="braille")
+            plt.plot(xs, ys, label="lr", color="green", marker=PLOT_MARKER)
 
     def _title(self) -> str:
         parts = [f"loss · ema {self.smoothing:g}" if self.smoothing else "loss · raw"]
