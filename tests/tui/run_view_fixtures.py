@@ -25,24 +25,26 @@ from runs.manifest import Manifest, ManifestEntry, write_manifest
 FIXED_NOW = 1_795_305_600.0
 CREATED_AT = FIXED_NOW - 3600.0
 
-_checkpoint_bytes: dict[int, bytes] = {}
+_checkpoint_bytes: dict[tuple[int, int], bytes] = {}
 
 
-def checkpoint_bytes(step: int) -> bytes:
-    """A small, valid runctl checkpoint for `step` (cached: torch.save is the slow part)."""
-    if step not in _checkpoint_bytes:
+def checkpoint_bytes(step: int, width: int = 4) -> bytes:
+    """A small, valid runctl checkpoint for `step` (cached: torch.save is the slow part).
+
+    `width` sets the model's layer size: a different width is another model (incompatible)."""
+    if (step, width) not in _checkpoint_bytes:
         import torch
 
         state = {
             "format": "runctl/1", "run_id": "fixture", "step": step, "config": {},
-            "model": {"layer.weight": torch.full((4, 3), float(step)), "layer.bias": torch.zeros(4)},
+            "model": {"layer.weight": torch.full((width, 3), float(step)), "layer.bias": torch.zeros(width)},
             "optimizer": {"state": {}, "param_groups": []}, "scheduler": {},
             "rng": {"python": None}, "data": {"epoch": 0, "position": step},
         }
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        _checkpoint_bytes[step] = buffer.getvalue()
-    return _checkpoint_bytes[step]
+        _checkpoint_bytes[(step, width)] = buffer.getvalue()
+    return _checkpoint_bytes[(step, width)]
 
 
 def loss_at(step: int) -> float:
@@ -61,10 +63,12 @@ def write_run(
     checkpoints: tuple[int, ...] = (100, 200, 300),
     corrupt: tuple[int, ...] = (),
     missing: tuple[int, ...] = (),
+    other_model: tuple[int, ...] = (),
     parent: dict[str, Any] | None = None,
     log_every: int = 10,
 ) -> Path:
-    """A run directory `root/name`; `corrupt` steps are truncated, `missing` steps are never written."""
+    """A run directory `root/name`; `corrupt` steps are truncated, `missing` steps are never written,
+    `other_model` steps hold a differently shaped model (intact files, but incompatible)."""
     run_dir = Path(root) / name
     (run_dir / CHECKPOINT_DIR).mkdir(parents=True)
     cfg = load_config("digits_mlp", [f"max_steps={max_steps}", f"checkpoint.every={every}",
@@ -94,7 +98,7 @@ def write_run(
     for s in checkpoints:
         if s in missing:
             continue
-        data = checkpoint_bytes(s)
+        data = checkpoint_bytes(s, width=5 if s in other_model else 4)
         file_name = checkpoint_name(s)
         path = run_dir / CHECKPOINT_DIR / file_name
         kind = "final" if s == max_steps else ("interrupt" if state == "interrupted" and s == step

@@ -154,9 +154,9 @@ async def test_appended_metric_line_reaches_the_plot(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ v, d and dimmed keys
 
 async def test_dimmed_keys_deep_verify_and_delete(tmp_path: Path) -> None:
-    # 100 ok, 200 missing, 300 ok (the newest valid), 400 corrupt
-    run = write_run(tmp_path, "alpha", step=400, max_steps=500, checkpoints=(100, 200, 300, 400),
-                    missing=(200,), corrupt=(400,))
+    # 50 another model, 100 ok, 200 missing, 300 ok (the newest valid), 400 corrupt
+    run = write_run(tmp_path, "alpha", step=400, max_steps=500, every=50, keep_last=10,
+                    checkpoints=(50, 100, 200, 300, 400), missing=(200,), corrupt=(400,), other_model=(50,))
     app = make_test_app(tmp_path, tmp_path)
     notes = Notifications(app)
     async with app.run_test(size=SIZE) as pilot:
@@ -192,6 +192,14 @@ async def test_dimmed_keys_deep_verify_and_delete(tmp_path: Path) -> None:
         await wait_for(pilot, lambda: table.infos["step_00000100.pt"].level == "deep", "deep verification")
         assert table.infos["step_00000100.pt"].status == "ok"
         assert notes.matching("step_00000100.pt: ok (deep)")
+
+        await select(pilot, screen, "step_00000050.pt")
+        assert table.infos["step_00000050.pt"].status == "ok"  # intact bytes: full verification passes
+        await pilot.press("v")
+        await wait_for(pilot, lambda: table.infos["step_00000050.pt"].level == "deep", "deep verification")
+        assert table.infos["step_00000050.pt"].status == "incompatible"
+        assert "shape" in (table.infos["step_00000050.pt"].reason or "")
+        await select(pilot, screen, "step_00000100.pt")
 
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDeleteScreen), "the confirmation")
