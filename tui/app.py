@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import threading
@@ -84,6 +85,11 @@ class RunctlApp(App[int]):
     def on_unmount(self) -> None:
         if self._bridge is not None:
             self._bridge.stop()
+        # Every normal way out stops the engines first; this is the net for the others (an error
+        # in the UI): the training threads would otherwise keep the process alive, headless.
+        if self.engine_host.training_runs():
+            self.engine_host.interrupt_all("UI exit")
+            self.engine_host.wait_all(SIGNAL_STOP_TIMEOUT)
         self._restore_signal_handlers()
 
     def _apply_keymap(self) -> None:
@@ -113,7 +119,7 @@ class RunctlApp(App[int]):
             ("tui.screens.confirm_delete", "ConfirmDeleteScreen"),
         ):
             try:
-                classes.append(getattr(__import__(module, fromlist=[name]), name))
+                classes.append(getattr(importlib.import_module(module), name))
             except (ImportError, AttributeError):
                 continue
         ids: set[str] = set()
@@ -182,6 +188,10 @@ class RunctlApp(App[int]):
             screen.post_message(message)
 
     # ------------------------------------------------------------ quitting
+    async def action_quit(self) -> None:
+        """Textual's own quit (ctrl+q) asks about training runs too."""
+        self.action_quit_app()
+
     def action_quit_app(self) -> None:
         if self._quitting:
             return

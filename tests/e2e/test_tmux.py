@@ -63,6 +63,29 @@ class Tmux:
     def screen(self) -> str:
         return self("capture-pane", "-p", "-t", "ui")
 
+    def settle(self, quiet: float = 1.0) -> None:
+        """Wait until the screen stops changing for `quiet` seconds (start-up work done)."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        last, since = self.screen(), time.monotonic()
+        while time.monotonic() - since < quiet and time.monotonic() < deadline:
+            time.sleep(0.2)
+            text = self.screen()
+            if text != last:
+                last, since = text, time.monotonic()
+
+    def press_until(self, key: str, predicate, what: str, tries: int = 3) -> str:
+        """Press `key` until the screen shows its effect. Under heavy load a key sent while the
+        terminal is still answering the app's start-up queries has been seen to go missing."""
+        for _ in range(tries):
+            self("send-keys", "-t", "ui", key)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                text = self.screen()
+                if predicate(text):
+                    return text
+                time.sleep(0.2)
+        raise AssertionError(f"{key!r} never showed {what}; screen:\n{self.screen()}")
+
     def wait_for(self, predicate, what: str) -> str:
         deadline = time.monotonic() + WAIT_SECONDS
         while True:
@@ -72,6 +95,11 @@ class Tmux:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}; screen:\n{text}")
             time.sleep(0.2)
+
+
+def _footer(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def _row(text: str, name: str) -> str:
@@ -109,13 +137,16 @@ def test_killed_run_resumes_to_the_end_from_the_ui(tmp_path: Path) -> None:
     try:
         text = tmux.wait_for(lambda t: "interrupted" in _row(t, "victim") and "other" in t,
                              "the killed run to show as interrupted")
-        tmux("send-keys", "-t", "ui", "/")
+        tmux.settle()
+        tmux.press_until("/", lambda t: "filter by name" in t, "the filter box")
         tmux("send-keys", "-t", "ui", "-l", "victim")
-        tmux("send-keys", "-t", "ui", "Enter")
-        text = tmux.wait_for(lambda t: "other" not in t and "baseline" not in t, "the filter to hide the others")
-        tmux("send-keys", "-t", "ui", "r")
-        text = tmux.wait_for(lambda t: "finished" in _row(t, "victim") and "120/120" in _row(t, "victim"),
-                             "the resumed run to finish")
+        tmux.wait_for(lambda t: "other" not in t and "baseline" not in t, "the filter to hide the others")
+        # Enter keeps the filter and moves to the table, whose keys the footer then shows
+        # (while the filter box has focus it shows only the box's keys).
+        tmux.press_until("Enter", lambda t: "r Resume" in _footer(t), "the table's keys in the footer")
+        tmux.press_until("r", lambda t: "interrupted" not in _row(t, "victim"), "the run leaving interrupted")
+        tmux.wait_for(lambda t: "finished" in _row(t, "victim") and "120/120" in _row(t, "victim"),
+                      "the resumed run to finish")
         events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
         resumed = [e for e in events if e["event"] == "resumed"]
         assert resumed and resumed[-1]["from"].startswith("step_")

@@ -227,6 +227,10 @@ async def test_q_then_stop_checkpoints_and_quits(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         run_dir = app.engine_host.start_new(str(config), "slow", [])
         await wait_for(pilot, lambda: logged_step(run_dir) >= 1, "training to begin")
+        await pilot.press("ctrl+q")  # Textual's own quit key asks too
+        assert isinstance(app.screen, QuitConfirmScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsListScreen) and app.engine_host.is_training(run_dir)
         await pilot.press("q")
         assert isinstance(app.screen, QuitConfirmScreen)
         await pilot.press("s")
