@@ -304,3 +304,34 @@ async def _checkpoint_and_stop(app: RunctlApp, run: Path, notes: Notifications) 
         await wait_for(pilot, lambda: screen.summary.state == "stopped", "the stopped state")
         assert notes.matching("checkpoint requested") and notes.matching("stopping")
         assert screen.check_action("stop", ()) is None
+
+
+# ------------------------------------------------------------------------------ pure helpers
+
+def test_log_axis_helpers() -> None:
+    import math
+
+    import numpy as np
+
+    from tui.widgets.loss_plot import decade_ticks, log10_positive, window_mask
+
+    logs = log10_positive(np.array([100.0, 1.0, 0.0, -2.0]))
+    assert logs[0] == 2.0 and logs[1] == 0.0 and math.isnan(logs[2]) and math.isnan(logs[3])
+    positions, labels = decade_ticks(math.log10(0.3), math.log10(2.3))
+    assert labels == ["0.5", "1", "2"]
+    assert np.allclose(positions, [math.log10(0.5), 0.0, math.log10(2.0)])
+    positions, labels = decade_ticks(-6.2, 0.1)
+    assert labels[0] == "1e-06" and labels[-1] == "1" and len(labels) <= 6
+    steps = np.arange(0, 5000, 10)
+    assert window_mask(steps, 4990, None) is None
+    assert steps[window_mask(steps, 4990, 1000)].min() == 4000
+
+
+def test_system_stats_sample_and_text() -> None:
+    from tui.widgets.system_stats import _Nvml, format_sample, sample_system
+
+    sample = sample_system(_Nvml())
+    assert 0 < sample.ram_used <= sample.ram_total and sample.process_rss > 0 and sample.cpu_count >= 1
+    text = format_sample(sample)
+    assert text.startswith("CPU") and "RAM" in text
+    assert ("GPU0" in text) == bool(sample.gpus)
