@@ -31,7 +31,7 @@ from runs.checkpoints import expected_checkpoints, list_checkpoints, missing_che
 from runs.discovery import read_run_yaml, summarize
 from runs.errors import RunctlError
 from runs.events import EventsReader
-from runs.layout import CHECKPOINT_DIR, RUN_YAML
+from runs.layout import CHECKPOINT_DIR, MANIFEST_JSON, RUN_YAML, STATUS_JSON
 from runs.manifest import read_manifest
 from runs.metrics import MetricsReader
 from runs.model import CheckpointInfo, RunSummary
@@ -152,7 +152,8 @@ class RunFollower:
                 update.config_text = ""
             changed = True
 
-        status_key = (_stat_key(self.run_dir / "status.json"), config_key, int(time.time() // 10))
+        # The time term re-reads a quiet run now and then: a stale heartbeat turns running into interrupted.
+        status_key = (_stat_key(self.run_dir / STATUS_JSON), config_key, int(time.time() // 10))
         if status_key != self._status_key or self.live:
             summary = summarize(self.run_dir)
             if self._summary is None or summary.to_json() != self._summary.to_json():
@@ -174,12 +175,13 @@ class RunFollower:
             changed = True
 
         ckpt_dir = self.run_dir / CHECKPOINT_DIR
-        state = summary.state if summary else "unknown"
-        step = summary.step if summary else None
-        checkpoints_key = (_stat_key(ckpt_dir), _stat_key(ckpt_dir / "manifest.json"), state, step, config_key)
+        expected = self._expected(summary)
+        # Not the step itself: a training run's step changes every poll, its expected list rarely.
+        checkpoints_key = (_stat_key(ckpt_dir), _stat_key(ckpt_dir / MANIFEST_JSON), tuple(expected))
         if checkpoints_key != self._checkpoints_key:
             self._checkpoints_key = checkpoints_key
-            update.checkpoints = self._list_checkpoints(state, step)
+            infos = list_checkpoints(self.run_dir, level="quick")
+            update.checkpoints = infos + missing_checkpoints(expected, infos, ckpt_dir)
             changed = True
 
         plot = self._poll_plot()
@@ -188,17 +190,17 @@ class RunFollower:
             changed = True
         return update if changed else None
 
-    def _list_checkpoints(self, state: str, step: int | None) -> list[CheckpointInfo]:
-        infos = list_checkpoints(self.run_dir, level="quick")
-        if not self._config:
-            return infos
-        if state == "running" and step is not None:
+    def _expected(self, summary: RunSummary | None) -> list[int]:
+        """Steps whose checkpoints should exist now (runs.checkpoints' rule), for the missing rows."""
+        if not self._config or summary is None:
+            return []
+        step = summary.step
+        if summary.state == "running" and step is not None:
             # The newest periodic save may still be in flight (async checkpoints): expect only
             # what an engine one interval behind would have finished.
             every = (self._config.get("checkpoint") or {}).get("every")
             step = max(0, step - every) if isinstance(every, int) and every > 0 else step
-        expected = expected_checkpoints(self._config, state, step)
-        return infos + missing_checkpoints(expected, infos, self.run_dir / CHECKPOINT_DIR)
+        return expected_checkpoints(self._config, summary.state, step)
 
     def _poll_plot(self) -> PlotData | None:
         self.metrics.poll()
