@@ -220,11 +220,14 @@ async def test_dimmed_keys_deep_verify_and_delete(tmp_path: Path) -> None:
 
 async def test_r_then_R_then_e_then_b_with_the_real_engine(tmp_path: Path) -> None:
     run = engine_run(tmp_path, "tiny", max_steps=30, stopped_at_first_step=True)
+    # A newer checkpoint that is damaged: resume must skip it and say so.
+    (run / CHECKPOINT_DIR / checkpoint_name(5)).write_bytes(b"PK\x03\x04 not really a zip")
     app = make_test_app(tmp_path, tmp_path)
     notes = Notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_run(pilot, run)
         assert screen.state == "stopped"
+        assert statuses(screen)[checkpoint_name(5)] == "corrupt"
         plot = screen.query_one(LossPlot)
 
         # r: one key, the newest valid checkpoint, to the end.
@@ -232,7 +235,8 @@ async def test_r_then_R_then_e_then_b_with_the_real_engine(tmp_path: Path) -> No
         await wait_for(pilot, lambda: screen.summary.state == "finished" and screen.summary.step == 30,
                        "the run to finish")
         await engines_done(pilot)
-        assert notes.matching("resuming from step_00000001.pt"), notes.text()
+        resumed_note = notes.matching("resuming from step_00000001.pt")
+        assert resumed_note and "skipped step_00000005.pt" in resumed_note[0][0], notes.text()
         assert [e["from"] for e in events_of(run) if e["event"] == "resumed"] == ["step_00000001.pt"]
         await wait_for(pilot, lambda: plot.data.last_step == 30, "the plot to reach step 30")
         assert screen.check_action("resume", ()) is None  # finished: nothing to resume
