@@ -27,9 +27,9 @@ WAIT_SECONDS = 90.0
 
 def _config(path: Path) -> Path:
     # Sleep-paced steps: the run is still training when it is killed, and resumes in a few seconds.
-    cfg = {"task": "tui_test_task:factory", "seed": 0, "max_steps": 120, "model": {"step_sleep": 0.02},
+    cfg = {"task": "tui_test_task:factory", "seed": 0, "max_steps": 60, "model": {"step_sleep": 0.03},
            "data": {"batch_size": 32}, "log": {"every": 5}, "eval": {"every": 40, "batches": 1},
-           "checkpoint": {"every": 20, "keep_last": 3, "keep_best": False, "async": False},
+           "checkpoint": {"every": 10, "keep_last": 3, "keep_best": False, "async": False},
            "schedule": {"name": "constant", "warmup_steps": 0}}
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
@@ -145,7 +145,7 @@ def test_killed_run_resumes_to_the_end_from_the_ui(tmp_path: Path) -> None:
         # (while the filter box has focus it shows only the box's keys).
         tmux.press_until("Enter", lambda t: "r Resume" in _footer(t), "the table's keys in the footer")
         tmux.press_until("r", lambda t: "interrupted" not in _row(t, "victim"), "the run leaving interrupted")
-        tmux.wait_for(lambda t: "finished" in _row(t, "victim") and "120/120" in _row(t, "victim"),
+        tmux.wait_for(lambda t: "finished" in _row(t, "victim") and "60/60" in _row(t, "victim"),
                       "the resumed run to finish")
         events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
         resumed = [e for e in events if e["event"] == "resumed"]
