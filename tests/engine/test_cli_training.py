@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +28,7 @@ from training_helpers import (
 
 from engine.api import read_run_config
 from engine.schedule import Schedule
+from runs.lock import is_locked, read_holder
 from tui.commands.training import HeadlessProgress
 
 SETS = [arg for item in overrides("digits_mlp", "max_steps=20") for arg in ("--set", item)]
@@ -178,16 +181,19 @@ def test_detach_then_stop_wait_and_live_extend(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     run_dir = Path(result.stdout.strip())
     assert run_dir == tmp_path / "bg"
-    wait_until(lambda: (run_dir / "status.json").exists() and status(run_dir)["step"] > 0, 90, "training to start")
-
-    checkpoint = runctl(["stop", "bg", "--root", tmp_path, "--checkpoint-only", "--wait", "60"], tmp_path)
-    assert checkpoint.returncode == 0, checkpoint.stderr
-    extend = runctl(["extend", "bg", "--root", tmp_path, "--to", "2000000"], tmp_path)
-    assert extend.returncode == 0 and "asked the running engine" in extend.stderr, extend.stderr
-    wait_until(lambda: events(run_dir, "extended"), 60, "the engine to extend")
-
-    stop = runctl(["stop", "bg", "--root", tmp_path, "--wait", "60"], tmp_path)
-    assert stop.returncode == 0, stop.stderr
+    try:
+        wait_until(lambda: (run_dir / "status.json").exists() and status(run_dir)["step"] > 0, 90,
+                   "training to start")
+        checkpoint = runctl(["stop", "bg", "--root", tmp_path, "--checkpoint-only", "--wait", "60"], tmp_path)
+        assert checkpoint.returncode == 0, checkpoint.stderr
+        extend = runctl(["extend", "bg", "--root", tmp_path, "--to", "2000000"], tmp_path)
+        assert extend.returncode == 0 and "asked the running engine" in extend.stderr, extend.stderr
+        wait_until(lambda: events(run_dir, "extended"), 60, "the engine to extend")
+        stop = runctl(["stop", "bg", "--root", tmp_path, "--wait", "60"], tmp_path)
+        assert stop.returncode == 0, stop.stderr
+    finally:  # never leave a million-step engine behind
+        if is_locked(run_dir):
+            os.kill(int(read_holder(run_dir)["pid"]), signal.SIGKILL)
     final = status(run_dir)
     assert final["state"] == "stopped" and final["max_steps"] == 2000000
     kinds = {entry["kind"] for entry in manifest_files(run_dir).values()}
