@@ -339,3 +339,15 @@ def test_system_stats_sample_and_text() -> None:
     text = format_sample(sample)
     assert text.startswith("CPU") and "RAM" in text
     assert ("GPU0" in text) == bool(sample.gpus)
+
+
+def test_event_lines_show_a_crash_with_its_traceback() -> None:
+    from tui.widgets.events_log import event_lines
+
+    lines = event_lines({"time": FIXED_NOW, "event": "crashed", "step": 12, "error": "RuntimeError: boom",
+                         "traceback": "Traceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: boom"})
+    assert lines[0].plain == "2026-11-22 00:00:00Z      step 12  crashed      RuntimeError: boom"
+    assert [line.plain.strip() for line in lines[1:]] == [
+        "Traceback (most recent call last):", 'File "x.py", line 1', "RuntimeError: boom"]
+    resumed = event_lines({"time": FIXED_NOW, "event": "resumed", "step": 10, "from": "step_00000010.pt"})
+    assert resumed[0].plain.endswith("resumed      from step_00000010.pt")
