@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runs.layout import METRICS_JSONL
+from runs.layout import METRICS_JSONL, RUN_YAML, STATUS_JSON
 from runs.model import RunSummary
 
 # Enough bytes for the last few metrics lines; a line is ~150-400 bytes.
@@ -89,6 +89,32 @@ def load_rows(root: Path) -> list[RunRow]:
     from runs.discovery import find_runs
 
     return [row_from_summary(summary) for summary in find_runs(root)]
+
+
+def newest_rows(root: Path, limit: int) -> list[RunRow]:
+    """The `limit` most recently updated runs, found by a stat per folder (blocking).
+
+    A screenful to paint while the full listing (runs.discovery.find_runs, which reads every
+    run) is still under way; that listing then replaces these rows.
+    """
+    from runs.discovery import summarize
+
+    candidates: list[tuple[float, Path]] = []
+    try:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                for name in (STATUS_JSON, RUN_YAML):
+                    try:
+                        candidates.append((os.stat(os.path.join(entry.path, name)).st_mtime, Path(entry.path)))
+                        break
+                    except OSError:
+                        continue
+    except OSError:
+        return []
+    candidates.sort(key=lambda item: item[0], reverse=True)
+    return [row_from_summary(summarize(path)) for _, path in candidates[:limit]]
 
 
 def load_row(run_dir: Path) -> RunRow | None:

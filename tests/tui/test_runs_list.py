@@ -264,3 +264,17 @@ async def test_many_runs_arrive_after_the_first_screenful(tmp_path: Path) -> Non
         await pilot.press("slash", *"run-01", "enter")
         await wait_for(pilot, lambda: t.row_count == 100, "the filtered rows")
         assert all(name.startswith("run-01") for name in t.visible_names())
+
+
+def test_newest_rows_picks_the_most_recently_written_runs(tmp_path: Path) -> None:
+    import os
+
+    from tui.run_rows import newest_rows
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    for age, name in ((300, "old"), (10, "newest"), (100, "middle")):
+        run_dir = write_run(root, name, state="stopped", step=5, max_steps=10)
+        os.utime(run_dir / "status.json", (FIXED_NOW - age, FIXED_NOW - age))
+    (root / "not-a-run").mkdir()
+    assert [row.name for row in newest_rows(root, 2)] == ["newest", "middle"]

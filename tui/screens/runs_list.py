@@ -22,7 +22,7 @@ from textual.widgets.option_list import Option
 
 from runs.layout import RUN_YAML
 from tui.messages import RunRowsLoaded
-from tui.run_rows import RunRow, load_row, load_rows
+from tui.run_rows import RunRow, load_row, load_rows, newest_rows
 from tui.widgets.runs_table import RunsTable
 
 if TYPE_CHECKING:
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 # States a stopped engine leaves that `r` continues from.
 RESUMABLE = frozenset({"stopped", "interrupted", "crashed"})
+# Rows painted before the full listing of a big root arrives: more than a tall terminal shows.
+QUICK_ROWS = 60
 # Dirty runs are reloaded at most this often (seconds).
 ROW_REFRESH_INTERVAL = 0.25
 
@@ -115,7 +117,13 @@ class RunsListScreen(Screen):
     # ------------------------------------------------------------ data
     @work(thread=True, exclusive=True, group="runs-all", exit_on_error=False)
     def reload_all(self) -> None:
-        self.post_message(RunRowsLoaded(load_rows(self.rapp.root), complete=True))
+        root = self.rapp.root
+        if not self._loaded:
+            # Reading 1,000 runs takes a while: paint the newest screenful first.
+            head = newest_rows(root, QUICK_ROWS)
+            if head:
+                self.post_message(RunRowsLoaded(head, complete=False))
+        self.post_message(RunRowsLoaded(load_rows(root), complete=True))
 
     def mark_dirty(self, run_dirs: set[Path]) -> None:
         """These runs changed on disk; their rows are reloaded on the next refresh tick."""
