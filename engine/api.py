@@ -133,6 +133,9 @@ def new_run(config: str | Path, root: str | Path = "runs", name: str | None = No
             overrides: Sequence[str] = ()) -> Path:
     """Validate `config` (+ overrides) and create ROOT/<name>/run.yaml; returns the run folder."""
     cfg = load_config(config, list(overrides))
+    from engine.runtime import check_runtime  # torch: only once the config itself is valid
+
+    check_runtime(cfg, str(config))
     root = Path(root)
     stem = Path(str(config)).stem if str(config).endswith((".yaml", ".yml")) else str(config)
     name = name if name is not None else _generated_name(re.sub(r"[^A-Za-z0-9._-]", "_", stem), root)
@@ -269,6 +272,9 @@ def branch_run(run_dir: str | Path, from_ckpt: str | Path, name: str, overrides:
                                            "path": str(ckpt_path.resolve()), "step": int(state["step"]),
                                            "weights_only": weights_only},
                                 "extensions": extensions}, origin)
+    from engine.runtime import check_runtime
+
+    check_runtime(full_cfg, origin)
     _check_model_fits(full_cfg, state, ckpt_path)
     changes = settings_changes(state.get("config") or parent_cfg, full_cfg)
     _create_run(new_dir, full_cfg, first_event={
@@ -372,7 +378,7 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
         start = _choose_start(run_dir, cfg, resume_from) if dist.is_main else _Start()
         if not dist.enabled and start.own and (start.step or 0) >= cfg["max_steps"]:
             return _already_finished(run_dir, start.step or 0, cfg["max_steps"])
-        runtime = make_runtime(cfg, dist.local_rank)
+        runtime = make_runtime(cfg, dist.local_rank, origin=str(run_dir / RUN_YAML))
         dist.init(runtime.device)
         start = dist.broadcast_object(start)
 

@@ -63,12 +63,21 @@ class Runtime:
         return torch.compile(model) if self.compile else model
 
 
-def make_runtime(cfg: dict[str, Any], local_rank: int = 0) -> Runtime:
+def check_runtime(cfg: dict[str, Any], origin: str, local_rank: int = 0) -> torch.device:
+    """The device this config trains on here; RunctlError `<origin>: <key>: ...` if it cannot."""
+    try:
+        device = resolve_device(cfg["device"], local_rank)
+    except RunctlError as err:
+        raise RunctlError(f"{origin}: {err}") from None
+    if cfg["precision"] == "fp16" and device.type != "cuda":
+        raise RunctlError(f"{origin}: precision: fp16 needs a CUDA device (device is {device}); use bf16 or fp32")
+    return device
+
+
+def make_runtime(cfg: dict[str, Any], local_rank: int = 0, origin: str = "config") -> Runtime:
     """Build the runtime for a resolved config; RunctlError for a setting this machine cannot honour."""
-    device = resolve_device(cfg["device"], local_rank)
+    device = check_runtime(cfg, origin, local_rank)
     precision = cfg["precision"]
-    if precision == "fp16" and device.type != "cuda":
-        raise RunctlError(f"precision: fp16 needs a CUDA device (device is {device}); use bf16 or fp32")
     if device.type == "cuda":
         torch.cuda.set_device(device)
         # TF32 matmuls: the usual speed-up on Ampere+, no effect elsewhere.

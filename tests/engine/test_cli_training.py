@@ -72,6 +72,9 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path: Path, traine
         ["branch", "base", "--root", root, "--from", "10", "--name", "x", "--set", "model.hidden=32"],
         ["stop", "base", "--root", root],
     ]
+    if not torch.cuda.is_available():  # what this machine cannot run is refused before a folder exists
+        cases += [["train", "digits_mlp", "--root", root, "--set", "device=cuda"],
+                  ["train", "digits_mlp", "--root", root, "--set", "precision=fp16"]]
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda args: runctl(args, tmp_path), cases))
     for args, result in zip(cases, results, strict=True):

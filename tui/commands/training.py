@@ -27,6 +27,8 @@ from runs.lock import is_locked
 from runs.status import read_status
 
 DETACHED_LOG = "train.log"
+# How long `--detach` waits for the background engine to confirm it started (torch import, data).
+DETACH_CONFIRM_SECONDS = 120.0
 
 
 # ---------------------------------------------------------------- subcommands
@@ -156,15 +158,39 @@ def _run_torchrun(run_dir: Path, nproc: int, from_ckpt: str | None) -> int:
 
 
 def _detach(run_dir: Path, nproc: int, from_ckpt: str | None) -> int:
+    """Start the engine in a session of its own (it outlives this shell and its SSH connection),
+    print the run path, and wait until the engine has started or failed, so a mistake that only
+    the engine can find (no GPU, an unusable checkpoint) is still reported here."""
     log_path = run_dir / DETACHED_LOG
     command = [sys.executable, *_worker_args(run_dir, from_ckpt), *(["--nproc", str(nproc)] if nproc > 1 else [])]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    launched = time.time()
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True, env=env)
     print(run_dir, flush=True)
-    _say(f"training in the background (pid {process.pid}); output: {log_path}; stop it with `runctl stop {run_dir}`")
+    deadline = time.monotonic() + DETACH_CONFIRM_SECONDS
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:  # it ended already: an error, or nothing to do
+            last = _last_line_of(log_path)
+            if code:
+                sys.stderr.write(f"{last}\n" if last.startswith("runctl:") else f"runctl: {run_dir}: {last}\n")
+            else:
+                _say(last)
+            return code
+        started = read_status(run_dir).get("started_at")
+        if isinstance(started, int | float) and started >= launched:
+            break
+        time.sleep(0.1)
+    _say(f"training in the background (pid {process.pid}); output: {log_path}; "
+         f"stop it with `runctl stop {run_dir}`")
     return 0
+
+
+def _last_line_of(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
 
 
 def _train_here(run_dir: Path, from_ckpt: str | None) -> int:
