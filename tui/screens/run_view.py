@@ -293,6 +293,7 @@ class RunViewScreen(Screen):
         self._follower = RunFollower(self.run_dir)
         self._wake = threading.Event()
         self._closing = False
+        self._bindings_key: tuple[str, str] | None = None
 
     # --- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -463,7 +464,12 @@ class RunViewScreen(Screen):
     def _sync_selection(self) -> None:
         selected = self.query_one(CheckpointTable).selected
         self.selected_name = selected.name if selected else None
-        self.refresh_bindings()
+        # Only when the keys' availability can change: every refresh makes the Footer recompose
+        # all its keys, and this runs on each table refresh (several a second while training).
+        key = (selected.name, selected.status) if selected else None
+        if key != self._bindings_key:
+            self._bindings_key = key
+            self.refresh_bindings()
 
     @property
     def selected_checkpoint(self) -> CheckpointInfo | None:

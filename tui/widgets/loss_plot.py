@@ -177,17 +177,17 @@ class LossPlot(Vertical):
         return self.window_steps
 
     def watch_smoothing(self) -> None:
-        self.request_redraw()
+        self.redraw_now()
 
     def watch_log_y(self) -> None:
-        self.request_redraw()
+        self.redraw_now()
 
     def watch_window_steps(self) -> None:
-        self.request_redraw()
+        self.redraw_now()
 
     def watch_show_lr(self, show: bool) -> None:
         self.set_class(show, "-show-lr")
-        self.request_redraw()
+        self.redraw_now()
 
     # --- data ------------------------------------------------------------------------------
     def set_data(self, data: PlotData) -> None:
@@ -203,6 +203,16 @@ class LossPlot(Vertical):
             self._draw()
         elif self._pending is None:
             self._pending = self.set_timer(wait, self._draw_pending)
+
+    def redraw_now(self) -> None:
+        """Draw at once, throttle or not: a key press must not wait for the next slot (up to
+        1 / MAX_REDRAWS_PER_SECOND while metrics stream in); the throttle is for data floods."""
+        if not self.is_mounted:
+            return
+        if self._pending is not None:
+            self._pending.stop()
+            self._pending = None
+        self._draw()
 
     def _draw_pending(self) -> None:
         self._pending = None
