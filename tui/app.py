@@ -175,7 +175,8 @@ class RunctlApp(App[int]):
         if message.error:
             self.notify(f"{message.run_dir.name}: {message.error}", severity="error", markup=False, timeout=10)
         self._forward(EngineFinished(message.run_dir, message.error))
-        self.refresh_bindings()
+        if self._screen_stack:  # an engine can finish while the app shuts down
+            self.refresh_bindings()
 
     def _forward(self, message: Any) -> None:
         """Screens other than the runs list (the run view) get a copy of the news."""

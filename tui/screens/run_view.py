@@ -181,6 +181,9 @@ class RunFollower:
         if checkpoints_key != self._checkpoints_key:
             self._checkpoints_key = checkpoints_key
             infos = list_checkpoints(self.run_dir, level="quick")
+            # Files on disk (a best one, say) compete for keep_last places, as in the engine.
+            present = [info.step for info in infos if info.step is not None]
+            expected = self._expected(summary, present)
             update.checkpoints = infos + missing_checkpoints(expected, infos, ckpt_dir)
             changed = True
 
@@ -190,17 +193,12 @@ class RunFollower:
             changed = True
         return update if changed else None
 
-    def _expected(self, summary: RunSummary | None) -> list[int]:
-        """Steps whose checkpoints should exist now (runs.checkpoints' rule), for the missing rows."""
+    def _expected(self, summary: RunSummary | None, present: list[int] = ()) -> list[int]:
+        """Steps whose checkpoints should exist now (runs.checkpoints' rule, which also allows for
+        a save still in flight on a running run), for the missing rows."""
         if not self._config or summary is None:
             return []
-        step = summary.step
-        if summary.state == "running" and step is not None:
-            # The newest periodic save may still be in flight (async checkpoints): expect only
-            # what an engine one interval behind would have finished.
-            every = (self._config.get("checkpoint") or {}).get("every")
-            step = max(0, step - every) if isinstance(every, int) and every > 0 else step
-        return expected_checkpoints(self._config, summary.state, step)
+        return expected_checkpoints(self._config, summary.state, summary.step, present=present)
 
     def _poll_plot(self) -> PlotData | None:
         self.metrics.poll()
