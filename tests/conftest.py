@@ -1,4 +1,5 @@
-"""Suite-wide options: `--long` turns on the long fault tier (tests marked `slow`), off by default."""
+"""Suite-wide options: `--long` turns on the long fault tier (tests marked `slow`), off by default;
+tests marked `gpu` run only where CUDA is available."""
 
 from __future__ import annotations
 
@@ -11,9 +12,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--long"):
-        return
-    skip_long = pytest.mark.skip(reason="long tier: run with --long")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device") if not _cuda_available(items) else None
+    skip_long = None if config.getoption("--long") else pytest.mark.skip(reason="long tier: run with --long")
     for item in items:
-        if "slow" in item.keywords:
+        if skip_long and "slow" in item.keywords:
             item.add_marker(skip_long)
+        if skip_gpu and "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+def _cuda_available(items: list[pytest.Item]) -> bool:
+    if not any("gpu" in item.keywords for item in items):
+        return False  # nothing needs it: do not import torch for the answer
+    import torch
+
+    return torch.cuda.is_available()
