@@ -106,13 +106,24 @@ def test_bad_config_is_refused(existing: dict[str, Any], case: str) -> None:
         config.write_bytes(text)
     else:
         config.write_text(text)
+    root = existing["root"]
+    before = tree_snapshot(root)
+    done = run_cli(["train", config, "--root", root], cwd=existing["tmp"],
+                   env=base_env({"PYTHONPATH": str(FAULTS_DIR)}))
+    assert_refused(done, culprits, diff_snapshots(before, tree_snapshot(root)))
+
+
+@pytest.mark.parametrize("case", ["invalid_yaml", "negative_max_steps", "custom_task_module_missing"])
+def test_bad_config_creates_no_root(existing: dict[str, Any], case: str) -> None:
+    text, culprits = BAD_CONFIGS[case]
+    config = existing["tmp"] / "configs" / f"fresh-{case}.yaml"
+    config.parent.mkdir(exist_ok=True)
+    config.write_text(str(text))
     fresh_root = existing["tmp"] / f"never-{case}"
-    env = base_env({"PYTHONPATH": str(FAULTS_DIR)})
-    for root in (existing["root"], fresh_root):
-        before = tree_snapshot(root)
-        done = run_cli(["train", config, "--root", root], cwd=existing["tmp"], env=env)
-        assert_refused(done, culprits, diff_snapshots(before, tree_snapshot(root)))
-        assert not fresh_root.exists(), f"a refused config created {fresh_root}"
+    done = run_cli(["train", config, "--root", fresh_root], cwd=existing["tmp"],
+                   env=base_env({"PYTHONPATH": str(FAULTS_DIR)}))
+    assert_refused(done, culprits, [])
+    assert not fresh_root.exists(), f"a refused config created {fresh_root}"
 
 
 def bad_invocations(existing: dict[str, Any]) -> dict[str, tuple[list[Any], tuple[str, ...]]]:
