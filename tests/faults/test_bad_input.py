@@ -283,7 +283,7 @@ def poisoned_config(tmp: Path, poison: int, action: str) -> Path:
     return config
 
 
-@pytest.mark.parametrize("poison", [1, 2], ids=["nan", "inf"])
+@pytest.mark.parametrize("poison", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["nan", "inf"])
 def test_nonfinite_loss_stops_with_last_finite_checkpoint(tmp_path: Path, poison: int) -> None:
     config = poisoned_config(tmp_path, poison, "stop")
     done = run_cli(["train", config, "--root", tmp_path / "runs"], cwd=tmp_path,
