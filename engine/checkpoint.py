@@ -236,23 +236,23 @@ class CheckpointManager:
             best_file=(manifest.best or {}).get("file") if self.keep_best else None,
             protected=self._protected | {just_written},
         )
-        deleted = []
+        if not doomed:
+            return
+        # The manifest forgets a file before the file goes: a kill in between leaves an old file
+        # with no entry (deleted by the next pass), never an entry whose file is gone ("missing").
+        for name in doomed:
+            manifest.files.pop(name, None)
+        if manifest.best and manifest.best.get("file") in doomed:
+            manifest.best = {**manifest.best, "file": None}
+        write_manifest(self.directory, manifest)
         for name in doomed:
             try:
                 (self.directory / name).unlink()
-                deleted.append(name)
             except FileNotFoundError:
-                deleted.append(name)
+                pass
             except OSError as exc:
                 self._emit({"event": "warning",
                             "message": f"{self.directory / name}: could not delete old checkpoint ({exc.strerror or exc})"})
-        if not deleted:
-            return
-        for name in deleted:
-            manifest.files.pop(name, None)
-        if manifest.best and manifest.best.get("file") in deleted:
-            manifest.best = {**manifest.best, "file": None}
-        write_manifest(self.directory, manifest)
 
     # ---------------------------------------------------------------- load
 

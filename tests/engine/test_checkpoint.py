@@ -286,6 +286,25 @@ def test_failed_delete_is_a_warning_not_a_failure(tmp_path: Path, recorder: Reco
     assert not recorder.named("checkpoint_failed")
 
 
+def test_retention_forgets_the_manifest_entry_before_deleting_the_file(
+        tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill between the two leaves an old unlisted file, never a listed file that is gone."""
+    seen_at_unlink: list[set[str]] = []
+    real_unlink = Path.unlink
+
+    def watching_unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.name.startswith("step_"):
+            seen_at_unlink.append(set(read_manifest(self.parent).files))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", watching_unlink)
+    manager = make_manager(tmp_path, recorder, keep_last=1)
+    for step in (1, 2, 3):
+        manager.save(make_state(step), step=step, kind="periodic")
+    manager.close()
+    assert seen_at_unlink == [{"step_00000002.pt"}, {"step_00000003.pt"}]
+
+
 def test_select_for_deletion_rules() -> None:
     on_disk = {checkpoint_name(s): s for s in (10, 20, 30, 40, 50)}
     kinds = {checkpoint_name(20): "final"}
