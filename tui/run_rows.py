@@ -127,16 +127,6 @@ def load_row(run_dir: Path) -> RunRow | None:
     return row_from_summary(summarize(run_dir))
 
 
-def format_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    for limit, unit, div in ((60, "s", 1), (3600, "m", 60), (86400, "h", 3600)):
-        if seconds < limit:
-            return f"{int(seconds // div)}{unit}"
-    return f"{int(seconds // 86400)}d"
-
-
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

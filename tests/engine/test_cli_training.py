@@ -237,7 +237,7 @@ def test_progress_is_one_updating_line_on_a_tty_and_plain_lines_otherwise() -> N
     assert plain.getvalue().splitlines() == [
         "step 50/100  loss 0.5000  100.0 it/s  ETA 0:00:00",
         "step 60/100  loss 0.5000  100.0 it/s  ETA 0:00:00",
-        "checkpoint step_00000060.pt (periodic, 2.0 KB)",
+        "checkpoint step_00000060.pt (periodic, 2.0 KiB)",
     ]
 
 

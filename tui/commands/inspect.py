@@ -20,6 +20,7 @@ from typing import Any
 from runs.checkpoints import list_checkpoints, trusted_identity
 from runs.discovery import best_from_metrics, detect, find_runs, read_run_yaml, run_checkpoints
 from runs.errors import RunctlError
+from runs.humanize import human_age, human_bytes
 from runs.integrity import verify_file
 from runs.layout import CHECKPOINT_DIR, METRICS_JSONL
 from runs.manifest import read_manifest
@@ -37,8 +38,8 @@ def ls(args: argparse.Namespace) -> int:
         return 0
     now = time.time()
     rows = [[run.name, run.state, _steps(run), _number(run.last_loss), _checkpoint_count(run),
-             _size(run.checkpoint_bytes) if run.checkpoints else "-",
-             _age(now - run.updated_at) if run.updated_at else "-", _note(run)] for run in runs]
+             human_bytes(run.checkpoint_bytes) if run.checkpoints else "-",
+             human_age(now - run.updated_at) if run.updated_at else "-", _note(run)] for run in runs]
     _print_table(["NAME", "STATE", "STEP", "LOSS", "CKPTS", "SIZE", "AGE", "NOTE"], rows)
     return 0
 
@@ -172,26 +173,6 @@ def _text(value: Any) -> str:
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
-
-
-def _size(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{count} B"
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{int(seconds)}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)}h"
-    return f"{int(seconds // 86400)}d"
 
 
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -23,6 +23,7 @@ from typing import IO, Any
 from engine import api
 from runs.discovery import resolve_run
 from runs.errors import RunctlError
+from runs.humanize import human_bytes
 from runs.lock import is_locked
 from runs.status import read_status
 
@@ -256,7 +257,7 @@ class HeadlessProgress:
             origin = event.get("from") or "the start (no checkpoint yet)"
             self._print(f"resumed at step {step} from {origin}, training to {self.max_steps}")
         elif kind == "checkpoint":
-            self._print(f"checkpoint {event.get('file')} ({event.get('kind')}, {_size(event.get('bytes'))})")
+            self._print(f"checkpoint {event.get('file')} ({event.get('kind')}, {human_bytes(event.get('bytes'))})")
         elif kind == "extended":
             self.max_steps = event.get("to_max", self.max_steps)
             self._print(f"max_steps {event.get('from_max')} -> {event.get('to_max')} at step {step}")
@@ -323,17 +324,6 @@ def _num(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if math.isfinite(value) and abs(value) >= 1e-3 else f"{value:.3g}"
     return str(value)
-
-
-def _size(n: Any) -> str:
-    if not isinstance(n, int):
-        return "?"
-    size = float(n)
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
 
 
 def _duration(seconds: float) -> str:

@@ -13,6 +13,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
+from runs.humanize import human_age, human_bytes
 from runs.model import CheckpointInfo
 
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -32,26 +33,6 @@ BADGES: dict[str, tuple[str, str]] = {
 
 # Statuses of a file that a resume or branch can start from.
 USABLE_STATUSES = frozenset({"ok", "unverified"})
-
-
-def human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def human_age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{int(seconds)}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)}h"
-    return f"{int(seconds // 86400)}d"
 
 
 def badge(info: CheckpointInfo) -> Text:

@@ -15,7 +15,8 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
-from tui.run_rows import RunRow, format_age, format_duration, format_number
+from runs.humanize import human_age as format_age
+from tui.run_rows import RunRow, format_duration, format_number
 
 # Symbol and style per state; interrupted and crashed are inverted so they stand out in a long list.
 STATE_LOOK: dict[str, tuple[str, str]] = {
