@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                          "yes" if r.get("met") else "NO") for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     missed = [r for r in rows if not r.get("met")]
     elapsed = time.time() - started
     print(f"\n{len(rows) - len(missed)} met, {len(missed)} missed, {elapsed:.0f} s")
