@@ -113,7 +113,7 @@ class CheckpointManager:
         self._error_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._host_buffers = HostBuffers(pin_memory=True)  # filled only from CUDA tensors
+        self._host_buffers = HostBuffers(pin_memory=True)  # reused by every async snapshot
 
     # ---------------------------------------------------------------- save
 

@@ -32,10 +32,10 @@ class HostBuffers:
         self.pin_memory = pin_memory
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
 
-    def get(self, key: tuple[Any, ...], like: torch.Tensor) -> torch.Tensor:
+    def get(self, key: tuple[Any, ...], like: torch.Tensor, pin_memory: bool | None = None) -> torch.Tensor:
         buffer = self._buffers.get(key)
         if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
-            buffer = _host_tensor(like, self.pin_memory)
+            buffer = _host_tensor(like, self.pin_memory if pin_memory is None else pin_memory)
             self._buffers[key] = buffer
         return buffer
 
@@ -55,7 +55,8 @@ def snapshot_to_cpu(state: Any, clone_cpu: bool = True, host_buffers: HostBuffer
     """A copy of `state` (nested dicts / lists / tuples) whose tensors live in CPU memory of their own.
 
     `clone_cpu=False` keeps CPU tensors shared: right for a synchronous write, where nothing can
-    change them before the write ends. CUDA tensors go to `host_buffers` (pinned) when given.
+    change them before the write ends. With `host_buffers`, CUDA and (cloned) CPU tensors are copied
+    into the buffers of the previous snapshot (pinned where possible), which the caller keeps.
     The same tensor reached twice (tied weights) stays one tensor, so it is written once.
     """
     walk = _Snapshotter(clone_cpu, host_buffers)
@@ -92,7 +93,15 @@ class _Snapshotter:
         if alias_key in self._seen:
             return self._seen[alias_key]
         if tensor.device.type == "cpu":
-            result = tensor.clone() if self.clone_cpu else tensor
+            if not self.clone_cpu:
+                result = tensor
+            elif self.host_buffers is not None:
+                # Into last snapshot's buffer: a fresh clone page-faults its memory in, which made
+                # the training-thread stall 3-10x a plain copy (bench/bench_checkpoint.py).
+                result = self.host_buffers.get(where, tensor, pin_memory=False)  # no DMA from CPU tensors
+                result.copy_(tensor)
+            else:
+                result = tensor.clone()
         elif tensor.device.type == "cuda":
             if self.host_buffers is not None:
                 result = self.host_buffers.get(where, tensor)
