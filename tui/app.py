@@ -23,7 +23,7 @@ from textual.binding import Binding
 from runs.errors import RunctlError
 from tui.engine_host import EngineHost
 from tui.keymap import default_keymap_path, load_keymap, unknown_ids
-from tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged
+from tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged, WatchStarted
 from tui.palette import ScreenActionsProvider
 from tui.screens.runs_list import RunsListScreen
 from tui.watch_bridge import WatchBridge, changed_run_dirs
@@ -64,6 +64,7 @@ class RunctlApp(App[int]):
         self.engine_host = EngineHost(self, self.root)
         self.keymap_path = keymap_path or default_keymap_path()
         self._bridge = WatchBridge(self, self.root, poll=poll) if watch else None
+        self.watch_ready = threading.Event()  # set once the watcher runs (or failed to)
         self._previous_handlers: dict[int, Any] = {}
         self._quitting = False
 
@@ -72,18 +73,34 @@ class RunctlApp(App[int]):
         self._apply_keymap()
         self.push_screen(RunsListScreen())
         if self._bridge is not None:
-            try:
-                self._bridge.start()
-            except (OSError, RunctlError) as err:
-                self.notify(f"not watching {self.root} for changes: {err}", severity="warning", markup=False)
-            else:
-                if self._bridge.fallback_reason:
-                    self.notify(f"watching {self.root} by polling: {self._bridge.fallback_reason}",
-                                severity="warning", markup=False)
+            self._start_watching()
         self._install_signal_handlers()
+
+    @work(thread=True, exit_on_error=False, group="watch")
+    def _start_watching(self) -> None:
+        """The watcher's first scan of a big root takes a while: not on the UI thread (first paint)."""
+        assert self._bridge is not None
+        try:
+            self._bridge.start()
+        except (OSError, RunctlError) as err:
+            self.notify(f"not watching {self.root} for changes: {err}", severity="warning", markup=False)
+        else:
+            if self._bridge.fallback_reason:
+                self.notify(f"watching {self.root} by polling: {self._bridge.fallback_reason}",
+                            severity="warning", markup=False)
+        finally:
+            self.watch_ready.set()
+            self.post_message(WatchStarted())
+
+    def on_watch_started(self, message: WatchStarted) -> None:
+        runs = self.runs_list
+        if runs is not None:
+            runs.reload_all()
 
     def on_unmount(self) -> None:
         if self._bridge is not None:
+            # A stop that overtook the start would leave the observer's threads running.
+            self.watch_ready.wait(timeout=10)
             self._bridge.stop()
         # Every normal way out stops the engines first; this is the net for the others (an error
         # in the UI): the training threads would otherwise keep the process alive, headless.

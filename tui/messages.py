@@ -27,6 +27,10 @@ class RunsChanged(Message):
         self.changes = list(changes)
 
 
+class WatchStarted(Message):
+    """The watcher is running: anything that changed before it started is found by one re-list."""
+
+
 class EngineEvent(Message):
     """An in-process engine reported something about `run_dir` (an events.jsonl-style dict)."""
 

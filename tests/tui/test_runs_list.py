@@ -241,6 +241,7 @@ async def test_watcher_adds_new_runs_and_updates_changed_rows(tmp_path: Path) ->
     app = make_test_app(root, tmp_path, watch=True)
     async with app.run_test(size=SIZE) as pilot:
         t = await loaded(pilot, 1)
+        await wait_for(pilot, app.watch_ready.is_set, "the watcher to start")
         write_run(root, "second", state="finished", step=50, max_steps=50, checkpoints=[50])
         await wait_for(pilot, lambda: t.total_runs == 2, "the new run's row")
         with open(root / "first" / METRICS_JSONL, "a") as f:
