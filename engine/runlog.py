@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runs.atomic import append_jsonl, atomic_write_json
+from runs.atomic import JsonlAppender, append_jsonl, atomic_write_json
 from runs.layout import EVENTS_JSONL, METRICS_JSONL, STATUS_JSON
 
 EventCallback = Callable[[dict[str, Any]], None]
@@ -48,6 +48,7 @@ class RunLog:
             "world_size": world_size, "error": None, "checkpoint": None,
         }
         self._callback_failed = False
+        self._metrics_file = JsonlAppender(self.run_dir / METRICS_JSONL)
 
     # ---------------------------------------------------------------- status.json
 
@@ -72,6 +73,8 @@ class RunLog:
             self._write_status()
 
     def close(self) -> None:
+        with self._lock:
+            self._metrics_file.close()
         self._stop_heartbeat.set()
         if self._heartbeat_thread is not None:
             self._heartbeat_thread.join()
@@ -123,7 +126,7 @@ class RunLog:
             return
         record = dict(line)
         with self._lock:
-            append_jsonl(self.run_dir / METRICS_JSONL, record)
+            self._metrics_file.append(record)
             self._notify(self._on_metrics, record)
 
     def _notify(self, callback: Callable[[dict[str, Any]], None] | None, record: dict[str, Any]) -> None:

@@ -60,12 +60,38 @@ def atomic_write_json(path: Path, obj: Any) -> int:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def _jsonl_line(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, allow_nan=True, separators=(",", ":")) + "\n"
+
+
 def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
     """Append one complete line. Readers parse only complete lines, so a torn tail is harmless."""
-    line = json.dumps(obj, allow_nan=True, separators=(",", ":")) + "\n"
     with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
+        f.write(_jsonl_line(obj))
         f.flush()
+
+
+class JsonlAppender:
+    """append_jsonl for a hot path (metrics every step): the file stays open between lines.
+
+    Each line is written whole and flushed at once, so readers see the same thing as with
+    append_jsonl; only the open/close per line is saved.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._file: IO[str] | None = None
+
+    def append(self, obj: dict[str, Any]) -> None:
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")
+        self._file.write(_jsonl_line(obj))
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def remove_stale_temps(directory: Path, name_prefix: str = "") -> list[Path]:
