@@ -23,7 +23,7 @@ import yaml
 
 from engine.config import RUN_META_KEYS, apply_overrides, load_config, validate_config
 from engine.control import Control, write_command
-from runs.atomic import append_jsonl, atomic_write_text, remove_stale_temps
+from runs.atomic import append_jsonl, atomic_write_text, fsync_dir, remove_stale_temps
 from runs.checkpoints import newest_valid
 from runs.errors import RunctlError
 from runs.layout import (
@@ -36,7 +36,7 @@ from runs.layout import (
     step_from_name,
 )
 from runs.lock import RunLock, is_locked, read_holder
-from runs.manifest import read_manifest
+from runs.manifest import Manifest, read_manifest, write_manifest
 from runs.status import read_status
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -307,6 +307,7 @@ class _Start:
     own: bool = False             # a checkpoint of this run (protect it, don't re-save its step)
     step: int | None = None       # its step, when known before loading it
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (file, reason)
+    explicit: bool = False        # chosen with --from: newer checkpoints belong to another timeline
 
 
 def _choose_start(run_dir: Path, cfg: dict[str, Any], resume_from: str | Path | None) -> _Start:
@@ -315,7 +316,7 @@ def _choose_start(run_dir: Path, cfg: dict[str, Any], resume_from: str | Path | 
     if resume_from != AUTO:
         path = Path(resume_from)
         own = path.resolve().parent == checkpoint_dir(run_dir).resolve()
-        return _Start(path=path, own=own)
+        return _Start(path=path, own=own, explicit=True)
     info, skipped = newest_valid(run_dir)
     skipped_pairs = [(s.name, s.reason or s.status) for s in skipped]
     if info is not None:
@@ -331,6 +332,32 @@ def _choose_start(run_dir: Path, cfg: dict[str, Any], resume_from: str | Path | 
         raise RunctlError(f"{run_dir / RUN_YAML}: parent checkpoint {parent.get('checkpoint')} of run "
                           f"{parent['run_id']} is gone; the branch has no checkpoint of its own to start from")
     return _Start(skipped=skipped_pairs)
+
+
+def _set_aside_newer(run_dir: Path, step: int, runlog: Any) -> None:
+    """Resuming --from an older checkpoint starts a new timeline: the old one's newer checkpoints
+    would be overwritten by the new saves of the same steps (or chosen by the next plain resume),
+    so they move, with their manifest entries, to RUN/superseded/<time>-from-<step>/. Nothing is
+    deleted. The folder's manifest is written before the files move and the run's manifest after,
+    so a kill in between leaves every file listed somewhere."""
+    folder = checkpoint_dir(run_dir)
+    newer = sorted(name for name in os.listdir(folder)
+                   if (file_step := step_from_name(name)) is not None and file_step > step)
+    if not newer:
+        return
+    aside = run_dir / "superseded" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-from-{step}"
+    aside.mkdir(parents=True)
+    manifest = read_manifest(folder)
+    write_manifest(aside, Manifest(files={n: manifest.files[n] for n in newer if n in manifest.files}))
+    for name in newer:
+        os.rename(folder / name, aside / name)
+    fsync_dir(folder)
+    for name in newer:
+        manifest.files.pop(name, None)
+    if manifest.best and manifest.best.get("file") in newer:
+        manifest.best = None
+    write_manifest(folder, manifest)
+    runlog.event("superseded", step=step, files=newer, folder=str(aside.relative_to(run_dir)))
 
 
 def resume_run(run_dir: str | Path, from_ckpt: str | Path | None = None, control: Control | None = None,
@@ -443,6 +470,8 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
         runlog.start(checkpoint=start.path.name if start.own and start.path else None)
         for name, reason in start.skipped:
             runlog.event("skipped_checkpoint", file=name, reason=reason)
+        if start.explicit and start.own:
+            _set_aside_newer(run_dir, trainer.step, runlog)
         origin = start.path.name if start.path is not None else None
         if previous:
             runlog.event("resumed", step=trainer.step, **{"from": origin})
