@@ -307,7 +307,8 @@ async def _checkpoint_and_stop(app: RunctlApp, run: Path, notes: Notifications) 
         await engines_done(pilot)
         await wait_for(pilot, lambda: screen.summary.state == "stopped", "the stopped state")
         assert notes.matching("checkpoint requested") and notes.matching("stopping")
-        assert screen.check_action("stop", ()) is None
+        # The footer follows the screen's next poll of the run's files.
+        await wait_for(pilot, lambda: screen.check_action("stop", ()) is None, "x to be dimmed once stopped")
 
 
 # ------------------------------------------------------------------------------ pure helpers
