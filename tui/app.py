@@ -65,6 +65,7 @@ class RunctlApp(App[int]):
         self.keymap_path = keymap_path or default_keymap_path()
         self._bridge = WatchBridge(self, self.root, poll=poll) if watch else None
         self.watch_ready = threading.Event()  # set once the watcher runs (or failed to)
+        self._watch_requested = False
         self._previous_handlers: dict[int, Any] = {}
         self._quitting = False
 
@@ -72,9 +73,14 @@ class RunctlApp(App[int]):
     def on_mount(self) -> None:
         self._apply_keymap()
         self.push_screen(RunsListScreen())
-        if self._bridge is not None:
-            self._start_watching()
         self._install_signal_handlers()
+
+    def start_watching(self) -> None:
+        """Called by the runs list once its first full listing is in: the watcher's own first scan
+        of a big root would otherwise compete with that listing (first paint)."""
+        if self._bridge is not None and not self._watch_requested:
+            self._watch_requested = True
+            self._start_watching()
 
     @work(thread=True, exit_on_error=False, group="watch")
     def _start_watching(self) -> None:
@@ -95,12 +101,13 @@ class RunctlApp(App[int]):
     def on_watch_started(self, message: WatchStarted) -> None:
         runs = self.runs_list
         if runs is not None:
-            runs.reload_all()
+            runs.catch_up_after_watch_start()
 
     def on_unmount(self) -> None:
         if self._bridge is not None:
             # A stop that overtook the start would leave the observer's threads running.
-            self.watch_ready.wait(timeout=10)
+            if self._watch_requested:
+                self.watch_ready.wait(timeout=10)
             self._bridge.stop()
         # Every normal way out stops the engines first; this is the net for the others (an error
         # in the UI): the training threads would otherwise keep the process alive, headless.

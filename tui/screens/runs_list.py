@@ -7,6 +7,7 @@ those runs, so a run logging 100 lines a second costs a few row updates a second
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,10 +147,32 @@ class RunsListScreen(Screen):
                 rows.append(row)
         self.post_message(RunRowsLoaded(rows, complete=False, removed=removed))
 
+    def catch_up_after_watch_start(self) -> None:
+        """The watcher now runs; runs added or removed before it did are found by one cheap pass
+        over the root's folders (after the first full listing, if that is still going)."""
+        self._catch_up_pending = True
+        if self._loaded:
+            self._catch_up(self.table.known_paths())
+
+    @work(thread=True, group="runs-catch-up", exit_on_error=False)
+    def _catch_up(self, known: set[str]) -> None:
+        self._catch_up_pending = False
+        root = self.rapp.root
+        try:
+            on_disk = {entry.path for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")}
+        except OSError:
+            return
+        changed = {Path(p) for p in on_disk ^ known}
+        if changed:
+            self.app.call_from_thread(self.mark_dirty, changed)
+
     def on_run_rows_loaded(self, message: RunRowsLoaded) -> None:
         if message.complete:
             self._loaded = True
             self.table.set_rows(message.rows)
+            self.rapp.start_watching()
+            if getattr(self, "_catch_up_pending", False):
+                self._catch_up(self.table.known_paths())
         else:
             self.table.remove_runs(message.removed)
             self.table.upsert_rows(message.rows)

@@ -134,6 +134,9 @@ class RunsTable(DataTable, inherit_bindings=False):
     def total_runs(self) -> int:
         return len(self._rows)
 
+    def known_paths(self) -> set[str]:
+        return set(self._rows)
+
     def row_for(self, run_dir: Path) -> RunRow | None:
         return self._rows.get(str(run_dir))
 
