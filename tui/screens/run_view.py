@@ -367,19 +367,9 @@ class RunViewScreen(Screen):
         self.wake()
 
     @on(EngineEvent)
-    def _engine_event(self, message: EngineEvent) -> None:
-        message.stop()
-        if Path(message.run_dir) == self.run_dir:
-            self.wake()
-
     @on(MetricsAppended)
-    def _metrics_appended(self, message: MetricsAppended) -> None:
-        message.stop()
-        if Path(message.run_dir) == self.run_dir:
-            self.wake()
-
     @on(EngineFinished)
-    def _engine_finished(self, message: EngineFinished) -> None:
+    def _run_news(self, message: EngineEvent | MetricsAppended | EngineFinished) -> None:
         message.stop()
         if Path(message.run_dir) == self.run_dir:
             self.wake()
