@@ -294,12 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller states (64/256 MiB) and fewer repeats")
     args = parser.parse_args(argv)
+    from run import print_rows  # bench/ is sys.path[0]: a script, or loaded by run.py
     rows = run(args.quick)
-    for r in rows:
-        fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
-        print(f"{r['name']} [{r['unit']}]: runctl {fmt(r['runctl'])}, baseline {fmt(r['baseline'])}, "
-              f"ratio {fmt(r['ratio'])} ({r['target']}) {'met' if r['met'] else 'MISSED'}")
-    return 0 if all(r["met"] for r in rows) else 1
+
+    return print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", choices=TASKS, help="one task only")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     args = parser.parse_args(argv)
+    from run import print_rows  # bench/ is sys.path[0]: a script, or loaded by run.py
     if args.task:
         torch.set_num_threads(args.threads)
         steps, repeats = (QUICK if args.quick else FULL)[args.task]
@@ -182,10 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = [bench_task(args.task, steps + WARMUP, repeats, Path(tmp))]
     else:
         rows = run(args.quick, args.threads)
-    for r in rows:
-        print(f"{r['name']} [{r['unit']}]: runctl {r['runctl']:.4g}, bare {r['baseline']:.4g}, "
-              f"ratio {r['ratio']:.3f} ({r['target']}) {'met' if r['met'] else 'MISSED'}")
-    return 0 if all(r["met"] for r in rows) else 1
+
+    return print_rows(rows)
 
 
 if __name__ == "__main__":

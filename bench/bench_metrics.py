@@ -278,14 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and latency samples")
     args = parser.parse_args(argv)
+    from run import print_rows  # bench/ is sys.path[0]: a script, or loaded by run.py
     rows = run(args.quick)
-    print(f"{'figure':64} {'runctl':>10} {'baseline':>10} {'ratio':>7}  {'target':32} met")
-    for r in rows:
-        fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
-        name = f"{r['name']} [{r['unit']}]"
-        print(f"{name:64} {fmt(r['runctl']):>10} {fmt(r['baseline']):>10} {fmt(r['ratio']):>7}  "
-              f"{r['target']:32} {'yes' if r['met'] else 'NO'}")
-    return 0 if all(r["met"] for r in rows) else 1
+    return print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -197,13 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a 256 MiB file instead of 1 GiB, fewer repeats")
     args = parser.parse_args(argv)
+    from run import print_rows  # bench/ is sys.path[0]: a script, or loaded by run.py
     rows = run(args.quick)
-    print(f"{'figure':72} {'runctl':>10} {'baseline':>10} {'ratio':>7}  {'target':20} met")
-    for r in rows:
-        name = f"{r['name']} [{r['unit']}]"
-        print(f"{name:72} {r['runctl']:>10.4g} {r['baseline']:>10.4g} {r['ratio']:>7.3g}  "
-              f"{r['target']:20} {'yes' if r['met'] else 'NO'}")
-    return 0 if all(r["met"] for r in rows) else 1
+    return print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -390,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer frames, lines and key presses")
     parser.add_argument("--only", choices=("plot", "visible", "keys", "big"), help="one figure group")
     args = parser.parse_args(argv)
+    from run import print_rows  # bench/ is sys.path[0]: a script, or loaded by run.py
     if args.only:
         with tempfile.TemporaryDirectory(prefix="runctl-bench-ui-") as tmp:
             rows = {"plot": lambda: bench_plot(args.quick),
@@ -398,11 +399,8 @@ def main(argv: list[str] | None = None) -> int:
                     "big": lambda: bench_big_root(Path(tmp), args.quick)}[args.only]()
     else:
         rows = run(args.quick)
-    for r in rows:
-        fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
-        print(f"{r['name']} [{r['unit']}]: runctl {fmt(r['runctl'])}, baseline {fmt(r['baseline'])}, "
-              f"ratio {fmt(r['ratio'])} ({r['target']}) {'met' if r['met'] else 'MISSED'}")
-    return 0 if all(r["met"] for r in rows) else 1
+
+    return print_rows(rows)
 
 
 if __name__ == "__main__":

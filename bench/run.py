@@ -40,6 +40,24 @@ def _fmt(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+def format_rows(rows: list[dict]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The header and the cells of the figures table (shared by every bench module's own main)."""
+    header = ("figure", "runctl", "baseline", "ratio", "target", "met")
+    table = [header] + [(r["name"] + (f" [{r['unit']}]" if r.get("unit") else ""), _fmt(r.get("runctl")),
+                         _fmt(r.get("baseline")), _fmt(r.get("ratio")), str(r.get("target", "-")),
+                         "yes" if r.get("met") else "NO") for r in rows]
+    return header, table
+
+
+def print_rows(rows: list[dict]) -> int:
+    """Print the table; 0 if every target is met, else 1 (a bench module's exit code)."""
+    _, table = format_rows(rows)
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    return 0 if all(r.get("met") for r in rows) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -60,10 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"name": f"{path.stem}: crashed ({exc.__class__.__name__}: {exc})",
                          "runctl": None, "baseline": None, "ratio": None, "target": "runs", "met": False})
 
-    header = ("figure", "runctl", "baseline", "ratio", "target", "met")
-    table = [header] + [(r["name"] + (f" [{r['unit']}]" if r.get("unit") else ""), _fmt(r.get("runctl")),
-                         _fmt(r.get("baseline")), _fmt(r.get("ratio")), str(r.get("target", "-")),
-                         "yes" if r.get("met") else "NO") for r in rows]
+    header, table = format_rows(rows)
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
