@@ -16,7 +16,7 @@ from run_view_fixtures import FIXED_NOW, Notifications, append_metric, engine_ru
 from runs.layout import CHECKPOINT_DIR, EVENTS_JSONL, RUN_YAML, checkpoint_name
 from runs.manifest import read_manifest
 from tui.app import RunctlApp, make_app
-from tui.messages import MetricsAppended
+from tui.messages import EngineFinished, MetricsAppended
 from tui.screens.branch_dialog import BranchDialog
 from tui.screens.confirm_delete import ConfirmDeleteScreen
 from tui.screens.extend_dialog import ExtendDialog
@@ -214,6 +214,22 @@ async def test_dimmed_keys_deep_verify_and_delete(tmp_path: Path) -> None:
         assert not (run / CHECKPOINT_DIR / "step_00000100.pt").exists()
         assert "step_00000100.pt" not in read_manifest(run / CHECKPOINT_DIR).files
         assert (run / CHECKPOINT_DIR / "step_00000300.pt").is_file()
+
+
+async def test_the_engine_ending_clears_running_even_when_nothing_on_disk_changes(tmp_path: Path) -> None:
+    """The final summary can arrive while the engine thread is still registered (state "running");
+    the engine's end must clear it by itself, or r and R stay disabled (a race seen in CI)."""
+    run = write_run(tmp_path, "done", state="finished", step=400, checkpoints=(200, 400))
+    app = make_test_app(tmp_path, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, run)
+        await select(pilot, screen, "step_00000200.pt")
+        assert screen.check_action("resume_from", ()) is True
+        screen.state = "running"  # what the last RunUpdate set while the thread was still registered
+        assert screen.check_action("resume_from", ()) is None
+        app.post_message(EngineFinished(run, None))
+        await wait_for(pilot, lambda: screen.check_action("resume_from", ()) is True, "R to be enabled again")
+        assert screen.state == "finished"
 
 
 # ------------------------------------------------------------------------------ the real engine

@@ -371,8 +371,15 @@ class RunViewScreen(Screen):
     @on(EngineFinished)
     def _run_news(self, message: EngineEvent | MetricsAppended | EngineFinished) -> None:
         message.stop()
-        if Path(message.run_dir) == self.run_dir:
-            self.wake()
+        if Path(message.run_dir) != self.run_dir:
+            return
+        if isinstance(message, EngineFinished) and self.summary is not None:
+            # The final summary often arrives while the engine thread is still registered, so it
+            # set "running"; when nothing on disk changes after that, no later update would clear
+            # it and r/R would stay disabled.
+            self.state = "running" if self._is_training_here() else self.summary.state
+            self.refresh_bindings()
+        self.wake()
 
     @on(RunUpdate)
     def _apply_update(self, update: RunUpdate) -> None:
