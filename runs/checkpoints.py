@@ -65,9 +65,12 @@ def list_checkpoints(run_dir: Path, level: str | None = "quick", manifest: Manif
         seen.add(entry.name)
         manifest_entry = manifest.files.get(entry.name)
         if level is None:
-            infos.append(_from_stat(Path(entry.path), entry, manifest_entry))
+            info = _from_stat(Path(entry.path), entry, manifest_entry)
         else:
-            infos.append(integrity.verify_file(Path(entry.path), level, manifest_entry))
+            info = integrity.verify_file(Path(entry.path), level, manifest_entry)
+        if info.status in ("unchecked", "missing") and not os.path.lexists(entry.path):
+            continue  # deleted since the scan (retention, a user): no longer a checkpoint of the run
+        infos.append(info)
     for name, manifest_entry in manifest.files.items():
         if name not in seen:
             infos.append(CheckpointInfo(path=ckpt_dir / name, name=name, step=manifest_entry.step,
@@ -135,6 +138,8 @@ def tally_checkpoints(run_dir: Path, manifest: Manifest | None = None) -> Checkp
         manifest_entry = manifest.files.get(entry.name)
         try:
             size = entry.stat().st_size
+        except FileNotFoundError:
+            continue  # deleted since the scan (retention, a user)
         except OSError as exc:
             tally.corrupt.append((entry.name, f"unreadable: {exc.strerror or exc.__class__.__name__}"))
             continue

@@ -192,3 +192,30 @@ def test_tally_counts_without_reading_checkpoint_bytes(tmp_path: Path) -> None:
     assert (tally.count, tally.bytes, tally.steps, tally.partial, tally.gone) == (2, sum(sizes), {100, 150}, 1, [50])
     assert [name for name, _ in tally.corrupt] == [checkpoint_name(150)]
     assert tally.corrupt[0][1].startswith("truncated")
+
+
+@pytest.mark.parametrize("level", [None, "full"])
+def test_a_checkpoint_deleted_between_scan_and_stat_is_gone_not_unreadable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str | None) -> None:
+    """Retention rewrites the manifest, then deletes: a reader that scanned just before must not
+    report the deleted file as an unreadable (corrupt) checkpoint."""
+    import runs.checkpoints as checkpoints_module
+
+    run = make_run(tmp_path, "r", checkpoint_steps=(50, 100))
+    doomed = run / CHECKPOINT_DIR / checkpoint_name(50)
+    scan = checkpoints_module._scan
+
+    def scan_then_retention_deletes(folder: Path) -> list:
+        entries = scan(folder)
+        manifest = read_manifest(folder)
+        manifest.files.pop(doomed.name, None)
+        write_manifest(folder, manifest)
+        doomed.unlink()
+        return entries
+
+    monkeypatch.setattr(checkpoints_module, "_scan", scan_then_retention_deletes)
+    tally = tally_checkpoints(run, read_manifest(run / CHECKPOINT_DIR))
+    assert (tally.count, tally.corrupt) == (1, [])
+    doomed.write_bytes((run / CHECKPOINT_DIR / checkpoint_name(100)).read_bytes())  # put one back to delete again
+    infos = list_checkpoints(run, level=level, manifest=read_manifest(run / CHECKPOINT_DIR))
+    assert [(i.name, i.status) for i in infos] == [(checkpoint_name(100), "ok")]
