@@ -1,7 +1,9 @@
 """One manager owns a run's checkpoints: save (async), load (verified), retention, manifest.
 
-Save: on the training thread the state is snapshotted to CPU memory (engine.snapshot); one
-background thread then writes it to `step_XXXXXXXX.pt.tmp.<pid>`, hashing the exact bytes as
+Save: on the training thread the state is snapshotted to CPU memory (engine.snapshot), except
+for the tensors the caller lets it defer (weights, optimizer moments): the background thread copies
+those first ("staging"), while training runs the next forward/backward, and the caller waits for
+that copy (wait_for_staging) before it changes them. The same thread then writes the snapshot to `step_XXXXXXXX.pt.tmp.<pid>`, hashing the exact bytes as
 torch.save produces them, fsyncs, renames, fsyncs the folder, rewrites manifest.json atomically,
 reports a `checkpoint` event and applies retention. At most one write is in flight: a save waits
 for the previous one. A failed background write is reported through on_event at once and raised
@@ -21,7 +23,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -29,7 +31,7 @@ from typing import IO, Any
 import torch
 
 from engine.compat import strip_compile_prefix
-from engine.snapshot import HostBuffers, capture_rng, restore_rng, snapshot_to_cpu
+from engine.snapshot import HostBuffers, PendingCopies, capture_rng, restore_rng, stage_to_cpu
 from runs.atomic import fsync_dir, remove_stale_temps, temp_path
 from runs.errors import RunctlError
 from runs.integrity import CHECKPOINT_FORMAT, RESUME_KEYS, verify_file
@@ -61,6 +63,7 @@ class _WriteJob:
     step: int
     kind: str
     best: dict[str, Any] | None
+    pending: PendingCopies | None = None  # the snapshot's copies still to make (staging)
     stage: str = "checkpoint not saved"  # what a failure means, for the error message
 
 
@@ -109,6 +112,8 @@ class CheckpointManager:
         self._jobs: queue.Queue[_WriteJob | None] = queue.Queue()
         self._idle = threading.Event()
         self._idle.set()
+        self._staged = threading.Event()  # the in-flight snapshot no longer reads live tensors
+        self._staged.set()
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -118,11 +123,13 @@ class CheckpointManager:
     # ---------------------------------------------------------------- save
 
     def save(self, state: dict[str, Any], step: int, kind: str, best: dict[str, Any] | None = None,
-             sync: bool = False) -> None:
+             sync: bool = False, defer: Collection[int] = ()) -> None:
         """Checkpoint `state` as step `step`. `best` ({metric, value, step}) marks it as the new best.
 
         Returns once the state is snapshotted (async) or written (sync, or async disabled). Raises
         CheckpointError for this write (sync) or for a previous background write that failed.
+        `defer`: storages (data_ptr) of CPU tensors the writer thread may copy after save() returns;
+        the caller must call wait_for_staging() before it changes any of them.
         """
         if kind not in CHECKPOINT_KINDS:
             raise ValueError(f"checkpoint kind {kind!r} is not one of {', '.join(CHECKPOINT_KINDS)}")
@@ -130,16 +137,23 @@ class CheckpointManager:
             raise RuntimeError("CheckpointManager.save() after close()")
         self.wait()
         inline = sync or not self.use_async
-        snapshot = snapshot_to_cpu(_with_clean_model_keys(state), clone_cpu=not inline,
-                                   host_buffers=self._host_buffers)
-        job = _WriteJob(state=snapshot, step=int(step), kind=kind, best=dict(best) if best else None)
+        snapshot, pending = stage_to_cpu(_with_clean_model_keys(state), self._host_buffers,
+                                         clone_cpu=not inline, defer=() if inline else defer)
+        job = _WriteJob(state=snapshot, step=int(step), kind=kind, best=dict(best) if best else None,
+                        pending=pending if pending else None)
         if inline:
             self._run_job(job)
             self.wait()
             return
         self._ensure_writer()
         self._idle.clear()
+        if job.pending is not None:
+            self._staged.clear()
         self._jobs.put(job)
+
+    def wait_for_staging(self) -> None:
+        """Block until the in-flight snapshot has copied the tensors save() was told to defer."""
+        self._staged.wait()
 
     def wait(self) -> None:
         """Block until no write is in flight; raise the error of a failed one (once)."""
@@ -184,6 +198,11 @@ class CheckpointManager:
     def _run_job(self, job: _WriteJob) -> None:
         self._idle.clear()
         try:
+            if job.pending is not None:
+                try:
+                    job.pending.run()
+                finally:
+                    self._staged.set()
             self._write(job)
         except BaseException as exc:  # noqa: BLE001 - reported to the training thread, not lost
             error = _as_checkpoint_error(exc, self.directory / checkpoint_name(job.step), job.stage)
@@ -192,6 +211,7 @@ class CheckpointManager:
             self._emit({"event": "checkpoint_failed", "step": job.step, "error": str(error)})
         finally:
             job.state = {}
+            self._staged.set()
             self._idle.set()
 
     def _write(self, job: _WriteJob) -> None:

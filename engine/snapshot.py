@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,26 @@ def _host_tensor(like: torch.Tensor, pin_memory: bool) -> torch.Tensor:
     return torch.empty(like.shape, dtype=like.dtype)
 
 
+class PendingCopies:
+    """CPU tensor copies a snapshot left for later, run off the training thread by `run()`.
+
+    Staging (torchtitan's "async with pinned memory" idea, done for the CPU): the copy of the big
+    tensors overlaps the next step's forward and backward, which read but never write them; the
+    trainer waits for it (CheckpointManager.wait_for_staging) only before the optimizer step.
+    """
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (destination, source)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def run(self) -> None:
+        for destination, source in self.pairs:
+            destination.copy_(source)
+        self.pairs = []
+
+
 def snapshot_to_cpu(state: Any, clone_cpu: bool = True, host_buffers: HostBuffers | None = None) -> Any:
     """A copy of `state` (nested dicts / lists / tuples) whose tensors live in CPU memory of their own.
 
@@ -59,18 +80,32 @@ def snapshot_to_cpu(state: Any, clone_cpu: bool = True, host_buffers: HostBuffer
     into the buffers of the previous snapshot (pinned where possible), which the caller keeps.
     The same tensor reached twice (tied weights) stays one tensor, so it is written once.
     """
-    walk = _Snapshotter(clone_cpu, host_buffers)
+    return stage_to_cpu(state, host_buffers, clone_cpu=clone_cpu)[0]
+
+
+def stage_to_cpu(state: Any, host_buffers: HostBuffers | None, *, clone_cpu: bool = True,
+                 defer: Collection[int] = ()) -> tuple[Any, PendingCopies]:
+    """snapshot_to_cpu, except that CPU tensors whose storage (data_ptr) is in `defer` get their
+    buffer now and their copy later: the snapshot is complete once the PendingCopies have run.
+
+    Only tensors nothing writes before the caller's fence may be deferred (parameters, optimizer
+    moments, EMA weights: all change in or after optimizer.step()); buffers such as BatchNorm's
+    running statistics change in the forward pass and are copied at once.
+    """
+    walk = _Snapshotter(clone_cpu, host_buffers, frozenset(defer))
     result = walk.copy(state, ())
     for device in walk.cuda_devices:
         # One synchronize per device for all the non_blocking device-to-host copies issued above.
         torch.cuda.synchronize(device)
-    return result
+    return result, walk.pending
 
 
 class _Snapshotter:
-    def __init__(self, clone_cpu: bool, host_buffers: HostBuffers | None) -> None:
+    def __init__(self, clone_cpu: bool, host_buffers: HostBuffers | None, defer: frozenset[int] = frozenset()) -> None:
         self.clone_cpu = clone_cpu
         self.host_buffers = host_buffers
+        self.defer = defer
+        self.pending = PendingCopies()
         self.cuda_devices: set[torch.device] = set()
         self._seen: dict[tuple[Any, ...], torch.Tensor] = {}
 
@@ -99,7 +134,10 @@ class _Snapshotter:
                 # Into last snapshot's buffer: a fresh clone page-faults its memory in, which made
                 # the training-thread stall 3-10x a plain copy (bench/bench_checkpoint.py).
                 result = self.host_buffers.get(where, tensor, pin_memory=False)  # no DMA from CPU tensors
-                result.copy_(tensor)
+                if tensor.untyped_storage().data_ptr() in self.defer:
+                    self.pending.pairs.append((result, tensor))
+                else:
+                    result.copy_(tensor)
             else:
                 result = tensor.clone()
         elif tensor.device.type == "cuda":

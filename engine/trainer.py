@@ -6,7 +6,9 @@ exactly N updates and ends with a `final` checkpoint at step N (never the off-by
 
 One step: curriculum settings for this step -> grad_accum micro-batches (forward, scaled
 backward) -> clip, optimizer step, EMA -> step += 1 -> log / eval when due -> the commands that
-arrived (stop, checkpoint, extend; agreed across ranks) -> checkpoint when due or asked.
+arrived (stop, checkpoint, extend; agreed across ranks) -> checkpoint when due or asked. An async
+checkpoint copies the weights and optimizer moments while the next forward/backward runs and the
+update waits for that copy (CheckpointManager.wait_for_staging), so the saved state is step N's.
 
 Resume is exact because a checkpoint holds everything the next step reads: weights, optimizer,
 GradScaler, EMA, every RNG, the sampler position, the best metric and the curriculum stage; the LR
@@ -305,6 +307,10 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters, clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._parameters if p.grad is not None])
+        if self.checkpoints is not None:
+            # The last save may still be copying weights and moments (staging, engine.snapshot):
+            # the forward and backward above overlapped it; the step below changes them.
+            self.checkpoints.wait_for_staging()
         scaler.step(self.optimizer)
         scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -413,8 +419,19 @@ class Trainer:
             self.checkpoints.wait()
         except CheckpointError:
             pass
-        self.checkpoints.save(self.state_dict(), self.step, kind, best=best, sync=sync)
+        self.checkpoints.save(self.state_dict(), self.step, kind, best=best, sync=sync,
+                              defer=self._written_only_by_the_update())
         self.last_saved_step = self.step
+
+    def _written_only_by_the_update(self) -> set[int]:
+        """Storages of the CPU tensors that change only in _update (optimizer step, EMA): their
+        checkpoint copy may finish during the next forward/backward. Buffers are not among them."""
+        tensors = [*self.raw_model.parameters()]
+        for per_param in self.optimizer.state.values():
+            tensors.extend(v for v in per_param.values() if isinstance(v, torch.Tensor))
+        if self.ema is not None:
+            tensors.extend(self.ema.shadow.values())
+        return {t.untyped_storage().data_ptr() for t in tensors if t.device.type == "cpu"}
 
     # ---------------------------------------------------------------- endings
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from training_helpers import (
+    assert_bit_identical,
     events,
     final_checkpoint,
     load,
@@ -101,6 +103,34 @@ def test_grad_accum_draws_accum_batches_per_step_and_ema_is_saved(tmp_path: Path
     model, ema = state["model"], state["ema"]
     assert model.keys() == ema.keys()
     assert any(not torch.equal(model[k], ema[k]) for k in model)
+
+
+def test_staged_async_checkpoints_hold_exactly_their_steps_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Async checkpoints copy weights and moments while the next step's forward/backward runs.
+    With that copy slowed down, every checkpoint must still equal the synchronous run's, bit for
+    bit: weights, AdamW moments, EMA, and BatchNorm statistics (which the forward pass changes)."""
+    from engine.snapshot import PendingCopies
+
+    staged = []
+    copy = PendingCopies.run
+
+    def slow_copy(self: PendingCopies) -> None:
+        staged.append(len(self))
+        time.sleep(0.05)  # the training thread is well into the next forward/backward by now
+        copy(self)
+
+    monkeypatch.setattr(PendingCopies, "run", slow_copy)
+    common = ["task=training_faults:factory", "model.batchnorm=true", "max_steps=8", "checkpoint.every=1",
+              "checkpoint.keep_last=100", "ema.enabled=true", "ema.decay=0.9", "eval.every=100"]
+    runs = {}
+    for mode in ("true", "false"):
+        runs[mode], result = _run(tmp_path, *common, f"checkpoint.async={mode}", name=f"async-{mode}")
+        assert (result.state, result.step) == ("finished", 8)
+    assert len(staged) == 7 and all(staged)  # steps 1-7 staged; the final one is written inline
+    for step in range(1, 9):
+        staged_state, sync_state = (final_checkpoint(runs[mode], step) for mode in ("true", "false"))
+        assert any("running_mean" in key for key in staged_state["model"])
+        assert_bit_identical(staged_state, sync_state)
 
 
 def test_curriculum_stage_applies_at_its_step_and_is_saved(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """A custom task for the training tests (`task: "training_faults:factory"`): digits with a poison.
 
-`loss.poison` (set by a curriculum stage, so it starts at an exact step): 0 a normal loss,
+`model.batchnorm: true` adds a BatchNorm1d. `loss.poison` (set by a curriculum stage, so it starts at an exact step): 0 a normal loss,
 1 the loss is NaN, 2 it is +inf, 3 the loss raises RuntimeError("poisoned batch").
 TRAINING_FAULTS_STEP_SLEEP (seconds, environment): each loss sleeps that long, a window to kill
 the process mid-run; sleeping touches no RNG, so the numbers are those of a run without it.
@@ -32,9 +32,12 @@ class PoisonedDigits:
         self.val_size = VAL_SIZE
         self.train_size = len(self.y) - VAL_SIZE
         self.hidden = int((cfg.get("model") or {}).get("hidden", 16))
+        # BatchNorm's running statistics change in the forward pass, unlike the weights.
+        self.batchnorm = bool((cfg.get("model") or {}).get("batchnorm", False))
 
     def build_model(self) -> nn.Module:
-        return nn.Sequential(nn.Linear(64, self.hidden), nn.ReLU(), nn.Linear(self.hidden, 10))
+        norm = [nn.BatchNorm1d(self.hidden)] if self.batchnorm else []
+        return nn.Sequential(nn.Linear(64, self.hidden), *norm, nn.ReLU(), nn.Linear(self.hidden, 10))
 
     def get_batch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
         offset = 0 if split == "train" else self.train_size
