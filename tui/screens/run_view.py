@@ -527,16 +527,30 @@ class RunViewScreen(Screen):
         name = self.summary.name if self.summary else self.run_dir.name
 
         def branch(request: BranchRequest | None) -> None:
-            if request is None:
-                return
-            new_dir = self.engine_host.branch(self.run_dir, selected.path, request.name,
-                                              overrides=request.overrides, config_yaml=request.config_yaml,
-                                              weights_only=request.weights_only)
-            if new_dir is not None:
-                self.notify(f"branched {name} @ {selected.name} -> {Path(new_dir).name}", markup=False)
-                self.app.switch_screen(RunViewScreen(Path(new_dir)))
+            if request is not None:
+                self.notify(f"branching {name} @ {selected.name}…", markup=False)
+                self._branch(selected, request, name)
 
         self.app.push_screen(BranchDialog(name, selected.name, selected.step, self.run_cfg), branch)
+
+    @work(thread=True, group="branch", exit_on_error=False)
+    def _branch(self, selected: CheckpointInfo, request: BranchRequest, name: str) -> None:
+        """Creating the branch verifies and reads the checkpoint (seconds for a big one): off the
+        UI thread. Training it and opening its view happen back on the UI thread."""
+        new_dir = self.engine_host.branch(self.run_dir, selected.path, request.name,
+                                          overrides=request.overrides, config_yaml=request.config_yaml,
+                                          weights_only=request.weights_only, start=False)
+        if new_dir is not None:
+            self.app.call_from_thread(self._open_branch, Path(new_dir), f"{name} @ {selected.name}")
+
+    def _open_branch(self, new_dir: Path, origin: str) -> None:
+        self.engine_host.start(new_dir)
+        self.notify(f"branched {origin} -> {new_dir.name}", markup=False)
+        view = RunViewScreen(new_dir)
+        if self.app.screen is self:
+            self.app.switch_screen(view)
+        else:  # the user moved on while the branch was made: do not replace what they look at
+            self.app.push_screen(view)
 
     def action_checkpoint_now(self) -> None:
         self._after_command(self.engine_host.checkpoint_now(self.run_dir))
