@@ -66,3 +66,15 @@ def test_two_ranks_train_like_one_stop_on_a_signal_and_resume_in_one_process(
     assert ddp_final["data"]["position"] == single_final["data"]["position"]
     for key, value in single_final["model"].items():
         torch.testing.assert_close(ddp_final["model"][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_one_rank_crashing_ends_the_run_crashed_and_names_the_rank_and_its_error(tmp_path: Path) -> None:
+    args = ["train", "digits_mlp", "--root", tmp_path, "--name", "ddp", "--nproc", "2",
+            *[a for s in SETS for a in ("--set", s)], "--set", "checkpoint.every=5"]
+    launcher = start_runctl(args, tmp_path, env=subprocess_env({"TRAINING_FAULTS_CRASH_RANK_AT": "1:8"}))
+    out, err = launcher.communicate(timeout=180)
+    assert launcher.returncode == 1, err
+    assert "rank 1 crashed at step 7: RuntimeError: rank 1 poisoned at its loss call 8" in err
+    st = status(tmp_path / "ddp")
+    assert st["state"] == "crashed" and st["step"] == 7
+    assert "step_00000005.pt" in manifest_files(tmp_path / "ddp")

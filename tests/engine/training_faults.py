@@ -4,6 +4,7 @@
 1 the loss is NaN, 2 it is +inf, 3 the loss raises RuntimeError("poisoned batch").
 TRAINING_FAULTS_STEP_SLEEP (seconds, environment): each loss sleeps that long, a window to kill
 the process mid-run; sleeping touches no RNG, so the numbers are those of a run without it.
+TRAINING_FAULTS_CRASH_RANK_AT="1:8": torchrun rank 1 raises in its 8th loss call.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from torch import nn
 
 VAL_SIZE = 297
 STEP_SLEEP = float(os.environ.get("TRAINING_FAULTS_STEP_SLEEP", "0"))
+# "RANK:CALL": the process of that torchrun rank raises in its CALL-th loss (one rank failing alone).
+CRASH_RANK_AT = os.environ.get("TRAINING_FAULTS_CRASH_RANK_AT", "")
 
 
 class PoisonedDigits:
@@ -49,6 +52,9 @@ class PoisonedDigits:
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...], settings: dict[str, Any]) -> torch.Tensor:
         if STEP_SLEEP:
             time.sleep(STEP_SLEEP)
+        self.loss_calls = getattr(self, "loss_calls", 0) + 1
+        if CRASH_RANK_AT and CRASH_RANK_AT == f"{os.environ.get('RANK')}:{self.loss_calls}":
+            raise RuntimeError(f"rank {os.environ.get('RANK')} poisoned at its loss call {self.loss_calls}")
         x, y = batch
         loss = F.cross_entropy(model(x), y)
         poison = (settings.get("loss") or {}).get("poison", 0)

@@ -201,7 +201,11 @@ def _train_here(run_dir: Path, from_ckpt: str | None) -> int:
                             on_metrics=progress.on_metrics)
     progress.close()
     if quiet:
-        return 1 if result.state == "crashed" else 0
+        if result.state != "crashed":
+            return 0
+        # Rank 0 sees only "connection closed by peer": the cause is this rank's to say.
+        _warn(f"{run_dir}: rank {os.environ.get('RANK')} crashed at step {result.step}: {result.error}")
+        return 1
     if result.state == "crashed":
         _warn(f"{run_dir}: crashed at step {result.step}: {result.error} (traceback in events.jsonl)")
         return 1
