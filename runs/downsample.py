@@ -23,40 +23,27 @@ def downsample_minmax(steps: np.ndarray, values: np.ndarray, width: int) -> tupl
     values = np.asarray(values, dtype=np.float64)
     if len(steps) != len(values):
         raise ValueError(f"steps and values differ in length ({len(steps)} != {len(values)})")
+    width = max(1, int(width))
+    if len(values) > 2 * width:
+        # Most series are all finite: try without the mask, whose isfinite pass over 1M points
+        # costs as much as the argmin pass itself. A column's argmin/argmax lands on any NaN or
+        # infinity it holds, so a non-finite pick is how a non-finite value shows up.
+        picked = _column_extremes(steps, values, width)
+        if picked is not None:
+            return steps[picked], values[picked]
     finite = np.isfinite(values)
     if not finite.all():
         steps, values = steps[finite], values[finite]
-    width = max(1, int(width))
-    count = len(values)
-    if count <= 2 * width:
+    if len(values) <= 2 * width:
         return steps.copy(), values.copy()
+    picked = _column_extremes(steps, values, width)
+    assert picked is not None  # every value is finite here
+    return steps[picked], values[picked]
 
-    first, span = float(steps[0]), float(steps[-1]) - float(steps[0])
-    scale = width / span if span > 0 else 0.0
 
-    def column_of(index: int) -> int:
-        return min(int((steps[index] - first) * scale), width - 1)
-
-    # Steps are sorted, so each column is one slice: find its edges by binary search (O(width log n))
-    # and then touch the values only for each slice's argmin/argmax (two passes over the data).
-    # Bucketing every point instead costs ~10 passes: 1M points then took longer than a frame.
-    if scale:
-        thresholds = first + np.arange(1, width) / scale
-        if np.issubdtype(steps.dtype, np.integer):
-            thresholds = np.ceil(thresholds).astype(steps.dtype)  # no float copy of `steps`
-        edges = np.searchsorted(steps, thresholds, side="left").tolist()
-    else:
-        edges = [count] * (width - 1)
-    bounds = [0]
-    for column, edge in enumerate(edges, start=1):
-        # Float rounding may put a threshold a point off the column formula; the formula decides.
-        while edge > bounds[-1] and column_of(edge - 1) >= column:
-            edge -= 1
-        while edge < count and column_of(edge) < column:
-            edge += 1
-        bounds.append(max(edge, bounds[-1]))
-    bounds.append(count)
-
+def _column_extremes(steps: np.ndarray, values: np.ndarray, width: int) -> np.ndarray | None:
+    """Indices of each column's min and max (in order), or None if a column holds NaN/infinity."""
+    bounds = _column_bounds(steps, width)
     picked: list[int] = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         if lo == hi:
@@ -67,7 +54,42 @@ def downsample_minmax(steps: np.ndarray, values: np.ndarray, width: int) -> tupl
         if high_at != low_at:
             picked.append(max(low_at, high_at))
     index = np.asarray(picked, dtype=np.int64)
-    return steps[index], values[index]
+    if not np.isfinite(values[index]).all():
+        return None
+    return index
+
+
+def _column_bounds(steps: np.ndarray, width: int) -> list[int]:
+    """Where each of `width` columns starts in `steps`, plus the end: the column of a point is
+    min(int((step - first) * width / span), width - 1), as a plot maps x to its columns."""
+    count = len(steps)
+    first, span = float(steps[0]), float(steps[-1]) - float(steps[0])
+    if span <= 0:
+        return [0] + [count] * width
+    scale = width / span
+    columns = np.arange(1, width)
+    # Steps are sorted, so each column is one slice: binary-search its edges (O(width log n))
+    # instead of computing the column of each of the n points (~10 passes over 1M points).
+    thresholds = first + columns / scale
+    if np.issubdtype(steps.dtype, np.integer):
+        thresholds = np.ceil(thresholds).astype(steps.dtype)  # no float copy of `steps`
+    edges = np.searchsorted(steps, thresholds, side="left")
+
+    def column_of(at: np.ndarray) -> np.ndarray:
+        return np.minimum(((steps[at] - first) * scale).astype(np.int64), width - 1)
+
+    # Float rounding may put a threshold a point off the column formula; the formula decides.
+    # Each pass moves an edge past a whole run of equal steps; one or two passes in practice.
+    while True:
+        ahead = edges < count
+        ahead[ahead] = column_of(edges[ahead]) < columns[ahead]
+        back = edges > 0
+        back[back] = column_of(edges[back] - 1) >= columns[back]
+        if not (ahead.any() or back.any()):
+            break
+        edges[ahead] = np.searchsorted(steps, steps[edges[ahead]], side="right")
+        edges[back] = np.searchsorted(steps, steps[edges[back] - 1], side="left")
+    return [0, *edges.tolist(), count]
 
 
 # Keep each block's growth factor (1 - alpha) ** -length far from float64 overflow.

@@ -3,7 +3,8 @@
 Plot options (smoothing, log-y, window, LR panel) are reactives that the run view's keys flip.
 textual-plotext rebuilds the whole figure on every render, so each curve is smoothed once per data
 change (cached), cut to the window, then downsampled min/max per column to the widget's width,
-and redraws are throttled to a few per second. Log-y is drawn as log10 of the values with decade
+and redraws are throttled to a few per second. The charts turn plotext's character matrix into
+Rich text directly rather than through an ANSI string (`figure_text`). Log-y is drawn as log10 of the values with decade
 tick labels, because plotext's own log scale breaks on rebuild in textual-plotext 1.0.1.
 """
 
@@ -12,13 +13,20 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import groupby
 
 import numpy as np
-from textual.app import ComposeResult
+from plotext._utility import colors_to_ansi
+from rich.ansi import AnsiDecoder
+from rich.style import Style
+from rich.text import Span, Text
+from textual.app import ComposeResult, RenderResult
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.timer import Timer
 from textual_plotext import PlotextPlot
+from textual_plotext.plot import Plot
 
 from runs.metrics import downsample_minmax, ema_smooth
 
@@ -130,6 +138,70 @@ def _finite_points(steps: np.ndarray, values: np.ndarray) -> tuple[list[float], 
     return steps[keep].astype(float).tolist(), values[keep].astype(float).tolist()
 
 
+def figure_text(plot: Plot) -> Text:
+    """Build the figure and return it as Rich text, equal to `Text.from_ansi(plot.build())`.
+
+    `plot.build()` joins plotext's matrix of characters and colours into one ANSI string, cell by
+    cell, and `Text.from_ansi` parses it back: at 120x40 the two took 6.5 ms of a 20 ms frame (see
+    bench/bench_ui.py bench_plot). Here each row's runs of equal colours become spans directly.
+    The matrix is plotext's own (textual-plotext's Plot is plotext's figure class); if a plotext
+    release moves it, the ANSI path is taken.
+    """
+    try:
+        if plot.monitor.fast_plot:
+            return Text.from_ansi(plot.build())
+        # build() without its last step, set_canvas(): the ANSI string.
+        plot._set_sizes()  # noqa: SLF001
+        plot._build_matrix()  # noqa: SLF001
+        matrix = plot.monitor.matrix
+        grid = matrix.marker, matrix.fullground, matrix.style, matrix.background
+    except AttributeError:
+        return Text.from_ansi(plot.build())
+    lines: list[str] = []
+    spans: list[Span] = []
+    offset = 0
+    markers, foregrounds, styles, backgrounds = grid
+    for row in reversed(range(len(markers))):  # plotext's row 0 is the bottom line
+        column = 0
+        for colors, run in groupby(zip(foregrounds[row], styles[row], backgrounds[row], strict=True)):
+            length = sum(1 for _ in run)
+            try:
+                style = _cell_style(*colors)
+            except TypeError:  # a colour given as a list: not hashable, so not cached
+                style = _cell_style.__wrapped__(*colors)
+            if style is not None:
+                spans.append(Span(offset + column, offset + column + length, style))
+            column += length
+        line = "".join(markers[row])
+        lines.append(line)
+        offset += len(line) + 1
+    # from_ansi keeps the empty line after the last newline of plotext's output; so does this.
+    return Text("\n".join(lines) + "\n", spans=spans, end="\n", tab_size=8)
+
+
+@lru_cache(maxsize=512)
+def _cell_style(foreground: object, style: object, background: object) -> Style | None:
+    """The Rich style of one plotext colour triple: plotext's own ANSI code, parsed by Rich."""
+    decoded = AnsiDecoder().decode_line(colors_to_ansi(foreground, style, background) + "x")
+    if not decoded.spans:
+        return None
+    parsed = decoded.spans[0].style
+    return parsed if isinstance(parsed, Style) else Style.parse(parsed)
+
+
+class PlotextChart(PlotextPlot):
+    """A PlotextPlot whose render skips the ANSI round trip (see `figure_text`)."""
+
+    def render(self) -> RenderResult:
+        plot = self.plt
+        width, height = self.size.width, self.size.height
+        # As PlotextPlot.render: plotsize alone does not always resize (textual-plotext issue 5).
+        plot.plotsize(width, height)
+        plot._set_size(width, height)  # noqa: SLF001
+        plot.theme(self._get_plotext_theme_name(self.app.theme))
+        return figure_text(plot)
+
+
 class LossPlot(Vertical):
     """Train/val loss (and overlays) on top; the LR schedule as it ran below when `show_lr` is on."""
 
@@ -156,8 +228,8 @@ class LossPlot(Vertical):
         self._pending: Timer | None = None
 
     def compose(self) -> ComposeResult:
-        yield PlotextPlot(id="loss-chart")
-        yield PlotextPlot(id="lr-chart")
+        yield PlotextChart(id="loss-chart")
+        yield PlotextChart(id="lr-chart")
 
     def on_mount(self) -> None:
         self._draw()
