@@ -164,7 +164,7 @@ def figure_text(plot: Plot) -> Text:
     for row in reversed(range(len(markers))):  # plotext's row 0 is the bottom line
         column = 0
         for colors, run in groupby(zip(foregrounds[row], styles[row], backgrounds[row], strict=True)):
-            length = sum(1 for _ in run)
+            length = len(list(run))
             try:
                 style = _cell_style(*colors)
             except TypeError:  # a colour given as a list: not hashable, so not cached
