@@ -45,6 +45,9 @@ class Commands:
         return bool(self.stop or self.checkpoint or self.extend_to)
 
 
+NO_COMMANDS = Commands()
+
+
 class Control:
     """Thread-safe commands for one training run; the loop reads them with `take()`."""
 
@@ -54,12 +57,17 @@ class Control:
         self._signal: str | None = None
         self._checkpoint = False
         self._extend_to: int | None = None
+        # Set under the lock by every request, read without it by take(): the loop asks every
+        # step and almost never finds anything, so that answer costs no lock. A request that
+        # lands just after the read is taken at the next step boundary, as if it came then.
+        self._pending = False
 
     def request_stop(self) -> None:
         """Finish the current step, write a checkpoint, end in state `stopped`."""
         with self._lock:
             if self._stop is None:
                 self._stop = STOP_BY_USER
+            self._pending = True
 
     def request_interrupt(self, signal_name: str) -> None:
         """Like request_stop, but the run ends `interrupted` (a signal, an SSH drop)."""
@@ -67,11 +75,13 @@ class Control:
             if self._stop is None or self._stop == STOP_BY_USER:
                 self._stop = STOP_BY_SIGNAL
                 self._signal = signal_name
+            self._pending = True
 
     def request_checkpoint(self) -> None:
         """Write a checkpoint at the next step boundary and keep training."""
         with self._lock:
             self._checkpoint = True
+            self._pending = True
 
     def request_extend(self, max_steps: int) -> None:
         """Raise max_steps to `max_steps` at the next step boundary (the schedule decays to it)."""
@@ -79,6 +89,7 @@ class Control:
             raise RunctlError(f"extend: max_steps must be a positive integer, got {max_steps!r}")
         with self._lock:
             self._extend_to = max(max_steps, self._extend_to or 0)
+            self._pending = True
 
     @property
     def stop_requested(self) -> bool:
@@ -86,11 +97,15 @@ class Control:
             return self._stop is not None
 
     def take(self) -> Commands:
-        """The pending commands; clears the one-shot ones (checkpoint, extend), keeps stop."""
+        """The pending commands; clears the one-shot ones (checkpoint, extend), keeps stop.
+        NO_COMMANDS when nothing was asked."""
+        if not self._pending:
+            return NO_COMMANDS
         with self._lock:
             commands = Commands(self._stop, self._signal, self._checkpoint, self._extend_to)
             self._checkpoint = False
             self._extend_to = None
+            self._pending = self._stop is not None  # stop is sticky
         return commands
 
 

@@ -8,12 +8,19 @@ that takes the run from N to N + 1 is the first to see it. Stages are validated 
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 
 def stage_index(cfg: dict[str, Any], step: int) -> int:
     """How many stages are active at `step` (0 = none; stage k is active when its at_step <= step)."""
     return sum(1 for stage in cfg.get("curriculum") or [] if int(stage["at_step"]) <= step)
+
+
+def next_stage_step(cfg: dict[str, Any], step: int) -> float:
+    """The first at_step after `step` (where the active stages change next); inf if none."""
+    return min((int(stage["at_step"]) for stage in cfg.get("curriculum") or [] if int(stage["at_step"]) > step),
+               default=math.inf)
 
 
 def effective_config(cfg: dict[str, Any], step: int) -> tuple[dict[str, Any], int]:

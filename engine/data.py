@@ -27,7 +27,10 @@ class EpochSampler:
         self.seed = seed
         self.epoch = 0
         self.position = 0  # index into this epoch's permutation of the next batch's first example
-        self._permutation: torch.Tensor | None = None
+        # This epoch's batches from position `_first` on, as views of its permutation: cut once
+        # per epoch (one op) instead of one slice op per step.
+        self._batches: tuple[torch.Tensor, ...] | None = None
+        self._first = 0
 
     @property
     def batches_per_epoch(self) -> int:
@@ -38,12 +41,15 @@ class EpochSampler:
         if self.position + self.batch_size > self.n:  # drop_last: the tail is skipped
             self.epoch += 1
             self.position = 0
-            self._permutation = None
-        if self._permutation is None:
-            self._permutation = self._permute(self.epoch)
-        indices = self._permutation[self.position : self.position + self.batch_size]
+            self._batches = None
+        if self._batches is None:
+            self._first = self.position
+            self._batches = self._permute(self.epoch)[self.position:].split(self.batch_size)
+        indices = self._batches[(self.position - self._first) // self.batch_size]
         self.position += self.batch_size
-        return indices.clone()
+        # A view, not a copy: the batches of one epoch are disjoint and each is handed out once,
+        # so a caller writing to its batch cannot change a later one (saves a copy per step).
+        return indices
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position}
@@ -53,7 +59,7 @@ class EpochSampler:
         if epoch < 0 or not 0 <= position <= self.n:
             raise ValueError(f"sampler state out of range for n={self.n}: epoch={epoch}, position={position}")
         self.epoch, self.position = epoch, position
-        self._permutation = None
+        self._batches = None
 
     def _permute(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator(device="cpu")

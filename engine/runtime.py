@@ -46,6 +46,11 @@ class Runtime:
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype autocast computes in; None for fp32 (autocast() is then a no-op)."""
+        return _AUTOCAST_DTYPES.get(self.precision)
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         dtype = _AUTOCAST_DTYPES.get(self.precision)
         if dtype is None:

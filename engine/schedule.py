@@ -72,6 +72,8 @@ class Schedule:
         """LR for the update from `step` completed steps to `step + 1`."""
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
+        if not self.extensions:  # called every step: the common case without the seams
+            return self._base_lr(step, self.max_steps)
         base_max, extensions = self._resolved()
         active = None
         for index, ext in enumerate(extensions):
@@ -115,7 +117,8 @@ class Schedule:
             return self.peak_lr * (step + 1) / self.warmup_steps
         if self.name == "constant":
             return self.peak_lr
-        return _cosine(step - self.warmup_steps, max_steps - self.warmup_steps, self.peak_lr, self.min_lr)
+        return _cosine(step - self.warmup_steps, max_steps - self.warmup_steps, self.peak_lr,
+                       self.peak_lr * self.min_lr_ratio)
 
 
 def _cosine(done: int, total: int, start: float, end: float) -> float:

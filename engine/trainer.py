@@ -25,7 +25,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,7 +34,7 @@ from torch import nn
 from engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, CheckpointManager
 from engine.compat import compare_state_dicts, format_incompatibility
 from engine.control import STOP_BY_SIGNAL, STOP_BY_USER, Commands, Control, ControlFolder
-from engine.curriculum import effective_config, stage_index
+from engine.curriculum import effective_config, next_stage_step, stage_index
 from engine.data import EpochSampler, eval_index_batches
 from engine.distributed import DistContext
 from engine.ema import WeightEMA
@@ -108,22 +108,46 @@ def is_improvement(value: float, best: dict[str, Any] | None, mode: str) -> bool
     return value < best["value"] if mode == "min" else value > best["value"]
 
 
+# Losses kept on the device before they are summed into one tensor: bounds the memory of a long
+# log interval while keeping the per-step cost a list append (a tensor add is ~1-3 us on CPU).
+_LOSSES_TO_FOLD = 256
+
+
 @dataclass
 class _Interval:
-    """What the loop accumulates between two log lines (on the device: no sync until logged)."""
+    """What the loop accumulates between two log lines: device losses are summed (one sync)
+    when logged; losses already read as floats (nan.action=stop reads each one) add up here."""
 
     loss_sum: torch.Tensor | float = 0.0
+    losses: list[torch.Tensor] = field(default_factory=list)
     steps: int = 0
     units: int = 0
     started: float = 0.0
 
     def reset(self) -> None:
         self.loss_sum, self.steps, self.units, self.started = 0.0, 0, 0, time.perf_counter()
+        self.losses = []
 
     def add(self, loss: torch.Tensor, units: int) -> None:
-        self.loss_sum = self.loss_sum + loss
+        """A loss still on the device (no sync)."""
+        self.losses.append(loss)
+        if len(self.losses) >= _LOSSES_TO_FOLD:
+            self.loss_sum = self.loss_sum + torch.stack(self.losses).sum()
+            self.losses = []
         self.steps += 1
         self.units += units
+
+    def add_value(self, loss: float, units: int) -> None:
+        """A loss the loop has already read."""
+        self.loss_sum += loss
+        self.steps += 1
+        self.units += units
+
+    def mean_loss(self) -> float:
+        if not self.steps:
+            return float("nan")
+        total = self.loss_sum + torch.stack(self.losses).sum() if self.losses else self.loss_sum
+        return float(total) / self.steps
 
 
 class Trainer:
@@ -159,6 +183,20 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.settings = cfg
         self._applied_stage: int | None = None  # recomputed before the first step
+        self._stage_until: float = 0.0  # the step at which the next curriculum stage starts
+        self._written_lr: float | None = None  # the LR the param groups hold (None: unknown)
+        # Settings read on every step, looked up once: a dict lookup or property call is ~0.1 us,
+        # and a step of digits_mlp is ~1 ms, so a few dozen of them are a measurable share.
+        self._grad_accum = int(cfg["optim"]["grad_accum"])
+        self._stop_on_nonfinite = cfg["nan"]["action"] == "stop"
+        self._distributed = dist.enabled
+        self._on_cuda = runtime.is_cuda
+        self._autocasts = runtime.autocast_dtype is not None
+        # A disabled GradScaler (everything but fp16 on CUDA) passes scale/unscale_/step/update
+        # straight through; calling the optimizer directly skips four Python calls a step.
+        self._scaler_enabled = runtime.scaler.is_enabled()
+        self._staging_possible = False  # a save() since the last update: its copy may be running
+        self._grad_clip = cfg["optim"]["grad_clip"]  # of the curriculum stage applied
         self._last_grad_norm: torch.Tensor | float = float("nan")
         self.last_saved_step: int | None = None  # a checkpoint of this run exists at this step
         self._interval = _Interval()
@@ -220,6 +258,8 @@ class Trainer:
                 self.ema = WeightEMA(self.raw_model, self.cfg["ema"]["decay"])
         self.sampler.load_state_dict(state["data"])
         self.step = int(state["step"])
+        self._applied_stage = None
+        self._written_lr = None  # the optimizer's state brought the LR it was saved with
         self.best = state.get("best")
         if self.best is not None and self.best.get("metric") != self.cfg["eval"]["metric"]:
             self.best = None  # a branch that tracks another metric starts its own best
@@ -230,93 +270,130 @@ class Trainer:
     def run(self) -> str:
         """Train until max_steps or a stop; returns the state the run ends in."""
         self._interval.reset()
-        while self.step < self.max_steps:
-            self._apply_curriculum()
+        max_steps = self.max_steps
+        log_every, eval_every = self.cfg["log"]["every"], self.cfg["eval"]["every"]
+        checkpoint_every = self.cfg["checkpoint"]["every"]
+        while self.step < max_steps:
+            if self.step >= self._stage_until or self._applied_stage is None:
+                self._apply_curriculum()
             loss, units = self._forward_backward()
-            if self._nonfinite(loss):
-                return self._stop_nonfinite(loss)
-            self._last_grad_norm = self._update()
+            if self._stop_on_nonfinite:
+                value = loss.item()  # the one sync per step of nan.action=stop; the log reuses it
+                if (self._distributed or not math.isfinite(value)) and self._nonfinite(value):
+                    return self._stop_nonfinite(loss)
+                self._last_grad_norm = self._update()
+                self._interval.add_value(value, units)
+            else:
+                self._last_grad_norm = self._update()
+                self._interval.add(loss, units)
             self.step += 1
-            self.runlog.set_progress(self.step, self.max_steps)
-            self._interval.add(loss, units)
+            step = self.step
+            self.runlog.set_progress(step, max_steps)
 
-            last = self.step >= self.max_steps
-            if self.step % self.cfg["log"]["every"] == 0 or last:
+            last = step >= max_steps
+            if step % log_every == 0 or last:
                 self._log_train()
             improved = False
-            if self.step % self.cfg["eval"]["every"] == 0 or last:
+            if step % eval_every == 0 or last:
                 improved = self._evaluate()
             # Commands are taken after the step's own work, so a stop asked during this step
             # (or its evaluation) ends the run here rather than one step later.
-            commands = self._agree(self._poll_commands())
+            commands = self._poll_commands()
+            if self._distributed:
+                commands = self._agree(commands)
             if commands.extend_to:
                 self._extend(commands.extend_to)
-                last = self.step >= self.max_steps
+                max_steps = self.max_steps
+                last = step >= max_steps
             stopping = commands.stop is not None and not last
             if stopping and self._interval.steps:
                 self._log_train()
-            self._checkpoint_if_due(last, improved, commands.checkpoint)
+            if last or improved or commands.checkpoint or step % checkpoint_every == 0:
+                self._checkpoint_if_due(last, improved, commands.checkpoint)
             if stopping:
                 return self._halt(commands)
         return self._finish()
 
     def _apply_curriculum(self) -> None:
-        """Settings for the update from `step`: every stage with at_step <= step applied."""
+        """Settings for the update from `step`: every stage with at_step <= step applied.
+
+        Called by the loop only when a stage boundary is reached (or the stage is unknown)."""
         stage = stage_index(self.cfg, self.step)
+        self._stage_until = next_stage_step(self.cfg, self.step)
         if stage != self._applied_stage:
             self.settings, stage = effective_config(self.cfg, self.step)
             apply_optim_settings(self.optimizer, self.settings["optim"])
             self._applied_stage = stage
+            self._grad_clip = self.settings["optim"]["grad_clip"]
 
     def _forward_backward(self) -> tuple[torch.Tensor, int]:
         """grad_accum micro-batches; returns the step's mean loss (on the device) and its units."""
         lr = self.schedule.lr(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        accum = self.cfg["optim"]["grad_accum"]
-        if accum == 1:
+        if lr != self._written_lr:  # a constant schedule after warmup writes it once
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self._written_lr = lr
+        if self._grad_accum == 1:
             # The common case without the accumulation arithmetic: each tensor op costs ~10 us,
             # a visible share of a small model's step (bench/bench_engine.py).
-            batch = self.task.get_batch("train", self.dist.shard(self.sampler.next_indices()))
+            indices = self.sampler.next_indices()
+            if self._distributed:
+                indices = self.dist.shard(indices)
+            batch = self.task.get_batch("train", indices)
             units = self.task.units(batch) * self.dist.world_size
-            with self.runtime.autocast():
-                loss = self.task.loss(self.model, self.runtime.to_device(batch), self.settings)
-            self.runtime.scaler.scale(loss).backward()
-            return loss.detach().float(), units
+            if self._on_cuda:
+                batch = self.runtime.to_device(batch)
+            if self._autocasts:
+                with self.runtime.autocast():
+                    loss = self.task.loss(self.model, batch, self.settings)
+            else:
+                loss = self.task.loss(self.model, batch, self.settings)
+            if self._scaler_enabled:
+                self.runtime.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            loss = loss.detach()
+            return (loss if loss.dtype == torch.float32 else loss.float()), units
         loss_sum = torch.zeros((), device=self.runtime.device)
         units = 0
-        for micro in range(accum):
+        for micro in range(self._grad_accum):
             indices = self.dist.shard(self.sampler.next_indices())
             batch = self.task.get_batch("train", indices)
             units += self.task.units(batch) * self.dist.world_size
             batch = self.runtime.to_device(batch)
             # DDP all-reduces gradients on the last micro-batch only.
-            sync = contextlib.nullcontext() if micro == accum - 1 or not self.dist.enabled else self.model.no_sync()
+            sync = contextlib.nullcontext() if micro == self._grad_accum - 1 or not self._distributed \
+                else self.model.no_sync()
             with sync:
                 with self.runtime.autocast():
                     loss = self.task.loss(self.model, batch, self.settings)
-                self.runtime.scaler.scale(loss / accum).backward()
+                self.runtime.scaler.scale(loss / self._grad_accum).backward()
             loss_sum += loss.detach().float()
-        return loss_sum / accum, units
+        return loss_sum / self._grad_accum, units
 
     def _update(self) -> torch.Tensor:
-        scaler = self.runtime.scaler
-        scaler.unscale_(self.optimizer)
-        clip = self.settings["optim"]["grad_clip"]
-        if clip:  # clip_grad_norm_ skips parameters without a gradient itself
+        scaler_enabled = self._scaler_enabled
+        if scaler_enabled:
+            self.runtime.scaler.unscale_(self.optimizer)
+        clip = self._grad_clip
+        if clip:  # clip_grad_norm_ skips parameters without a gradient itself; its result has no graph
             grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters, clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._parameters if p.grad is not None])
-        if self.checkpoints is not None:
+        if self._staging_possible:
             # The last save may still be copying weights and moments (staging, engine.snapshot):
             # the forward and backward above overlapped it; the step below changes them.
             self.checkpoints.wait_for_staging()
-        scaler.step(self.optimizer)
-        scaler.update()
+            self._staging_possible = False
+        if scaler_enabled:
+            self.runtime.scaler.step(self.optimizer)
+            self.runtime.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.raw_model)
-        return grad_norm.detach()
+        return grad_norm
 
     # ---------------------------------------------------------------- commands
 
@@ -328,7 +405,7 @@ class Trainer:
 
     def _agree(self, commands: Commands) -> Commands:
         """The commands every rank acts on: rank 0's control folder and any rank's signal."""
-        if not self.dist.enabled:
+        if not self._distributed:
             return commands
         stop_code = {None: 0, STOP_BY_USER: 1, STOP_BY_SIGNAL: 2}[commands.stop]
         flags = self.dist.agree_max([stop_code, float(commands.checkpoint), float(commands.extend_to or 0)],
@@ -337,12 +414,10 @@ class Trainer:
         signal = commands.signal or ("a signal to another rank" if stop == STOP_BY_SIGNAL else None)
         return Commands(stop, signal, bool(flags[1]), int(flags[2]) or None)
 
-    def _nonfinite(self, loss: torch.Tensor) -> bool:
-        """With nan.action=stop: is this step's loss nan/inf on any rank? (one sync per step)"""
-        if self.cfg["nan"]["action"] != "stop":
-            return False
-        local = not math.isfinite(loss.item())  # one op and the same sync as bool(torch.isfinite(loss))
-        if not self.dist.enabled:
+    def _nonfinite(self, loss: float) -> bool:
+        """With nan.action=stop: is this step's loss (read by the loop) nan/inf on any rank?"""
+        local = not math.isfinite(loss)
+        if not self._distributed:
             return local
         return bool(self.dist.agree_max([float(local)], self.runtime.device)[0])
 
@@ -355,6 +430,7 @@ class Trainer:
             return
         self.schedule = Schedule.from_config(self.cfg)
         self._applied_stage = None
+        self._written_lr = None
         if self.dist.is_main and self.write_config is not None:
             self.write_config(self.cfg)
         self.runlog.set_progress(self.step, self.max_steps)
@@ -365,7 +441,7 @@ class Trainer:
     def _log_train(self) -> None:
         interval = self._interval
         elapsed = max(time.perf_counter() - interval.started, 1e-9)
-        loss = float(interval.loss_sum / interval.steps) if interval.steps else float("nan")
+        loss = interval.mean_loss()
         line = {
             "step": self.step, "time": time.time(), "train/loss": loss,
             "lr": self.schedule.lr(self.step - 1),
@@ -421,6 +497,7 @@ class Trainer:
             pass
         self.checkpoints.save(self.state_dict(), self.step, kind, best=best, sync=sync,
                               defer=self._written_only_by_the_update())
+        self._staging_possible = True
         self.last_saved_step = self.step
 
     def _written_only_by_the_update(self) -> set[int]:

@@ -39,6 +39,18 @@ def test_resume_from_state_dict_continues_exactly() -> None:
     assert head + take(resumed, 14) == expected
 
 
+def test_resume_at_a_position_off_the_batch_grid() -> None:
+    """A branch with another batch size resumes mid-epoch wherever the parent stopped."""
+    reference = EpochSampler(10, 3, seed=4)
+    permutation = [i for batch in take(reference, 3) for i in batch]  # 9 of the 10, in order
+    resumed = EpochSampler(10, 3, seed=4)
+    resumed.load_state_dict({"epoch": 0, "position": 5})
+    assert take(resumed, 1) == [permutation[5:8]]
+    assert resumed.state_dict() == {"epoch": 0, "position": 8}
+    take(resumed, 1)  # 8 + 3 > 10: the tail is dropped and epoch 1 begins
+    assert resumed.state_dict() == {"epoch": 1, "position": 3}
+
+
 def test_does_not_touch_the_global_rng() -> None:
     torch.manual_seed(123)
     reference = torch.rand(5)

@@ -255,6 +255,35 @@ def test_a_failing_task_factory_ends_the_run_crashed(tmp_path: Path, monkeypatch
     assert status(run_dir)["state"] == "crashed" and events(run_dir, "crashed")
 
 
+def test_control_take_between_requests() -> None:
+    from engine.control import NO_COMMANDS
+
+    control = Control()
+    assert control.take() is NO_COMMANDS  # nothing asked: no lock, no new object
+    control.request_checkpoint()
+    assert control.take().checkpoint
+    assert control.take() is NO_COMMANDS  # one-shot
+    control.request_extend(50)
+    control.request_stop()
+    first = control.take()
+    assert (first.stop, first.extend_to) == ("stopped", 50)
+    again = control.take()
+    assert again.stop == "stopped" and again.extend_to is None  # stop stays asked
+
+
+def test_logged_loss_is_the_same_whether_read_every_step_or_at_the_log(tmp_path: Path) -> None:
+    """nan.action=stop reads each loss as a float; warn sums them on the device at the log line."""
+    lines = {}
+    for action in ("stop", "warn"):
+        run_dir, result = _run(tmp_path, "max_steps=20", "log.every=5", f"nan.action={action}", name=action)
+        assert result.state == "finished"
+        lines[action] = [line for line in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in line]
+    assert [line["step"] for line in lines["stop"]] == [5, 10, 15, 20]
+    for stop, warn in zip(lines["stop"], lines["warn"], strict=True):
+        assert stop["train/loss"] == pytest.approx(warn["train/loss"], rel=1e-6)
+        assert stop["grad_norm"] == warn["grad_norm"] and stop["lr"] == warn["lr"]
+
+
 def test_control_folder_commands_and_their_mistakes(tmp_path: Path) -> None:
     import json
     import time
