@@ -70,26 +70,36 @@ def detect(path: Path) -> Detector | None:
 
 # ------------------------------------------------------------------------------------ entry points
 
-def find_runs(root: Path) -> list[RunSummary]:
-    """A summary of every run directly under `root` (or of `root` itself if it is a run).
+def find_runs(root: Path, *, newest: int = 0,
+              on_newest: Callable[[list[RunSummary]], None] | None = None) -> list[RunSummary]:
+    """A summary of every run directly under `root` (or of `root` itself if it is a run), by name.
 
     Raises RunctlError only when `root` itself is unusable; each broken entry becomes a summary
-    whose `error` says what is wrong.
+    whose `error` says what is wrong. With `on_newest`, the `newest` most recently written runs
+    (by the mtime of status.json, else run.yaml) are summarized first and handed to it, newest
+    first, before the others are read: a UI paints a screenful of a big root while the rest is
+    read. Those summaries are part of the result, not read a second time.
     """
     root = Path(root)
     _check_root(root)
     if detect(root) is not None:
-        return [summarize(root)]
+        summaries = [summarize(root)]
+        if on_newest is not None and newest > 0:
+            on_newest(summaries)
+        return summaries
     try:
         with os.scandir(root) as it:
-            entries = sorted(it, key=lambda e: e.name)
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
     except OSError as exc:
         raise RunctlError(f"{root}: cannot list ({exc.strerror or exc.__class__.__name__})") from None
+    early: dict[str, RunSummary | None] = {}
+    if on_newest is not None and newest > 0:
+        for entry in _newest_first(entries)[:newest]:
+            early[entry.name] = _summarize_entry(Path(entry.path), entry)
+        on_newest([summary for summary in early.values() if summary is not None])
     summaries = []
     for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        summary = _summarize_entry(Path(entry.path), entry)
+        summary = early[entry.name] if entry.name in early else _summarize_entry(Path(entry.path), entry)
         if summary is not None:
             summaries.append(summary)
     return summaries
@@ -225,6 +235,20 @@ def _summarize_entry(path: Path, entry: os.DirEntry[str]) -> RunSummary | None:
     if detect(path) is None:
         return None  # a folder that is no run of any known layout: not ours to report
     return summarize(path)
+
+
+def _newest_first(entries: list[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
+    """Entries that look like runctl runs, most recently written first (one stat each, no reads)."""
+    dated: list[tuple[float, os.DirEntry[str]]] = []
+    for entry in entries:
+        for name in (STATUS_JSON, RUN_YAML):
+            try:
+                dated.append((os.stat(os.path.join(entry.path, name)).st_mtime, entry))
+                break
+            except OSError:
+                continue
+    dated.sort(key=lambda item: item[0], reverse=True)
+    return [entry for _, entry in dated]
 
 
 def _folder_problem(path: Path) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,11 @@ def run_yaml_for_listing(run_dir: Path) -> tuple[dict[str, Any], str | None]:
     if text is None:
         return {}, problem
     snippet = _top_level_entries(text, _LISTING_KEYS)
-    cfg, problem = _parse_yaml(snippet, path) if snippet else ({}, "no listing keys")
+    simple = _simple_mapping(snippet) if snippet else None
+    if simple is not None:
+        cfg, problem = simple, None
+    else:
+        cfg, problem = _parse_yaml(snippet, path) if snippet else ({}, "no listing keys")
     if problem is not None:
         cfg, problem = _parse_yaml(text, path)
         cfg = {k: v for k, v in cfg.items() if k in _LISTING_KEYS}
@@ -97,3 +102,80 @@ def _top_level_entries(text: str, keys: frozenset[str]) -> str | None:
         if keep:
             kept.append(line)
     return "\n".join(kept) + "\n" if kept else None
+
+
+# The one-line values the engine writes (yaml.safe_dump) for the listing's keys, resolved as
+# PyYAML's SafeLoader (YAML 1.1) resolves them. Anything else is left to PyYAML, whose
+# constructor is most of the cost of reading 1,000 run.yaml files.
+_NULL_WORDS = {"~": None, "null": None, "Null": None, "NULL": None}
+_BOOL_WORDS = {word: value for value, words in ((True, "yes Yes YES true True TRUE on On ON"),
+                                                 (False, "no No NO false False FALSE off Off OFF"))
+               for word in words.split()}
+_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+# YAML 1.1 floats need a dot, and an exponent needs its sign ("1e-05" and "1.5e3" are strings).
+_FLOAT = re.compile(r"[-+]?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_QUOTED = re.compile(r"'([^']*)'|\"([^\"\\]*)\"")
+_UNSET = object()
+
+
+def _simple_mapping(snippet: str) -> dict[str, Any] | None:
+    """The top-level `key: value` lines of `snippet` as SafeLoader reads them, or None as soon as
+    a line is not one this reader knows exactly (the caller then asks PyYAML)."""
+    result: dict[str, Any] = {}
+    for line in snippet.splitlines():
+        if not line or line[0] == "#":
+            continue
+        key, colon, rest = line.partition(":")
+        if not colon or not _is_key(key) or (rest and rest[0] != " "):
+            return None
+        value = _simple_value(rest.strip())
+        if value is _UNSET:
+            return None
+        result[key] = value
+    return result
+
+
+def _simple_value(text: str) -> Any:
+    if text.startswith("{") and text.endswith("}"):
+        inner = text[1:-1].strip()
+        if any(c in inner for c in "{}[]'\"#"):
+            return _UNSET
+        mapping: dict[str, Any] = {}
+        for item in inner.split(",") if inner else ():
+            key, sep, value = item.strip().partition(": ")
+            scalar = _scalar(value.strip()) if sep and _is_key(key) and ":" not in value else _UNSET
+            if scalar is _UNSET:
+                return _UNSET
+            mapping[key] = scalar
+        return mapping
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        if any(c in inner for c in "{}[]'\"#:"):
+            return _UNSET
+        items = [_scalar(item.strip()) if item.strip() else _UNSET for item in inner.split(",")] if inner else []
+        return _UNSET if any(item is _UNSET for item in items) else items
+    quoted = _QUOTED.fullmatch(text)
+    if quoted:
+        return quoted.group(1) if quoted.group(1) is not None else quoted.group(2)
+    return _scalar(text)
+
+
+def _scalar(text: str) -> Any:
+    """A plain scalar: null, bool, int, float or a word; _UNSET for anything else."""
+    if text == "" or text in _NULL_WORDS:
+        return None
+    if text in _BOOL_WORDS:
+        return _BOOL_WORDS[text]
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    if _WORD.fullmatch(text):
+        return text
+    return _UNSET
+
+
+def _is_key(text: str) -> bool:
+    return bool(_KEY.fullmatch(text)) and text not in _NULL_WORDS and text not in _BOOL_WORDS

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-
 from runs.errors import RunctlError
 
 ENV_VAR = "RUNCTL_KEYS"
@@ -35,6 +33,8 @@ def load_keymap(path: Path) -> dict[str, str]:
         return {}
     except OSError as err:
         raise RunctlError(f"{path}: cannot read key map ({err.strerror})") from None
+    import yaml  # only when there is a key map: most starts have none (first paint)
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runs.layout import METRICS_JSONL, RUN_YAML, STATUS_JSON
+from runs.layout import METRICS_JSONL
 from runs.model import RunSummary
 
 # Enough bytes for the last few metrics lines; a line is ~150-400 bytes.
@@ -84,37 +85,31 @@ def row_from_summary(summary: RunSummary) -> RunRow:
     )
 
 
-def load_rows(root: Path) -> list[RunRow]:
-    """Every run under root as a row (blocking: call it from a thread worker)."""
+def load_rows(root: Path, *, newest: int = 0,
+              on_newest: Callable[[list[RunRow]], None] | None = None) -> list[RunRow]:
+    """Every run under root as a row (blocking: call it from a thread worker).
+
+    With `on_newest`, the `newest` most recently written runs come first, as soon as they are
+    read: a screenful to paint while the rest of a big root is read (once: they are part of the
+    result too).
+    """
     from runs.discovery import find_runs
 
-    return [row_from_summary(summary) for summary in find_runs(root)]
+    rows: dict[Path, RunRow] = {}
 
+    def row_of(summary: RunSummary) -> RunRow:
+        row = rows.get(summary.path)
+        if row is None:
+            row = rows[summary.path] = row_from_summary(summary)
+        return row
 
-def newest_rows(root: Path, limit: int) -> list[RunRow]:
-    """The `limit` most recently updated runs, found by a stat per folder (blocking).
+    if on_newest is None:
+        return [row_of(summary) for summary in find_runs(root)]
 
-    A screenful to paint while the full listing (runs.discovery.find_runs, which reads every
-    run) is still under way; that listing then replaces these rows.
-    """
-    from runs.discovery import summarize
+    def hand_over(summaries: list[RunSummary]) -> None:
+        on_newest([row_of(summary) for summary in summaries])
 
-    candidates: list[tuple[float, Path]] = []
-    try:
-        with os.scandir(root) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                for name in (STATUS_JSON, RUN_YAML):
-                    try:
-                        candidates.append((os.stat(os.path.join(entry.path, name)).st_mtime, Path(entry.path)))
-                        break
-                    except OSError:
-                        continue
-    except OSError:
-        return []
-    candidates.sort(key=lambda item: item[0], reverse=True)
-    return [row_from_summary(summarize(path)) for _, path in candidates[:limit]]
+    return [row_of(summary) for summary in find_runs(root, newest=newest, on_newest=hand_over)]
 
 
 def load_row(run_dir: Path) -> RunRow | None:

@@ -253,9 +253,9 @@ async def test_watcher_adds_new_runs_and_updates_changed_rows(tmp_path: Path) ->
 async def test_many_runs_arrive_after_the_first_screenful(tmp_path: Path) -> None:
     from fixtures import write_many_runs
 
-    from tui.widgets.runs_table import FIRST_PAINT_ROWS
+    from tui.screens.runs_list import QUICK_ROWS
 
-    count = FIRST_PAINT_ROWS + 60
+    count = QUICK_ROWS + 150
     root = write_many_runs(tmp_path / "runs", count)
     app = make_test_app(root, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
@@ -267,10 +267,10 @@ async def test_many_runs_arrive_after_the_first_screenful(tmp_path: Path) -> Non
         assert all(name.startswith("run-01") for name in t.visible_names())
 
 
-def test_newest_rows_picks_the_most_recently_written_runs(tmp_path: Path) -> None:
+def test_load_rows_hands_over_the_most_recently_written_runs_first(tmp_path: Path) -> None:
     import os
 
-    from tui.run_rows import newest_rows
+    from tui.run_rows import load_rows
 
     root = tmp_path / "runs"
     root.mkdir()
@@ -278,4 +278,9 @@ def test_newest_rows_picks_the_most_recently_written_runs(tmp_path: Path) -> Non
         run_dir = write_run(root, name, state="stopped", step=5, max_steps=10)
         os.utime(run_dir / "status.json", (FIXED_NOW - age, FIXED_NOW - age))
     (root / "not-a-run").mkdir()
-    assert [row.name for row in newest_rows(root, 2)] == ["newest", "middle"]
+    early: list = []
+    rows = load_rows(root, newest=2, on_newest=early.extend)
+    assert [row.name for row in early] == ["newest", "middle"]
+    assert [row.name for row in rows] == ["middle", "newest", "old"]
+    # The early rows are part of the result, not read a second time.
+    assert all(any(row is early_row for row in rows) for early_row in early)

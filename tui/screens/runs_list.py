@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -23,7 +22,7 @@ from textual.widgets.option_list import Option
 
 from runs.layout import RUN_YAML
 from tui.messages import RunRowsLoaded
-from tui.run_rows import RunRow, load_row, load_rows, newest_rows
+from tui.run_rows import RunRow, load_row, load_rows
 from tui.widgets.runs_table import RunsTable
 
 if TYPE_CHECKING:
@@ -63,6 +62,9 @@ class Welcome(Vertical):
             id="welcome-cli",
         )
 
+    def on_mount(self) -> None:
+        self.query_one("#welcome-configs", OptionList).focus()
+
 
 class RunsListScreen(Screen):
     BINDINGS = [
@@ -89,6 +91,7 @@ class RunsListScreen(Screen):
         super().__init__(id="runs-list")
         self._dirty: set[Path] = set()
         self._loaded = False
+        self._published_keys: tuple[Any, ...] | None = None
 
     @property
     def rapp(self) -> RunctlApp:
@@ -98,7 +101,7 @@ class RunsListScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Static(self._status_text(), id="status-line")
         yield RunsTable(self.rapp.selected_runs, now=self.rapp.now, id="runs-table")
-        yield Welcome(self.rapp.root)
+        # The Welcome is mounted only on an empty root (it imports the engine's config module).
         yield Input(placeholder="filter by name (Enter: keep, Esc: clear)", id="filter")
         yield Footer(compact=True)
 
@@ -107,8 +110,10 @@ class RunsListScreen(Screen):
         return self.query_one(RunsTable)
 
     def on_mount(self) -> None:
-        self.query_one(Welcome).display = False
         self.query_one("#filter", Input).display = False
+        # Every publish rebuilds the footer's widgets: note what it was built from (see
+        # _refresh_keys). Immediate: recorded at the publish, whoever publishes.
+        self.bindings_updated_signal.subscribe(self, self._keys_published, immediate=True)
         self.table.focus()
         self.set_interval(ROW_REFRESH_INTERVAL, self._flush_dirty)
         if self.rapp.live_clock:
@@ -119,12 +124,16 @@ class RunsListScreen(Screen):
     @work(thread=True, exclusive=True, group="runs-all", exit_on_error=False)
     def reload_all(self) -> None:
         root = self.rapp.root
-        if not self._loaded:
+        if self._loaded:
+            rows = load_rows(root)
+        else:
             # Reading 1,000 runs takes a while: paint the newest screenful first.
-            head = newest_rows(root, QUICK_ROWS)
-            if head:
-                self.post_message(RunRowsLoaded(head, complete=False))
-        self.post_message(RunRowsLoaded(load_rows(root), complete=True))
+            def paint_newest(head: list[RunRow]) -> None:
+                if head:
+                    self.post_message(RunRowsLoaded(head, complete=False))
+
+            rows = load_rows(root, newest=QUICK_ROWS, on_newest=paint_newest)
+        self.post_message(RunRowsLoaded(rows, complete=True))
 
     def mark_dirty(self, run_dirs: set[Path]) -> None:
         """These runs changed on disk; their rows are reloaded on the next refresh tick."""
@@ -170,7 +179,9 @@ class RunsListScreen(Screen):
         if message.complete:
             self._loaded = True
             self.table.set_rows(message.rows)
-            self.rapp.start_watching()
+            # After the table's paint: the watcher's first scan of a big root would compete with
+            # it for the GIL. Runs that change before it runs are caught up when it starts.
+            self.table.call_after_refresh(self.rapp.start_watching)
             if getattr(self, "_catch_up_pending", False):
                 self._catch_up(self.table.known_paths())
         else:
@@ -178,11 +189,17 @@ class RunsListScreen(Screen):
             self.table.upsert_rows(message.rows)
         self._show_welcome_if_empty()
         self._update_status()
-        self.refresh_bindings()
+        self._refresh_keys()
 
     def _show_welcome_if_empty(self) -> None:
         empty = self._loaded and self.table.total_runs == 0
-        welcome = self.query_one(Welcome)
+        welcomes = self.query(Welcome)
+        if not welcomes:
+            if empty:
+                self.table.display = False
+                self.mount(Welcome(self.rapp.root), after=self.table)
+            return
+        welcome = welcomes.first()
         if welcome.display != empty:
             welcome.display = empty
             self.table.display = not empty
@@ -229,9 +246,21 @@ class RunsListScreen(Screen):
             return True if run is not None else None
         return True
 
+    def _refresh_keys(self) -> None:
+        """Refresh the footer only if a key's enabled state (or the focus) changed: each refresh
+        rebuilds the footer's widgets, and rows load and the cursor moves far more often."""
+        if self._key_state() != self._published_keys:
+            self.refresh_bindings()
+
+    def _keys_published(self, screen: Screen) -> None:
+        self._published_keys = self._key_state()
+
+    def _key_state(self) -> tuple[Any, ...]:
+        return (self.focused, *(self.check_action(binding.action, ()) for binding in _SCREEN_BINDINGS))
+
     @on(RunsTable.RowHighlighted)
     def _on_cursor_moved(self) -> None:
-        self.refresh_bindings()
+        self._refresh_keys()
 
     @on(RunsTable.RowSelected)
     def _on_row_selected(self) -> None:
@@ -275,6 +304,8 @@ class RunsListScreen(Screen):
 
     @work(thread=True, exclusive=True, group="extend", exit_on_error=False)
     def _read_config_then_extend(self, run: RunRow) -> None:
+        import yaml
+
         try:
             cfg = yaml.safe_load((run.path / RUN_YAML).read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as err:
@@ -364,3 +395,6 @@ class RunsListScreen(Screen):
         self.mark_dirty({run_dir})
         self._update_status()
         self.refresh_bindings()
+
+
+_SCREEN_BINDINGS = [binding for binding in RunsListScreen.BINDINGS if isinstance(binding, Binding)]
