@@ -44,3 +44,29 @@ with contextlib.redirect_stdout(io.StringIO()):
 print(codes, sorted(m for m in sys.modules if m.split(".")[0] in {set(HEAVY)!r}))
 """
     assert _run(code) == "[0, 0, 0, 0] []"
+
+
+# What the UI's first paint needs; these come later (the run view, the watcher after the paint,
+# the engine on a key press, PyYAML for a key map or a run.yaml the listing's reader declines).
+LATER = ("torch", "numpy", "sklearn", "plotext", "textual_plotext", "watchdog", "engine", "yaml", "runs.watch",
+         "tui.screens.run_view", "tui.widgets.loss_plot")
+
+
+def test_the_ui_and_its_first_listing_import_only_what_the_first_screen_needs(tmp_path: Path) -> None:
+    import json
+
+    import yaml
+
+    run = make_run(tmp_path, "a", checkpoint_steps=(50, 100))
+    config = json.loads((run / "run.yaml").read_text())  # as the engine writes it:
+    (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
+    code = f"""
+import sys
+from pathlib import Path
+import tui.app
+from tui.run_rows import load_rows
+rows = load_rows(Path({str(tmp_path)!r}), newest=60, on_newest=lambda head: None)
+later = {LATER!r}
+print(len(rows), sorted(m for m in sys.modules if any(m == name or m.startswith(name + ".") for name in later)))
+"""
+    assert _run(code) == "1 []"
