@@ -48,6 +48,7 @@ class RunLog:
             "world_size": world_size, "error": None, "checkpoint": None,
         }
         self._callback_failed = False
+        self._unwritable: set[Path] = set()  # logs whose last append failed (warned once)
         self._metrics_file = JsonlAppender(self.run_dir / METRICS_JSONL)
 
     # ---------------------------------------------------------------- status.json
@@ -115,7 +116,7 @@ class RunLog:
         with self._lock:
             if record["event"] == "checkpoint" and record.get("file"):
                 self._status["checkpoint"] = record["file"]
-            append_jsonl(self.run_dir / EVENTS_JSONL, record)
+            self._append(self.run_dir / EVENTS_JSONL, lambda: append_jsonl(self.run_dir / EVENTS_JSONL, record))
             self._notify(self._on_event, record)
         return record
 
@@ -126,8 +127,23 @@ class RunLog:
             return
         record = dict(line)
         with self._lock:
-            self._metrics_file.append(record)
+            self._append(self.run_dir / METRICS_JSONL, lambda: self._metrics_file.append(record))
             self._notify(self._on_metrics, record)
+
+    def _append(self, path: Path, append: Callable[[], None]) -> None:
+        """A log line that cannot be written (disk full) is lost, not the run: training goes on,
+        and the checkpoint writes, which fail the same way, are reported as checkpoint_failed."""
+        try:
+            append()
+        except OSError as exc:
+            if path not in self._unwritable:
+                self._unwritable.add(path)
+                sys.stderr.write(f"runctl: {path}: line not written ({exc.strerror or exc}); training "
+                                 "continues, and later lines are written once there is room\n")
+            return
+        if path in self._unwritable:
+            self._unwritable.discard(path)
+            sys.stderr.write(f"runctl: {path}: written again; the lines in between are lost\n")
 
     def _notify(self, callback: Callable[[dict[str, Any]], None] | None, record: dict[str, Any]) -> None:
         if callback is None:

@@ -38,11 +38,14 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> int:
             os.fsync(f.fileno())
             size = f.tell()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink()
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None:
+            # Name the file the caller wrote, not its temp name (OSError() keeps the subclass).
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     fsync_dir(path.parent)
     return size
@@ -65,17 +68,25 @@ def _jsonl_line(obj: dict[str, Any]) -> str:
 
 
 def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
-    """Append one complete line. Readers parse only complete lines, so a torn tail is harmless."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(_jsonl_line(obj))
+    """Append one complete line. Readers parse only complete lines, so a torn tail is harmless;
+    a torn tail left by a killed or disk-full writer is ended first, so this line stays whole."""
+    line = _jsonl_line(obj)
+    with open(path, "a+", encoding="utf-8") as f:  # a+: the tail must be readable
+        f.write(line if not _ends_mid_line(f.fileno()) else "\n" + line)
         f.flush()
+
+
+def _ends_mid_line(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
 
 
 class JsonlAppender:
     """append_jsonl for a hot path (metrics every step): the file stays open between lines.
 
     Each line is written whole and flushed at once, so readers see the same thing as with
-    append_jsonl; only the open/close per line is saved.
+    append_jsonl; only the open/close per line is saved. A failed append (disk full) may leave
+    part of a line: the file is reopened and that part ended before the next line.
     """
 
     def __init__(self, path: Path) -> None:
@@ -83,10 +94,28 @@ class JsonlAppender:
         self._file: IO[str] | None = None
 
     def append(self, obj: dict[str, Any]) -> None:
+        line = _jsonl_line(obj)
         if self._file is None:
-            self._file = open(self.path, "a", encoding="utf-8")
-        self._file.write(_jsonl_line(obj))
-        self._file.flush()
+            # "a+": the tail must be readable to see whether a killed writer left half a line.
+            self._file = open(self.path, "a+", encoding="utf-8")
+            if _ends_mid_line(self._file.fileno()):
+                line = "\n" + line
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError:
+            self._discard()
+            raise
+
+    def _discard(self) -> None:
+        """Drop the open file and whatever its buffer still holds (flushing it would fail again)."""
+        file, self._file = self._file, None
+        if file is None:
+            return
+        try:
+            file.close()
+        except OSError:
+            pass  # the descriptor is closed all the same
 
     def close(self) -> None:
         if self._file is not None:

@@ -135,11 +135,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # a bug, not bad input: one line here, the traceback in a file
-        log = _save_traceback()
-        sys.stderr.write(f"runctl: internal error: {exc.__class__.__name__}: {exc} (traceback: {log})\n")
+    except OSError as exc:
+        if exc.filename is None:
+            return _internal_error(exc)
+        # The machine, not runctl: a full disk, a lost mount, permissions. Writes are atomic, so
+        # the file named is as it was.
+        sys.stderr.write(f"runctl: {exc.filename}: {exc.strerror or exc}\n")
         return 1
+    except Exception as exc:  # a bug, not bad input: one line here, the traceback in a file
+        return _internal_error(exc)
     return int(code or 0)
+
+
+def _internal_error(exc: BaseException) -> int:
+    log = _save_traceback()
+    sys.stderr.write(f"runctl: internal error: {exc.__class__.__name__}: {exc} (traceback: {log})\n")
+    return 1
 
 
 def _save_traceback() -> str:

@@ -10,6 +10,7 @@ once space is freed `runctl resume` finishes the run.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -19,14 +20,18 @@ import pytest
 
 from .helpers import (
     TINY_MLP,
+    base_env,
     events,
     find_run_dir,
     manifest,
+    metrics_step,
     records_by_name,
     run_cli,
+    start_cli,
     status,
     temp_files,
     verify_json,
+    wait_for,
 )
 
 PAGE = 4096
@@ -103,3 +108,44 @@ def test_disk_full_during_a_save(tmp_path: Path, small_disk: Path) -> None:
     records = records_by_name(document)
     assert code == 0 and records["step_00000008.pt"]["status"] == "ok", records
     assert not temp_files(run_dir)
+
+
+def test_disk_filling_up_while_training_loses_log_lines_not_the_run(tmp_path: Path, small_disk: Path) -> None:
+    """The disk fills while the engine trains: metrics lines stop fitting. Training goes on with
+    one warning, and once there is room again the lines are whole again and the run finishes."""
+    root = small_disk / "runs"
+    config = tmp_path / "slow.yaml"
+    config.write_text('task: "fault_task:factory"\nmax_steps: 300\nmodel: {hidden: 16, step_sleep: 0.02}\n'
+                      "data: {batch_size: 32}\nlog: {every: 1}\neval: {every: 1000, batches: 1}\n"
+                      "checkpoint: {every: 1000, keep_last: 3}\n")
+    env = base_env({"PYTHONPATH": str(Path(__file__).resolve().parent)})
+    engine = start_cli(["train", config, "--root", root, "--name", "filling"], cwd=tmp_path,
+                       log_dir=tmp_path / "logs", env=env)
+    try:
+        run_dir = root / "filling"
+        wait_for(lambda: metrics_step(run_dir) >= 5, timeout=120, what="five steps", alive=engine)
+        filler = fill(small_disk, leave=0)
+        wait_for(lambda: "metrics.jsonl: line not written" in engine.stderr(), timeout=120,
+                 what="the full disk to refuse a metrics line", alive=engine)
+        gap_from = metrics_step(run_dir)
+        filler.unlink()
+        wait_for(lambda: "written again" in engine.stderr(), timeout=120, what="room again", alive=engine)
+        assert engine.proc.wait(timeout=180) == 0, engine.stderr()
+    finally:
+        engine.ensure_dead()
+    assert engine.stderr().count("line not written") == 1, engine.stderr()
+    assert status(run_dir).get("state") == "finished" and status(run_dir).get("step") == 300
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            records.append(None)  # at most the one line the disk cut short
+    assert records.count(None) <= 1, lines
+    train_steps = [r["step"] for r in records if r is not None and "train/loss" in r]
+    assert train_steps == sorted(train_steps) and gap_from < 300
+    assert len(train_steps) < 300  # the gap's lines are lost...
+    assert train_steps[-20:] == list(range(281, 301))  # ...and after it every line is there, whole
+    code, document = verify_json(run_dir, cwd=tmp_path)
+    assert code == 0 and records_by_name(document)["step_00000300.pt"]["status"] == "ok"
