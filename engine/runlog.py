@@ -86,10 +86,8 @@ class RunLog:
             with self._lock:
                 if self._status["state"] != "running":
                     continue
-                try:
-                    self._write_status()
-                except OSError as exc:  # a full disk must not kill the heartbeat; the next beat retries
-                    sys.stderr.write(f"runctl: {self.run_dir / STATUS_JSON}: heartbeat not written ({exc})\n")
+                # A full disk must not kill the heartbeat; the next beat retries.
+                self._append(self.run_dir / STATUS_JSON, self._write_status)
 
     def _write_status(self) -> None:
         if not self.enabled:
@@ -131,14 +129,15 @@ class RunLog:
             self._notify(self._on_metrics, record)
 
     def _append(self, path: Path, append: Callable[[], None]) -> None:
-        """A log line that cannot be written (disk full) is lost, not the run: training goes on,
-        and the checkpoint writes, which fail the same way, are reported as checkpoint_failed."""
+        """A log line (or heartbeat) that cannot be written (disk full) is lost, not the run:
+        training goes on, and the checkpoint writes, which fail the same way, are reported as
+        checkpoint_failed. One warning per file until it is written again."""
         try:
             append()
         except OSError as exc:
             if path not in self._unwritable:
                 self._unwritable.add(path)
-                sys.stderr.write(f"runctl: {path}: line not written ({exc.strerror or exc}); training "
+                sys.stderr.write(f"runctl: {path}: not written ({exc.strerror or exc}); training "
                                  "continues, and later lines are written once there is room\n")
             return
         if path in self._unwritable:

@@ -21,8 +21,8 @@ def test_unwritable_logs_warn_once_and_training_goes_on(tmp_path: Path, capsys: 
         runlog.metrics({"step": step, "train/loss": 1.0})
     runlog.event("warning", message="kept")
     err = capsys.readouterr().err
-    assert err.count(f"{tmp_path / METRICS_JSONL}: line not written") == 1
-    assert err.count(f"{tmp_path / EVENTS_JSONL}: line not written") == 1
+    assert err.count(f"{tmp_path / METRICS_JSONL}: not written") == 1
+    assert err.count(f"{tmp_path / EVENTS_JSONL}: not written") == 1
     assert [line["step"] for line in seen] == [1, 2]  # the in-process listener still hears them
 
     (tmp_path / METRICS_JSONL).rmdir()  # room again

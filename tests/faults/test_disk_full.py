@@ -125,7 +125,7 @@ def test_disk_filling_up_while_training_loses_log_lines_not_the_run(tmp_path: Pa
         run_dir = root / "filling"
         wait_for(lambda: metrics_step(run_dir) >= 5, timeout=120, what="five steps", alive=engine)
         filler = fill(small_disk, leave=0)
-        wait_for(lambda: "metrics.jsonl: line not written" in engine.stderr(), timeout=120,
+        wait_for(lambda: "metrics.jsonl: not written" in engine.stderr(), timeout=120,
                  what="the full disk to refuse a metrics line", alive=engine)
         gap_from = metrics_step(run_dir)
         filler.unlink()
@@ -133,7 +133,7 @@ def test_disk_filling_up_while_training_loses_log_lines_not_the_run(tmp_path: Pa
         assert engine.proc.wait(timeout=180) == 0, engine.stderr()
     finally:
         engine.ensure_dead()
-    assert engine.stderr().count("line not written") == 1, engine.stderr()
+    assert engine.stderr().count("metrics.jsonl: not written") == 1, engine.stderr()
     assert status(run_dir).get("state") == "finished" and status(run_dir).get("step") == 300
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     records = []
