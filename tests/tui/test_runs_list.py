@@ -284,3 +284,26 @@ def test_load_rows_hands_over_the_most_recently_written_runs_first(tmp_path: Pat
     assert [row.name for row in rows] == ["middle", "newest", "old"]
     # The early rows are part of the result, not read a second time.
     assert all(any(row is early_row for row in rows) for early_row in early)
+
+
+async def test_the_full_listing_keeps_an_unmoved_cursor_at_the_top(tmp_path: Path) -> None:
+    # The newest screenful comes first; when the full listing replaces it, a cursor the user has
+    # not moved stays on the first row instead of following its run down the list.
+    import os
+
+    from tui.screens.runs_list import QUICK_ROWS
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    count = QUICK_ROWS + 10
+    for i in range(count):
+        run_dir = write_run(root, f"run-{i:04d}", state="finished", step=200, max_steps=200, updated_ago=60)
+        # Equal "updated" (ties sort by name); the last ones written are the newest screenful.
+        os.utime(run_dir / "status.json", (FIXED_NOW - 1000 + i, FIXED_NOW - 1000 + i))
+    app = make_test_app(root, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        t = await loaded(pilot, count)
+        await pilot.pause()
+        assert t.cursor_row == 0
+        assert t.current_run is not None and t.current_run.name == "run-0000"
+        assert t.scroll_y == 0

@@ -66,6 +66,26 @@ class Welcome(Vertical):
         self.query_one("#welcome-configs", OptionList).focus()
 
 
+class RunsFooter(Footer):
+    """Footer that rebuilds its keys once per refresh, however often the bindings were refreshed
+    before it: each rebuild mounts a widget per key, and a start publishes several refreshes
+    (screen stack, focus, the first rows) that would otherwise each rebuild it. The rebuild reads
+    the bindings when it runs, so it shows the newest state."""
+
+    _rebuild_pending = False
+
+    def bindings_changed(self, screen: Screen) -> None:
+        if self._rebuild_pending and screen is self.screen:
+            return
+        super().bindings_changed(screen)
+        # What Footer checks before scheduling its rebuild.
+        self._rebuild_pending = self.is_attached and screen is self.screen and bool(screen.app.app_focus)
+
+    async def recompose(self) -> None:
+        self._rebuild_pending = False
+        await super().recompose()
+
+
 class RunsListScreen(Screen):
     BINDINGS = [
         Binding("n", "new_run", "New", id="runctl.new",
@@ -103,7 +123,7 @@ class RunsListScreen(Screen):
         yield RunsTable(self.rapp.selected_runs, now=self.rapp.now, id="runs-table")
         # The Welcome is mounted only on an empty root (it imports the engine's config module).
         yield Input(placeholder="filter by name (Enter: keep, Esc: clear)", id="filter")
-        yield Footer(compact=True)
+        yield RunsFooter(compact=True)
 
     @property
     def table(self) -> RunsTable:
@@ -177,8 +197,11 @@ class RunsListScreen(Screen):
 
     def on_run_rows_loaded(self, message: RunRowsLoaded) -> None:
         if message.complete:
+            # The first full listing replaces the newest screenful: a cursor the user has not
+            # moved off the first row stays at the top, not on that run wherever it now sorts.
+            follow = self._loaded or self.table.cursor_row != 0
             self._loaded = True
-            self.table.set_rows(message.rows)
+            self.table.set_rows(message.rows, follow_cursor=follow)
             # After the table's paint: the watcher's first scan of a big root would compete with
             # it for the GIL. Runs that change before it runs are caught up when it starts.
             self.table.call_after_refresh(self.rapp.start_watching)
@@ -389,7 +412,7 @@ class RunsListScreen(Screen):
         # Back from a run view or a dialog: the overlay selection or states may have changed.
         self.table.upsert_rows([])
         self._update_status()
-        self.refresh_bindings()
+        self._refresh_keys()
 
     def engine_changed(self, run_dir: Path) -> None:
         self.mark_dirty({run_dir})

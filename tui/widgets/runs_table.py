@@ -142,11 +142,12 @@ class RunsTable(DataTable, inherit_bindings=False):
         return [self._rows[str(key.value)].name for key in self.rows]
 
     # ---- data in
-    def set_rows(self, rows: Iterable[RunRow]) -> None:
-        """Replace every row (a full reload of the root)."""
+    def set_rows(self, rows: Iterable[RunRow], *, follow_cursor: bool = True) -> None:
+        """Replace every row (a full reload of the root). The cursor stays on its run, or with
+        `follow_cursor=False` on the first row (the rows it was on were only a preview)."""
         self._rows = {row.key: row for row in rows}
         self.selected.intersection_update(row.path for row in self._rows.values())
-        self._rebuild()
+        self._rebuild(follow_cursor=follow_cursor)
 
     def upsert_rows(self, rows: Iterable[RunRow]) -> None:
         """Add new runs and update changed ones; only the changed cells are redrawn."""
@@ -222,10 +223,10 @@ class RunsTable(DataTable, inherit_bindings=False):
     def _matches(self, row: RunRow) -> bool:
         return not self._filter or self._filter in row.name.lower()
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, *, follow_cursor: bool = True) -> None:
         if not self.columns:  # not mounted yet; on_mount adds the columns, then rows come
             return
-        current = self.current_run
+        current = self.current_run if follow_cursor else None
         now = self._now()
         visible = [row for row in self._rows.values() if self._matches(row)]
         visible.sort(key=lambda row: (_sort_key(self.sort_column, row, now), row.name), reverse=self.sort_reverse)
