@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from rich.text import Text
-from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
 from runs.humanize import human_age, human_bytes
 from runs.model import CheckpointInfo
+from tui.widgets.fitted_table import FittedDataTable
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("step", "Step"), ("kind", "Kind"), ("size", "Size"), ("age", "Age"), ("integrity", "Integrity"),
@@ -45,7 +45,7 @@ def badge(info: CheckpointInfo) -> Text:
     return text
 
 
-class CheckpointTable(DataTable):
+class CheckpointTable(FittedDataTable):
     """A DataTable of CheckpointInfo rows; `selected` is the info under the cursor."""
 
     DEFAULT_CSS = """

@@ -17,6 +17,7 @@ from textual.widgets import DataTable
 
 from runs.humanize import human_age as format_age
 from tui.run_rows import RunRow, format_duration, format_number
+from tui.widgets.fitted_table import FittedDataTable
 
 # Symbol and style per state; interrupted and crashed are inverted so they stand out in a long list.
 STATE_LOOK: dict[str, tuple[str, str]] = {
@@ -76,7 +77,7 @@ def state_text(state: str) -> Text:
     return Text(f"{symbol} {state}", style=style)
 
 
-class RunsTable(DataTable, inherit_bindings=False):
+class RunsTable(FittedDataTable, inherit_bindings=False):
     """Runs as rows keyed by their directory; `selected` is the overlay selection (shared set)."""
 
     DEFAULT_CSS = """
