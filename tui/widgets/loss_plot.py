@@ -29,6 +29,7 @@ from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
 from runs.metrics import downsample_minmax, ema_smooth
+from tui.widgets.plotext_fast import faster_plotext
 
 PLOT_MARKER = "braille"
 SMOOTHING_STEPS: tuple[float, ...] = (0.0, 0.6, 0.9, 0.97)
@@ -152,7 +153,8 @@ def figure_text(plot: Plot) -> Text:
             return Text.from_ansi(plot.build())
         # build() without its last step, set_canvas(): the ANSI string.
         plot._set_sizes()  # noqa: SLF001
-        plot._build_matrix()  # noqa: SLF001
+        with faster_plotext():
+            plot._build_matrix()  # noqa: SLF001
         matrix = plot.monitor.matrix
         grid = matrix.marker, matrix.fullground, matrix.style, matrix.background
     except AttributeError:
