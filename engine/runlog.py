@@ -125,7 +125,14 @@ class RunLog:
             return
         record = dict(line)
         with self._lock:
-            self._append(self.run_dir / METRICS_JSONL, lambda: self._metrics_file.append(record))
+            # Inline rather than through _append: this runs every logged step.
+            try:
+                self._metrics_file.append(record)
+            except OSError as exc:
+                self._not_written(self._metrics_file.path, exc)
+            else:
+                if self._unwritable:
+                    self._written_again(self._metrics_file.path)
             self._notify(self._on_metrics, record)
 
     def _append(self, path: Path, append: Callable[[], None]) -> None:
@@ -135,11 +142,18 @@ class RunLog:
         try:
             append()
         except OSError as exc:
-            if path not in self._unwritable:
-                self._unwritable.add(path)
-                sys.stderr.write(f"runctl: {path}: not written ({exc.strerror or exc}); training "
-                                 "continues, and later lines are written once there is room\n")
+            self._not_written(path, exc)
             return
+        if self._unwritable:
+            self._written_again(path)
+
+    def _not_written(self, path: Path, exc: OSError) -> None:
+        if path not in self._unwritable:
+            self._unwritable.add(path)
+            sys.stderr.write(f"runctl: {path}: not written ({exc.strerror or exc}); training "
+                             "continues, and later lines are written once there is room\n")
+
+    def _written_again(self, path: Path) -> None:
         if path in self._unwritable:
             self._unwritable.discard(path)
             sys.stderr.write(f"runctl: {path}: written again; the lines in between are lost\n")
