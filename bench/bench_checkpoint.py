@@ -42,9 +42,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-
-from engine.checkpoint import CHECKPOINT_FORMAT, CheckpointManager  # noqa: E402
-from runs.layout import METRICS_JSONL  # noqa: E402
+from runctl.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointManager  # noqa: E402
+from runctl.runs.layout import METRICS_JSONL  # noqa: E402
 
 MIB = 1 << 20
 STALL_VS_SYNC_TARGET = 0.10
@@ -193,7 +192,7 @@ def _mlp_hidden_for(total_bytes: int, depth: int) -> int:
 
 def make_resume_run(root: Path, total_bytes: int) -> tuple[Path, Path, list[str]]:
     """A digits_mlp run trained 1 step (its final checkpoint is ~total_bytes), extended by 1 step."""
-    from engine.api import extend_run, new_run, train
+    from runctl.engine.api import extend_run, new_run, train
 
     depth = 4
     overrides = [f"model.hidden={_mlp_hidden_for(total_bytes, depth)}", f"model.depth={depth}",
@@ -212,8 +211,8 @@ BARE_RESUME = textwrap.dedent("""
     import sys, time
     import torch
     sys.path.insert(0, {root!r})
-    from engine.config import load_config
-    from engine.tasks import build_task
+    from runctl.engine.config import load_config
+    from runctl.engine.tasks import build_task
     cfg = load_config("digits_mlp", {overrides!r})
     task = build_task(cfg)
     model = task.build_model()
@@ -240,7 +239,7 @@ def time_runctl_resume(run_dir: Path) -> float:
     metrics = run_dir / METRICS_JSONL
     baseline_size = metrics.stat().st_size
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "tui.cli", "resume", str(run_dir)], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "runctl", "resume", str(run_dir)], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     reached = None
     while reached is None:
@@ -258,7 +257,7 @@ def time_runctl_resume(run_dir: Path) -> float:
 
 def rewind_run(run_dir: Path) -> None:
     """Back to the state before the resume: only the step-1 checkpoint, metrics up to step 1."""
-    from runs.manifest import read_manifest, write_manifest
+    from runctl.runs.manifest import read_manifest, write_manifest
 
     ckpt_dir = run_dir / "checkpoints"
     for path in ckpt_dir.iterdir():

@@ -37,10 +37,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-
-from engine.api import new_run, train  # noqa: E402
-from engine.config import load_config  # noqa: E402
-from engine.tasks import build_task  # noqa: E402
+from runctl.engine.api import new_run, train  # noqa: E402
+from runctl.engine.config import load_config  # noqa: E402
+from runctl.engine.tasks import build_task  # noqa: E402
 
 TASKS = ("digits_mlp", "digits_cnn", "digits_vit", "char_gpt")
 TARGET_RATIO = 0.97

@@ -32,10 +32,9 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
-
-from runs.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
-from runs.metrics import MetricsReader  # noqa: E402
-from runs.watch import Change, ChangeKind, RunWatcher  # noqa: E402
+from runctl.runs.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
+from runctl.runs.metrics import MetricsReader  # noqa: E402
+from runctl.runs.watch import Change, ChangeKind, RunWatcher  # noqa: E402
 
 STEPS = 50_000
 LOAD_TARGET_MS = 350.0

@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from runs import integrity  # noqa: E402
-from runs.discovery import find_runs  # noqa: E402
-from runs.layout import CHECKPOINT_DIR, checkpoint_name  # noqa: E402
-from runs.manifest import Manifest, ManifestEntry  # noqa: E402
+from runctl.runs import integrity  # noqa: E402
+from runctl.runs.discovery import find_runs  # noqa: E402
+from runctl.runs.layout import CHECKPOINT_DIR, checkpoint_name  # noqa: E402
+from runctl.runs.manifest import Manifest, ManifestEntry  # noqa: E402
 
 RUNS = 1_000
 CHECKPOINTS_PER_RUN = 20
@@ -118,7 +118,7 @@ def bench_ls(tmp: Path, quick: bool) -> list[dict]:
     baseline = best_of(repeats, lambda: walk_and_stat(root))
     in_process = best_of(repeats, lambda: find_runs(root))
     in_process_cpu = best_cpu_of(repeats, lambda: find_runs(root))
-    command = [sys.executable, "-m", "tui.cli", "ls", str(root)]
+    command = [sys.executable, "-m", "runctl", "ls", str(root)]
     subprocess.run(command, capture_output=True, check=True, cwd=ROOT)  # warm-up
     whole = best_of(repeats, lambda: subprocess.run(command, capture_output=True, check=True, cwd=ROOT))
     whole_cpu = best_cpu_of(repeats, lambda: subprocess.run(command, capture_output=True, check=True, cwd=ROOT))

@@ -65,10 +65,9 @@ def _row(name: str, runctl: float | None, baseline: float | None, target: str, m
 
 async def _plot_frames(points: int, frames: int) -> dict:
     import plotext
+    from runctl.tui.widgets.loss_plot import Curve, LossPlot, PlotData
     from textual.app import App, ComposeResult
     from textual_plotext import PlotextPlot
-
-    from tui.widgets.loss_plot import Curve, LossPlot, PlotData
 
     rng = np.random.default_rng(0)
     steps = np.arange(1, points + 1, dtype=np.int64)
@@ -155,7 +154,7 @@ def _write_run(run_dir: Path, steps: int, state: str = "running") -> None:
 
 
 def _append_metric(run_dir: Path, step: int) -> None:
-    from runs.atomic import append_jsonl
+    from runctl.runs.atomic import append_jsonl
 
     append_jsonl(run_dir / "metrics.jsonl", {"step": step, "time": time.time(), "train/loss": 2.0 / step ** 0.3,
                                              "lr": 1e-3, "grad_norm": 0.5, "step_time": 0.01,
@@ -178,10 +177,10 @@ def _drawn(plot, step: int) -> bool:
 
 
 async def _metric_latencies(root: Path, samples: int) -> list[float]:
-    from runs.lock import RunLock
-    from tui.app import make_app
-    from tui.screens.run_view import RunViewScreen
-    from tui.widgets.loss_plot import LossPlot
+    from runctl.runs.lock import RunLock
+    from runctl.tui.app import make_app
+    from runctl.tui.screens.run_view import RunViewScreen
+    from runctl.tui.widgets.loss_plot import LossPlot
 
     run_dir = root / "live"
     step = 5000
@@ -222,11 +221,10 @@ def bench_metric_visible(tmp: Path, quick: bool) -> list[dict]:
 # -------------------------------------------------------------------- key -> screen
 
 async def _key_latencies(root: Path, presses: int, train: bool) -> list[float]:
+    from runctl.tui.app import make_app
+    from runctl.tui.screens.run_view import RunViewScreen
+    from runctl.tui.widgets.loss_plot import LossPlot
     from textual import events
-
-    from tui.app import make_app
-    from tui.screens.run_view import RunViewScreen
-    from tui.widgets.loss_plot import LossPlot
 
     app = make_app(root, watch=True, keymap_path=root / "no-keys.yaml")
     latencies: list[float] = []
@@ -287,8 +285,8 @@ FIRST_PAINT = textwrap.dedent("""
     started = time.perf_counter()
     sys.path.insert(0, {root!r})
     from pathlib import Path
-    from tui.app import make_app
-    from tui.widgets.runs_table import RunsTable
+    from runctl.tui.app import make_app
+    from runctl.tui.widgets.runs_table import RunsTable
 
     async def main():
         app = make_app(Path({runs!r}), watch=True, keymap_path=Path({runs!r}) / "no-keys.yaml")
@@ -334,7 +332,7 @@ def bench_big_root(tmp: Path, quick: bool) -> list[dict]:
     make_runs(root, RUNS, CHECKPOINTS_PER_RUN)
     repeats = 2 if quick else 3
     ls_times, ls_rss = [], []
-    command = [sys.executable, "-m", "tui.cli", "ls", str(root)]
+    command = [sys.executable, "-m", "runctl", "ls", str(root)]
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)  # page cache warm
     for _ in range(repeats):
         out = subprocess.run([sys.executable, "-c", MAX_RSS_OF, *command], cwd=ROOT, check=True,

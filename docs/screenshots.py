@@ -14,8 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import api  # noqa: E402
-from tui.app import make_app  # noqa: E402
+from runctl.engine import api  # noqa: E402
+from runctl.tui.app import make_app  # noqa: E402
 
 OUT = ROOT / "docs" / "img"
 

@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from engine.config import RUN_META_KEYS, apply_overrides, load_config, validate_config
-from engine.control import Control, write_command
-from runs.atomic import append_jsonl, atomic_write_text, fsync_dir, remove_stale_temps
-from runs.checkpoints import newest_valid
-from runs.errors import RunctlError
-from runs.layout import (
+from runctl.engine.config import RUN_META_KEYS, apply_overrides, load_config, validate_config
+from runctl.engine.control import Control, write_command
+from runctl.runs.atomic import append_jsonl, atomic_write_text, fsync_dir, remove_stale_temps
+from runctl.runs.checkpoints import newest_valid
+from runctl.runs.errors import RunctlError
+from runctl.runs.layout import (
     CONTROL_DIR,
     EVENTS_JSONL,
     MANIFEST_JSON,
@@ -35,9 +34,9 @@ from runs.layout import (
     checkpoint_name,
     step_from_name,
 )
-from runs.lock import RunLock, is_locked, read_holder
-from runs.manifest import Manifest, read_manifest, write_manifest
-from runs.status import read_status
+from runctl.runs.lock import RunLock, is_locked, read_holder
+from runctl.runs.manifest import Manifest, read_manifest, write_manifest
+from runctl.runs.status import read_status
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -133,7 +132,7 @@ def new_run(config: str | Path, root: str | Path = "runs", name: str | None = No
             overrides: Sequence[str] = ()) -> Path:
     """Validate `config` (+ overrides) and create ROOT/<name>/run.yaml; returns the run folder."""
     cfg = load_config(config, list(overrides))
-    from engine.runtime import check_runtime  # torch: only once the config itself is valid
+    from runctl.engine.runtime import check_runtime  # torch: only once the config itself is valid
 
     check_runtime(cfg, str(config))
     root = Path(root)
@@ -199,7 +198,7 @@ def extend_run(run_dir: str | Path, steps: int | None = None, to: int | None = N
         if current == 0:  # nothing trained yet: the whole schedule is simply longer
             extended = {**cfg, "max_steps": new_max}
         else:
-            from engine.schedule import extend_config
+            from runctl.engine.schedule import extend_config
 
             extended = extend_config(cfg, current, new_max)
         write_run_config(run_dir, extended)
@@ -242,8 +241,8 @@ def branch_run(run_dir: str | Path, from_ckpt: str | Path, name: str, overrides:
     schedule from step 0. The checkpoint is verified and fitted to the new model before anything
     is created.
     """
-    from engine.checkpoint import RESUME_KEYS, load_checkpoint
-    from engine.compat import settings_changes
+    from runctl.engine.checkpoint import RESUME_KEYS, load_checkpoint
+    from runctl.engine.compat import settings_changes
 
     parent_dir = Path(run_dir)
     parent_cfg = read_run_config(parent_dir)
@@ -272,7 +271,7 @@ def branch_run(run_dir: str | Path, from_ckpt: str | Path, name: str, overrides:
                                            "path": str(ckpt_path.resolve()), "step": int(state["step"]),
                                            "weights_only": weights_only},
                                 "extensions": extensions}, origin)
-    from engine.runtime import check_runtime
+    from runctl.engine.runtime import check_runtime
 
     check_runtime(full_cfg, origin)
     _check_model_fits(full_cfg, state, ckpt_path)
@@ -285,9 +284,8 @@ def branch_run(run_dir: str | Path, from_ckpt: str | Path, name: str, overrides:
 
 def _check_model_fits(cfg: dict[str, Any], state: dict[str, Any], ckpt_path: Path) -> None:
     import torch
-
-    from engine.compat import compare_state_dicts, format_incompatibility
-    from engine.tasks import build_task
+    from runctl.engine.compat import compare_state_dicts, format_incompatibility
+    from runctl.engine.tasks import build_task
 
     task = build_task(cfg)
     with torch.device("meta"):  # shapes only: no memory, no RNG
@@ -377,15 +375,15 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
     input before anything in the run folder changes; a failure during training ends the run
     `crashed` (status.json error, events.jsonl traceback) and is returned, not raised.
     """
-    from engine.checkpoint import RESUME_KEYS, CheckpointManager, load_checkpoint
-    from engine.compat import settings_changes
-    from engine.control import ControlFolder
-    from engine.distributed import context_from_env
-    from engine.runlog import RunLog
-    from engine.runtime import make_runtime
-    from engine.signals import stop_on_signals
-    from engine.tasks import build_task
-    from engine.trainer import Trainer
+    from runctl.engine.checkpoint import RESUME_KEYS, CheckpointManager, load_checkpoint
+    from runctl.engine.compat import settings_changes
+    from runctl.engine.control import ControlFolder
+    from runctl.engine.distributed import context_from_env
+    from runctl.engine.runlog import RunLog
+    from runctl.engine.runtime import make_runtime
+    from runctl.engine.signals import stop_on_signals
+    from runctl.engine.tasks import build_task
+    from runctl.engine.trainer import Trainer
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)

@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
-
-from engine.compat import strip_compile_prefix
-from engine.snapshot import HostBuffers, PendingCopies, capture_rng, restore_rng, stage_to_cpu
-from runs.atomic import fsync_dir, remove_stale_temps, temp_path
-from runs.errors import RunctlError
-from runs.integrity import CHECKPOINT_FORMAT, RESUME_KEYS, verify_file
-from runs.layout import CHECKPOINT_KINDS, checkpoint_dir, checkpoint_name, step_from_name
-from runs.manifest import ManifestEntry, read_manifest, write_manifest
+from runctl.engine.compat import strip_compile_prefix
+from runctl.engine.snapshot import HostBuffers, PendingCopies, capture_rng, restore_rng, stage_to_cpu
+from runctl.runs.atomic import fsync_dir, remove_stale_temps, temp_path
+from runctl.runs.errors import RunctlError
+from runctl.runs.integrity import CHECKPOINT_FORMAT, RESUME_KEYS, verify_file
+from runctl.runs.layout import CHECKPOINT_KINDS, checkpoint_dir, checkpoint_name, step_from_name
+from runctl.runs.manifest import ManifestEntry, read_manifest, write_manifest
 
 __all__ = ["CHECKPOINT_FORMAT", "RESUME_KEYS", "CheckpointError", "CheckpointManager",
            "capture_rng", "restore_rng"]

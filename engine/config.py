@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from engine.fields import Field, Invalid, boolean, choice, describe, integer, number, number_pair, text
-from engine.tasks.custom import factory_problem
-from engine.tasks.specs import BUILTIN_METRICS, BUILTIN_TASKS, MODEL_SPECS
-from runs.errors import RunctlError
+from runctl.engine.fields import Field, Invalid, boolean, choice, describe, integer, number, number_pair, text
+from runctl.engine.tasks.custom import factory_problem
+from runctl.engine.tasks.specs import BUILTIN_METRICS, BUILTIN_TASKS, MODEL_SPECS
+from runctl.runs.errors import RunctlError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

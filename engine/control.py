@@ -20,9 +20,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from runs.atomic import atomic_write_json
-from runs.errors import RunctlError
-from runs.layout import CONTROL_DIR, is_temp_name
+from runctl.runs.atomic import atomic_write_json
+from runctl.runs.errors import RunctlError
+from runctl.runs.layout import CONTROL_DIR, is_temp_name
 
 COMMANDS = ("stop", "checkpoint", "extend")
 

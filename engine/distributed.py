@@ -106,5 +106,5 @@ def torchrun_main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m engine.distributed --standalone --nproc_per_node=N ...
+if __name__ == "__main__":  # python -m runctl.engine.distributed --standalone --nproc_per_node=N ...
     sys.exit(torchrun_main(sys.argv[1:]))

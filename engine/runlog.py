@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runs.atomic import JsonlAppender, append_jsonl, atomic_write_json
-from runs.layout import EVENTS_JSONL, METRICS_JSONL, STATUS_JSON
+from runctl.runs.atomic import JsonlAppender, append_jsonl, atomic_write_json
+from runctl.runs.layout import EVENTS_JSONL, METRICS_JSONL, STATUS_JSON
 
 EventCallback = Callable[[dict[str, Any]], None]
 MetricsCallback = Callable[[dict[str, Any]], None]

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from runctl.runs.errors import RunctlError
 from torch import nn
-
-from runs.errors import RunctlError
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

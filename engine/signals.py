@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-from engine.control import Control
+from runctl.engine.control import Control
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 

@@ -29,21 +29,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from runctl.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, CheckpointManager
+from runctl.engine.compat import compare_state_dicts, format_incompatibility
+from runctl.engine.control import STOP_BY_SIGNAL, STOP_BY_USER, Commands, Control, ControlFolder
+from runctl.engine.curriculum import effective_config, next_stage_step, stage_index
+from runctl.engine.data import EpochSampler, eval_index_batches
+from runctl.engine.distributed import DistContext
+from runctl.engine.ema import WeightEMA
+from runctl.engine.runlog import RunLog
+from runctl.engine.runtime import Runtime
+from runctl.engine.schedule import Schedule, extend_config
+from runctl.engine.snapshot import capture_rng, restore_rng
+from runctl.engine.tasks import Task
+from runctl.runs.errors import RunctlError
 from torch import nn
-
-from engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, CheckpointManager
-from engine.compat import compare_state_dicts, format_incompatibility
-from engine.control import STOP_BY_SIGNAL, STOP_BY_USER, Commands, Control, ControlFolder
-from engine.curriculum import effective_config, next_stage_step, stage_index
-from engine.data import EpochSampler, eval_index_batches
-from engine.distributed import DistContext
-from engine.ema import WeightEMA
-from engine.runlog import RunLog
-from engine.runtime import Runtime
-from engine.schedule import Schedule, extend_config
-from engine.snapshot import capture_rng, restore_rng
-from engine.tasks import Task
-from runs.errors import RunctlError
 
 # run.yaml is rewritten by the caller (engine.api owns the file); the loop only says what changed.
 ConfigWriter = Callable[[dict[str, Any]], None]

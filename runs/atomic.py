@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from runs.layout import TEMP_MARKER
+from runctl.runs.layout import TEMP_MARKER
 
 
 def temp_path(path: Path) -> Path:

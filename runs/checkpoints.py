@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runs import integrity
-from runs.layout import (
+from runctl.runs import integrity
+from runctl.runs.layout import (
     CHECKPOINT_DIR,
     MANIFEST_JSON,
     TEMP_MARKER,
@@ -22,8 +22,8 @@ from runs.layout import (
     is_temp_name,
     step_from_name,
 )
-from runs.manifest import Manifest, ManifestEntry, read_manifest
-from runs.model import CheckpointInfo
+from runctl.runs.manifest import Manifest, ManifestEntry, read_manifest
+from runctl.runs.model import CheckpointInfo
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 # Statuses a resume may load: intact files, with or without a manifest entry (a crash between

@@ -22,14 +22,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints, tally_checkpoints
-from runs.errors import RunctlError
-from runs.layout import CHECKPOINT_DIR, METRICS_JSONL, RUN_YAML, STATUS_JSON, is_run_dir
-from runs.manifest import read_manifest
-from runs.metrics_tail import best_from_metrics, last_train_loss
-from runs.model import CheckpointInfo, RunSummary
-from runs.run_yaml import read_run_yaml, run_yaml_for_listing
-from runs.status import effective_state, error_line, read_status
+from runctl.runs.checkpoints import (
+    expected_checkpoints,
+    list_checkpoints,
+    missing_checkpoints,
+    tally_checkpoints,
+)
+from runctl.runs.errors import RunctlError
+from runctl.runs.layout import CHECKPOINT_DIR, METRICS_JSONL, RUN_YAML, STATUS_JSON, is_run_dir
+from runctl.runs.manifest import read_manifest
+from runctl.runs.metrics_tail import best_from_metrics, last_train_loss
+from runctl.runs.model import CheckpointInfo, RunSummary
+from runctl.runs.run_yaml import read_run_yaml, run_yaml_for_listing
+from runctl.runs.status import effective_state, error_line, read_status
 
 # Re-exported: readers of a run find them here with the rest.
 __all__ = ["Detector", "best_from_metrics", "detect", "detectors", "find_runs", "last_train_loss",

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runs.jsonl_tail import JsonlTail, parse_json_line
-from runs.layout import EVENTS_JSONL
+from runctl.runs.jsonl_tail import JsonlTail, parse_json_line
+from runctl.runs.layout import EVENTS_JSONL
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from runs import zipscan
-from runs.layout import is_temp_name, step_from_name
-from runs.manifest import ManifestEntry
-from runs.model import CheckpointInfo
-from runs.zipscan import CRC_MISMATCH, NOT_A_CHECKPOINT, TRUNCATED, UNSAFE_PICKLE
+from runctl.runs import zipscan
+from runctl.runs.layout import is_temp_name, step_from_name
+from runctl.runs.manifest import ManifestEntry
+from runctl.runs.model import CheckpointInfo
+from runctl.runs.zipscan import CRC_MISMATCH, NOT_A_CHECKPOINT, TRUNCATED, UNSAFE_PICKLE
 
 LEVELS = ("quick", "full", "deep")
 CHECKPOINT_FORMAT = "runctl/1"

@@ -13,8 +13,8 @@ import socket
 import time
 from pathlib import Path
 
-from runs.errors import RunctlError
-from runs.layout import LOCK_FILE
+from runctl.runs.errors import RunctlError
+from runctl.runs.layout import LOCK_FILE
 
 
 def read_holder(run_dir: Path) -> dict:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runs.atomic import atomic_write_json
-from runs.layout import MANIFEST_JSON
+from runctl.runs.atomic import atomic_write_json
+from runctl.runs.layout import MANIFEST_JSON
 
 MANIFEST_FORMAT = "runctl-manifest/1"
 

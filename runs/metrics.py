@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-
-from runs.downsample import downsample_minmax, ema_smooth
-from runs.events import EventsReader, ResumePoint, resume_point, resume_points
-from runs.jsonl_tail import JsonlTail, parse_json_line
-from runs.layout import EVENTS_JSONL, METRICS_JSONL
+from runctl.runs.downsample import downsample_minmax, ema_smooth
+from runctl.runs.events import EventsReader, ResumePoint, resume_point, resume_points
+from runctl.runs.jsonl_tail import JsonlTail, parse_json_line
+from runctl.runs.layout import EVENTS_JSONL, METRICS_JSONL
 
 __all__ = ["MetricsReader", "downsample_minmax", "ema_smooth", "STEP_KEY", "TIME_KEY"]
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from runs.layout import RUN_YAML
+from runctl.runs.layout import RUN_YAML
 
 
 def read_run_yaml(run_dir: Path) -> tuple[dict[str, Any], str | None]:

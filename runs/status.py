@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runs.layout import STATES, STATUS_JSON
-from runs.lock import is_locked
+from runctl.runs.layout import STATES, STATUS_JSON
+from runctl.runs.lock import is_locked
 
 # The engine beats at least every 5 s; six missed beats means it is gone.
 HEARTBEAT_STALE_SECONDS = 30.0

@@ -24,6 +24,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from runctl.runs.errors import RunctlError
+from runctl.runs.layout import (
+    CHECKPOINT_DIR,
+    EVENTS_JSONL,
+    MANIFEST_JSON,
+    METRICS_JSONL,
+    RUN_YAML,
+    STATUS_JSON,
+    TEMP_MARKER,
+    is_temp_name,
+)
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -39,18 +50,6 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
-
-from runs.errors import RunctlError
-from runs.layout import (
-    CHECKPOINT_DIR,
-    EVENTS_JSONL,
-    MANIFEST_JSON,
-    METRICS_JSONL,
-    RUN_YAML,
-    STATUS_JSON,
-    TEMP_MARKER,
-    is_temp_name,
-)
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, BinaryIO
 
-from runs.pickle_scan import unsafe_globals
+from runctl.runs.pickle_scan import unsafe_globals
 
 TRUNCATED = "truncated"
 CRC_MISMATCH = "crc mismatch"

@@ -16,17 +16,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, ClassVar
 
+from runctl.runs.errors import RunctlError
+from runctl.tui.engine_host import EngineHost
+from runctl.tui.keymap import default_keymap_path, load_keymap, unknown_ids
+from runctl.tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged, WatchStarted
+from runctl.tui.palette import ScreenActionsProvider
+from runctl.tui.screens.runs_list import RunsListScreen
+from runctl.tui.watch_bridge import WatchBridge, changed_run_dirs
 from textual import work
 from textual.app import App
 from textual.binding import Binding
-
-from runs.errors import RunctlError
-from tui.engine_host import EngineHost
-from tui.keymap import default_keymap_path, load_keymap, unknown_ids
-from tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged, WatchStarted
-from tui.palette import ScreenActionsProvider
-from tui.screens.runs_list import RunsListScreen
-from tui.watch_bridge import WatchBridge, changed_run_dirs
 
 # How long a hang-up (SIGHUP) or SIGTERM waits for the engines' interrupt checkpoints.
 SIGNAL_STOP_TIMEOUT = 120.0
@@ -131,16 +130,16 @@ class RunctlApp(App[int]):
         self.set_keymap(keymap)
 
     def known_binding_ids(self) -> set[str]:
-        from tui.screens.help import HelpScreen
-        from tui.screens.new_run import NewRunScreen
-        from tui.screens.quit_confirm import QuitConfirmScreen
+        from runctl.tui.screens.help import HelpScreen
+        from runctl.tui.screens.new_run import NewRunScreen
+        from runctl.tui.screens.quit_confirm import QuitConfirmScreen
 
         classes: list[Any] = [type(self), RunsListScreen, NewRunScreen, HelpScreen, QuitConfirmScreen]
         for module, name in (
-            ("tui.screens.run_view", "RunViewScreen"),
-            ("tui.screens.extend_dialog", "ExtendDialog"),
-            ("tui.screens.branch_dialog", "BranchDialog"),
-            ("tui.screens.confirm_delete", "ConfirmDeleteScreen"),
+            ("runctl.tui.screens.run_view", "RunViewScreen"),
+            ("runctl.tui.screens.extend_dialog", "ExtendDialog"),
+            ("runctl.tui.screens.branch_dialog", "BranchDialog"),
+            ("runctl.tui.screens.confirm_delete", "ConfirmDeleteScreen"),
         ):
             try:
                 classes.append(getattr(importlib.import_module(module), name))
@@ -163,14 +162,14 @@ class RunctlApp(App[int]):
 
     def open_run(self, run_dir: Path) -> None:
         try:
-            from tui.screens.run_view import RunViewScreen
+            from runctl.tui.screens.run_view import RunViewScreen
         except ImportError as err:
             self.notify(f"run view unavailable: {err}", severity="error", markup=False)
             return
         self.push_screen(RunViewScreen(Path(run_dir)))
 
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen, key_rows
+        from runctl.tui.screens.help import HelpScreen, key_rows
 
         if isinstance(self.screen, HelpScreen):
             return
@@ -224,7 +223,7 @@ class RunctlApp(App[int]):
         if not training:
             self.exit(0)
             return
-        from tui.screens.quit_confirm import QuitConfirmScreen
+        from runctl.tui.screens.quit_confirm import QuitConfirmScreen
 
         self.push_screen(QuitConfirmScreen(training), self._quit_chosen)
 

@@ -11,22 +11,22 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from runs.errors import RunctlError
+from runctl.runs.errors import RunctlError
 
 # subcommand -> "module:function"; each function takes the parsed args and returns an exit code.
 HANDLERS = {
-    "ui": "tui.commands.open_ui:run",
-    "train": "tui.commands.training:train",
-    "resume": "tui.commands.training:resume",
-    "extend": "tui.commands.training:extend",
-    "branch": "tui.commands.training:branch",
-    "stop": "tui.commands.training:stop",
-    "configs": "tui.commands.configs:run",
-    "ls": "tui.commands.inspect:ls",
-    "verify": "tui.commands.inspect:verify",
-    "summary": "tui.commands.inspect:summary",
-    "export": "tui.commands.archive:export",
-    "import": "tui.commands.archive:import_",
+    "ui": "runctl.tui.commands.open_ui:run",
+    "train": "runctl.tui.commands.training:train",
+    "resume": "runctl.tui.commands.training:resume",
+    "extend": "runctl.tui.commands.training:extend",
+    "branch": "runctl.tui.commands.training:branch",
+    "stop": "runctl.tui.commands.training:stop",
+    "configs": "runctl.tui.commands.configs:run",
+    "ls": "runctl.tui.commands.inspect:ls",
+    "verify": "runctl.tui.commands.inspect:verify",
+    "summary": "runctl.tui.commands.inspect:summary",
+    "export": "runctl.tui.commands.archive:export",
+    "import": "runctl.tui.commands.archive:import_",
 }
 
 

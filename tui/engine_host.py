@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runs.errors import RunctlError
-from runs.lock import is_locked
-from tui.messages import EngineEvent, EngineFinished, MetricsAppended
+from runctl.runs.errors import RunctlError
+from runctl.runs.lock import is_locked
+from runctl.tui.messages import EngineEvent, EngineFinished, MetricsAppended
 
 if TYPE_CHECKING:
+    from runctl.engine.control import Control
     from textual.app import App
-
-    from engine.control import Control
 
 T = TypeVar("T")
 
@@ -74,7 +73,7 @@ class EngineHost:
     ) -> Path | None:
         """Create a run from a built-in config name or YAML path and train it here."""
         def create() -> Path:
-            from engine import api
+            from runctl.engine import api
 
             return Path(api.new_run(config_source, root=self.root, name=name or None, overrides=list(overrides)))
 
@@ -107,7 +106,7 @@ class EngineHost:
         Extending a stopped run first finds the step resume will start from, which verifies
         checkpoints (seconds for big ones), so that part runs on the engine's worker thread.
         """
-        from engine import api
+        from runctl.engine import api
 
         run_dir = Path(run_dir)
         if self.is_training(run_dir) or is_locked(run_dir):
@@ -138,7 +137,7 @@ class EngineHost:
     ) -> Path | None:
         """A new run from `ckpt` of `run_dir` with changed settings; trained here unless start=False."""
         def create() -> Path:
-            from engine import api
+            from runctl.engine import api
 
             settings = list(overrides or [])
             if config_yaml is not None:
@@ -221,7 +220,7 @@ class EngineHost:
         if not is_locked(run_dir):
             self._notify_error(f"{run_dir}: not training (nothing to {command})")
             return None
-        from engine.control import write_command
+        from runctl.engine.control import write_command
 
         try:
             write_command(run_dir, command)
@@ -245,7 +244,7 @@ class EngineHost:
     def _launch(self, run_dir: Path, resume_from: Path | str | None,
                 prepare: Callable[[], None] | None = None) -> None:
         """Train run_dir on a worker thread; `prepare` runs first on that thread (blocking file work)."""
-        from engine.control import Control
+        from runctl.engine.control import Control
 
         training = Training(Path(run_dir), Control())
         with self._lock:
@@ -278,7 +277,7 @@ class EngineHost:
 
         error: str | None = None
         try:
-            from engine import api
+            from runctl.engine import api
 
             if prepare is not None:
                 prepare()
@@ -314,8 +313,7 @@ def overrides_from_yaml(config_yaml: str, parent_cfg: dict[str, Any]) -> list[st
     import json
 
     import yaml
-
-    from engine.config import RUN_META_KEYS
+    from runctl.engine.config import RUN_META_KEYS
 
     try:
         edited = yaml.safe_load(config_yaml)
@@ -347,7 +345,7 @@ def spawn_headless_resume(run_dir: Path) -> subprocess.Popen[bytes]:
     log_path = Path(tempfile.gettempdir()) / f"runctl-detached-{run_dir.name}.log"
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "tui.cli", "resume", str(run_dir)],
+            [sys.executable, "-m", "runctl", "resume", str(run_dir)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

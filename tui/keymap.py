@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from runs.errors import RunctlError
+from runctl.runs.errors import RunctlError
 
 ENV_VAR = "RUNCTL_KEYS"
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runs.layout import METRICS_JSONL
-from runs.model import RunSummary
+from runctl.runs.layout import METRICS_JSONL
+from runctl.runs.model import RunSummary
 
 # Enough bytes for the last few metrics lines; a line is ~150-400 bytes.
 _TAIL_BYTES = 8192
@@ -93,7 +93,7 @@ def load_rows(root: Path, *, newest: int = 0,
     read: a screenful to paint while the rest of a big root is read (once: they are part of the
     result too).
     """
-    from runs.discovery import find_runs
+    from runctl.runs.discovery import find_runs
 
     rows: dict[Path, RunRow] = {}
 
@@ -114,8 +114,8 @@ def load_rows(root: Path, *, newest: int = 0,
 
 def load_row(run_dir: Path) -> RunRow | None:
     """One run's row, or None when the folder is no longer a run (blocking)."""
-    from runs.discovery import summarize
-    from runs.layout import is_run_dir
+    from runctl.runs.discovery import summarize
+    from runctl.runs.layout import is_run_dir
 
     if not is_run_dir(run_dir):
         return None

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tui.messages import MetricsAppended, RunsChanged
+from runctl.tui.messages import MetricsAppended, RunsChanged
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -24,7 +24,7 @@ class WatchBridge:
         self._watcher: Any = None
 
     def start(self) -> None:
-        from runs.watch import RunWatcher
+        from runctl.runs.watch import RunWatcher
 
         self._watcher = RunWatcher(self.root, self._on_changes, poll=self.poll)
         self._watcher.start()
@@ -49,7 +49,7 @@ class WatchBridge:
         if not changes:
             return
         self.app.post_message(RunsChanged(changes))
-        from runs.watch import ChangeKind
+        from runctl.runs.watch import ChangeKind
 
         for run_dir in {change.run_dir for change in changes if change.kind == ChangeKind.METRICS_APPENDED}:
             self.app.post_message(MetricsAppended(Path(run_dir)))

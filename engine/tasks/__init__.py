@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.tasks.base import PROTOCOL_MEMBERS, UNITS, Task
-from engine.tasks.custom import load_factory
-from engine.tasks.specs import BUILTIN_TASKS
-from runs.errors import RunctlError
+from runctl.engine.tasks.base import PROTOCOL_MEMBERS, UNITS, Task
+from runctl.engine.tasks.custom import load_factory
+from runctl.engine.tasks.specs import BUILTIN_TASKS
+from runctl.runs.errors import RunctlError
 
 __all__ = ["BUILTIN_TASKS", "Task", "build_task", "load_factory"]
 
@@ -29,10 +29,10 @@ def build_task(cfg: dict[str, Any]) -> Task:
 
 def _build_builtin(name: str, cfg: dict[str, Any]) -> Task:
     if name == "char_gpt":
-        from engine.tasks.char_gpt import CharGPTTask
+        from runctl.engine.tasks.char_gpt import CharGPTTask
 
         return CharGPTTask(cfg)
-    from engine.tasks.digits import DigitsTask
+    from runctl.engine.tasks.digits import DigitsTask
 
     return DigitsTask(cfg, family=name.removeprefix("digits_"))
 

@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from runctl.engine.tasks.layers import Block, z_loss
+from runctl.runs.errors import RunctlError
 from torch import nn
-
-from engine.tasks.layers import Block, z_loss
-from runs.errors import RunctlError
 
 
 def bundled_text() -> str:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runs.errors import RunctlError
+from runctl.runs.errors import RunctlError
 
 
 def split_spec(spec: str) -> tuple[str, str]:

@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from runctl.engine.tasks.idx import IdxError, read_idx
+from runctl.engine.tasks.layers import Block, z_loss
+from runctl.runs.errors import RunctlError
 from torch import nn
-
-from engine.tasks.idx import IdxError, read_idx
-from engine.tasks.layers import Block, z_loss
-from runs.errors import RunctlError
 
 SPLIT_SEED = 1797  # fixed: the train/val split never depends on the run's seed
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.fields import Field, Invalid, boolean, integer, number
+from runctl.engine.fields import Field, Invalid, boolean, integer, number
 
 
 @dataclass(frozen=True)

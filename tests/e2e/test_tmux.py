@@ -114,7 +114,7 @@ def test_killed_run_resumes_to_the_end_from_the_ui(tmp_path: Path) -> None:
     base_env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env = {**base_env, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_TUI), os.environ.get("PYTHONPATH")])),
            "RUNCTL_KEYS": str(tmp_path / "no-keys.yaml")}
-    trainer = subprocess.Popen([sys.executable, "-m", "tui.cli", "train", str(_config(tmp_path / "e2e.yaml")),
+    trainer = subprocess.Popen([sys.executable, "-m", "runctl", "train", str(_config(tmp_path / "e2e.yaml")),
                                 "--root", str(root), "--name", "victim"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = root / "victim"
@@ -131,7 +131,7 @@ def test_killed_run_resumes_to_the_end_from_the_ui(tmp_path: Path) -> None:
     tmux = Tmux(f"runctl-e2e-{uuid.uuid4().hex[:8]}", base_env)
     command = " ".join([
         "env", "-u", "COLUMNS", "-u", "LINES", f"PYTHONPATH={env['PYTHONPATH']}", f"RUNCTL_KEYS={env['RUNCTL_KEYS']}", "TERM=xterm-256color",
-        sys.executable, "-m", "tui.cli", str(root),
+        sys.executable, "-m", "runctl", str(root),
     ])
     tmux("new-session", "-d", "-s", "ui", "-x", "120", "-y", "40", command)
     try:

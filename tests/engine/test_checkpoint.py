@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import runctl.engine.checkpoint as checkpoint_module
 import torch
-
-import engine.checkpoint as checkpoint_module
-from engine.checkpoint import (
+from runctl.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     CheckpointManager,
@@ -29,10 +28,10 @@ from engine.checkpoint import (
     restore_rng,
     select_for_deletion,
 )
-from engine.snapshot import HostBuffers, snapshot_to_cpu
-from runs.errors import RunctlError
-from runs.layout import checkpoint_name
-from runs.manifest import read_manifest
+from runctl.engine.snapshot import HostBuffers, snapshot_to_cpu
+from runctl.runs.errors import RunctlError
+from runctl.runs.layout import checkpoint_name
+from runctl.runs.manifest import read_manifest
 
 SETTINGS = {"every": 10, "keep_last": 3, "keep_best": True, "async": True}
 
@@ -504,8 +503,8 @@ def test_host_buffers_are_reused_while_shapes_match() -> None:
 _SAVER = """
 import sys, torch
 from pathlib import Path
-from engine.checkpoint import CheckpointManager, CHECKPOINT_FORMAT
-from engine.snapshot import capture_rng
+from runctl.engine.checkpoint import CheckpointManager, CHECKPOINT_FORMAT
+from runctl.engine.snapshot import capture_rng
 run_dir, step = Path(sys.argv[1]), int(sys.argv[2])
 model = torch.nn.Linear(4, 3)
 state = {"format": CHECKPOINT_FORMAT, "run_id": "r", "step": step, "config": {}, "model": model.state_dict(),

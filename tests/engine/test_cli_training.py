@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from runctl.engine.api import read_run_config
+from runctl.engine.schedule import Schedule
+from runctl.runs.lock import is_locked, read_holder
+from runctl.tui.commands.training import HeadlessProgress
 from training_helpers import (
     assert_bit_identical,
     events,
@@ -25,11 +29,6 @@ from training_helpers import (
     status,
     wait_until,
 )
-
-from engine.api import read_run_config
-from engine.schedule import Schedule
-from runs.lock import is_locked, read_holder
-from tui.commands.training import HeadlessProgress
 
 SETS = [arg for item in overrides("digits_mlp", "max_steps=20") for arg in ("--set", item)]
 

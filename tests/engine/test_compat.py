@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import torch
-
-from engine.compat import compare_state_dicts, format_incompatibility, settings_changes, strip_compile_prefix
+from runctl.engine.compat import (
+    compare_state_dicts,
+    format_incompatibility,
+    settings_changes,
+    strip_compile_prefix,
+)
 
 
 def test_matching_state_dicts_are_compatible() -> None:

@@ -10,8 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from engine.config import (
+from runctl.engine.config import (
     CONFIG_KEYS,
     SECTIONS,
     apply_overrides,
@@ -19,7 +18,7 @@ from engine.config import (
     load_config,
     validate_config,
 )
-from runs.errors import RunctlError
+from runctl.runs.errors import RunctlError
 
 REPO = Path(__file__).resolve().parents[2]
 BUILTINS = ("digits_mlp", "digits_cnn", "digits_vit", "char_gpt")
@@ -63,9 +62,9 @@ def test_defaults_fill_a_minimal_file(tmp_path: Path) -> None:
 def test_loading_configs_does_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "import engine.config, engine.schedule, engine.curriculum, engine.tasks\n"
-        "from engine.config import load_config\n"
-        "from engine.schedule import Schedule\n"
+        "import runctl.engine.config, runctl.engine.schedule, runctl.engine.curriculum, runctl.engine.tasks\n"
+        "from runctl.engine.config import load_config\n"
+        "from runctl.engine.schedule import Schedule\n"
         "cfg = load_config('char_gpt', ['optim.lr=3e-4'])\n"
         "Schedule.from_config(cfg).lr(10)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
@@ -361,7 +360,7 @@ def test_warmup_longer_than_run_is_allowed() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "runctl", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
 
 
@@ -376,7 +375,7 @@ def test_runctl_configs_lists_builtins() -> None:
 
 
 def test_runctl_configs_json_without_torch() -> None:
-    code = ("import sys, io, contextlib\nfrom tui.cli import main\nbuf = io.StringIO()\n"
+    code = ("import sys, io, contextlib\nfrom runctl.tui.cli import main\nbuf = io.StringIO()\n"
             "with contextlib.redirect_stdout(buf):\n    code = main(['configs', '--json'])\n"
             "assert code == 0 and 'torch' not in sys.modules\nprint(buf.getvalue())\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from engine.config import load_config
-from engine.curriculum import effective_config, stage_boundaries, stage_index
-from runs.errors import RunctlError
+from runctl.engine.config import load_config
+from runctl.engine.curriculum import effective_config, stage_boundaries, stage_index
+from runctl.runs.errors import RunctlError
 
 STAGES = ("curriculum=[{at_step: 10, set: {loss.aux_weight: 0.1}},"
           " {at_step: 20, set: {loss.aux_weight: 0.5, optim.grad_clip: 0.5}},"

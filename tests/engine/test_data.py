@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from engine.data import EpochSampler, eval_index_batches
+from runctl.engine.data import EpochSampler, eval_index_batches
 
 
 def take(sampler: EpochSampler, count: int) -> list[list[int]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runctl.engine import api
 from training_helpers import (
     events,
     final_checkpoint,
@@ -21,8 +22,6 @@ from training_helpers import (
     subprocess_env,
     wait_until,
 )
-
-from engine import api
 
 SETS = ["task=training_faults:factory", "model={}", "max_steps=30", "checkpoint.every=100", "log.every=1",
         "eval.every=100", "eval.batches=2", "data.batch_size=16", "schedule.warmup_steps=5", "device=cpu"]

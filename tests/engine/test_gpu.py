@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from runctl.engine import api
 from training_helpers import final_checkpoint, load, overrides
-
-from engine import api
 
 pytestmark = pytest.mark.gpu
 
@@ -42,8 +41,8 @@ def test_resume_on_cuda_continues_from_the_checkpoint(tmp_path: Path) -> None:
 
 
 def test_cuda_is_what_auto_picks() -> None:
-    from engine.config import load_config
-    from engine.runtime import make_runtime
+    from runctl.engine.config import load_config
+    from runctl.engine.runtime import make_runtime
 
     assert make_runtime(load_config("digits_mlp", ["device=auto"])).device.type == "cuda"
     assert torch.cuda.is_available()

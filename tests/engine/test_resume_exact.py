@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from runctl.engine import api
+from runctl.engine.control import Control
 from training_helpers import (
     FAMILIES,
     assert_bit_identical,
@@ -25,9 +27,6 @@ from training_helpers import (
     subprocess_env,
     wait_until,
 )
-
-from engine import api
-from engine.control import Control
 
 VARIANTS = {
     **{family: (family, []) for family in FAMILIES},

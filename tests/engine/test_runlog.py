@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from engine.runlog import RunLog
-from runs.layout import EVENTS_JSONL, METRICS_JSONL
+from runctl.engine.runlog import RunLog
+from runctl.runs.layout import EVENTS_JSONL, METRICS_JSONL
 
 
 def test_unwritable_logs_warn_once_and_training_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

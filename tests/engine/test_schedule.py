@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from engine.config import load_config, validate_config
-from engine.schedule import Schedule, extend_config, extension_preview
+from runctl.engine.config import load_config, validate_config
+from runctl.engine.schedule import Schedule, extend_config, extension_preview
 
 
 def config(name: str = "cosine", lr: float = 1.0e-3, warmup: int = 100, max_steps: int = 1000,

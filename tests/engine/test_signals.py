@@ -11,6 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from runctl.engine import api
+from runctl.engine.control import Control
+from runctl.engine.signals import stop_on_signals
+from runctl.runs.integrity import verify_file
 from training_helpers import (
     assert_bit_identical,
     events,
@@ -24,11 +28,6 @@ from training_helpers import (
     subprocess_env,
     wait_until,
 )
-
-from engine import api
-from engine.control import Control
-from engine.signals import stop_on_signals
-from runs.integrity import verify_file
 
 SETS = ["task=training_faults:factory", "model={}", "max_steps=200", "checkpoint.every=20", "log.every=1",
         "eval.every=50", "eval.batches=2", "data.batch_size=16", "schedule.warmup_steps=5"]

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import runctl.engine.tasks.base as task_base
 import torch
-
-import engine.tasks.base as task_base
-from engine.config import load_config
-from engine.data import EpochSampler
-from engine.tasks import build_task
-from engine.tasks.base import PROTOCOL_MEMBERS, Task
-from engine.tasks.char_gpt import bundled_text
-from engine.tasks.idx import IdxError, parse_idx, read_idx, write_idx
-from runs.errors import RunctlError
+from runctl.engine.config import load_config
+from runctl.engine.data import EpochSampler
+from runctl.engine.tasks import build_task
+from runctl.engine.tasks.base import PROTOCOL_MEMBERS, Task
+from runctl.engine.tasks.char_gpt import bundled_text
+from runctl.engine.tasks.idx import IdxError, parse_idx, read_idx, write_idx
+from runctl.runs.errors import RunctlError
 
 TINY = {
     "digits_mlp": ["model.hidden=16"],
@@ -384,7 +383,7 @@ def test_the_documented_example_task_trains_from_the_cli(tmp_path: Path) -> None
     # tmp_path is not on PYTHONPATH: the task module is found in the current directory
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
     script = Path(sys.executable).with_name("runctl")  # the console script: cwd is not on its sys.path
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", "tui.cli"]
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "runctl"]
     result = subprocess.run(
         [*command, "train", "squares.yaml", "--root", "runs", "--name", "sq"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,

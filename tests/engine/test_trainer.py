@@ -11,6 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from runctl.engine import api
+from runctl.engine.control import Control, ControlFolder, write_command
+from runctl.engine.runtime import make_runtime
+from runctl.engine.schedule import Schedule
+from runctl.runs.errors import RunctlError
+from runctl.runs.lock import RunLock
 from training_helpers import (
     assert_bit_identical,
     events,
@@ -22,13 +28,6 @@ from training_helpers import (
     read_jsonl,
     status,
 )
-
-from engine import api
-from engine.control import Control, ControlFolder, write_command
-from engine.runtime import make_runtime
-from engine.schedule import Schedule
-from runs.errors import RunctlError
-from runs.lock import RunLock
 
 FAULT_TASK = "training_faults:factory"
 
@@ -109,7 +108,7 @@ def test_staged_async_checkpoints_hold_exactly_their_steps_state(tmp_path: Path,
     """Async checkpoints copy weights and moments while the next step's forward/backward runs.
     With that copy slowed down, every checkpoint must still equal the synchronous run's, bit for
     bit: weights, AdamW moments, EMA, and BatchNorm statistics (which the forward pass changes)."""
-    from engine.snapshot import PendingCopies
+    from runctl.engine.snapshot import PendingCopies
 
     staged = []
     copy = PendingCopies.run
@@ -150,7 +149,7 @@ def test_sgd_and_bf16_autocast_run_on_cpu(tmp_path: Path) -> None:
 
 
 def test_fp16_needs_cuda_and_the_scaler_is_off_on_cpu() -> None:
-    from engine.config import load_config
+    from runctl.engine.config import load_config
 
     cfg = load_config("digits_mlp", ["device=cpu"])
     assert not make_runtime(cfg).scaler.is_enabled()
@@ -256,7 +255,7 @@ def test_a_failing_task_factory_ends_the_run_crashed(tmp_path: Path, monkeypatch
 
 
 def test_control_take_between_requests() -> None:
-    from engine.control import NO_COMMANDS
+    from runctl.engine.control import NO_COMMANDS
 
     control = Control()
     assert control.take() is NO_COMMANDS  # nothing asked: no lock, no new object

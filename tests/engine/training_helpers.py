@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-RUNCTL = [sys.executable, "-m", "tui.cli"]
+RUNCTL = [sys.executable, "-m", "runctl"]
 
 # Small enough that a run of 30 steps takes well under a second per family on a CPU.
 FAMILIES: dict[str, list[str]] = {
@@ -64,7 +64,7 @@ def runctl(args: Sequence[str | Path], cwd: Path, env: dict[str, str] | None = N
 def runctl_here(args: Sequence[str | Path]) -> int:
     """`runctl ARGS` in this process (the same code path, without paying a Python + torch start-up):
     for the second half of tests whose first half ran in a subprocess."""
-    from tui.cli import main
+    from runctl.tui.cli import main
 
     return main([str(arg) for arg in args])
 

@@ -1,6 +1,6 @@
 """The fault suite's harness: it drives runctl only through its user contracts.
 
-That means the CLI in a subprocess (`python -m tui.cli ...`, exactly what the `runctl` script
+That means the CLI in a subprocess (`python -m runctl ...`, exactly what the `runctl` script
 runs), the files of a run directory as docs/DESIGN.md and docs/ARCHITECTURE.md describe them, and
 `runctl verify --json`. Nothing here imports the engine; torch is imported lazily and only to
 compare two checkpoints with `torch.load(weights_only=True)`.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-RUNCTL = [sys.executable, "-m", "tui.cli"]
+RUNCTL = [sys.executable, "-m", "runctl"]
 # Long enough for a cold torch import on a loaded 2-core CI box, short enough that a hang fails.
 CLI_TIMEOUT = 120.0
 TEMP_MARKER = ".tmp."

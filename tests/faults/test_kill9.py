@@ -268,7 +268,7 @@ def check_nothing_lost(run_dir: Path, reference: Path, max_steps: int, cwd: Path
 def check_metrics_reader(run_dir: Path, reference: Path) -> None:
     """runctl's own reader (runs.metrics, what `ls` and the UI plot) agrees: one curve, no repeats."""
     try:
-        from runs import metrics
+        from runctl.runs import metrics
     except ImportError:  # not written yet: one_curve above already checked the contract
         return
     curves = []

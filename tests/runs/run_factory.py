@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from runs.atomic import atomic_write_json, atomic_write_text
-from runs.layout import CHECKPOINT_DIR, METRICS_JSONL, STATUS_JSON, checkpoint_name
-from runs.manifest import ManifestEntry, read_manifest, write_manifest
+from runctl.runs.atomic import atomic_write_json, atomic_write_text
+from runctl.runs.layout import CHECKPOINT_DIR, METRICS_JSONL, STATUS_JSON, checkpoint_name
+from runctl.runs.manifest import ManifestEntry, read_manifest, write_manifest
 
 
 def checkpoint_state(step: int, hidden: int = 8, **overrides: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from runs.atomic import JsonlAppender, append_jsonl
+from runctl.runs.atomic import JsonlAppender, append_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def test_a_write_cut_short_by_a_full_file_system_leaves_only_that_line_torn(tmp_
     script = textwrap.dedent(f"""
         import os, resource, signal, sys
         sys.path.insert(0, {str(REPO)!r})
-        from runs.atomic import JsonlAppender
+        from runctl.runs.atomic import JsonlAppender
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
         appender = JsonlAppender({str(path)!r})
         appender.append({{"step": 1}})

@@ -6,17 +6,16 @@ from pathlib import Path
 
 import pytest
 from run_factory import flip_bit, make_run, member_data_offset, save_checkpoint, write_checkpoint
-
-from runs import integrity
-from runs.checkpoints import (
+from runctl.runs import integrity
+from runctl.runs.checkpoints import (
     expected_checkpoints,
     list_checkpoints,
     missing_checkpoints,
     newest_valid,
     tally_checkpoints,
 )
-from runs.layout import CHECKPOINT_DIR, checkpoint_name
-from runs.manifest import read_manifest, write_manifest
+from runctl.runs.layout import CHECKPOINT_DIR, checkpoint_name
+from runctl.runs.manifest import read_manifest, write_manifest
 
 
 @pytest.fixture(autouse=True)
@@ -199,7 +198,7 @@ def test_a_checkpoint_deleted_between_scan_and_stat_is_gone_not_unreadable(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str | None) -> None:
     """Retention rewrites the manifest, then deletes: a reader that scanned just before must not
     report the deleted file as an unreadable (corrupt) checkpoint."""
-    import runs.checkpoints as checkpoints_module
+    import runctl.runs.checkpoints as checkpoints_module
 
     run = make_run(tmp_path, "r", checkpoint_steps=(50, 100))
     doomed = run / CHECKPOINT_DIR / checkpoint_name(50)

@@ -17,12 +17,11 @@ from run_factory import (
     reduce_call,
     write_checkpoint,
 )
-
-from runs.layout import CHECKPOINT_DIR, checkpoint_name
+from runctl.runs.layout import CHECKPOINT_DIR, checkpoint_name
 
 
 def runctl(*args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "runctl", *args], capture_output=True, text=True,
                             timeout=120)
     assert "Traceback" not in result.stderr, result.stderr
     return result
@@ -178,7 +177,10 @@ def test_summary_table_and_json(root: Path) -> None:
 
 
 def test_on_a_run_written_by_the_engine(tmp_path: Path) -> None:
-    from engine.api import new_run, train  # the engine writes the run in this process; the CLI reads it
+    from runctl.engine.api import (  # the engine writes the run in this process; the CLI reads it
+        new_run,
+        train,
+    )
 
     root = tmp_path / "runs"
     run_dir = new_run("digits_mlp", root, "eng", ["max_steps=12", "checkpoint.every=4", "eval.every=6",

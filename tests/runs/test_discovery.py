@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 from run_factory import make_run
-
-from runs import discovery, integrity, run_yaml
-from runs.checkpoints import list_checkpoints
-from runs.discovery import (
+from runctl.runs import discovery, integrity, run_yaml
+from runctl.runs.checkpoints import list_checkpoints
+from runctl.runs.discovery import (
     Detector,
     find_runs,
     last_train_loss,
@@ -20,10 +19,10 @@ from runs.discovery import (
     run_checkpoints,
     summarize,
 )
-from runs.errors import RunctlError
-from runs.layout import CHECKPOINT_DIR, checkpoint_name
-from runs.lock import RunLock
-from runs.model import RunSummary
+from runctl.runs.errors import RunctlError
+from runctl.runs.layout import CHECKPOINT_DIR, checkpoint_name
+from runctl.runs.lock import RunLock
+from runctl.runs.model import RunSummary
 
 
 def test_summary_of_a_finished_run(tmp_path: Path) -> None:

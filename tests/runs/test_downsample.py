@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from runs.downsample import downsample_minmax
+from runctl.runs.downsample import downsample_minmax
 
 
 def reference_minmax(steps: np.ndarray, values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,8 +6,8 @@ import json
 import math
 from pathlib import Path
 
-from runs.atomic import append_jsonl, atomic_write_text
-from runs.events import EventsReader, ResumePoint, read_events, resume_point, resume_points
+from runctl.runs.atomic import append_jsonl, atomic_write_text
+from runctl.runs.events import EventsReader, ResumePoint, read_events, resume_point, resume_points
 
 
 def test_reads_new_events_incrementally(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ HEAVY = ("torch", "textual")
 
 _IMPORT_ALL = """
 import importlib, pkgutil, sys
-import runs
-names = sorted(m.name for m in pkgutil.walk_packages(runs.__path__, "runs."))
+import runctl.runs
+names = sorted(m.name for m in pkgutil.walk_packages(runctl.runs.__path__, "runctl.runs."))
 for name in names:
     importlib.import_module(name)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
@@ -37,7 +37,7 @@ def test_ls_verify_and_summary_do_not_import_torch(tmp_path: Path) -> None:
     make_run(tmp_path, "a", checkpoint_steps=(50, 100))
     code = f"""
 import contextlib, io, sys
-from tui.cli import main
+from runctl.tui.cli import main
 with contextlib.redirect_stdout(io.StringIO()):
     codes = [main(["ls", {str(tmp_path)!r}]), main(["verify", {str(tmp_path)!r}]),
              main(["verify", "--quick", {str(tmp_path)!r}]), main(["summary", {str(tmp_path)!r}])]
@@ -48,8 +48,8 @@ print(codes, sorted(m for m in sys.modules if m.split(".")[0] in {set(HEAVY)!r})
 
 # What the UI's first paint needs; these come later (the run view, the watcher after the paint,
 # the engine on a key press, PyYAML for a key map or a run.yaml the listing's reader declines).
-LATER = ("torch", "numpy", "sklearn", "plotext", "textual_plotext", "watchdog", "engine", "yaml", "runs.watch",
-         "tui.screens.run_view", "tui.widgets.loss_plot")
+LATER = ("torch", "numpy", "sklearn", "plotext", "textual_plotext", "watchdog", "runctl.engine", "yaml",
+         "runctl.runs.watch", "runctl.tui.screens.run_view", "runctl.tui.widgets.loss_plot")
 
 
 def test_the_ui_and_its_first_listing_import_only_what_the_first_screen_needs(tmp_path: Path) -> None:
@@ -63,8 +63,8 @@ def test_the_ui_and_its_first_listing_import_only_what_the_first_screen_needs(tm
     code = f"""
 import sys
 from pathlib import Path
-import tui.app
-from tui.run_rows import load_rows
+import runctl.tui.app
+from runctl.tui.run_rows import load_rows
 rows = load_rows(Path({str(tmp_path)!r}), newest=60, on_newest=lambda head: None)
 later = {LATER!r}
 print(len(rows), sorted(m for m in sys.modules if any(m == name or m.startswith(name + ".") for name in later)))

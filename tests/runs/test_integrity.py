@@ -19,9 +19,8 @@ from run_factory import (
     reduce_call,
     write_checkpoint,
 )
-
-from runs import integrity, zipscan
-from runs.integrity import CheckpointIdentity, verify_file
+from runctl.runs import integrity, zipscan
+from runctl.runs.integrity import CheckpointIdentity, verify_file
 
 LEVELS = ("quick", "full", "deep")
 
@@ -267,8 +266,7 @@ def test_unreadable_file_is_reported_not_raised(checkpoint: Path) -> None:
 
 def test_pickle_scan_accepts_what_torch_saves(tmp_path: Path) -> None:
     import torch
-
-    from runs.pickle_scan import unsafe_globals
+    from runctl.runs.pickle_scan import unsafe_globals
 
     buffer = io.BytesIO()
     state = {"t": torch.ones(2, dtype=torch.bfloat16), "p": torch.nn.Parameter(torch.ones(2)),

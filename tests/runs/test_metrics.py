@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from runs.atomic import append_jsonl, atomic_write_text
-from runs.jsonl_tail import JsonlTail
-from runs.metrics import MetricsReader, downsample_minmax, ema_smooth
+from runctl.runs.atomic import append_jsonl, atomic_write_text
+from runctl.runs.jsonl_tail import JsonlTail
+from runctl.runs.metrics import MetricsReader, downsample_minmax, ema_smooth
 
 T0 = 1_700_000_000.0
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from runs import run_yaml
+from runctl.runs import run_yaml
 
 # Plain scalars whose YAML 1.1 meaning is easy to get wrong: bools, nulls, octal and sexagesimal
 # ints, floats without a dot or an exponent sign (strings), dates, comments, flow indicators.

@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from runs.atomic import atomic_write_json
-from runs.lock import RunLock
-from runs.status import HEARTBEAT_STALE_SECONDS, effective_state, error_line, read_status
+from runctl.runs.atomic import atomic_write_json
+from runctl.runs.lock import RunLock
+from runctl.runs.status import HEARTBEAT_STALE_SECONDS, effective_state, error_line, read_status
 
 
 def _status(run: Path, **fields: object) -> dict:
@@ -40,7 +39,7 @@ def test_running_with_stale_heartbeat_is_interrupted_even_if_locked(tmp_path: Pa
 def test_lock_held_by_a_killed_process_is_free(tmp_path: Path) -> None:
     # The OS drops a flock when its holder dies: a kill -9'd engine shows as interrupted.
     status = _status(tmp_path)
-    code = ("import sys, time; from runs.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+    code = ("import sys, time; from runctl.runs.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
             "print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:

@@ -17,12 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import runctl.runs.watch
+from runctl.runs.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text
+from runctl.runs.errors import RunctlError
+from runctl.runs.watch import Change, ChangeKind, RunWatcher, diff_run, snapshot_run
 from watchdog.observers import Observer
-
-import runs.watch
-from runs.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text
-from runs.errors import RunctlError
-from runs.watch import Change, ChangeKind, RunWatcher, diff_run, snapshot_run
 
 WAIT = 5.0
 FAST_POLL = 0.05  # polling tests poll faster than the default to keep the suite quick
@@ -262,7 +261,7 @@ def test_falls_back_to_polling_when_the_native_observer_fails(
     if where == "start":  # inotify_add_watch: max_user_watches reached
         monkeypatch.setattr(Observer, "start", refuse)
     else:  # inotify_init: max_user_instances reached
-        monkeypatch.setattr(runs.watch, "Observer", refuse)
+        monkeypatch.setattr(runctl.runs.watch, "Observer", refuse)
     before = set(threading.enumerate())
     got = Collector()
     watcher = RunWatcher(tmp_path, got, poll_interval=FAST_POLL)
@@ -317,7 +316,7 @@ def test_a_missing_root_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_watching_imports_neither_textual_nor_torch() -> None:
     code = (
-        "import sys, runs.watch, runs.metrics, runs.events, runs.downsample\n"
+        "import sys, runctl.runs.watch, runctl.runs.metrics, runctl.runs.events, runctl.runs.downsample\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'torch'))\n"
         "print(','.join(bad))\n"
     )

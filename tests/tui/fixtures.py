@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from runs.layout import (
+from runctl.runs.layout import (
     CHECKPOINT_DIR,
     EVENTS_JSONL,
     MANIFEST_JSON,
@@ -24,7 +23,7 @@ from runs.layout import (
     STATUS_JSON,
     checkpoint_name,
 )
-from runs.lock import RunLock
+from runctl.runs.lock import RunLock
 
 # 2025-11-22 08:53:20 UTC: every timestamp in fixtures counts from here; tests pass now=FIXED_NOW.
 FIXED_NOW = 1_763_801_600.0
@@ -36,7 +35,7 @@ def fixed_now() -> float:
 
 def tiny_config(max_steps: int = 40, **sections: Any) -> dict[str, Any]:
     """A resolved digits_mlp config small enough to train in about a second on CPU."""
-    from engine.config import load_config
+    from runctl.engine.config import load_config
 
     cfg = load_config("digits_mlp", [
         f"max_steps={max_steps}", "model.hidden=16", "model.depth=1", "data.batch_size=32",

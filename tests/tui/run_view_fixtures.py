@@ -15,11 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from engine.config import load_config
-from engine.schedule import Schedule
-from runs.layout import CHECKPOINT_DIR, EVENTS_JSONL, METRICS_JSONL, RUN_YAML, STATUS_JSON, checkpoint_name
-from runs.manifest import Manifest, ManifestEntry, write_manifest
+from runctl.engine.config import load_config
+from runctl.engine.schedule import Schedule
+from runctl.runs.layout import (
+    CHECKPOINT_DIR,
+    EVENTS_JSONL,
+    METRICS_JSONL,
+    RUN_YAML,
+    STATUS_JSON,
+    checkpoint_name,
+)
+from runctl.runs.manifest import Manifest, ManifestEntry, write_manifest
 
 # 2026-11-22 00:00:00 UTC: every time in these runs is relative to it.
 FIXED_NOW = 1_795_305_600.0
@@ -142,8 +148,8 @@ def engine_run(root: Path, name: str, max_steps: int = 30, *, stopped_at_first_s
     heavy_steps: bigger matrices, so a step spends its time in torch kernels (which release the
     GIL) rather than in Python, and a long in-process run leaves the UI thread room to work.
     """
-    from engine import api
-    from engine.control import Control
+    from runctl.engine import api
+    from runctl.engine.control import Control
 
     size = ["model.hidden=512", "model.depth=2", "data.batch_size=256", "log.every=50"] if heavy_steps \
         else ["model.hidden=16", "model.depth=1", "data.batch_size=32", "log.every=5"]

@@ -17,17 +17,16 @@ from pathlib import Path
 
 import pytest
 from fixtures import fixed_now, write_task_config, write_tiny_config
-
-from engine.control import write_command
-from runs.layout import CHECKPOINT_DIR, EVENTS_JSONL, METRICS_JSONL
-from runs.lock import is_locked
-from runs.manifest import read_manifest
-from runs.status import read_status
-from tui.app import RunctlApp, make_app
-from tui.screens.new_run import NewRunScreen
-from tui.screens.quit_confirm import QuitConfirmScreen
-from tui.screens.runs_list import RunsListScreen
-from tui.widgets.runs_table import RunsTable
+from runctl.engine.control import write_command
+from runctl.runs.layout import CHECKPOINT_DIR, EVENTS_JSONL, METRICS_JSONL
+from runctl.runs.lock import is_locked
+from runctl.runs.manifest import read_manifest
+from runctl.runs.status import read_status
+from runctl.tui.app import RunctlApp, make_app
+from runctl.tui.screens.new_run import NewRunScreen
+from runctl.tui.screens.quit_confirm import QuitConfirmScreen
+from runctl.tui.screens.runs_list import RunsListScreen
+from runctl.tui.widgets.runs_table import RunsTable
 
 SIZE = (120, 34)
 WAIT_SECONDS = 60.0
@@ -165,7 +164,7 @@ async def test_welcome_enter_trains_a_builtin_and_opens_its_view(tmp_path: Path)
 
 
 async def test_s_starts_a_created_run_then_c_x_r_x(tmp_path: Path) -> None:
-    from engine import api
+    from runctl.engine import api
 
     root = tmp_path / "runs"
     root.mkdir()
@@ -273,14 +272,14 @@ def pythonpath_with_test_task(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_sighup_writes_an_interrupt_checkpoint_before_exit(tmp_path: Path, pythonpath_with_test_task: None) -> None:
     """The SSH connection drops: the app (in a pty) gets SIGHUP while its engine trains."""
-    from engine import api
+    from runctl.engine import api
 
     root = tmp_path / "runs"
     root.mkdir()
     config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
     run_dir = api.new_run(str(config), root=root, name="ssh")
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", str(root)], stdin=slave, stdout=slave,
+    proc = subprocess.Popen([sys.executable, "-m", "runctl", str(root)], stdin=slave, stdout=slave,
                             stderr=slave, start_new_session=True, close_fds=True,
                             env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30",
                                  "RUNCTL_KEYS": str(tmp_path / "no-keys.yaml")})
@@ -334,7 +333,7 @@ async def test_run_trained_elsewhere_shows_live_and_takes_c_and_x(
     root = tmp_path / "runs"
     root.mkdir()
     config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
-    trainer = subprocess.Popen([sys.executable, "-m", "tui.cli", "train", str(config), "--root", str(root),
+    trainer = subprocess.Popen([sys.executable, "-m", "runctl", "train", str(config), "--root", str(root),
                                 "--name", "elsewhere"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = root / "elsewhere"
     try:

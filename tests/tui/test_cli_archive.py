@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-RUNCTL = [sys.executable, "-m", "tui.cli"]
+RUNCTL = [sys.executable, "-m", "runctl"]
 TINY = ["--set", "max_steps=6", "--set", "checkpoint.every=3", "--set", "eval.every=3",
         "--set", "model.hidden=8", "--set", "model.depth=1", "--set", "eval.batches=1"]
 

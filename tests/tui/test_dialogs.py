@@ -10,18 +10,23 @@ from typing import Any
 import pytest
 import yaml
 from run_view_fixtures import write_run
+from runctl.engine.config import load_config
+from runctl.runs.errors import RunctlError
+from runctl.runs.layout import CHECKPOINT_DIR, RUN_YAML
+from runctl.runs.lock import RunLock
+from runctl.runs.manifest import read_manifest, write_manifest
+from runctl.tui.screens.branch_dialog import (
+    BranchDialog,
+    BranchRequest,
+    build_request,
+    config_text,
+    parse_overrides,
+)
+from runctl.tui.screens.confirm_delete import ConfirmDeleteScreen, delete_checkpoint
+from runctl.tui.screens.extend_dialog import ExtendDialog, check_target, parse_target, sampled_curves
 from textual.app import App
 from textual.widgets import Button, Input, Label, Switch, TextArea
 from textual_plotext import PlotextPlot
-
-from engine.config import load_config
-from runs.errors import RunctlError
-from runs.layout import CHECKPOINT_DIR, RUN_YAML
-from runs.lock import RunLock
-from runs.manifest import read_manifest, write_manifest
-from tui.screens.branch_dialog import BranchDialog, BranchRequest, build_request, config_text, parse_overrides
-from tui.screens.confirm_delete import ConfirmDeleteScreen, delete_checkpoint
-from tui.screens.extend_dialog import ExtendDialog, check_target, parse_target, sampled_curves
 
 NO_RESULT = object()
 

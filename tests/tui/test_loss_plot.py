@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 from rich.text import Text
+from runctl.tui.widgets.loss_plot import Curve, LossPlot, Overlay, PlotData, PlotextChart
 from textual.app import App, ComposeResult
 from textual_plotext import PlotextPlot
-
-from tui.widgets.loss_plot import Curve, LossPlot, Overlay, PlotData, PlotextChart
 
 
 def _styled_cells(text: Text) -> list[tuple[str, object]]:

@@ -6,8 +6,7 @@ import random
 
 import plotext._utility as plotext_utility
 import pytest
-
-from tui.widgets import plotext_fast
+from runctl.tui.widgets import plotext_fast
 
 
 def _points(rng: random.Random, count: int, span: int) -> tuple[list[int], list[int]]:

@@ -12,18 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from run_view_fixtures import FIXED_NOW, Notifications, append_metric, engine_run, write_run
-
-from runs.layout import CHECKPOINT_DIR, EVENTS_JSONL, RUN_YAML, checkpoint_name
-from runs.manifest import read_manifest
-from tui.app import RunctlApp, make_app
-from tui.messages import EngineFinished, MetricsAppended
-from tui.screens.branch_dialog import BranchDialog
-from tui.screens.confirm_delete import ConfirmDeleteScreen
-from tui.screens.extend_dialog import ExtendDialog
-from tui.screens.run_view import RunViewScreen
-from tui.widgets.checkpoint_table import CheckpointTable
-from tui.widgets.events_log import EventsLog
-from tui.widgets.loss_plot import LossPlot
+from runctl.runs.layout import CHECKPOINT_DIR, EVENTS_JSONL, RUN_YAML, checkpoint_name
+from runctl.runs.manifest import read_manifest
+from runctl.tui.app import RunctlApp, make_app
+from runctl.tui.messages import EngineFinished, MetricsAppended
+from runctl.tui.screens.branch_dialog import BranchDialog
+from runctl.tui.screens.confirm_delete import ConfirmDeleteScreen
+from runctl.tui.screens.extend_dialog import ExtendDialog
+from runctl.tui.screens.run_view import RunViewScreen
+from runctl.tui.widgets.checkpoint_table import CheckpointTable
+from runctl.tui.widgets.events_log import EventsLog
+from runctl.tui.widgets.loss_plot import LossPlot
 
 WAIT_SECONDS = 30.0
 SIZE = (120, 36)
@@ -333,8 +332,7 @@ def test_log_axis_helpers() -> None:
     import math
 
     import numpy as np
-
-    from tui.widgets.loss_plot import decade_ticks, log10_positive, window_mask
+    from runctl.tui.widgets.loss_plot import decade_ticks, log10_positive, window_mask
 
     logs = log10_positive(np.array([100.0, 1.0, 0.0, -2.0]))
     assert logs[0] == 2.0 and logs[1] == 0.0 and math.isnan(logs[2]) and math.isnan(logs[3])
@@ -349,7 +347,7 @@ def test_log_axis_helpers() -> None:
 
 
 def test_system_stats_sample_and_text() -> None:
-    from tui.widgets.system_stats import _Nvml, format_sample, sample_system
+    from runctl.tui.widgets.system_stats import _Nvml, format_sample, sample_system
 
     sample = sample_system(_Nvml())
     assert 0 < sample.ram_used <= sample.ram_total and sample.process_rss > 0 and sample.cpu_count >= 1
@@ -359,7 +357,7 @@ def test_system_stats_sample_and_text() -> None:
 
 
 def test_event_lines_show_a_crash_with_its_traceback() -> None:
-    from tui.widgets.events_log import event_lines
+    from runctl.tui.widgets.events_log import event_lines
 
     lines = event_lines({"time": FIXED_NOW, "event": "crashed", "step": 12, "error": "RuntimeError: boom",
                          "traceback": "Traceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: boom"})

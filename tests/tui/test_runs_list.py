@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 from fixtures import FIXED_NOW, every_state_root, fixed_now, write_run
+from runctl.runs.layout import METRICS_JSONL
+from runctl.tui.app import RunctlApp, make_app
+from runctl.tui.screens.help import HelpScreen
+from runctl.tui.screens.runs_list import RunsListScreen
+from runctl.tui.widgets.runs_table import COLUMN_KEYS, RunsTable
 from textual.widgets import OptionList
-
-from runs.layout import METRICS_JSONL
-from tui.app import RunctlApp, make_app
-from tui.screens.help import HelpScreen
-from tui.screens.runs_list import RunsListScreen
-from tui.widgets.runs_table import COLUMN_KEYS, RunsTable
 
 SIZE = (120, 30)
 WAIT_SECONDS = 20.0
@@ -194,7 +193,7 @@ async def test_palette_runs_a_screen_action(state_root: Path, tmp_path: Path) ->
 
 
 async def test_palette_leaves_out_actions_that_do_not_apply(state_root: Path, tmp_path: Path) -> None:
-    from tui.palette import ScreenActionsProvider, screen_actions
+    from runctl.tui.palette import ScreenActionsProvider, screen_actions
 
     app = make_test_app(state_root, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
@@ -252,8 +251,7 @@ async def test_watcher_adds_new_runs_and_updates_changed_rows(tmp_path: Path) ->
 
 async def test_many_runs_arrive_after_the_first_screenful(tmp_path: Path) -> None:
     from fixtures import write_many_runs
-
-    from tui.screens.runs_list import QUICK_ROWS
+    from runctl.tui.screens.runs_list import QUICK_ROWS
 
     count = QUICK_ROWS + 150
     root = write_many_runs(tmp_path / "runs", count)
@@ -270,7 +268,7 @@ async def test_many_runs_arrive_after_the_first_screenful(tmp_path: Path) -> Non
 def test_load_rows_hands_over_the_most_recently_written_runs_first(tmp_path: Path) -> None:
     import os
 
-    from tui.run_rows import load_rows
+    from runctl.tui.run_rows import load_rows
 
     root = tmp_path / "runs"
     root.mkdir()
@@ -291,7 +289,7 @@ async def test_the_full_listing_keeps_an_unmoved_cursor_at_the_top(tmp_path: Pat
     # not moved stays on the first row instead of following its run down the list.
     import os
 
-    from tui.screens.runs_list import QUICK_ROWS
+    from runctl.tui.screens.runs_list import QUICK_ROWS
 
     root = tmp_path / "runs"
     root.mkdir()

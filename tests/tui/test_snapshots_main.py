@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 from fixtures import every_state_root, fixed_now
+from runctl.tui.app import make_app
+from runctl.tui.screens.runs_list import RunsListScreen
 from textual.widgets import DataTable
-
-from tui.app import make_app
-from tui.screens.runs_list import RunsListScreen
 
 SIZE = (120, 30)
 

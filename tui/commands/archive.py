@@ -18,12 +18,12 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from runs.atomic import atomic_write
-from runs.checkpoints import list_checkpoints
-from runs.discovery import resolve_run
-from runs.errors import RunctlError
-from runs.layout import CONTROL_DIR, LOCK_FILE, RUN_YAML, is_temp_name
-from runs.lock import is_locked
+from runctl.runs.atomic import atomic_write
+from runctl.runs.checkpoints import list_checkpoints
+from runctl.runs.discovery import resolve_run
+from runctl.runs.errors import RunctlError
+from runctl.runs.layout import CONTROL_DIR, LOCK_FILE, RUN_YAML, is_temp_name
+from runctl.runs.lock import is_locked
 
 _SKIPPED_NAMES = {LOCK_FILE}
 

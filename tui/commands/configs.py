@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from engine.config import builtin_configs, load_config
+from runctl.engine.config import builtin_configs, load_config
 
 
 def config_rows() -> list[dict[str, object]]:

@@ -17,14 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runs.checkpoints import list_checkpoints, trusted_identity
-from runs.discovery import best_from_metrics, detect, find_runs, read_run_yaml, run_checkpoints
-from runs.errors import RunctlError
-from runs.humanize import human_age, human_bytes
-from runs.integrity import verify_file
-from runs.layout import CHECKPOINT_DIR, METRICS_JSONL
-from runs.manifest import read_manifest
-from runs.model import CheckpointInfo, RunSummary
+from runctl.runs.checkpoints import list_checkpoints, trusted_identity
+from runctl.runs.discovery import best_from_metrics, detect, find_runs, read_run_yaml, run_checkpoints
+from runctl.runs.errors import RunctlError
+from runctl.runs.humanize import human_age, human_bytes
+from runctl.runs.integrity import verify_file
+from runctl.runs.layout import CHECKPOINT_DIR, METRICS_JSONL
+from runctl.runs.manifest import read_manifest
+from runctl.runs.model import CheckpointInfo, RunSummary
 
 
 def ls(args: argparse.Namespace) -> int:

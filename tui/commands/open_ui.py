@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from runs.errors import RunctlError
+from runctl.runs.errors import RunctlError
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise RunctlError(f"{root}: cannot create the runs folder ({err.strerror})") from None
 
-    from tui.app import make_app
+    from runctl.tui.app import make_app
 
     app = make_app(root.resolve(), poll=bool(getattr(args, "poll", False)))
     code = app.run()

@@ -1,7 +1,7 @@
 """`runctl train | resume | extend | branch | stop`: headless training from the command line.
 
 Training runs in this process (`--nproc 1`), under torchrun (`--nproc N`: after creating or
-changing the run here, this command runs `torchrun --standalone --nproc_per_node=N -m tui.cli
+changing the run here, this command runs `torchrun --standalone --nproc_per_node=N -m runctl
 resume RUN` and relays signals to it), or in a background process (`--detach`: its output goes to RUN/train.log
 and the run path is printed on stdout, for scripts). Progress is one updating line on a terminal
 (step/max, loss, it/s, ETA) and plain lines otherwise; warnings and errors go to stderr.
@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from engine import api
-from runs.discovery import resolve_run
-from runs.errors import RunctlError
-from runs.humanize import human_bytes
-from runs.lock import is_locked
-from runs.status import read_status
+from runctl.engine import api
+from runctl.runs.discovery import resolve_run
+from runctl.runs.errors import RunctlError
+from runctl.runs.humanize import human_bytes
+from runctl.runs.lock import is_locked
+from runctl.runs.status import read_status
 
 DETACHED_LOG = "train.log"
 # How long `--detach` waits for the background engine to confirm it started (torch import, data).
@@ -118,7 +118,7 @@ def _start(run_dir: Path, args: argparse.Namespace, from_ckpt: str | None, creat
 
 
 def _worker_args(run_dir: Path, from_ckpt: str | None) -> list[str]:
-    return ["-m", "tui.cli", "resume", str(run_dir), *(["--from", from_ckpt] if from_ckpt else [])]
+    return ["-m", "runctl", "resume", str(run_dir), *(["--from", from_ckpt] if from_ckpt else [])]
 
 
 def _run_torchrun(run_dir: Path, nproc: int, from_ckpt: str | None) -> int:
@@ -128,7 +128,7 @@ def _run_torchrun(run_dir: Path, nproc: int, from_ckpt: str | None) -> int:
     once, through torchrun's agent, and each rank finishes its step and checkpoints. A second
     signal goes to the whole process group at once: every rank gets its second signal and exits.
     """
-    command = [sys.executable, "-m", "engine.distributed", "--standalone", f"--nproc_per_node={nproc}",
+    command = [sys.executable, "-m", "runctl.engine.distributed", "--standalone", f"--nproc_per_node={nproc}",
                *_worker_args(run_dir, from_ckpt)]
     sys.stdout.flush()
     # torchrun's own log lines (workers starting, signals forwarded) only at LOGLEVEL=WARNING or lower.

@@ -12,15 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from runctl.engine.config import RUN_META_KEYS, apply_overrides, validate_config
+from runctl.runs.errors import RunctlError
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Switch, TextArea
-
-from engine.config import RUN_META_KEYS, apply_overrides, validate_config
-from runs.errors import RunctlError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 

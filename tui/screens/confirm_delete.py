@@ -10,17 +10,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from runctl.runs.atomic import fsync_dir
+from runctl.runs.errors import RunctlError
+from runctl.runs.layout import checkpoint_dir
+from runctl.runs.lock import RunLock
+from runctl.runs.manifest import read_manifest, write_manifest
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label
-
-from runs.atomic import fsync_dir
-from runs.errors import RunctlError
-from runs.layout import checkpoint_dir
-from runs.lock import RunLock
-from runs.manifest import read_manifest, write_manifest
 
 
 def delete_checkpoint(run_dir: Path, name: str) -> None:

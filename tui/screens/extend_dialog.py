@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runctl.engine.schedule import Schedule, extend_config
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -17,8 +18,6 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 from textual_plotext import PlotextPlot
-
-from engine.schedule import Schedule, extend_config
 
 PREVIEW_POINTS = 240
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
+from runctl.tui.keymap import default_keymap_path
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Static
-
-from tui.keymap import default_keymap_path
 
 
 def key_rows(screen: Screen) -> list[tuple[str, str, str, bool]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.text import Text
+from runctl.runs.errors import RunctlError
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,10 +20,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from runs.errors import RunctlError
-
 if TYPE_CHECKING:
-    from tui.app import RunctlApp
+    from runctl.tui.app import RunctlApp
 
 
 def parse_overrides(text: str) -> list[str]:
@@ -43,7 +42,7 @@ class NewRunScreen(ModalScreen[Path | None]):
     ]
 
     def compose(self) -> ComposeResult:
-        from engine.config import builtin_configs
+        from runctl.engine.config import builtin_configs
 
         configs = builtin_configs()
         with Vertical(id="new-run", classes="dialog"):

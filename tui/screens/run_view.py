@@ -16,6 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
+from runctl.runs import integrity
+from runctl.runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints, newest_valid
+from runctl.runs.discovery import read_run_yaml, summarize
+from runctl.runs.errors import RunctlError
+from runctl.runs.events import EventsReader
+from runctl.runs.layout import CHECKPOINT_DIR, MANIFEST_JSON, RUN_YAML, STATUS_JSON
+from runctl.runs.manifest import read_manifest
+from runctl.runs.metrics import MetricsReader
+from runctl.runs.model import CheckpointInfo, RunSummary
+from runctl.tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged
+from runctl.tui.screens.branch_dialog import BranchDialog, BranchRequest
+from runctl.tui.screens.confirm_delete import ConfirmDeleteScreen, delete_checkpoint
+from runctl.tui.screens.extend_dialog import ExtendDialog
+from runctl.tui.widgets.checkpoint_table import USABLE_STATUSES, CheckpointTable
+from runctl.tui.widgets.config_view import ConfigView
+from runctl.tui.widgets.events_log import EventsLog
+from runctl.tui.widgets.loss_plot import Curve, LossPlot, Overlay, PlotData
+from runctl.tui.widgets.system_stats import SystemStats
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -25,25 +43,6 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
-
-from runs import integrity
-from runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints, newest_valid
-from runs.discovery import read_run_yaml, summarize
-from runs.errors import RunctlError
-from runs.events import EventsReader
-from runs.layout import CHECKPOINT_DIR, MANIFEST_JSON, RUN_YAML, STATUS_JSON
-from runs.manifest import read_manifest
-from runs.metrics import MetricsReader
-from runs.model import CheckpointInfo, RunSummary
-from tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged
-from tui.screens.branch_dialog import BranchDialog, BranchRequest
-from tui.screens.confirm_delete import ConfirmDeleteScreen, delete_checkpoint
-from tui.screens.extend_dialog import ExtendDialog
-from tui.widgets.checkpoint_table import USABLE_STATUSES, CheckpointTable
-from tui.widgets.config_view import ConfigView
-from tui.widgets.events_log import EventsLog
-from tui.widgets.loss_plot import Curve, LossPlot, Overlay, PlotData
-from tui.widgets.system_stats import SystemStats
 
 LIVE_POLL_SECONDS = 0.5
 IDLE_POLL_SECONDS = 2.0

@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
+from runctl.runs.layout import RUN_YAML
+from runctl.tui.messages import RunRowsLoaded
+from runctl.tui.run_rows import RunRow, load_row, load_rows
+from runctl.tui.widgets.runs_table import RunsTable
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,13 +24,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from runs.layout import RUN_YAML
-from tui.messages import RunRowsLoaded
-from tui.run_rows import RunRow, load_row, load_rows
-from tui.widgets.runs_table import RunsTable
-
 if TYPE_CHECKING:
-    from tui.app import RunctlApp
+    from runctl.tui.app import RunctlApp
 
 # States a stopped engine leaves that `r` continues from.
 RESUMABLE = frozenset({"stopped", "interrupted", "crashed"})
@@ -44,7 +43,7 @@ class Welcome(Vertical):
         self.root = root
 
     def compose(self) -> ComposeResult:
-        from engine.config import builtin_configs
+        from runctl.engine.config import builtin_configs
 
         yield Static(Text.assemble(("No runs yet in ", ""), (str(self.root), "bold")), id="welcome-title")
         yield Static(
@@ -291,7 +290,7 @@ class RunsListScreen(Screen):
 
     # ------------------------------------------------------------ actions
     def action_new_run(self) -> None:
-        from tui.screens.new_run import NewRunScreen
+        from runctl.tui.screens.new_run import NewRunScreen
 
         self.app.push_screen(NewRunScreen(), self._opened_new_run)
 
@@ -341,7 +340,7 @@ class RunsListScreen(Screen):
         self.app.call_from_thread(self._ask_extend, run, cfg)
 
     def _ask_extend(self, run: RunRow, cfg: dict[str, Any]) -> None:
-        from tui.screens.extend_dialog import ExtendDialog
+        from runctl.tui.screens.extend_dialog import ExtendDialog
 
         def extend(max_steps: int | None) -> None:
             if max_steps is not None:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from rich.text import Text
+from runctl.runs.humanize import human_age, human_bytes
+from runctl.runs.model import CheckpointInfo
+from runctl.tui.widgets.fitted_table import FittedDataTable
 from textual.widgets.data_table import RowDoesNotExist
-
-from runs.humanize import human_age, human_bytes
-from runs.model import CheckpointInfo
-from tui.widgets.fitted_table import FittedDataTable
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("step", "Step"), ("kind", "Kind"), ("size", "Size"), ("age", "Age"), ("integrity", "Integrity"),

@@ -21,15 +21,14 @@ from plotext._utility import colors_to_ansi
 from rich.ansi import AnsiDecoder
 from rich.style import Style
 from rich.text import Span, Text
+from runctl.runs.metrics import downsample_minmax, ema_smooth
+from runctl.tui.widgets.plotext_fast import faster_plotext
 from textual.app import ComposeResult, RenderResult
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.timer import Timer
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
-
-from runs.metrics import downsample_minmax, ema_smooth
-from tui.widgets.plotext_fast import faster_plotext
 
 PLOT_MARKER = "braille"
 SMOOTHING_STEPS: tuple[float, ...] = (0.0, 0.6, 0.9, 0.97)

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
+from runctl.runs.humanize import human_age as format_age
+from runctl.tui.run_rows import RunRow, format_duration, format_number
+from runctl.tui.widgets.fitted_table import FittedDataTable
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
-
-from runs.humanize import human_age as format_age
-from tui.run_rows import RunRow, format_duration, format_number
-from tui.widgets.fitted_table import FittedDataTable
 
 # Symbol and style per state; interrupted and crashed are inverted so they stand out in a long list.
 STATE_LOOK: dict[str, tuple[str, str]] = {
