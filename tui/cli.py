@@ -7,9 +7,11 @@ Every error the user can fix is one line on stderr and exit 2 (RunctlError); a c
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from runctl.runs.errors import RunctlError
 
@@ -36,93 +38,120 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+UI_USAGE = "runctl [ROOT] [--poll]"
+UI_HELP = """\
+runctl [ROOT] [--poll] opens the UI on ROOT, a folder of runs. Without ROOT it opens ./runs and
+creates it if missing; a ROOT given by name must exist. --poll watches by polling (NFS, SMB, SSHFS).
+`runctl COMMAND --help` describes a command."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="runctl", description="Watch, checkpoint, resume, extend and branch PyTorch runs.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser = _Parser(prog="runctl", usage=f"{UI_USAGE}\n       runctl COMMAND [ARGS]",
+                     description="Watch, checkpoint, resume, extend and branch PyTorch runs.",
+                     epilog=UI_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--poll", action="store_true", help="(UI) poll the file system instead of inotify")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND", prog="runctl")
+
+    root_help = "the folder of runs a RUN name is looked up in (default ./runs)"
+    nproc_help = "train on N processes under torchrun (default 1: in this process)"
+    detach_help = "train in a background process (output in RUN/train.log); print the run path"
+    set_help = "override a config key, dotted (optim.lr=3e-4); repeatable"
 
     p = sub.add_parser("train", help="train a config (YAML path or built-in name)")
-    p.add_argument("config")
-    p.add_argument("--root", default="runs")
-    p.add_argument("--name")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--nproc", type=int, default=1)
-    p.add_argument("--detach", action="store_true", help="train in a background process")
+    p.add_argument("config", help="a YAML file or a built-in config name (runctl configs)")
+    p.add_argument("--root", default="runs", help="the folder the new run is created in (default ./runs)")
+    p.add_argument("--name", help="the run's name (default: the config's name and a time stamp)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    p.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
+    p.add_argument("--detach", action="store_true", help=detach_help)
 
     p = sub.add_parser("resume", help="continue from the newest valid checkpoint")
-    p.add_argument("run")
-    p.add_argument("--root", default="runs")
-    p.add_argument("--from", dest="from_ckpt", metavar="CKPT")
-    p.add_argument("--nproc", type=int, default=1)
-    p.add_argument("--detach", action="store_true")
+    p.add_argument("run", help="a run folder, or a run name under --root")
+    p.add_argument("--root", default="runs", help=root_help)
+    p.add_argument("--from", dest="from_ckpt", metavar="CKPT",
+                   help="resume from this checkpoint (file, name, step, latest or best)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
+    p.add_argument("--detach", action="store_true", help=detach_help)
 
     p = sub.add_parser("extend", help="raise max_steps and continue")
-    p.add_argument("run")
-    p.add_argument("--root", default="runs")
+    p.add_argument("run", help="a run folder, or a run name under --root")
+    p.add_argument("--root", default="runs", help=root_help)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--steps", type=int)
-    g.add_argument("--to", type=int)
-    p.add_argument("--nproc", type=int, default=1)
-    p.add_argument("--detach", action="store_true")
+    g.add_argument("--steps", type=int, metavar="N", help="add N steps to max_steps")
+    g.add_argument("--to", type=int, metavar="N", help="set max_steps to N")
+    p.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
+    p.add_argument("--detach", action="store_true", help=detach_help)
 
     p = sub.add_parser("branch", help="a new run from a checkpoint of another")
-    p.add_argument("run")
-    p.add_argument("--root", default="runs")
-    p.add_argument("--from", dest="from_ckpt", required=True, metavar="CKPT")
-    p.add_argument("--name", required=True)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--weights-only", action="store_true")
+    p.add_argument("run", help="the parent: a run folder, or a run name under --root")
+    p.add_argument("--root", default="runs", help=root_help)
+    p.add_argument("--from", dest="from_ckpt", required=True, metavar="CKPT",
+                   help="the parent's checkpoint to start from (file, name, step, latest or best)")
+    p.add_argument("--name", required=True, help="the new run's name")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    p.add_argument("--weights-only", action="store_true",
+                   help="take only the weights: a fresh optimizer and LR schedule")
     p.add_argument("--no-start", action="store_true", help="create the branch without training it")
-    p.add_argument("--nproc", type=int, default=1)
-    p.add_argument("--detach", action="store_true")
+    p.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
+    p.add_argument("--detach", action="store_true", help=detach_help)
 
     p = sub.add_parser("stop", help="ask a running engine to checkpoint and stop")
-    p.add_argument("run")
-    p.add_argument("--root", default="runs")
+    p.add_argument("run", help="a run folder, or a run name under --root")
+    p.add_argument("--root", default="runs", help=root_help)
     p.add_argument("--checkpoint-only", action="store_true", help="checkpoint now, keep training")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to SECONDS for the engine to do it (exit 1 if it does not)")
 
     p = sub.add_parser("configs", help="list the built-in configs")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
     p = sub.add_parser("ls", help="list runs")
-    p.add_argument("root", nargs="?", default="runs")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("root", nargs="?", default="runs", help="the folder of runs (default ./runs)")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
     p = sub.add_parser("verify", help="check checkpoints (root, run or file)")
-    p.add_argument("path")
+    p.add_argument("path", help="a folder of runs, one run, or one checkpoint file")
     level = p.add_mutually_exclusive_group()
-    level.add_argument("--quick", dest="level", action="store_const", const="quick")
-    level.add_argument("--deep", dest="level", action="store_const", const="deep")
+    level.add_argument("--quick", dest="level", action="store_const", const="quick",
+                       help="zip structure and size only (default: full, CRC + sha256)")
+    level.add_argument("--deep", dest="level", action="store_const", const="deep",
+                       help="also load each file (weights_only) and check it can resume its run")
     p.set_defaults(level="full")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
     p = sub.add_parser("summary", help="one table of every run under ROOT")
-    p.add_argument("root", nargs="?", default="runs")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("root", nargs="?", default="runs", help="the folder of runs (default ./runs)")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
     p = sub.add_parser("export", help="pack a run into a zip")
-    p.add_argument("run")
-    p.add_argument("--root", default="runs")
-    p.add_argument("--out", required=True)
+    p.add_argument("run", help="a run folder, or a run name under --root")
+    p.add_argument("--root", default="runs", help=root_help)
+    p.add_argument("--out", required=True, metavar="FILE.zip", help="the zip to write (must not exist)")
 
     p = sub.add_parser("import", help="unpack a run exported with `runctl export`")
-    p.add_argument("file")
-    p.add_argument("--root", default="runs")
+    p.add_argument("file", metavar="FILE.zip", help="a zip written by runctl export")
+    p.add_argument("--root", default="runs", help="the folder the run is unpacked into (default ./runs)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in HANDLERS and not argv[0].startswith("-"):
-        # `runctl [ROOT] [--poll]`: open the UI
-        args = _ui_args(argv)
-        command = "ui"
-    else:
-        args = build_parser().parse_args(argv)
-        command = args.command
-        if command is None:
-            args = _ui_args([])
+    try:
+        if not argv or argv[0] not in HANDLERS and argv[0] not in ("-h", "--help"):
+            # `runctl [ROOT] [--poll]`: open the UI
+            args = _ui_args(argv)
             command = "ui"
+        else:
+            args = build_parser().parse_args(argv)
+            command = args.command
+            if command is None:
+                args = _ui_args(["--poll"] if args.poll else [])
+                command = "ui"
+        if command in _CREATES_UNDER_ROOT:
+            refuse_package_root(Path(args.root))
+    except RunctlError as err:
+        sys.stderr.write(f"runctl: {err}\n")
+        return err.exit_code
     module_name, func_name = HANDLERS[command].split(":")
     try:
         handler = getattr(importlib.import_module(module_name), func_name)
@@ -166,11 +195,41 @@ def _save_traceback() -> str:
     return path
 
 
+# Commands that write runs under ROOT: a ROOT that is a Python package is a source tree, not runs.
+_CREATES_UNDER_ROOT = {"ui", "train", "import"}
+
+
+def refuse_package_root(root: Path) -> None:
+    if (root / "__init__.py").is_file():
+        raise RunctlError(f"{root}: a Python package (it has __init__.py), not a folder of runs; "
+                          "give another ROOT (--root)")
+
+
 def _ui_args(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="runctl", description="Open the runctl UI on ROOT (default ./runs).")
-    parser.add_argument("root", nargs="?", default="runs")
+    """`runctl [ROOT] [--poll]`; a ROOT that does not exist and reads like a mistyped command is refused."""
+    if argv and not argv[0].startswith("-"):
+        _refuse_missing_root(argv[0])
+    parser = _Parser(prog="runctl", usage=UI_USAGE, description="Open the runctl UI on ROOT.", epilog=UI_HELP,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", nargs="?", help="a folder of runs (default ./runs, created if missing)")
     parser.add_argument("--poll", action="store_true", help="poll the file system (NFS, SMB, SSHFS)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.explicit_root = args.root is not None
+    if args.root is None:
+        args.root = "runs"
+    return args
+
+
+def _refuse_missing_root(word: str) -> None:
+    """An explicit ROOT must exist: runctl creates only the default ./runs, never a mistyped name."""
+    if Path(word).expanduser().exists():
+        return
+    close = difflib.get_close_matches(word, sorted(HANDLERS.keys() - {"ui"}), n=1, cutoff=0.6)
+    if close:
+        raise RunctlError(f"{word}: no such command or folder; did you mean `runctl {close[0]}`?")
+    commands = ", ".join(sorted(HANDLERS.keys() - {"ui"}))
+    raise RunctlError(f"{word}: no such command or folder (commands: {commands}; "
+                      f"`mkdir {word}` first to open a new folder of runs)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`runctl [ROOT] [--poll]`: open the UI on ROOT (created if missing)."""
+"""`runctl [ROOT] [--poll]`: open the UI on ROOT (the default ./runs is created if missing)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.root).expanduser()
     if root.exists() and not root.is_dir():
         raise RunctlError(f"{root}: not a directory (ROOT must be a folder of runs)")
+    if not root.exists() and getattr(args, "explicit_root", False):
+        raise RunctlError(f"{root}: no such folder (`mkdir {root}` first to open a new folder of runs)")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
