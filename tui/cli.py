@@ -27,6 +27,7 @@ HANDLERS = {
     "ls": "runctl.tui.commands.inspect:ls",
     "verify": "runctl.tui.commands.inspect:verify",
     "summary": "runctl.tui.commands.inspect:summary",
+    "diff": "runctl.tui.commands.diff:run",
     "export": "runctl.tui.commands.archive:export",
     "import": "runctl.tui.commands.archive:import_",
 }
@@ -121,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="one table of every run under ROOT")
     p.add_argument("root", nargs="?", default="runs", help="the folder of runs (default ./runs)")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    p = sub.add_parser("diff", help="how far each model tensor moved between two checkpoints")
+    p.add_argument("a", metavar="CKPT_A", help="the earlier checkpoint file (the reference)")
+    p.add_argument("b", metavar="CKPT_B", help="the later checkpoint file")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
     p = sub.add_parser("export", help="pack a run into a zip")

@@ -27,9 +27,10 @@ from runctl.runs.metrics import MetricsReader
 from runctl.runs.model import CheckpointInfo, RunSummary
 from runctl.tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged
 from runctl.tui.screens.branch_dialog import BranchDialog, BranchRequest
+from runctl.tui.screens.checkpoint_diff import CheckpointDiffScreen
 from runctl.tui.screens.confirm_delete import ConfirmDeleteScreen, delete_checkpoint
 from runctl.tui.screens.extend_dialog import ExtendDialog
-from runctl.tui.widgets.checkpoint_table import USABLE_STATUSES, CheckpointTable
+from runctl.tui.widgets.checkpoint_table import MARKS, USABLE_STATUSES, CheckpointTable
 from runctl.tui.widgets.config_view import ConfigView
 from runctl.tui.widgets.events_log import EventsLog
 from runctl.tui.widgets.loss_plot import Curve, LossPlot, Overlay, PlotData
@@ -273,6 +274,8 @@ class RunViewScreen(Screen):
         Binding("x", "stop", "Stop", id="runctl.stop"),
         Binding("v", "verify", "Verify", id="runctl.verify"),
         Binding("d", "delete", "Delete ckpt", id="runctl.delete"),
+        Binding("space", "mark", "Mark", id="runctl.mark", tooltip="Mark a checkpoint (two for a diff)"),
+        Binding("D", "diff", "Diff", id="runctl.diff", tooltip="Compare the two marked checkpoints"),
         Binding("m", "smoothing", "Smooth", id="runctl.plot.smoothing"),
         Binding("l", "log_y", "Log-y", id="runctl.plot.log_y"),
         Binding("w", "window", "Window", id="runctl.plot.window"),
@@ -486,6 +489,8 @@ class RunViewScreen(Screen):
             "stop": training,
             "verify": on_disk and selected is not None and selected.status != "partial",
             "delete": on_disk and selected is not None and selected.status != "partial",
+            "mark": on_disk and selected is not None and selected.status != "partial",
+            "diff": self.is_mounted and len(self.query_one(CheckpointTable).marked_infos()) == MARKS,
         }.get(action, True)
         return True if available else None
 
@@ -576,6 +581,20 @@ class RunViewScreen(Screen):
                         "manifest; stop it first (x)", severity="warning", markup=False)
             return
         self._check_delete(selected)
+
+    def action_mark(self) -> None:
+        selected = self.selected_checkpoint
+        if selected is None or selected.status in ("missing", "partial"):
+            return
+        self.query_one(CheckpointTable).toggle_mark(selected.name)
+        self.refresh_bindings()
+
+    def action_diff(self) -> None:
+        marked = self.query_one(CheckpointTable).marked_infos()
+        if len(marked) != MARKS:
+            self.notify("mark two checkpoints with space first", severity="warning", markup=False)
+            return
+        self.app.push_screen(CheckpointDiffScreen(marked[0].path, marked[1].path))
 
     @work(thread=True, group="delete", exit_on_error=False)
     def _check_delete(self, info: CheckpointInfo) -> None:

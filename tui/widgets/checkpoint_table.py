@@ -3,6 +3,7 @@
 Rows are keyed by file name, so a later verification (full in the background, deep on `v`)
 updates a badge in place without moving the cursor. Expected-but-missing checkpoints are rows
 too, marked missing, so a gap (or the missing final checkpoint of an off-by-one loop) is visible.
+Up to two files can be marked (space in the run view) for a diff; a mark shows beside the step.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ BADGES: dict[str, tuple[str, str]] = {
     "unchecked": ("·", "dim"),
 }
 
+# How many checkpoints can be marked at once: a diff compares two.
+MARKS = 2
+MARK_SYMBOL = "◆"
+
 # Statuses of a file that a resume or branch can start from.
 USABLE_STATUSES = frozenset({"ok", "unverified"})
 
@@ -54,6 +59,7 @@ class CheckpointTable(FittedDataTable):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=True)
         self.infos: dict[str, CheckpointInfo] = {}
+        self.marked: list[str] = []  # file names, oldest mark first
         self._now = 0.0
 
     def on_mount(self) -> None:
@@ -73,6 +79,7 @@ class CheckpointTable(FittedDataTable):
         self._now = now
         ordered = sorted(infos, key=lambda i: (i.step if i.step is not None else -1, i.name))
         self.infos = {info.name: info for info in ordered}
+        self.marked = [name for name in self.marked if name in self.infos and self.infos[name].status != "missing"]
         self.clear()
         for info in ordered:
             self.add_row(*self._cells(info), key=info.name)
@@ -93,9 +100,28 @@ class CheckpointTable(FittedDataTable):
         except RowDoesNotExist:
             return
 
+    def toggle_mark(self, name: str) -> None:
+        """Mark `name` (a third mark drops the oldest) or unmark it."""
+        if name in self.marked:
+            self.marked.remove(name)
+        else:
+            self.marked.append(name)
+        dropped = self.marked[:-MARKS]
+        self.marked = self.marked[-MARKS:]
+        for changed in (name, *dropped):
+            if changed in self.infos:
+                self.update_info(self.infos[changed])
+
+    def marked_infos(self) -> list[CheckpointInfo]:
+        """The marked checkpoints, older step first."""
+        infos = [self.infos[name] for name in self.marked if name in self.infos]
+        return sorted(infos, key=lambda i: (i.step if i.step is not None else -1, i.name))
+
     def _cells(self, info: CheckpointInfo) -> tuple[Text | str, ...]:
         missing = info.status == "missing"
         step = Text(str(info.step) if info.step is not None else "?", justify="right")
+        if info.name in self.marked:
+            step = Text.assemble((MARK_SYMBOL + " ", "bold cyan"), step, justify="right")
         size = "" if missing else human_bytes(info.bytes)
         age = "" if missing or not info.mtime else human_age(self._now - info.mtime)
         return step, info.kind or ("" if missing else "?"), Text(size, justify="right"), age, badge(info)
