@@ -1,20 +1,31 @@
-"""Typed config fields: a default plus a check that returns the normalised value or raises Invalid.
+"""The building block of the config schema: a strict pydantic model that reads numbers as YAML users
+write them, plus the wording helpers every config error uses.
 
-Torch-free on purpose: engine.config and the built-in tasks' model specs (engine.tasks.specs) both
-use these, and the CLI validates a config before it pays for importing torch.
+Torch-free on purpose: engine.schema and the built-in tasks' model settings (engine.tasks.specs)
+both build on `Section`, and the CLI validates a config before it pays for importing torch.
+
+Types are strict (`true` is not a count, `'1000'` is not a number, `1` is not a boolean), except
+that numbers written in exponent form are numbers (`3e-4` and `1e4`, which YAML 1.1 reads as
+strings) and an integral number is a fine count (`2.5e3`).
 """
 
 from __future__ import annotations
 
-import math
+import difflib
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+_NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-class Invalid(ValueError):
-    """A value that does not fit its field; the message says what is wrong, not where."""
+class KeyProblem(ValueError):
+    """A check across keys that names the key at fault (dotted, relative to the model raising it)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def describe(value: Any) -> str:
@@ -28,123 +39,66 @@ def describe(value: Any) -> str:
     return kind if value is None else f"{kind} {shown}"
 
 
-_NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+def suggest(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
-@dataclass(frozen=True)
-class Field:
-    """One config leaf: `default` fills a missing key, `check(value)` validates a present one."""
-
-    default: Any
-    check: Callable[[Any], Any]
-    doc: str = ""
+def unknown_key_hint(key: str, known: Any, owner: str) -> str:
+    """' (did you mean lr?)', or the keys `owner` has when none is close."""
+    return suggest(str(key), known) or f" ({owner} has: {', '.join(str(k) for k in known)})"
 
 
-def _num(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
+def yaml_int(value: Any) -> Any:
+    if isinstance(value, str) and "e" in value.lower() and _NUMBER_TEXT.match(value.strip()):
+        value = float(value)  # 1e4 (YAML 1.1 reads it as a string); a plain '1000' stays text
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # 1e3 from YAML is a float; an integral float is a fine count
+    return value
 
 
-def _bounds_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
-    if lo is not None and hi is not None:
-        return f"in {'(' if lo_open else '['}{_num(lo)}, {_num(hi)}{')' if hi_open else ']'}"
-    if lo is not None:
-        return f"{'>' if lo_open else '>='} {_num(lo)}"
-    assert hi is not None
-    return f"{'<' if hi_open else '<='} {_num(hi)}"
+def yaml_float(value: Any) -> Any:
+    if isinstance(value, str) and _NUMBER_TEXT.match(value.strip()):
+        return float(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
-def _check_range(value: float, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> None:
-    too_low = lo is not None and (value <= lo if lo_open else value < lo)
-    too_high = hi is not None and (value >= hi if hi_open else value > hi)
-    if too_low or too_high:
-        raise Invalid(f"must be {_bounds_text(lo, hi, lo_open, hi_open)}, got {value!r}")
+def _yaml_floats(value: Any) -> Any:
+    return [yaml_float(item) for item in value] if isinstance(value, list) else value
 
 
-def integer(default: int | None, lo: int | None = None, hi: int | None = None,
-            nullable: bool = False, doc: str = "") -> Field:
-    """An int (a bool is not an int here: `true` for a step count is a mistake)."""
-
-    def check(value: Any) -> int | None:
-        if value is None and nullable:
-            return None
-        if isinstance(value, str) and "e" in value.lower() and _NUMBER_TEXT.match(value.strip()):
-            value = float(value)  # 1e4 (YAML 1.1 reads it as a string); a plain '1000' stays text
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer() and not isinstance(value, bool):
-                value = int(value)  # 1e3 from YAML is a float; an integral float is a fine count
-            else:
-                wanted = "an integer or null" if nullable else "an integer"
-                raise Invalid(f"expected {wanted}, got {describe(value)}")
-        _check_range(value, lo, hi, False, False)
-        return value
-
-    return Field(default, check, doc)
+def numeric_kind(annotation: Any) -> str | None:
+    """"int", "float" or "floats" (a list of floats) for a field's annotation, else None."""
+    if get_origin(annotation) is Annotated:
+        return numeric_kind(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, type(int | None)):
+        kinds = {numeric_kind(arg) for arg in get_args(annotation) if arg is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else None
+    if annotation is int:
+        return "int"
+    if annotation is float:
+        return "float"
+    if get_origin(annotation) is list and numeric_kind(get_args(annotation)[0]) == "float":
+        return "floats"
+    return None
 
 
-def number(default: float | None, lo: float | None = None, hi: float | None = None,
-           lo_open: bool = False, hi_open: bool = False, nullable: bool = False, doc: str = "") -> Field:
-    """A finite float; ints are accepted, and so is text such as '3e-4' (YAML 1.1 reads it as a string)."""
-
-    def check(value: Any) -> float | None:
-        if value is None and nullable:
-            return None
-        if isinstance(value, str) and _NUMBER_TEXT.match(value.strip()):
-            value = float(value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            wanted = "a number or null" if nullable else "a number"
-            raise Invalid(f"expected {wanted}, got {describe(value)}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise Invalid(f"must be finite, got {value!r}")
-        _check_range(value, lo, hi, lo_open, hi_open)
-        return value
-
-    return Field(default, check, doc)
+_COERCE = {"int": yaml_int, "float": yaml_float, "floats": _yaml_floats}
 
 
-def boolean(default: bool, doc: str = "") -> Field:
-    def check(value: Any) -> bool:
-        if not isinstance(value, bool):
-            raise Invalid(f"expected true or false, got {describe(value)}")
-        return value
+class Section(BaseModel):
+    """A mapping of settings: unknown keys are errors, types strict, numbers read as YAML users mean."""
 
-    return Field(default, check, doc)
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _yaml_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = numeric_kind(cls.model_fields[info.field_name].annotation) if info.field_name else None
+        return _COERCE[kind](value) if kind else value
 
-def choice(default: str, options: tuple[str, ...], doc: str = "") -> Field:
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or value not in options:
-            raise Invalid(f"must be one of {', '.join(options)}, got {describe(value)}")
-        return value
-
-    return Field(default, check, doc)
-
-
-def text(default: str | None, pattern: str | None = None, nullable: bool = False,
-         hint: str = "", doc: str = "") -> Field:
-    compiled = re.compile(pattern) if pattern else None
-
-    def check(value: Any) -> str | None:
-        if value is None and nullable:
-            return None
-        if not isinstance(value, str) or not value:
-            wanted = "a non-empty string or null" if nullable else "a non-empty string"
-            raise Invalid(f"expected {wanted}, got {describe(value)}")
-        if compiled is not None and not compiled.fullmatch(value):
-            raise Invalid(f"must be {hint or 'of the form ' + pattern}, got {value!r}")
-        return value
-
-    return Field(default, check, doc)
-
-
-def number_pair(default: list[float], lo: float, hi: float, hi_open: bool = True, doc: str = "") -> Field:
-    """Two numbers, e.g. AdamW betas."""
-
-    inner = number(None, lo, hi, hi_open=hi_open)
-
-    def check(value: Any) -> list[float]:
-        if not isinstance(value, list | tuple) or len(value) != 2:
-            raise Invalid(f"expected a list of two numbers, got {describe(value)}")
-        return [inner.check(v) for v in value]
-
-    return Field(default, check, doc)
+    def to_dict(self) -> dict[str, Any]:
+        """The plain mapping run.yaml holds: YAML key names, nested dicts and lists."""
+        return self.model_dump(mode="python", by_alias=True)

@@ -24,6 +24,7 @@ HANDLERS = {
     "branch": "runctl.tui.commands.training:branch",
     "stop": "runctl.tui.commands.training:stop",
     "configs": "runctl.tui.commands.configs:run",
+    "schema": "runctl.tui.commands.schema:run",
     "ls": "runctl.tui.commands.inspect:ls",
     "verify": "runctl.tui.commands.inspect:verify",
     "summary": "runctl.tui.commands.inspect:summary",
@@ -105,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("configs", help="list the built-in configs")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    sub.add_parser("schema", help="print the JSON Schema of a config file (for YAML editors)")
 
     p = sub.add_parser("ls", help="list runs")
     p.add_argument("root", nargs="?", default="runs", help="the folder of runs (default ./runs)")

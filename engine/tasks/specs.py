@@ -1,80 +1,97 @@
-"""The built-in tasks' model settings: defaults and checks, without importing torch.
+"""The built-in tasks' model settings (`model:`): defaults and checks, without importing torch.
 
-engine.config validates `model:` against these before a run starts; the task modules read the
-resolved values. A custom task ("package.module:factory") keeps `model:` free-form.
+engine.schema validates `model:` with the class of the config's task before a run starts; the task
+modules read the resolved values. A custom task ("package.module:factory") keeps `model:` free-form.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from runctl.engine.fields import Field, Invalid, boolean, integer, number
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """`fields` per model key; `relations` check keys against each other: (key, check(model))."""
-
-    fields: dict[str, Field]
-    relations: tuple[tuple[str, Callable[[dict[str, Any]], None]], ...] = ()
+from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema, model_validator
+from runctl.engine.fields import KeyProblem, Section, describe, yaml_int
 
 
-def _heads_divide(width_key: str, heads_key: str) -> Callable[[dict[str, Any]], None]:
-    def check(model: dict[str, Any]) -> None:
-        if model[width_key] % model[heads_key]:
-            raise Invalid(
-                f"{width_key} ({model[width_key]}) must be a multiple of {heads_key} ({model[heads_key]})"
-            )
+class TaskModel(Section):
+    """`model:` of one task; `task_name` names it in messages."""
 
-    return check
+    task_name: ClassVar[str] = "custom task"
 
 
-def _patch_field() -> Field:
+class FreeFormModel(TaskModel):
+    """A custom task's `model:`: any keys, the task's factory reads them."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _heads_divide(model: Any, width_key: str, heads_key: str) -> None:
+    width, heads = getattr(model, width_key), getattr(model, heads_key)
+    if width % heads:
+        raise KeyProblem(heads_key, f"{width_key} ({width}) must be a multiple of {heads_key} ({heads})")
+
+
+def _patch(value: Any) -> int | str:
     """ViT patch side in pixels, or "auto" (null too): 2 for 8x8 images, 4 for 28x28."""
-    side = integer(None, lo=1)
-
-    def check(value: Any) -> int | str:
-        if value is None or value == "auto":
-            return "auto"
-        try:
-            return side.check(value)
-        except Invalid as err:
-            raise Invalid(f"{err} (or auto)") from None
-
-    return Field("auto", check, _patch_field.__doc__ or "")
+    if value is None or value == "auto":
+        return "auto"
+    value = yaml_int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {describe(value)} (or auto)")
+    if value < 1:
+        raise ValueError(f"must be >= 1, got {value!r} (or auto)")
+    return value
 
 
-MODEL_SPECS: dict[str, ModelSpec] = {
-    "digits_mlp": ModelSpec({
-        "hidden": integer(128, lo=1, doc="width of each hidden layer"),
-        "depth": integer(2, lo=1, hi=64, doc="number of hidden layers"),
-    }),
-    "digits_cnn": ModelSpec({
-        "channels": integer(32, lo=1, doc="channels of each conv block"),
-        "depth": integer(2, lo=1, hi=16, doc="number of conv blocks"),
-    }),
-    "digits_vit": ModelSpec(
-        {
-            "patch": _patch_field(),
-            "dim": integer(64, lo=1, doc="embedding width"),
-            "depth": integer(2, lo=1, hi=64, doc="transformer blocks"),
-            "heads": integer(4, lo=1, doc="attention heads (must divide dim)"),
-        },
-        relations=(("heads", _heads_divide("dim", "heads")),),
-    ),
-    "char_gpt": ModelSpec(
-        {
-            "n_layer": integer(4, lo=1, hi=128),
-            "n_head": integer(4, lo=1),
-            "n_embd": integer(128, lo=1, doc="must be a multiple of n_head"),
-            "block_size": integer(64, lo=1, doc="context length in characters"),
-            "dropout": number(0.0, lo=0.0, hi=1.0, hi_open=True),
-            "bias": boolean(False, doc="biases in Linear and LayerNorm layers"),
-        },
-        relations=(("n_head", _heads_divide("n_embd", "n_head")),),
-    ),
+Patch = Annotated[int | str, PlainValidator(_patch), WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}, {"type": "null"}]})]
+
+
+class DigitsMlpModel(TaskModel):
+    task_name: ClassVar[str] = "digits_mlp"
+
+    hidden: int = Field(128, ge=1, description="width of each hidden layer")
+    depth: int = Field(2, ge=1, le=64, description="number of hidden layers")
+
+
+class DigitsCnnModel(TaskModel):
+    task_name: ClassVar[str] = "digits_cnn"
+
+    channels: int = Field(32, ge=1, description="channels of each conv block")
+    depth: int = Field(2, ge=1, le=16, description="number of conv blocks")
+
+
+class DigitsVitModel(TaskModel):
+    task_name: ClassVar[str] = "digits_vit"
+
+    patch: Patch = Field("auto", description="patch side in pixels; auto: 2 for 8x8 images, 4 for 28x28")
+    dim: int = Field(64, ge=1, description="embedding width")
+    depth: int = Field(2, ge=1, le=64, description="transformer blocks")
+    heads: int = Field(4, ge=1, description="attention heads (must divide dim)")
+
+    @model_validator(mode="after")
+    def _heads(self) -> DigitsVitModel:
+        _heads_divide(self, "dim", "heads")
+        return self
+
+
+class CharGptModel(TaskModel):
+    task_name: ClassVar[str] = "char_gpt"
+
+    n_layer: int = Field(4, ge=1, le=128, description="transformer blocks")
+    n_head: int = Field(4, ge=1, description="attention heads")
+    n_embd: int = Field(128, ge=1, description="embedding width; a multiple of n_head")
+    block_size: int = Field(64, ge=1, description="context length in characters")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability")
+    bias: bool = Field(False, description="biases in Linear and LayerNorm layers")
+
+    @model_validator(mode="after")
+    def _heads(self) -> CharGptModel:
+        _heads_divide(self, "n_embd", "n_head")
+        return self
+
+
+MODEL_SPECS: dict[str, type[TaskModel]] = {
+    spec.task_name: spec for spec in (DigitsMlpModel, DigitsCnnModel, DigitsVitModel, CharGptModel)
 }
 
 BUILTIN_TASKS: tuple[str, ...] = tuple(MODEL_SPECS)

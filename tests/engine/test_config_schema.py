@@ -1,0 +1,99 @@
+"""engine.schema: the one model of a config; `runctl schema` prints its JSON Schema for YAML editors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from runctl.engine.config import CONFIG_KEYS, builtin_configs, load_config
+from runctl.engine.fields import Section
+from runctl.engine.schema import Config
+from runctl.engine.tasks.specs import MODEL_SPECS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    """What `runctl schema` prints, from a subprocess that must not import torch."""
+    code = ("import sys, io, contextlib\nfrom runctl.tui.cli import main\nbuf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n    code = main(['schema'])\n"
+            "assert code == 0 and 'torch' not in sys.modules, 'torch was imported'\nprint(buf.getvalue())\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    jsonschema.Draft7Validator.check_schema(document)
+    return document
+
+
+def test_runctl_schema_through_the_cli() -> None:
+    result = subprocess.run([sys.executable, "-m", "runctl", "schema"], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["title"] == "runctl config"
+
+
+def problems(schema: dict[str, Any], document: Any) -> list[str]:
+    validator = jsonschema.Draft7Validator(schema)
+    return [".".join(map(str, error.absolute_path)) for error in validator.iter_errors(document)]
+
+
+@pytest.mark.parametrize("name", list(builtin_configs()))
+def test_every_builtin_config_passes_the_schema(schema: dict[str, Any], name: str) -> None:
+    document = yaml.safe_load(builtin_configs()[name].path.read_text())
+    assert problems(schema, document) == []
+    resolved = {key: value for key, value in load_config(name).items() if key != "curriculum" or value}
+    resolved["data"] = {k: v for k, v in resolved["data"].items() if v is not None or k == "stride"}
+    assert problems(schema, resolved) == []
+
+
+# (document, the path the editor must underline). The schema holds what one key can say alone.
+EDITOR_MISTAKES = [
+    ({"optim": {"lrr": 0.1}}, "optim"),
+    ({"optim": {"lr": 0}}, "optim.lr"),
+    ({"optim": {"name": "adam"}}, "optim.name"),
+    ({"optim": {"betas": [0.9]}}, "optim.betas"),
+    ({"data": {"batch_size": True}}, "data.batch_size"),
+    ({"device": "gpu"}, "device"),
+    ({"precision": "fp8"}, "precision"),
+    ({"learning_rate": 0.1}, ""),
+    ({"task": "digits_transformer"}, "task"),
+    ({"checkpoint": {"async": "yes"}}, "checkpoint.async"),
+    ({"curriculum": [{"set": {"loss.aux_weight": 0.1}}]}, "curriculum.0"),
+    ({"task": "digits_cnn", "model": {"hidden": 8}}, "model"),
+    ({"model": {"channels": 8}}, "model"),  # no task: the default task's model keys
+    ({"task": "char_gpt", "model": {"dropout": 1.0}}, "model.dropout"),
+]
+
+
+@pytest.mark.parametrize(("document", "where"), EDITOR_MISTAKES, ids=[str(d) for d, _ in EDITOR_MISTAKES])
+def test_schema_flags_what_an_editor_can_see(schema: dict[str, Any], document: dict[str, Any], where: str) -> None:
+    assert where in problems(schema, document)
+
+
+def test_a_custom_task_keeps_model_free_form(schema: dict[str, Any]) -> None:
+    assert problems(schema, {"task": "mypkg.tasks:factory", "model": {"width": 3, "act": "tanh"}}) == []
+
+
+def test_config_keys_come_from_the_model() -> None:
+    assert CONFIG_KEYS == tuple(info.alias or name for name, info in Config.model_fields.items())
+
+
+def test_every_key_says_what_it_is() -> None:
+    """The README's table and editors' hovers show these; a new key needs its description."""
+    def is_section(annotation: Any) -> bool:
+        return isinstance(annotation, type) and issubclass(annotation, Section)
+
+    missing = [f"{name}.{key}" for name, info in Config.model_fields.items() if is_section(info.annotation)
+               for key, sub in info.annotation.model_fields.items() if not sub.description]
+    missing += [name for name, info in Config.model_fields.items()
+                if not info.description and not is_section(info.annotation)]
+    missing += [f"model.{key} ({task})" for task, spec in MODEL_SPECS.items()
+                for key, sub in spec.model_fields.items() if not sub.description]
+    assert missing == []
