@@ -135,7 +135,8 @@ class Extension(Section):
 
 
 TaskName = Annotated[str, WithJsonSchema({
-    "anyOf": [{"enum": list(BUILTIN_TASKS)}, {"type": "string", "pattern": f"^{CUSTOM_TASK_PATTERN}$"}],
+    "anyOf": [{"enum": list(BUILTIN_TASKS)},
+              {"type": "string", "pattern": f"^{CUSTOM_TASK_PATTERN}$", "x-hint": '"package.module:factory"'}],
     "description": "a built-in task, or \"package.module:factory\"",
     "x-expected": "a task name",
 })]
@@ -143,27 +144,30 @@ TaskName = Annotated[str, WithJsonSchema({
 
 # ---------------------------------------------------------------- the config
 
+# Marks the config keys a runs listing reads from run.yaml (with the run's own keys): see LISTING_KEYS.
+_LISTED = {"x-listing": True}
+
 class Config(Section):
     """A config file, resolved: every key present."""
 
     task: TaskName = Field("digits_mlp", description="a built-in task or \"package.module:factory\"")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds Python, numpy and torch")
-    device: str = Field("auto", pattern=f"^({_DEVICE_PATTERN})$", description="auto | cpu | cuda | cuda:N",
+    device: str = Field("auto", pattern=f"^({_DEVICE_PATTERN})$", description="where to train; auto: cuda if present",
                         json_schema_extra={"x-hint": "auto, cpu, cuda or cuda:N"})
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp16 uses a GradScaler")
     compile: bool = Field(False, description="torch.compile the model")
-    max_steps: int = Field(2000, ge=1, description="optimizer steps of the run")
+    max_steps: int = Field(2000, ge=1, description="optimizer steps of the run", json_schema_extra=_LISTED)
     model: SerializeAsAny[TaskModel] = Field(
         default_factory=dict, validate_default=True, description="task-specific; built-in tasks check their own keys")
-    data: Data = Field(default_factory=Data)
-    optim: Optim = Field(default_factory=Optim)
-    schedule: Schedule = Field(default_factory=Schedule)
-    log: Log = Field(default_factory=Log)
-    eval: Eval = Field(default_factory=Eval)
-    checkpoint: Checkpoint = Field(default_factory=Checkpoint)
-    ema: Ema = Field(default_factory=Ema)
-    nan: Nan = Field(default_factory=Nan)
-    loss: Loss = Field(default_factory=Loss)
+    data: Data = Field(default_factory=Data, description="what to train on")
+    optim: Optim = Field(default_factory=Optim, description="the optimizer")
+    schedule: Schedule = Field(default_factory=Schedule, description="the learning rate: linear warmup, then cosine or constant")
+    log: Log = Field(default_factory=Log, description="metrics lines")
+    eval: Eval = Field(default_factory=Eval, description="evaluation and the best checkpoint")
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint, description="periodic, best and final checkpoints", json_schema_extra=_LISTED)
+    ema: Ema = Field(default_factory=Ema, description="an average of the weights, saved with each checkpoint")
+    nan: Nan = Field(default_factory=Nan, description="a non-finite loss: stop (checkpoint the last finite step, state crashed) or warn")
+    loss: Loss = Field(default_factory=Loss, description="the task's loss settings; the curriculum may change them")
     curriculum: list[Stage] = Field(
         default_factory=list, description="settings that change from a step on",
         json_schema_extra={"x-expected": "a list of stages {at_step, set}"})
@@ -309,6 +313,10 @@ class RunConfig(Config):
 CONFIG_KEYS: tuple[str, ...] = tuple(info.alias or name for name, info in Config.model_fields.items())
 _TOP_ORDER = {key: index for index, key in enumerate(RunConfig.model_fields)}
 RUN_META_KEYS: tuple[str, ...] = tuple(name for name in RunConfig.model_fields if name not in Config.model_fields)
+# The run.yaml keys `runctl ls` and the runs list read (runs.run_yaml parses only these).
+LISTING_KEYS: tuple[str, ...] = (*RUN_META_KEYS, *(
+    info.alias or name for name, info in Config.model_fields.items()
+    if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("x-listing")))
 # The sections of plain settings and their keys (model, loss extras and curriculum have own rules).
 SECTIONS: dict[str, tuple[str, ...]] = {
     name: tuple(info.alias or key for key, info in Config.model_fields[name].annotation.model_fields.items())

@@ -45,8 +45,10 @@ def _parse_yaml(text: str, path: Path) -> tuple[dict[str, Any], str | None]:
     return data, None
 
 
-# The run.yaml keys a listing shows; parsing only these is most of what keeps `runctl ls` fast.
-_LISTING_KEYS = frozenset({"run_id", "name", "created_at", "parent", "max_steps", "checkpoint", "extensions"})
+# The run.yaml keys a listing shows; parsing only these is most of what keeps `runctl ls` fast. The
+# line is engine.schema.LISTING_KEYS, written by `python -m runctl.engine.config_docs --write`
+# (runs/ never imports the engine).
+_LISTING_KEYS = frozenset({"run_id", "name", "created_at", "parent", "extensions", "max_steps", "checkpoint"})
 _run_yaml_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any], str | None]] = {}
 
 
