@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from runctl.engine.config import RUN_META_KEYS, apply_overrides, load_config, validate_config
 from runctl.engine.control import Control, write_command
+from runctl.runs import safe_files
 from runctl.runs.atomic import append_jsonl, atomic_write_text, fsync_dir, remove_stale_temps
 from runctl.runs.checkpoints import newest_valid
 from runctl.runs.errors import RunctlError
@@ -36,6 +37,7 @@ from runctl.runs.layout import (
 )
 from runctl.runs.lock import RunLock, is_locked, read_holder
 from runctl.runs.manifest import Manifest, read_manifest, write_manifest
+from runctl.runs.safe_yaml import load_yaml
 from runctl.runs.status import read_status
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -70,7 +72,7 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     """run.yaml, resolved and validated (RunctlError naming the file and key)."""
     path = Path(run_dir) / RUN_YAML
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(safe_files.read_text(path))
     except FileNotFoundError:
         raise RunctlError(f"{path}: missing; is {run_dir} a runctl run?") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -30,7 +30,9 @@ from runctl.engine.fields import describe, suggest
 from runctl.engine.schema import CONFIG_KEYS, CURRICULUM_KEYS, RUN_META_KEYS, SECTIONS, first_problem, resolve
 from runctl.engine.tasks.custom import factory_problem
 from runctl.engine.tasks.specs import BUILTIN_TASKS
+from runctl.runs import safe_files
 from runctl.runs.errors import RunctlError
+from runctl.runs.safe_yaml import load_yaml
 
 __all__ = ["CONFIG_KEYS", "CURRICULUM_KEYS", "RUN_META_KEYS", "SECTIONS", "BuiltinConfig", "apply_overrides",
            "builtin_configs", "load_config", "validate_config"]
@@ -107,7 +109,7 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str] | tuple[str, ...],
         if not sep or not key:
             raise RunctlError(f"{origin}: --set {item!r}: expected KEY=VALUE, e.g. optim.lr=3e-4")
         try:
-            value = yaml.safe_load(value_text) if value_text.strip() else None
+            value = load_yaml(value_text) if value_text.strip() else None
         except yaml.YAMLError as err:
             raise RunctlError(f"{origin}: --set {key}: value {value_text!r} is not valid YAML ({_yaml_problem(err)})") from None
         _set_dotted(out, key, value, origin, allow_new=_free_form_sections(out))
@@ -196,13 +198,13 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 
 def _read_yaml(path: Path, origin: str) -> Any:
     try:
-        content = path.read_text(encoding="utf-8")
+        content = safe_files.read_text(path)
     except UnicodeDecodeError:
         raise RunctlError(f"{origin}: not a UTF-8 text file") from None
     except OSError as err:
         raise RunctlError(f"{origin}: cannot read: {err.strerror or err}") from None
     try:
-        data = yaml.load(content, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = load_yaml(content, _StrictLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

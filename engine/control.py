@@ -12,7 +12,6 @@ A command file is `control/<time_ns>-<uuid>.json` = {"command": "stop" | "checkp
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -20,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from runctl.runs import safe_files
 from runctl.runs.atomic import atomic_write_json
 from runctl.runs.errors import RunctlError
 from runctl.runs.layout import CONTROL_DIR, is_temp_name
@@ -169,7 +169,7 @@ class ControlFolder:
     def _apply(self, path: Path) -> str | None:
         written_at = _time_from_name(path.name)
         try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
+            payload = safe_files.read_json(path, limit=64 * 1024)
         except (OSError, ValueError) as exc:
             return f"{path}: ignored an unreadable control file ({exc.__class__.__name__})"
         command = payload.get("command") if isinstance(payload, dict) else None

@@ -13,13 +13,15 @@ import socket
 import time
 from pathlib import Path
 
+from runctl.runs import safe_files
 from runctl.runs.errors import RunctlError
 from runctl.runs.layout import LOCK_FILE
 
 
 def read_holder(run_dir: Path) -> dict:
     try:
-        return json.loads((run_dir / LOCK_FILE).read_text())
+        holder = safe_files.read_json(run_dir / LOCK_FILE, limit=64 * 1024)
+        return holder if isinstance(holder, dict) else {}
     except (OSError, ValueError):
         return {}
 

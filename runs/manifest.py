@@ -11,11 +11,11 @@ Rewritten atomically after each checkpoint file is renamed into place.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runctl.runs import safe_files
 from runctl.runs.atomic import atomic_write_json
 from runctl.runs.layout import MANIFEST_JSON
 
@@ -52,9 +52,11 @@ def read_manifest(checkpoint_dir: Path) -> Manifest:
     """Never raises: a missing manifest is empty, a broken one carries `error`."""
     path = Path(checkpoint_dir) / MANIFEST_JSON
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = safe_files.read_json(path)
     except FileNotFoundError:
         return Manifest()
+    except (safe_files.NotRegularFile, safe_files.FileTooLarge) as exc:
+        return Manifest(error=f"{path}: unreadable manifest ({exc.strerror})")
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         return Manifest(error=f"{path}: unreadable manifest ({exc.__class__.__name__})")
     if not isinstance(raw, dict) or not isinstance(raw.get("files", {}), dict):

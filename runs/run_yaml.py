@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from runctl.runs import safe_files
 from runctl.runs.layout import RUN_YAML
 
 
@@ -21,7 +22,7 @@ def read_run_yaml(run_dir: Path) -> tuple[dict[str, Any], str | None]:
 
 def _read_text(path: Path) -> tuple[str | None, str | None]:
     try:
-        return path.read_text(encoding="utf-8"), None
+        return safe_files.read_text(path), None
     except FileNotFoundError:
         return None, None
     except (OSError, UnicodeDecodeError) as exc:
@@ -30,13 +31,15 @@ def _read_text(path: Path) -> tuple[str | None, str | None]:
 
 def _parse_yaml(text: str, path: Path) -> tuple[dict[str, Any], str | None]:
     import yaml  # only when a run.yaml is read: keeps `import runs` light
+    from runctl.runs.safe_yaml import YAMLBombError, load_yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
+        if isinstance(exc, YAMLBombError):
+            return {}, f"{path}: {exc.problem}{where}"
         return {}, f"{path}: not valid YAML{where}"
     if data is None:
         return {}, f"{path}: empty"

@@ -6,11 +6,11 @@ the run's lock is held and the heartbeat is fresh; otherwise the run shows as in
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+from runctl.runs import safe_files
 from runctl.runs.layout import STATES, STATUS_JSON
 from runctl.runs.lock import is_locked
 
@@ -26,16 +26,14 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     """
     path = Path(run_dir) / STATUS_JSON
     try:
-        raw = path.read_bytes()
+        status = safe_files.read_json(path)
     except FileNotFoundError:
         return {}
-    except IsADirectoryError:
-        return {"state": "unknown", "problem": f"{path}: is a directory"}
+    except safe_files.NotRegularFile as exc:
+        return {"state": "unknown", "problem": f"{path}: {exc.strerror}"}
     except OSError as exc:
         return {"state": "unknown", "problem": f"{path}: unreadable ({exc.strerror or exc.__class__.__name__})"}
-    try:
-        status = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:  # UnicodeDecodeError included
         return {"state": "unknown", "problem": f"{path}: not valid JSON"}
     if not isinstance(status, dict):
         return {"state": "unknown", "problem": f"{path}: not a JSON object"}

@@ -314,9 +314,10 @@ def overrides_from_yaml(config_yaml: str, parent_cfg: dict[str, Any]) -> list[st
 
     import yaml
     from runctl.engine.config import RUN_META_KEYS
+    from runctl.runs.safe_yaml import load_yaml
 
     try:
-        edited = yaml.safe_load(config_yaml)
+        edited = load_yaml(config_yaml)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

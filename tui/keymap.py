@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from runctl.runs import safe_files
 from runctl.runs.errors import RunctlError
 
 ENV_VAR = "RUNCTL_KEYS"
@@ -28,15 +29,18 @@ def default_keymap_path() -> Path:
 def load_keymap(path: Path) -> dict[str, str]:
     """The id -> keys mapping in `path`; {} when the file does not exist. RunctlError names the fault."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safe_files.read_text(path, limit=1024 * 1024)
     except FileNotFoundError:
         return {}
     except OSError as err:
         raise RunctlError(f"{path}: cannot read key map ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise RunctlError(f"{path}: key map is not UTF-8 text") from None
     import yaml  # only when there is a key map: most starts have none (first paint)
+    from runctl.runs.safe_yaml import load_yaml
 
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -77,7 +77,7 @@ def test_missing_status_is_empty(tmp_path: Path) -> None:
 
 def test_status_that_is_a_directory(tmp_path: Path) -> None:
     (tmp_path / "status.json").mkdir()
-    assert "is a directory" in read_status(tmp_path)["problem"]
+    assert "not a regular file: directory" in read_status(tmp_path)["problem"]
 
 
 def test_unreadable_status(tmp_path: Path) -> None:

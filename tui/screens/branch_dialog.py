@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from runctl.engine.config import RUN_META_KEYS, apply_overrides, validate_config
 from runctl.runs.errors import RunctlError
+from runctl.runs.safe_yaml import load_yaml
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -60,7 +61,7 @@ def build_request(name: str, overrides_text: str, yaml_text: str, original_yaml:
     overrides = parse_overrides(overrides_text)
     edited = yaml_text.strip() != original_yaml.strip()
     try:
-        raw = yaml.safe_load(yaml_text)
+        raw = load_yaml(yaml_text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from runctl.runs import integrity
+from runctl.runs import integrity, safe_files
 from runctl.runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints, newest_valid
 from runctl.runs.discovery import read_run_yaml, summarize
 from runctl.runs.errors import RunctlError
@@ -147,7 +147,7 @@ class RunFollower:
             self._config, _ = read_run_yaml(self.run_dir)
             update.config = self._config
             try:
-                update.config_text = (self.run_dir / RUN_YAML).read_text(encoding="utf-8")
+                update.config_text = safe_files.read_text(self.run_dir / RUN_YAML)
             except (OSError, UnicodeDecodeError):
                 update.config_text = ""
             changed = True

@@ -327,10 +327,12 @@ class RunsListScreen(Screen):
     @work(thread=True, exclusive=True, group="extend", exit_on_error=False)
     def _read_config_then_extend(self, run: RunRow) -> None:
         import yaml
+        from runctl.runs.safe_files import read_text
+        from runctl.runs.safe_yaml import load_yaml
 
         try:
-            cfg = yaml.safe_load((run.path / RUN_YAML).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
+            cfg = load_yaml(read_text(run.path / RUN_YAML))
+        except (OSError, ValueError, yaml.YAMLError) as err:
             self.app.notify(f"{run.path / RUN_YAML}: cannot read ({err.__class__.__name__})",
                             severity="error", markup=False)
             return
