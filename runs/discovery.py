@@ -29,7 +29,14 @@ from runctl.runs.checkpoints import (
     tally_checkpoints,
 )
 from runctl.runs.errors import RunctlError
-from runctl.runs.layout import CHECKPOINT_DIR, METRICS_JSONL, RUN_YAML, STATUS_JSON, is_run_dir
+from runctl.runs.layout import (
+    CHECKPOINT_DIR,
+    DEFAULT_DEPTH,
+    METRICS_JSONL,
+    RUN_YAML,
+    STATUS_JSON,
+    is_run_dir,
+)
 from runctl.runs.manifest import read_manifest
 from runctl.runs.metrics_tail import best_from_metrics, last_train_loss
 from runctl.runs.model import CheckpointInfo, RunSummary
@@ -37,8 +44,38 @@ from runctl.runs.run_yaml import read_run_yaml, run_yaml_for_listing
 from runctl.runs.status import effective_state, error_line, read_status
 
 # Re-exported: readers of a run find them here with the rest.
-__all__ = ["Detector", "best_from_metrics", "detect", "detectors", "find_runs", "last_train_loss",
-           "read_run_yaml", "register_detector", "resolve_run", "run_checkpoints", "summarize"]
+__all__ = ["DEFAULT_DEPTH", "Detector", "Folder", "best_from_metrics", "detect", "detectors", "find_runs",
+           "is_foreign", "last_train_loss", "metrics_reader", "read_run_yaml", "register_detector",
+           "resolve_run", "run_checkpoints", "summarize"]
+
+
+@dataclass(frozen=True)
+class Folder:
+    """One folder as a detector sees it: its entries from a single scandir (no file is opened)."""
+
+    path: Path
+    files: dict[str, os.DirEntry[str]]   # regular files (symlinks followed)
+    dirs: dict[str, os.DirEntry[str]]    # folders (symlinks followed)
+    broken: dict[str, str]               # symlinks that lead nowhere: name -> why
+
+    @classmethod
+    def read(cls, path: Path) -> Folder:
+        """Raises OSError when the folder cannot be listed."""
+        files: dict[str, os.DirEntry[str]] = {}
+        dirs: dict[str, os.DirEntry[str]] = {}
+        broken: dict[str, str] = {}
+        with os.scandir(path) as it:
+            for entry in it:
+                try:
+                    if entry.is_dir():
+                        dirs[entry.name] = entry
+                    elif entry.is_file():
+                        files[entry.name] = entry
+                    elif entry.is_symlink():
+                        broken[entry.name] = "broken symlink"
+                except OSError as exc:
+                    broken[entry.name] = _os_problem(exc)
+        return cls(Path(path), files, dirs, broken)
 
 
 @dataclass(frozen=True)
@@ -49,9 +86,22 @@ class Detector:
     # (run_dir, level) -> every checkpoint record of the run, oldest first, including `missing`
     # records for what should exist; level None reads no checkpoint bytes.
     checkpoints: Callable[[Path, str | None], list[CheckpointInfo]]
+    # The same answer as `detect` from a folder already listed: what the tree walk calls, so a
+    # folder costs one scandir whatever the number of layouts.
+    recognise: Callable[[Folder], bool] | None = None
+    # run_dir -> an incremental metrics reader with MetricsReader's poll()/names()/series() surface.
+    metrics: Callable[[Path], Any] | None = None
+    # Whether runctl owns the folder (and may write into it: resume, extend, delete).
+    writable: bool = False
 
 
 _DETECTORS: list[Detector] = []
+
+# Folders that hold no runs of anyone's: tools' and package managers' trees.
+SKIPPED_FOLDERS = frozenset({"__pycache__", "node_modules", "site-packages", "dist-packages",
+                             "venv", "env", "wandb", "mlruns", "egg-info"})
+# A folder holding one of these is a virtualenv or a conda environment.
+ENVIRONMENT_MARKERS = ("pyvenv.cfg", "conda-meta")
 
 
 def register_detector(detector: Detector) -> None:
@@ -73,53 +123,75 @@ def detect(path: Path) -> Detector | None:
     return None
 
 
+def _recognise(folder: Folder) -> Detector | None:
+    for detector in _DETECTORS:
+        try:
+            if detector.recognise(folder) if detector.recognise is not None else detector.detect(folder.path):
+                return detector
+        except OSError:
+            continue
+    return None
+
+
+def metrics_reader(run_dir: Path) -> Any:
+    """The incremental metrics reader for a run of any layout (runctl's MetricsReader by default)."""
+    detector = detect(Path(run_dir))
+    if detector is not None and detector.metrics is not None:
+        return detector.metrics(Path(run_dir))
+    from runctl.runs.metrics import MetricsReader
+
+    return MetricsReader(Path(run_dir))
+
+
+def is_foreign(run_dir: Path) -> bool:
+    """A run some other tool wrote: runctl reads it and never writes into its folder."""
+    detector = detect(Path(run_dir))
+    return detector is not None and not detector.writable
+
+
 # ------------------------------------------------------------------------------------ entry points
 
 def find_runs(root: Path, *, newest: int = 0,
-              on_newest: Callable[[list[RunSummary]], None] | None = None) -> list[RunSummary]:
-    """A summary of every run directly under `root` (or of `root` itself if it is a run), by name.
+              on_newest: Callable[[list[RunSummary]], None] | None = None,
+              depth: int = DEFAULT_DEPTH) -> list[RunSummary]:
+    """A summary of every run under `root` (or of `root` itself if it is a run), by path.
 
-    Raises RunctlError only when `root` itself is unusable; each broken entry becomes a summary
-    whose `error` says what is wrong. With `on_newest`, the `newest` most recently written runs
-    (by the mtime of status.json, else run.yaml) are summarized first and handed to it, newest
-    first, before the others are read: a UI paints a screenful of a big root while the rest is
-    read. Those summaries are part of the result, not read a second time.
+    Runs are looked for down to `depth` folders below `root`; a folder recognised as a run is
+    not searched further, and tool trees (hidden folders, virtualenvs, __pycache__,
+    node_modules, site-packages) are skipped. A foreign run is named by its path relative to
+    `root`. Raises RunctlError only when `root` itself is unusable; a symlink loop, an
+    unreadable folder or a broken run becomes a summary whose `error` says what is wrong.
+    With `on_newest`, the `newest` most recently written runs are summarized first and handed
+    to it, newest first, before the others are read: a UI paints a screenful of a big root
+    while the rest is read. Those summaries are part of the result, not read a second time.
     """
     root = Path(root)
     _check_root(root)
-    if detect(root) is not None:
-        summaries = [summarize(root)]
-        if on_newest is not None and newest > 0:
-            on_newest(summaries)
-        return summaries
-    try:
-        with os.scandir(root) as it:
-            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-    except OSError as exc:
-        raise RunctlError(f"{root}: cannot list ({exc.strerror or exc.__class__.__name__})") from None
-    early: dict[str, RunSummary | None] = {}
+    found, notes = _walk(root, depth)
+    early: dict[Path, RunSummary] = {}
     if on_newest is not None and newest > 0:
-        for entry in _newest_first(entries)[:newest]:
-            early[entry.name] = _summarize_entry(Path(entry.path), entry)
-        on_newest([summary for summary in early.values() if summary is not None])
-    summaries = []
-    for entry in entries:
-        summary = early[entry.name] if entry.name in early else _summarize_entry(Path(entry.path), entry)
-        if summary is not None:
-            summaries.append(summary)
+        for path, detector in _newest_first(found)[:newest]:
+            early[path] = _summarize_found(root, path, detector)
+        on_newest(list(early.values()))
+    summaries = [early[path] if path in early else _summarize_found(root, path, detector)
+                 for path, detector in found]
+    for note in notes:
+        note.name = _relative(root, note.path)
+    summaries += notes
+    summaries.sort(key=lambda summary: _relative(root, summary.path))
     return summaries
 
 
-def summarize(run_dir: Path) -> RunSummary:
-    """One run's summary; never raises (an unreadable run is a summary with `error` set)."""
+def summarize(run_dir: Path, root: Path | None = None) -> RunSummary:
+    """One run's summary; never raises (an unreadable run is a summary with `error` set).
+
+    With `root`, a foreign run is named by its path relative to it, as `find_runs` names it.
+    """
     run_dir = Path(run_dir)
     detector = detect(run_dir)
     if detector is None:
         return _broken(run_dir, "not a run directory (no run.yaml or status.json)")
-    try:
-        return detector.summarize(run_dir)
-    except Exception as exc:  # noqa: BLE001 - one unreadable run must not stop a listing
-        return _broken(run_dir, f"unreadable run ({exc.__class__.__name__}: {exc})", layout=detector.name)
+    return _summarize_found(Path(root) if root is not None else run_dir.parent, run_dir, detector)
 
 
 def run_checkpoints(run_dir: Path, level: str | None = "quick") -> list[CheckpointInfo]:
@@ -219,41 +291,108 @@ def _runctl_checkpoints(run_dir: Path, level: str | None) -> list[CheckpointInfo
 
 
 register_detector(Detector(name="runctl", detect=is_run_dir, summarize=_summarize_runctl,
-                           checkpoints=_runctl_checkpoints))
+                           checkpoints=_runctl_checkpoints, recognise=lambda f: _runctl_recognise(f),
+                           writable=True))
 
 
 # ------------------------------------------------------------------------------------------ helpers
 
-def _summarize_entry(path: Path, entry: os.DirEntry[str]) -> RunSummary | None:
+def _walk(root: Path, max_depth: int) -> tuple[list[tuple[Path, Detector]], list[RunSummary]]:
+    """(run folder, its detector) for every run under root, and a summary for each symlink loop,
+    unreadable folder and (directly under root) broken symlink met on the way."""
     try:
-        is_dir = entry.is_dir()
+        top = Folder.read(root)
     except OSError as exc:
-        return _broken(path, _os_problem(exc))
-    if not is_dir:
-        if entry.is_symlink() and not path.exists():
-            return _broken(path, _link_problem(path))
-        return _broken(path, "not a run directory: is a file")
-    try:
-        os.stat(path)
-    except OSError as exc:
-        return _broken(path, _os_problem(exc))
-    if detect(path) is None:
-        return None  # a folder that is no run of any known layout: not ours to report
-    return summarize(path)
-
-
-def _newest_first(entries: list[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
-    """Entries that look like runctl runs, most recently written first (one stat each, no reads)."""
-    dated: list[tuple[float, os.DirEntry[str]]] = []
-    for entry in entries:
-        for name in (STATUS_JSON, RUN_YAML):
+        raise RunctlError(f"{root}: cannot list ({exc.strerror or exc.__class__.__name__})") from None
+    detector = _recognise(top)
+    if detector is not None:
+        return [(root, detector)], []
+    found: list[tuple[Path, Detector]] = []
+    notes: list[RunSummary] = []
+    root_key = _folder_key(os.stat(root))
+    visited = {root_key}
+    # Folders reached through a symlink wait until the real tree is walked: a run that is both in
+    # the tree and behind a link is listed once, under its real path.
+    linked: list[tuple[os.DirEntry[str], int, frozenset[tuple[int, int]]]] = []
+    stack: list[tuple[Folder, int, frozenset[tuple[int, int]]]] = [(top, 0, frozenset({root_key}))]
+    while stack or linked:
+        if stack:
+            folder, depth, ancestors = stack.pop()
+            for name, why in folder.broken.items():
+                if depth == 0 or why == "symlink loop":
+                    notes.append(_broken(folder.path / name, why))
+            children = [(entry, depth, ancestors) for name, entry in sorted(folder.dirs.items(), reverse=True)
+                        if not (name.startswith(".") or name in SKIPPED_FOLDERS or name.endswith(".egg-info"))]
+            linked += [child for child in children if child[0].is_symlink()]
+            children = [child for child in children if not child[0].is_symlink()]
+        else:
+            children = [linked.pop(0)]
+        for entry, depth, ancestors in children:
+            path = Path(entry.path)
             try:
-                dated.append((os.stat(os.path.join(entry.path, name)).st_mtime, entry))
+                key = _folder_key(entry.stat())
+            except OSError as exc:
+                notes.append(_broken(path, _os_problem(exc)))
+                continue
+            if key in ancestors:
+                notes.append(_broken(path, "symlink loop"))
+                continue
+            if key in visited:
+                continue  # the same folder again, through a symlink
+            visited.add(key)
+            try:
+                child = Folder.read(path)
+            except OSError as exc:
+                notes.append(_broken(path, _os_problem(exc)))
+                continue
+            if any(marker in child.files or marker in child.dirs for marker in ENVIRONMENT_MARKERS):
+                continue
+            detector = _recognise(child)
+            if detector is not None:
+                found.append((path, detector))
+            elif depth + 1 < max_depth:
+                stack.append((child, depth + 1, ancestors | {key}))
+    return found, notes
+
+
+def _folder_key(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _summarize_found(root: Path, path: Path, detector: Detector) -> RunSummary:
+    try:
+        summary = detector.summarize(path)
+    except Exception as exc:  # noqa: BLE001 - one unreadable run must not stop a listing
+        summary = _broken(path, f"unreadable run ({exc.__class__.__name__}: {exc})", layout=detector.name)
+    if not detector.writable:
+        summary.name = _relative(root, path)
+    return summary
+
+
+def _relative(root: Path, path: Path) -> str:
+    """`path` relative to `root` ("a/b"), or its own name when it is root or outside it."""
+    try:
+        relative = path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+    return path.name if relative in ("", ".") else relative
+
+
+def _newest_first(found: list[tuple[Path, Detector]]) -> list[tuple[Path, Detector]]:
+    """Runs most recently written first (one stat each, no reads): runctl's by status.json or
+    run.yaml, foreign ones by their folder."""
+    dated: list[tuple[float, tuple[Path, Detector]]] = []
+    for item in found:
+        path, detector = item
+        names = (STATUS_JSON, RUN_YAML) if detector.writable else ("",)
+        for name in names:
+            try:
+                dated.append((os.stat(os.path.join(path, name)).st_mtime, item))
                 break
             except OSError:
                 continue
-    dated.sort(key=lambda item: item[0], reverse=True)
-    return [entry for _, entry in dated]
+    dated.sort(key=lambda pair: pair[0], reverse=True)
+    return [item for _, item in dated]
 
 
 def _folder_problem(path: Path) -> str | None:
@@ -285,6 +424,10 @@ def _os_problem(exc: OSError) -> str:
 
 def _broken(path: Path, why: str, layout: str = "unknown") -> RunSummary:
     return RunSummary(path=path, run_id=path.name, name=path.name, layout=layout, state="unknown", error=why)
+
+
+def _runctl_recognise(folder: Folder) -> bool:
+    return RUN_YAML in folder.files or STATUS_JSON in folder.files
 
 
 def _check_root(root: Path) -> None:
@@ -343,3 +486,7 @@ def _mtime(path: Path) -> float | None:
         return path.stat().st_mtime
     except OSError:
         return None
+
+
+# The foreign layouts register themselves after runctl's own (the first match wins).
+from runctl.runs import layouts  # noqa: E402,F401

@@ -20,6 +20,9 @@ TEMP_MARKER = ".tmp."
 
 CHECKPOINT_RE = re.compile(r"^step_(\d{8,})\.pt$")
 
+# How many folders below a root runs are looked for (its children are depth 1); `--depth` raises it.
+DEFAULT_DEPTH = 4
+
 STATES = ("running", "stopped", "interrupted", "crashed", "finished")
 CHECKPOINT_KINDS = ("periodic", "best", "final", "interrupt")
 

@@ -12,13 +12,15 @@ class CheckpointInfo:
     path: Path
     name: str
     step: int | None          # from the manifest, else from the file name
-    kind: str | None          # periodic | best | final | interrupt | None (unknown, foreign)
+    kind: str | None          # periodic | best | final | interrupt | last | None (unknown); a foreign
+                              # file's role comes from its name (best_model, final, last, latest, ckpt)
     bytes: int
     mtime: float
     status: str               # ok | unverified | partial | corrupt | incompatible | missing | unchecked
     reason: str | None = None # why corrupt / incompatible / missing
     sha256: str | None = None # computed by a full verify
     level: str | None = None  # quick | full | deep: the level `status` was established at
+    copy_of: str | None = None  # a last/latest file that is the same bytes as this other checkpoint
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

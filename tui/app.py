@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any, ClassVar
 
 from runctl.runs.errors import RunctlError
+from runctl.runs.layout import DEFAULT_DEPTH
 from runctl.tui.engine_host import EngineHost
 from runctl.tui.keymap import default_keymap_path, load_keymap, unknown_ids
 from runctl.tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged, WatchStarted
@@ -53,9 +54,11 @@ class RunctlApp(App[int]):
         watch: bool = True,
         now: Callable[[], float] | None = None,
         keymap_path: Path | None = None,
+        depth: int = DEFAULT_DEPTH,
     ) -> None:
         super().__init__()
         self.root = Path(root)
+        self.depth = depth  # how many folders below root runs are looked for
         self.now: Callable[[], float] = now or time.time
         # A fixed clock (tests, snapshots) means no clock-driven redraws.
         self.live_clock = now is None
@@ -286,5 +289,6 @@ def make_app(
     watch: bool = True,
     now: Callable[[], float] | None = None,
     keymap_path: Path | None = None,
+    depth: int = DEFAULT_DEPTH,
 ) -> RunctlApp:
-    return RunctlApp(Path(root), poll=poll, watch=watch, now=now, keymap_path=keymap_path)
+    return RunctlApp(Path(root), poll=poll, watch=watch, now=now, keymap_path=keymap_path, depth=depth)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runctl.runs.errors import RunctlError
+from runctl.runs.layout import DEFAULT_DEPTH
 
 # subcommand -> "module:function"; each function takes the parsed args and returns an exit code.
 HANDLERS = {
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="list runs")
     p.add_argument("root", nargs="?", default="runs", help="the folder of runs (default ./runs)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    _depth_option(p)
 
     p = sub.add_parser("verify", help="check checkpoints (root, run or file)")
     p.add_argument("path", help="a folder of runs, one run, or one checkpoint file")
@@ -122,10 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also load each file (weights_only) and check it can resume its run")
     p.set_defaults(level="full")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    _depth_option(p)
 
     p = sub.add_parser("summary", help="one table of every run under ROOT")
     p.add_argument("root", nargs="?", default="runs", help="the folder of runs (default ./runs)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    _depth_option(p)
 
     p = sub.add_parser("diff", help="how far each model tensor moved between two checkpoints")
     p.add_argument("a", metavar="CKPT_A", help="the earlier checkpoint file (the reference)")
@@ -141,6 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE.zip", help="a zip written by runctl export")
     p.add_argument("--root", default="runs", help="the folder the run is unpacked into (default ./runs)")
     return parser
+
+
+def _depth(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--depth: expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--depth: expected 1 or more, got {value}")
+    return value
+
+
+def _depth_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--depth", type=_depth, default=DEFAULT_DEPTH, metavar="N",
+                        help=f"look for runs down to N folders below ROOT (default {DEFAULT_DEPTH})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -222,6 +241,7 @@ def _ui_args(argv: list[str]) -> argparse.Namespace:
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", nargs="?", help="a folder of runs (default ./runs, created if missing)")
     parser.add_argument("--poll", action="store_true", help="poll the file system (NFS, SMB, SSHFS)")
+    _depth_option(parser)
     args = parser.parse_args(argv)
     args.explicit_root = args.root is not None
     if args.root is None:

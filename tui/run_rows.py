@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runctl.runs.layout import METRICS_JSONL
+from runctl.runs.layout import DEFAULT_DEPTH, METRICS_JSONL
 from runctl.runs.model import RunSummary
 
 # Enough bytes for the last few metrics lines; a line is ~150-400 bytes.
@@ -32,6 +32,11 @@ class RunRow:
     steps_per_s: float | None
     updated_at: float | None
     error: str | None = None
+    layout: str = "runctl"    # another tool's layout: runctl only reads the run
+
+    @property
+    def foreign(self) -> bool:
+        return self.layout != "runctl"
 
     @property
     def key(self) -> str:
@@ -82,11 +87,12 @@ def row_from_summary(summary: RunSummary) -> RunRow:
         steps_per_s=read_speed(summary.path),
         updated_at=summary.updated_at,
         error=summary.error,
+        layout=summary.layout,
     )
 
 
 def load_rows(root: Path, *, newest: int = 0,
-              on_newest: Callable[[list[RunRow]], None] | None = None) -> list[RunRow]:
+              on_newest: Callable[[list[RunRow]], None] | None = None, depth: int = DEFAULT_DEPTH) -> list[RunRow]:
     """Every run under root as a row (blocking: call it from a thread worker).
 
     With `on_newest`, the `newest` most recently written runs come first, as soon as they are
@@ -104,22 +110,22 @@ def load_rows(root: Path, *, newest: int = 0,
         return row
 
     if on_newest is None:
-        return [row_of(summary) for summary in find_runs(root)]
+        return [row_of(summary) for summary in find_runs(root, depth=depth)]
 
     def hand_over(summaries: list[RunSummary]) -> None:
         on_newest([row_of(summary) for summary in summaries])
 
-    return [row_of(summary) for summary in find_runs(root, newest=newest, on_newest=hand_over)]
+    return [row_of(summary) for summary in find_runs(root, newest=newest, on_newest=hand_over, depth=depth)]
 
 
-def load_row(run_dir: Path) -> RunRow | None:
-    """One run's row, or None when the folder is no longer a run (blocking)."""
-    from runctl.runs.discovery import summarize
-    from runctl.runs.layout import is_run_dir
+def load_row(run_dir: Path, root: Path | None = None) -> RunRow | None:
+    """One run's row, or None when the folder is no longer a run (blocking). With `root`, a
+    foreign run is named by its path relative to it, as in the full listing."""
+    from runctl.runs.discovery import detect, summarize
 
-    if not is_run_dir(run_dir):
+    if detect(run_dir) is None:
         return None
-    return row_from_summary(summarize(run_dir))
+    return row_from_summary(summarize(run_dir, root))
 
 
 def format_duration(seconds: float | None) -> str:

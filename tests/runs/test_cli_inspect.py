@@ -36,6 +36,7 @@ def root(tmp_path: Path) -> Path:
     make_run(root, "killed", state="running", step=70, max_steps=100, checkpoint_steps=(50,),
              heartbeat_age=120)
     (root / "stray.txt").write_text("x")
+    os.symlink(root / "nowhere", root / "gone")
     return root
 
 
@@ -43,12 +44,13 @@ def test_ls_table(root: Path) -> None:
     result = runctl("ls", str(root))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "STATE", "STEP", "LOSS", "CKPTS", "SIZE", "AGE", "NOTE"]
+    assert lines[0].split() == ["NAME", "LAYOUT", "STATE", "STEP", "LOSS", "CKPTS", "SIZE", "AGE", "NOTE"]
     rows = {line.split()[0]: line for line in lines[1:]}
-    assert rows["done"].split()[1:5] == ["finished", "100/100", "0.75", "2"]
+    assert rows["done"].split()[1:6] == ["runctl", "finished", "100/100", "0.75", "2"]
     assert "1 (1 missing)" in rows["short"] and "missing checkpoint(s) at step 100" in rows["short"]
-    assert rows["killed"].split()[1] == "interrupted"
-    assert "not a run directory: is a file" in rows["stray.txt"]
+    assert rows["killed"].split()[2] == "interrupted"
+    assert "stray.txt" not in rows  # a file is nobody's run
+    assert "broken symlink" in rows["gone"]
 
 
 def test_ls_json_is_one_document_with_stable_fields(root: Path) -> None:
@@ -87,9 +89,9 @@ def test_verify_root_reports_every_checkpoint_and_missing_ones(root: Path) -> No
     assert statuses[("done", "50")] == statuses[("done", "100")] == "ok"
     assert statuses[("short", "100")] == "missing"
     assert result.stdout.splitlines()[-1].startswith("5 checkpoint(s) at level full")
-    assert result.stderr == f"runctl: skipped {root / 'stray.txt'}: not a run directory: is a file\n"
+    assert result.stderr == f"runctl: skipped {root / 'gone'}: broken symlink\n"
     document = json.loads(runctl("verify", str(root), "--quick", "--json").stdout)
-    assert document["skipped"] == [{"path": str(root / "stray.txt"), "error": "not a run directory: is a file"}]
+    assert document["skipped"] == [{"path": str(root / "gone"), "error": "broken symlink"}]
 
 
 def test_verify_exit_1_on_corrupt_with_reason_and_sha256(root: Path) -> None:
@@ -150,8 +152,8 @@ def test_verify_a_plain_folder_of_checkpoint_files(tmp_path: Path) -> None:
     result = runctl("verify", str(folder), "--json")
     assert result.returncode == 1
     statuses = {c["name"]: (c["status"], c["reason"]) for c in json.loads(result.stdout)["checkpoints"]}
-    assert statuses == {"checkpoint_step_00100.pt": ("unverified", "no manifest entry"),
-                        "checkpoint_step_01000.pt": ("unverified", "no manifest entry"),
+    assert statuses == {"checkpoint_step_00100.pt": ("unverified", None),
+                        "checkpoint_step_01000.pt": ("unverified", None),
                         "checkpoint_step_02000.pt": ("corrupt", "empty")}
 
 

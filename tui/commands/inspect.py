@@ -29,7 +29,7 @@ from runctl.runs.model import CheckpointInfo, RunSummary
 
 def ls(args: argparse.Namespace) -> int:
     root = Path(args.root)
-    runs = find_runs(root)
+    runs = find_runs(root, depth=args.depth)
     if args.json:
         _print_json({"root": str(root), "runs": [run.to_json() for run in runs]})
         return 0
@@ -37,17 +37,17 @@ def ls(args: argparse.Namespace) -> int:
         print(f"no runs under {root}")
         return 0
     now = time.time()
-    rows = [[run.name, run.state, _steps(run), _number(run.last_loss), _checkpoint_count(run),
+    rows = [[run.name, run.layout, run.state, _steps(run), _number(run.last_loss), _checkpoint_count(run),
              human_bytes(run.checkpoint_bytes) if run.checkpoints else "-",
              human_age(now - run.updated_at) if run.updated_at else "-", _note(run)] for run in runs]
-    _print_table(["NAME", "STATE", "STEP", "LOSS", "CKPTS", "SIZE", "AGE", "NOTE"], rows)
+    _print_table(["NAME", "LAYOUT", "STATE", "STEP", "LOSS", "CKPTS", "SIZE", "AGE", "NOTE"], rows)
     return 0
 
 
 def verify(args: argparse.Namespace) -> int:
     path = Path(args.path)
     level = args.level
-    groups, skipped = _verify_target(path, level)
+    groups, skipped = _verify_target(path, level, args.depth)
     if args.json:
         checkpoints = [dict(info.to_json(), run=run) for run, infos in groups for info in infos]
         counts = Counter(item["status"] for item in checkpoints)
@@ -55,7 +55,7 @@ def verify(args: argparse.Namespace) -> int:
                      "counts": dict(counts), "corrupt": counts.get("corrupt", 0),
                      "skipped": [{"path": str(s.path), "error": s.error} for s in skipped]})
     else:
-        rows = [[run or "-", info.name, _text(info.step), info.kind or "-", info.status, info.reason or "",
+        rows = [[run or "-", info.name, _text(info.step), _kind(info), info.status, info.reason or "",
                  _text(info.bytes) if info.status != "missing" else "-",
                  (info.sha256 or "")[:16]] for run, infos in groups for info in infos]
         if rows:
@@ -72,7 +72,7 @@ def verify(args: argparse.Namespace) -> int:
 
 def summary(args: argparse.Namespace) -> int:
     root = Path(args.root)
-    runs = find_runs(root)
+    runs = find_runs(root, depth=args.depth)
     records = [_summary_record(run) for run in runs]
     if args.json:
         _print_json({"root": str(root), "runs": records})
@@ -83,7 +83,8 @@ def summary(args: argparse.Namespace) -> int:
     rows = []
     for rec in records:
         best = rec["best"]
-        best_text = (f"{best['metric']}={_number(best['value'])} @{best['step']}"
+        best_text = (f"{best['metric']}={_number(best['value'])}"
+                     + (f" @{best['step']}" if best.get("step") is not None else "")
                      if best and best.get("value") is not None else "-")
         expected = rec["checkpoints_expected"]
         ckpts = f"{rec['checkpoints_present']}/{expected if expected is not None else '?'}"
@@ -99,7 +100,7 @@ def summary(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ verify
 
-def _verify_target(path: Path, level: str) -> tuple[list[tuple[str | None, list[CheckpointInfo]]],
+def _verify_target(path: Path, level: str, depth: int) -> tuple[list[tuple[str | None, list[CheckpointInfo]]],
                                                    list[RunSummary]]:
     """(run folder name or None, checkpoint records) groups for a file, a run, or a root of runs,
     and the root's entries that are not readable runs (symlink loops, stray files ...)."""
@@ -118,7 +119,7 @@ def _verify_target(path: Path, level: str) -> tuple[list[tuple[str | None, list[
         path = path.parent
     if detect(path) is not None:
         return [(path.name, run_checkpoints(path, level))], []
-    listed = find_runs(path)
+    listed = find_runs(path, depth=depth)
     runs = [run for run in listed if run.layout != "unknown"]
     if not runs:
         loose = list_checkpoints(path, level=level, folder=path)  # a plain folder of checkpoint files
@@ -126,7 +127,7 @@ def _verify_target(path: Path, level: str) -> tuple[list[tuple[str | None, list[
             return [(None, loose)], []
         raise RunctlError(f"{path}: no runs or checkpoints found")
     skipped = [run for run in listed if run.layout == "unknown"]
-    return [(run.path.name, run_checkpoints(run.path, level)) for run in runs], skipped
+    return [(run.name, run_checkpoints(run.path, level)) for run in runs], skipped
 
 
 # ----------------------------------------------------------------------------------------- summary
@@ -151,6 +152,11 @@ def _steps(run: RunSummary) -> str:
     if run.step is None and run.max_steps is None:
         return "-"
     return f"{_text(run.step)}/{_text(run.max_steps)}"
+
+
+def _kind(info: CheckpointInfo) -> str:
+    kind = info.kind or "-"
+    return f"{kind} (copy of {info.copy_of})" if info.copy_of else kind
 
 
 def _checkpoint_count(run: RunSummary) -> str:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from runctl.runs.errors import RunctlError
+from runctl.runs.layout import DEFAULT_DEPTH
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     from runctl.tui.app import make_app
 
-    app = make_app(root.resolve(), poll=bool(getattr(args, "poll", False)))
+    app = make_app(root.resolve(), poll=bool(getattr(args, "poll", False)),
+                   depth=getattr(args, "depth", DEFAULT_DEPTH))
     code = app.run()
     return int(code or 0)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rich.text import Text
 from runctl.runs import integrity, safe_files
 from runctl.runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints, newest_valid
-from runctl.runs.discovery import read_run_yaml, summarize
+from runctl.runs.discovery import detect, metrics_reader, read_run_yaml, run_checkpoints, summarize
 from runctl.runs.errors import RunctlError
 from runctl.runs.events import EventsReader
 from runctl.runs.layout import CHECKPOINT_DIR, MANIFEST_JSON, RUN_YAML, STATUS_JSON
@@ -46,6 +47,8 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 LIVE_POLL_SECONDS = 0.5
+# Keys that write into the run's folder: never offered on a run another tool wrote.
+WRITING_ACTIONS = frozenset({"resume", "resume_from", "extend", "checkpoint_now", "stop", "delete"})
 IDLE_POLL_SECONDS = 2.0
 # Columns from which the plot and the tabs sit side by side instead of stacked.
 WIDE_COLUMNS = 150
@@ -74,6 +77,7 @@ class RunUpdate(Message):
         self.new_events: list[dict[str, Any]] = []
         self.events_reset = False
         self.checkpoints: list[CheckpointInfo] | None = None
+        self.note: str | None = None  # said once: e.g. the package a reader of the run's metrics needs
 
 
 class CheckpointVerified(Message):
@@ -99,7 +103,7 @@ class CheckpointDeleted(Message):
         self.error = error
 
 
-def _curve(reader: MetricsReader, name: str) -> Curve | None:
+def _curve(reader: Any, name: str) -> Curve | None:
     steps, values = reader.series(name)
     if not len(steps):
         return None
@@ -121,13 +125,20 @@ class RunFollower:
     `poll()` returns a RunUpdate with only what changed, or None when nothing did.
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, root: Path | None = None) -> None:
         self.run_dir = run_dir
-        self.metrics = MetricsReader(run_dir)
+        self.root = root
+        detector = detect(run_dir)
+        # Another tool's run: read with its layout's readers, never written.
+        self.foreign = detector is not None and not detector.writable
+        self.layout = detector.name if detector is not None else "unknown"
+        self.metrics: Any = metrics_reader(run_dir) if self.foreign else MetricsReader(run_dir)
         self.events = EventsReader(run_dir)
         self.overlay_dirs: tuple[Path, ...] = ()
         self.live = False
-        self._overlay_readers: dict[Path, MetricsReader] = {}
+        self._overlay_readers: dict[Path, Any] = {}
+        self._sizes: dict[str, int] = {}
+        self._note_sent = False
         self._overlay_labels: dict[Path, str] = {}
         self._plot_versions: tuple[int, ...] | None = None
         self._status_key: Any = None
@@ -142,7 +153,13 @@ class RunFollower:
         changed = False
 
         config_key = _stat_key(self.run_dir / RUN_YAML)
-        if config_key != self._config_key:
+        if self.foreign and self._config_key is None:
+            self._config_key = "foreign"
+            update.config = {}
+            update.config_text = (f"# {self.run_dir}\n# A {self.layout} run written by another tool: runctl reads "
+                                  "its files and never writes into its folder.\n")
+            changed = True
+        elif not self.foreign and config_key != self._config_key:
             self._config_key = config_key
             self._config, _ = read_run_yaml(self.run_dir)
             update.config = self._config
@@ -155,7 +172,7 @@ class RunFollower:
         # The time term re-reads a quiet run now and then: a stale heartbeat turns running into interrupted.
         status_key = (_stat_key(self.run_dir / STATUS_JSON), config_key, int(time.time() // 10))
         if status_key != self._status_key or self.live:
-            summary = summarize(self.run_dir)
+            summary = summarize(self.run_dir, self.root)
             if self._summary is None or summary.to_json() != self._summary.to_json():
                 self._summary = summary
                 update.summary = summary
@@ -173,6 +190,18 @@ class RunFollower:
         elif new_events:
             update.new_events = new_events
             changed = True
+
+        if self.foreign:
+            changed = self._poll_foreign_checkpoints(update) or changed
+            plot = self._poll_plot()
+            if plot is not None:
+                update.plot = plot
+                changed = True
+            if self.metrics.note and not self._note_sent:
+                self._note_sent = True
+                update.note = self.metrics.note
+                changed = True
+            return update if changed else None
 
         ckpt_dir = self.run_dir / CHECKPOINT_DIR
         expected = self._expected(summary)
@@ -193,6 +222,23 @@ class RunFollower:
             changed = True
         return update if changed else None
 
+    def _poll_foreign_checkpoints(self, update: RunUpdate) -> bool:
+        """Another tool's checkpoints: stat them all (cheap), read them again when any changed. A
+        file whose size changed since the last look is still being written."""
+        listed = run_checkpoints(self.run_dir, None)
+        key = tuple((i.name, i.bytes, i.mtime, i.status) for i in listed)
+        if key == self._checkpoints_key:
+            return False
+        self._checkpoints_key = key
+        infos = run_checkpoints(self.run_dir, "quick")
+        growing = {i.name for i in listed if i.name in self._sizes and self._sizes[i.name] != i.bytes}
+        self._sizes = {i.name: i.bytes for i in listed}
+        for index, info in enumerate(infos):
+            if info.name in growing:
+                infos[index] = replace(info, status="partial", reason="still being written (it grew since the last look)")
+        update.checkpoints = infos
+        return True
+
     def _expected(self, summary: RunSummary | None, present: list[int] = ()) -> list[int]:
         """Steps whose checkpoints should exist now (runs.checkpoints' rule, which also allows for
         a save still in flight on a running run), for the missing rows."""
@@ -209,10 +255,10 @@ class RunFollower:
             del self._overlay_readers[stale]
         for run_dir in wanted:
             if run_dir not in self._overlay_readers:
-                self._overlay_readers[run_dir] = MetricsReader(run_dir)
+                self._overlay_readers[run_dir] = metrics_reader(run_dir)
                 label, _ = read_run_yaml(run_dir)
                 prefix = "parent " if run_dir == parent else ""
-                self._overlay_labels[run_dir] = prefix + str(label.get("name") or run_dir.name)
+                self._overlay_labels[run_dir] = prefix + str(label.get("name") or self._relative_name(run_dir))
             self._overlay_readers[run_dir].poll()
         versions = (self.metrics.version, *(hash(d) for d in wanted),
                     *(self._overlay_readers[d].version for d in wanted))
@@ -226,6 +272,14 @@ class RunFollower:
         )
         return PlotData(train=_curve(self.metrics, "train/loss"), val=_curve(self.metrics, "val/loss"),
                         lr=_curve(self.metrics, "lr"), overlays=overlays)
+
+    def _relative_name(self, run_dir: Path) -> str:
+        if self.root is not None:
+            try:
+                return run_dir.relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return run_dir.name
 
     def _parent_dir(self) -> Path | None:
         parent = self._config.get("parent")
@@ -254,6 +308,8 @@ def state_text(summary: RunSummary | None) -> Text:
                     f" @ {summary.best.get('step', '?')}")
     if summary.parent:
         text.append(f"  ⑂ {summary.parent.get('run_id', '?')}", style="dim")
+    if summary.layout not in ("runctl", "unknown"):
+        text.append(f"  {summary.layout} · read-only", style="dim italic")
     if summary.error:
         text.append(f"\n{summary.error}", style="red")
     return text
@@ -313,6 +369,7 @@ class RunViewScreen(Screen):
 
     def on_mount(self) -> None:
         self.sub_title = str(self.run_dir)
+        self._follower.root = getattr(self.app, "root", None)
         self._follower.overlay_dirs = self._selected_overlays()
         self._follow()
         self.query_one(CheckpointTable).focus()
@@ -399,6 +456,8 @@ class RunViewScreen(Screen):
             self.query_one(EventsLog).add_events(update.new_events)
         if update.plot is not None:
             self.query_one(LossPlot).set_data(update.plot)
+        if update.note is not None:
+            self.notify(update.note, severity="warning", markup=False)
         if update.checkpoints is not None:
             table = self.query_one(CheckpointTable)
             table.show(update.checkpoints, self._now())
@@ -417,12 +476,17 @@ class RunViewScreen(Screen):
             if info.status == "corrupt" or info.level in ("full", "deep"):
                 continue
             verified = integrity.verify_file(info.path, "full", manifest.files.get(info.name))
-            self.post_message(CheckpointVerified(verified, "full"))
+            self.post_message(CheckpointVerified(self._as_listed(info, verified), "full"))
 
     @work(thread=True, group="deep-verify", exit_on_error=False)
     def _verify_deep(self, info: CheckpointInfo, others: list[Path]) -> None:
         """Load `info` (weights_only) and compare it with the newest other intact checkpoint's identity
         (run_id, model shapes), so a file from another run or model shows as incompatible."""
+        if self.foreign:
+            # Another tool's files: no run identity to compare with, no manifest.
+            verified = integrity.verify_file(info.path, "deep")
+            self.post_message(CheckpointVerified(self._as_listed(info, verified), "deep"))
+            return
         manifest = read_manifest(self.run_dir / CHECKPOINT_DIR)
         reference = None
         for path in others:
@@ -432,6 +496,19 @@ class RunViewScreen(Screen):
                 break
         verified = integrity.verify_file(info.path, "deep", manifest.files.get(info.name), reference=reference)
         self.post_message(CheckpointVerified(verified, "deep"))
+
+    @property
+    def foreign(self) -> bool:
+        return self._follower.foreign
+
+    def _as_listed(self, listed: CheckpointInfo, verified: CheckpointInfo) -> CheckpointInfo:
+        """A verification of another tool's file keeps what its layout said (the table's name
+        for it, its step and role, the copy it is); no manifest is expected beside it."""
+        if not self.foreign:
+            return verified
+        reason = None if verified.reason == "no manifest entry" else verified.reason
+        return replace(verified, name=listed.name, step=listed.step if listed.step is not None else verified.step,
+                       kind=listed.kind, copy_of=listed.copy_of, reason=reason)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A file-reading worker that failed says so instead of leaving a badge or a plot stale."""
@@ -480,6 +557,8 @@ class RunViewScreen(Screen):
         on_disk = selected is not None and selected.status not in ("missing",)
         usable = selected is not None and selected.status in USABLE_STATUSES
         training = self._training()
+        if self.foreign and action in WRITING_ACTIONS:
+            return None  # another tool's run: runctl never writes into its folder
         available = {
             "resume": not training and self.summary is not None and self.state != "finished",
             "resume_from": not training and usable,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from runctl.runs.layout import RUN_YAML
+from runctl.runs.layout import DEFAULT_DEPTH, RUN_YAML
 from runctl.tui.messages import RunRowsLoaded
 from runctl.tui.run_rows import RunRow, load_row, load_rows
 from runctl.tui.widgets.runs_table import RunsTable
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 # States a stopped engine leaves that `r` continues from.
 RESUMABLE = frozenset({"stopped", "interrupted", "crashed"})
+# Keys that write into a run's folder: never offered on a run another tool wrote.
+WRITING_ACTIONS = frozenset({"start", "stop", "resume", "extend", "checkpoint"})
 # Rows painted before the full listing of a big root arrives: more than a tall terminal shows.
 QUICK_ROWS = 60
 # Dirty runs are reloaded at most this often (seconds).
@@ -143,15 +145,16 @@ class RunsListScreen(Screen):
     @work(thread=True, exclusive=True, group="runs-all", exit_on_error=False)
     def reload_all(self) -> None:
         root = self.rapp.root
+        depth = getattr(self.rapp, "depth", DEFAULT_DEPTH)
         if self._loaded:
-            rows = load_rows(root)
+            rows = load_rows(root, depth=depth)
         else:
             # Reading 1,000 runs takes a while: paint the newest screenful first.
             def paint_newest(head: list[RunRow]) -> None:
                 if head:
                     self.post_message(RunRowsLoaded(head, complete=False))
 
-            rows = load_rows(root, newest=QUICK_ROWS, on_newest=paint_newest)
+            rows = load_rows(root, newest=QUICK_ROWS, on_newest=paint_newest, depth=depth)
         self.post_message(RunRowsLoaded(rows, complete=True))
 
     def mark_dirty(self, run_dirs: set[Path]) -> None:
@@ -168,7 +171,7 @@ class RunsListScreen(Screen):
         rows: list[RunRow] = []
         removed: list[Path] = []
         for run_dir in run_dirs:
-            row = load_row(run_dir)
+            row = load_row(run_dir, self.rapp.root)
             if row is None:
                 removed.append(run_dir)
             else:
@@ -190,6 +193,8 @@ class RunsListScreen(Screen):
             on_disk = {entry.path for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")}
         except OSError:
             return
+        # Runs deeper down (foreign ones) are not the watcher's: compare the root's children only.
+        known = {p for p in known if Path(p).parent == root}
         changed = {Path(p) for p in on_disk ^ known}
         if changed:
             self.app.call_from_thread(self.mark_dirty, changed)
@@ -257,6 +262,8 @@ class RunsListScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         run = self.table.current_run if self.is_mounted else None
         host = self.rapp.engine_host
+        if action in WRITING_ACTIONS and run is not None and run.foreign:
+            return None  # another tool's run: runctl never writes into its folder
         if action in {"stop", "checkpoint"}:
             return True if run is not None and (host.is_training(run.path) or run.state == "running") else None
         if action == "resume":

@@ -124,4 +124,15 @@ class CheckpointTable(FittedDataTable):
             step = Text.assemble((MARK_SYMBOL + " ", "bold cyan"), step, justify="right")
         size = "" if missing else human_bytes(info.bytes)
         age = "" if missing or not info.mtime else human_age(self._now - info.mtime)
-        return step, info.kind or ("" if missing else "?"), Text(size, justify="right"), age, badge(info)
+        return step, kind_cell(info), Text(size, justify="right"), age, badge(info)
+
+
+def kind_cell(info: CheckpointInfo) -> Text:
+    """The kind; for another tool's file (not runctl's step_N.pt) its name too, and the checkpoint
+    a last/latest file is a copy of."""
+    text = Text(info.kind or ("" if info.status == "missing" else "?"))
+    if not info.name.startswith("step_"):
+        text.append(f"  {info.name}", style="dim")
+    if info.copy_of:
+        text.append(f" = copy of {info.copy_of}", style="cyan")
+    return text

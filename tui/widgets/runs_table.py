@@ -262,7 +262,10 @@ class RunsTable(FittedDataTable, inherit_bindings=False):
 
     def _name_cell(self, row: RunRow) -> Text:
         marker = "● " if row.path in self.selected else "  "
-        return Text(marker + row.name, style="bold" if row.path in self.selected else "")
+        text = Text(marker + row.name, style="bold" if row.path in self.selected else "")
+        if row.foreign:
+            text.append(f"  {row.layout}", style="dim italic")
+        return text
 
     def _updated_cell(self, row: RunRow, now: float) -> Text:
         if row.updated_at is None:

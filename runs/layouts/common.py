@@ -1,0 +1,231 @@
+"""What the foreign layouts share: steps and roles from file names, checkpoint records from stat or
+from runs.integrity, the copy a `last.ckpt` is of, and the state a folder's files let one know."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+
+from runctl.runs import integrity
+from runctl.runs.model import CheckpointInfo, RunSummary
+from runctl.runs.pickle_peek import peek_checkpoint
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+# A folder whose newest file changed this recently is taken as being written to (seconds).
+ACTIVE_SECONDS = 60.0
+# Keys that say a checkpoint's step, most telling first (read from data.pkl at verify levels).
+STEP_KEYS = ("global_step", "step", "iter_num", "iteration", "iter")
+
+# Step patterns, most specific first: Lightning's epoch=3-step=24, Hugging Face's checkpoint-500,
+# checkpoint_step_01000, model_step000256, step_500, step=24, iter_2000.
+_STEP_PATTERNS = (
+    re.compile(r"epoch=\d+-step=(\d+)"),
+    re.compile(r"(?:^|[^a-z])(?:global_)?step[_\-=]?(\d+)", re.IGNORECASE),
+    re.compile(r"^checkpoint[_\-](\d+)(?:\.|$)", re.IGNORECASE),
+    re.compile(r"(?:^|[^a-z])iter(?:ation)?[_\-=]?(\d+)", re.IGNORECASE),
+    re.compile(r"(?:^|[^a-z])ckpt[_\-](\d+)", re.IGNORECASE),
+)
+_ROLES = (
+    (re.compile(r"^best"), "best"),
+    (re.compile(r"^(final|model_final)"), "final"),
+    (re.compile(r"^(last|latest|ckpt)([_\-.]|$)"), "last"),
+)
+
+
+def is_checkpoint_name(name: str) -> bool:
+    base = strip_temp(name)
+    return base.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def is_temp(name: str) -> bool:
+    """Names writers give a file before its final rename (`x.pt.tmp`, `x.pt.tmp.123`, `tmp-...`)."""
+    lower = name.lower()
+    return lower.endswith((".tmp", ".part", ".partial")) or ".tmp." in lower or lower.startswith("tmp")
+
+
+def strip_temp(name: str) -> str:
+    lower = name.lower()
+    for marker in (".tmp.", ".tmp", ".part", ".partial"):
+        index = lower.find(marker)
+        if index > 0:
+            return name[:index]
+    return name
+
+
+def step_from_name(name: str) -> int | None:
+    stem = strip_temp(name)
+    for pattern in _STEP_PATTERNS:
+        match = pattern.search(stem)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def role_from_name(name: str) -> str | None:
+    stem = strip_temp(name).lower()
+    for pattern, role in _ROLES:
+        if pattern.search(stem):
+            return role
+    return None
+
+
+def checkpoint_record(path: Path, name: str, step: int | None, kind: str | None,
+                      level: str | None, st: os.stat_result | None = None) -> CheckpointInfo:
+    """One foreign checkpoint file: from stat alone (level None) or verified at `level`."""
+    if level is not None and not is_temp(path.name):
+        info = integrity.verify_file(path, level)
+        # No manifest is expected beside another tool's files: its absence says nothing.
+        reason = None if info.reason == "no manifest entry" else info.reason
+        info = replace(info, name=name, step=step, kind=kind, reason=reason)
+        if info.step is None and info.status in ("ok", "unverified"):
+            info.step = step_from_content(path)
+        return info
+    info = CheckpointInfo(path=path, name=name, step=step, kind=kind, bytes=0, mtime=0.0, status="unverified")
+    try:
+        st = st or os.stat(path)
+    except OSError as exc:
+        info.status, info.reason = "unchecked", f"unreadable: {exc.strerror or exc.__class__.__name__}"
+        return info
+    info.bytes, info.mtime = st.st_size, st.st_mtime
+    if is_temp(path.name):
+        info.status, info.reason = "partial", "being written (temporary file)"
+    elif st.st_size == 0:
+        info.status, info.reason = "corrupt", integrity.EMPTY
+    return info
+
+
+def step_from_content(path: Path) -> int | None:
+    """The step a checkpoint says it was saved at (global_step, step, iter_num ...), read statically."""
+    values = peek_checkpoint(path, STEP_KEYS)
+    for key in STEP_KEYS:
+        value = values.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def folder_records(folder: Path, level: str | None, prefix: str = "") -> list[CheckpointInfo]:
+    """Every checkpoint-like file directly in `folder`, step and role from its name."""
+    infos = []
+    try:
+        with os.scandir(folder) as it:
+            entries = [e for e in it if is_checkpoint_name(e.name) and _is_file(e)]
+    except OSError:
+        return []
+    for entry in entries:
+        st = _stat(entry)
+        infos.append(checkpoint_record(Path(entry.path), prefix + entry.name, step_from_name(entry.name),
+                                       role_from_name(entry.name), level, st))
+    return infos
+
+
+def mark_copies(infos: list[CheckpointInfo], level: str | None) -> None:
+    """A `last`/`latest` file that is the same bytes as another checkpoint says so (`copy_of`):
+    a symlink to it always, a byte copy when the sizes are equal and (levels above None) the
+    sha256 is too."""
+    for info in infos:
+        if info.kind != "last" or info.status in ("missing", "partial"):
+            continue
+        others = [o for o in infos if o is not info and o.kind != "last" and o.status not in ("missing", "partial")]
+        real = os.path.realpath(info.path)
+        twin = next((o for o in others if os.path.realpath(o.path) == real), None)
+        if twin is None and level is not None:
+            same_size = [o for o in others if o.bytes == info.bytes and info.bytes > 0]
+            if same_size:
+                digest = info.sha256 or _sha256(info.path)
+                twin = next((o for o in same_size if digest and (o.sha256 or _sha256(o.path)) == digest), None)
+        if twin is not None:
+            info.copy_of = twin.name
+
+
+def order(infos: Iterable[CheckpointInfo]) -> list[CheckpointInfo]:
+    return sorted(infos, key=lambda i: (i.step is None, i.step or 0, i.mtime, i.name))
+
+
+def tally(summary: RunSummary, infos: Iterable[CheckpointInfo]) -> None:
+    """Counts, bytes and damage of a run's checkpoint records into its summary."""
+    corrupt = []
+    for info in infos:
+        if info.status in ("partial", "missing"):
+            continue
+        summary.checkpoints += 1
+        summary.checkpoint_bytes += info.bytes
+        if info.status == "corrupt":
+            corrupt.append(f"{info.name} ({info.reason})")
+    if corrupt:
+        summary.problems.append(f"{len(corrupt)} corrupt checkpoint(s): " + ", ".join(corrupt[:3]))
+
+
+def activity_state(finished: bool, temp_present: bool, newest_mtime: float | None,
+                   now: float | None = None) -> str:
+    """What a foreign run's files let one know: finished when its records say the last step was
+    reached, running when a temporary file sits beside the checkpoints or a file changed in the
+    last minute, else unknown."""
+    if finished:
+        return "finished"
+    now = time.time() if now is None else now
+    if temp_present or (newest_mtime is not None and now - newest_mtime < ACTIVE_SECONDS):
+        return "running"
+    return "unknown"
+
+
+def newest_mtime(paths: Iterable[Path | str]) -> float | None:
+    newest = None
+    for path in paths:
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            continue
+        newest = mtime if newest is None else max(newest, mtime)
+    return newest
+
+
+def _sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def _stat(entry: os.DirEntry[str]) -> os.stat_result | None:
+    try:
+        return entry.stat()
+    except OSError:
+        return None
+
+
+def base_summary(run_dir: Path, layout: str) -> RunSummary:
+    return RunSummary(path=run_dir, run_id=run_dir.name, name=run_dir.name, layout=layout, state="unknown")
+
+
+def fill_from_records(summary: RunSummary, infos: list[CheckpointInfo], extra_files: Iterable[Path] = (),
+                      finished: bool = False) -> None:
+    """Step (when none is known yet), counts, bytes, damage, updated_at and state from the records."""
+    tally(summary, infos)
+    steps = [i.step for i in infos if i.step is not None and i.status not in ("missing", "partial")]
+    if summary.step is None and steps:
+        summary.step = max(steps)
+    mtimes = [i.mtime for i in infos if i.mtime]
+    extra = newest_mtime(extra_files)
+    if extra is not None:
+        mtimes.append(extra)
+    summary.updated_at = max(mtimes) if mtimes else None
+    finished = finished or any(i.kind == "final" and i.status not in ("missing", "partial") for i in infos)
+    temp = any(i.status == "partial" for i in infos)
+    summary.state = activity_state(finished, temp, summary.updated_at)
