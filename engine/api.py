@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from runctl.engine.config import RUN_META_KEYS, apply_overrides, load_config, validate_config
 from runctl.engine.control import Control, write_command
+from runctl.engine.schema import as_run_config
 from runctl.runs import safe_files
 from runctl.runs.atomic import append_jsonl, atomic_write_text, fsync_dir, remove_stale_temps
 from runctl.runs.checkpoints import newest_valid
@@ -389,7 +390,8 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    run_id = cfg.get("run_id") or run_dir.name
+    settings = as_run_config(cfg)  # the typed view the engine reads; cfg stays run.yaml's mapping
+    run_id = settings.run_id or run_dir.name
     control = control if control is not None else Control()
     dist = context_from_env()
     lock = RunLock(run_dir) if dist.is_main else None
@@ -403,9 +405,9 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
         listing = _checkpoint_listing(run_dir)
         previous = read_status(run_dir) if dist.is_main else {}
         start = _choose_start(run_dir, cfg, resume_from) if dist.is_main else _Start()
-        if not dist.enabled and start.own and (start.step or 0) >= cfg["max_steps"]:
-            return _already_finished(run_dir, start.step or 0, cfg["max_steps"])
-        runtime = make_runtime(cfg, dist.local_rank, origin=str(run_dir / RUN_YAML))
+        if not dist.enabled and start.own and (start.step or 0) >= settings.max_steps:
+            return _already_finished(run_dir, start.step or 0, settings.max_steps)
+        runtime = make_runtime(settings, dist.local_rank, origin=str(run_dir / RUN_YAML))
         dist.init(runtime.device)
         start = dist.broadcast_object(start)
 
@@ -413,13 +415,14 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
         if start.path is not None:
             state = load_checkpoint(start.path, require=("model",) if start.weights_only else RESUME_KEYS)
         task = build_task(cfg)
-        runlog = RunLog(run_dir, max_steps=cfg["max_steps"], world_size=dist.world_size,
+        runlog = RunLog(run_dir, max_steps=settings.max_steps, world_size=dist.world_size,
                         on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main)
         if dist.is_main:
-            checkpoints = CheckpointManager(run_dir, run_id, cfg["checkpoint"], on_event=runlog.record_event)
+            checkpoints = CheckpointManager(run_dir, run_id, settings.checkpoint.to_dict(),
+                                            on_event=runlog.record_event)
         control_folder = ControlFolder(run_dir, control, ignore_before=previous.get("updated_at")) \
             if dist.is_main else None
-        trainer = Trainer(cfg=cfg, run_id=run_id, task=task, runtime=runtime, dist=dist, runlog=runlog,
+        trainer = Trainer(cfg=settings, run_id=run_id, task=task, runtime=runtime, dist=dist, runlog=runlog,
                           checkpoints=checkpoints, control=control, control_folder=control_folder,
                           write_config=lambda new_cfg: write_run_config(run_dir, new_cfg))
         warnings: list[str] = []
@@ -449,20 +452,20 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
             lock.acquire()  # record the crash only as the run's one engine (else: the lock's error)
             locked = True
         if runlog is None:
-            runlog = RunLog(run_dir, max_steps=cfg["max_steps"], world_size=dist.world_size,
+            runlog = RunLog(run_dir, max_steps=settings.max_steps, world_size=dist.world_size,
                             on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main)
         error = _last_line(exc)
         runlog.event("crashed", step=0, error=error, traceback=traceback.format_exc())
         runlog.set_state("crashed", error=error)
         _release(checkpoints, lock, dist)
-        return TrainResult(run_dir, "crashed", 0, cfg["max_steps"], error=error)
+        return TrainResult(run_dir, "crashed", 0, settings.max_steps, error=error)
     except BaseException:
         _release(checkpoints, lock if locked else None, dist)
         raise
 
     # From here on the run folder changes: the attempt is recorded, and failures end it `crashed`.
     assert runlog is not None
-    result = TrainResult(run_dir, "crashed", trainer.step, cfg["max_steps"], warnings=warnings)
+    result = TrainResult(run_dir, "crashed", trainer.step, settings.max_steps, warnings=warnings)
     try:
         for folder in (run_dir, checkpoint_dir(run_dir), run_dir / CONTROL_DIR):
             remove_stale_temps(folder)

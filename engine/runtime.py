@@ -8,10 +8,12 @@ always present but enabled only for fp16 on CUDA, so the loop calls it unconditi
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from runctl.engine.schema import RunConfig, as_run_config
 from runctl.runs.errors import RunctlError
 from torch import nn
 
@@ -67,25 +69,27 @@ class Runtime:
         return torch.compile(model) if self.compile else model
 
 
-def check_runtime(cfg: dict[str, Any], origin: str, local_rank: int = 0) -> torch.device:
+def check_runtime(cfg: RunConfig | Mapping[str, Any], origin: str, local_rank: int = 0) -> torch.device:
     """The device this config trains on here; RunctlError `<origin>: <key>: ...` if it cannot."""
+    cfg = as_run_config(cfg)
     try:
-        device = resolve_device(cfg["device"], local_rank)
+        device = resolve_device(cfg.device, local_rank)
     except RunctlError as err:
         raise RunctlError(f"{origin}: {err}") from None
-    if cfg["precision"] == "fp16" and device.type != "cuda":
+    if cfg.precision == "fp16" and device.type != "cuda":
         raise RunctlError(f"{origin}: precision: fp16 needs a CUDA device (device is {device}); use bf16 or fp32")
     return device
 
 
-def make_runtime(cfg: dict[str, Any], local_rank: int = 0, origin: str = "config") -> Runtime:
+def make_runtime(cfg: RunConfig | Mapping[str, Any], local_rank: int = 0, origin: str = "config") -> Runtime:
     """Build the runtime for a resolved config; RunctlError for a setting this machine cannot honour."""
+    cfg = as_run_config(cfg)
     device = check_runtime(cfg, origin, local_rank)
-    precision = cfg["precision"]
+    precision = cfg.precision
     if device.type == "cuda":
         torch.cuda.set_device(device)
         # TF32 matmuls: the usual speed-up on Ampere+, no effect elsewhere.
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16" and device.type == "cuda"))
-    return Runtime(device=device, precision=precision, scaler=scaler, compile=bool(cfg["compile"]))
+    return Runtime(device=device, precision=precision, scaler=scaler, compile=cfg.compile)

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from runctl.engine.schema import RunConfig, as_run_config
 
 
 @dataclass(frozen=True)
@@ -41,22 +44,21 @@ class Schedule:
     extensions: tuple[Extension, ...] = field(default=())
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> Schedule:
-        """Build from a resolved config or run.yaml (reads optim.lr, schedule.*, max_steps, extensions)."""
-        raw_extensions = list(cfg.get("extensions") or [])
-        base_max = int(cfg["max_steps"])
-        if raw_extensions:
-            first = raw_extensions[0]
+    def from_config(cls, cfg: RunConfig | Mapping[str, Any]) -> Schedule:
+        """Build from a config or run.yaml (reads optim.lr, schedule.*, max_steps, extensions)."""
+        cfg = as_run_config(cfg)
+        base_max = cfg.max_steps
+        if cfg.extensions:
+            first = cfg.extensions[0]
             # Older entries without from_max_steps: the common case is extending a finished run.
-            base_max = int(first.get("from_max_steps", first["at_step"]))
-        sched = cfg["schedule"]
+            base_max = first.at_step if first.from_max_steps is None else first.from_max_steps
         return cls(
-            name=sched["name"],
-            peak_lr=float(cfg["optim"]["lr"]),
-            warmup_steps=int(sched["warmup_steps"]),
+            name=cfg.schedule.name,
+            peak_lr=cfg.optim.lr,
+            warmup_steps=cfg.schedule.warmup_steps,
             max_steps=base_max,
-            min_lr_ratio=float(sched["min_lr_ratio"]),
-            extensions=tuple(Extension(int(e["at_step"]), int(e["max_steps"])) for e in raw_extensions),
+            min_lr_ratio=cfg.schedule.min_lr_ratio,
+            extensions=tuple(Extension(e.at_step, e.max_steps) for e in cfg.extensions),
         )
 
     @property
@@ -129,7 +131,7 @@ def _cosine(done: int, total: int, start: float, end: float) -> float:
 
 
 def extend_config(cfg: dict[str, Any], at_step: int, new_max_steps: int) -> dict[str, Any]:
-    """A copy of run.yaml's config extended at `at_step` to `new_max_steps` (max_steps and extensions).
+    """A copy of run.yaml's mapping extended at `at_step` to `new_max_steps` (max_steps and extensions).
 
     Raises ValueError when the new end is not after both the current step and the current end.
     """
@@ -146,7 +148,7 @@ def extend_config(cfg: dict[str, Any], at_step: int, new_max_steps: int) -> dict
     return out
 
 
-def extension_preview(cfg: dict[str, Any], at_step: int, new_max_steps: int) -> tuple[list[float], list[float]]:
+def extension_preview(cfg: RunConfig | Mapping[str, Any], at_step: int, new_max_steps: int) -> tuple[list[float], list[float]]:
     """The LR curves before and after extending at `at_step` to `new_max_steps`, for the UI to plot.
 
     The first list runs over [0, current end), the second over [0, new_max_steps); both are indexed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping
 from functools import cache
 from typing import Annotated, Any, Literal
 
@@ -293,6 +294,13 @@ class RunConfig(Config):
             raise ValueError(f"expected null or {{run_id, checkpoint}}, got {describe(value)}")
         return copy.deepcopy(value)
 
+    def to_dict(self) -> dict[str, Any]:
+        """run.yaml's mapping: CONFIG_KEYS in order, then the run's own keys that were given."""
+        out = self.model_dump(mode="python", by_alias=True)
+        resolved = {key: out[key] for key in CONFIG_KEYS}
+        resolved.update({key: out[key] for key in RUN_META_KEYS if key in self.model_fields_set})
+        return resolved
+
     @model_validator(mode="after")
     def _extension_order(self) -> RunConfig:
         previous_max = previous_at = 0
@@ -327,11 +335,12 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 def resolve(data: dict[str, Any]) -> dict[str, Any]:
     """Validate a config or run.yaml mapping; the resolved plain dict (CONFIG_KEYS order, then the
     run's own keys that were given). Raises ValidationError; `first_problem` words it."""
-    run = RunConfig.model_validate(data)
-    out = run.to_dict()
-    resolved = {key: out[key] for key in CONFIG_KEYS}
-    resolved.update({key: out[key] for key in RUN_META_KEYS if key in data})
-    return resolved
+    return RunConfig.model_validate(data).to_dict()
+
+
+def as_run_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
+    """The typed config the engine reads (`cfg.optim.lr`), from a resolved mapping or as it is."""
+    return cfg if isinstance(cfg, RunConfig) else RunConfig.model_validate(cfg)
 
 
 # ---------------------------------------------------------------- one line per mistake

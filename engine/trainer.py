@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from runctl.engine.ema import WeightEMA
 from runctl.engine.runlog import RunLog
 from runctl.engine.runtime import Runtime
 from runctl.engine.schedule import Schedule, extend_config
+from runctl.engine.schema import Optim, RunConfig, as_run_config
 from runctl.engine.snapshot import capture_rng, restore_rng
 from runctl.engine.tasks import Task
 from runctl.runs.errors import RunctlError
@@ -58,27 +59,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds every CUDA device too
 
 
-def build_optimizer(model: nn.Module, optim: dict[str, Any]) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, optim: Optim) -> torch.optim.Optimizer:
     """AdamW or SGD; weight decay on matrices and embeddings only, not on biases and norms (nanoGPT)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": optim["weight_decay"]},
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": optim.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    if optim["name"] == "adamw":
-        return torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]))
-    return torch.optim.SGD(groups, lr=optim["lr"], momentum=optim["momentum"])
+    if optim.name == "adamw":
+        return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas))
+    return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum)
 
 
-def apply_optim_settings(optimizer: torch.optim.Optimizer, optim: dict[str, Any]) -> None:
+def apply_optim_settings(optimizer: torch.optim.Optimizer, optim: Optim) -> None:
     """Settings that may differ from the loaded optimizer state (a branch, a curriculum stage)."""
     decay_group, _ = optimizer.param_groups
-    decay_group["weight_decay"] = optim["weight_decay"]
+    decay_group["weight_decay"] = optim.weight_decay
     for group in optimizer.param_groups:
         if "betas" in group:
-            group["betas"] = tuple(optim["betas"])
+            group["betas"] = tuple(optim.betas)
         if "momentum" in group:
-            group["momentum"] = optim["momentum"]
+            group["momentum"] = optim.momentum
 
 
 @torch.no_grad()
@@ -152,11 +153,13 @@ class _Interval:
 class Trainer:
     """Holds the model, optimizer, sampler and counters of one run and drives the loop."""
 
-    def __init__(self, *, cfg: dict[str, Any], run_id: str, task: Task, runtime: Runtime,
+    def __init__(self, *, cfg: RunConfig | Mapping[str, Any], run_id: str, task: Task, runtime: Runtime,
                  dist: DistContext, runlog: RunLog, checkpoints: CheckpointManager | None,
                  control: Control, control_folder: ControlFolder | None = None,
                  write_config: ConfigWriter | None = None) -> None:
+        cfg = as_run_config(cfg)
         self.cfg = cfg
+        self._config_dict = cfg.to_dict()  # run.yaml's mapping, as checkpoints store it
         self.run_id = run_id
         self.task = task
         self.runtime = runtime
@@ -167,27 +170,29 @@ class Trainer:
         self.control_folder = control_folder
         self.write_config = write_config
 
-        seed_everything(cfg["seed"])
+        seed_everything(cfg.seed)
         self.raw_model = task.build_model().to(runtime.device)
         self.raw_model.train()
         self.model = runtime.prepare(dist.wrap(self.raw_model, runtime.device))
-        self.optimizer = build_optimizer(self.raw_model, cfg["optim"])
+        self.optimizer = build_optimizer(self.raw_model, cfg.optim)
         # Listed once: model.parameters() walks every submodule, ~0.1 ms a step on a small model.
         self._parameters = list(self.raw_model.parameters())
         self.schedule = Schedule.from_config(cfg)
-        self.sampler = EpochSampler(task.train_size, cfg["data"]["batch_size"], cfg["seed"])
-        self.ema = WeightEMA(self.raw_model, cfg["ema"]["decay"]) if cfg["ema"]["enabled"] else None
+        self.sampler = EpochSampler(task.train_size, cfg.data.batch_size, cfg.seed)
+        self.ema = WeightEMA(self.raw_model, cfg.ema.decay) if cfg.ema.enabled else None
 
         self.step = 0
         self.best: dict[str, Any] | None = None
-        self.settings = cfg
+        self.settings = cfg  # the config with the curriculum stage applied
+        # What Task.loss receives: a plain mapping, the task protocol's (custom tasks index it).
+        self._task_settings = self._config_dict
         self._applied_stage: int | None = None  # recomputed before the first step
         self._stage_until: float = 0.0  # the step at which the next curriculum stage starts
         self._written_lr: float | None = None  # the LR the param groups hold (None: unknown)
         # Settings read on every step, looked up once: a dict lookup or property call is ~0.1 us,
         # and a step of digits_mlp is ~1 ms, so a few dozen of them are a measurable share.
-        self._grad_accum = int(cfg["optim"]["grad_accum"])
-        self._stop_on_nonfinite = cfg["nan"]["action"] == "stop"
+        self._grad_accum = cfg.optim.grad_accum
+        self._stop_on_nonfinite = cfg.nan.action == "stop"
         self._distributed = dist.enabled
         self._on_cuda = runtime.is_cuda
         self._autocasts = runtime.autocast_dtype is not None
@@ -195,7 +200,7 @@ class Trainer:
         # straight through; calling the optimizer directly skips four Python calls a step.
         self._scaler_enabled = runtime.scaler.is_enabled()
         self._staging_possible = False  # a save() since the last update: its copy may be running
-        self._grad_clip = cfg["optim"]["grad_clip"]  # of the curriculum stage applied
+        self._grad_clip = cfg.optim.grad_clip  # of the curriculum stage applied
         self._last_grad_norm: torch.Tensor | float = float("nan")
         self.last_saved_step: int | None = None  # a checkpoint of this run exists at this step
         self._interval = _Interval()
@@ -203,7 +208,7 @@ class Trainer:
 
     @property
     def max_steps(self) -> int:
-        return int(self.cfg["max_steps"])
+        return self.cfg.max_steps
 
     # ---------------------------------------------------------------- checkpoint state
 
@@ -212,11 +217,11 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "run_id": self.run_id,
             "step": self.step,
-            "config": self.cfg,
+            "config": self._config_dict,
             "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"name": self.schedule.name, "max_steps": self.max_steps,
-                          "extensions": list(self.cfg.get("extensions") or []),
+                          "extensions": list(self._config_dict.get("extensions") or []),
                           "lr": self.schedule.lr(self.step)},
             "scaler": self.runtime.scaler.state_dict(),
             "rng": capture_rng(),
@@ -241,26 +246,26 @@ class Trainer:
         self.raw_model.load_state_dict(state["model"])
         if weights_only:
             if self.ema is not None:
-                self.ema = WeightEMA(self.raw_model, self.cfg["ema"]["decay"])
+                self.ema = WeightEMA(self.raw_model, self.cfg.ema.decay)
             return
         if not state.get("optimizer"):
             raise RunctlError(f"{origin}: checkpoint has no optimizer state; start from its weights with "
                               "`runctl branch RUN --from CKPT --name NEW --weights-only`")
         self.optimizer.load_state_dict(state["optimizer"])
-        apply_optim_settings(self.optimizer, self.cfg["optim"])
+        apply_optim_settings(self.optimizer, self.cfg.optim)
         if state.get("scaler"):
             self.runtime.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             if state.get("ema"):
                 self.ema.load_state_dict(state["ema"])
             else:  # EMA switched on in a branch: it starts from the loaded weights
-                self.ema = WeightEMA(self.raw_model, self.cfg["ema"]["decay"])
+                self.ema = WeightEMA(self.raw_model, self.cfg.ema.decay)
         self.sampler.load_state_dict(state["data"])
         self.step = int(state["step"])
         self._applied_stage = None
         self._written_lr = None  # the optimizer's state brought the LR it was saved with
         self.best = state.get("best")
-        if self.best is not None and self.best.get("metric") != self.cfg["eval"]["metric"]:
+        if self.best is not None and self.best.get("metric") != self.cfg.eval.metric:
             self.best = None  # a branch that tracks another metric starts its own best
         restore_rng(state["rng"])
 
@@ -270,8 +275,8 @@ class Trainer:
         """Train until max_steps or a stop; returns the state the run ends in."""
         self._interval.reset()
         max_steps = self.max_steps
-        log_every, eval_every = self.cfg["log"]["every"], self.cfg["eval"]["every"]
-        checkpoint_every = self.cfg["checkpoint"]["every"]
+        log_every, eval_every = self.cfg.log.every, self.cfg.eval.every
+        checkpoint_every = self.cfg.checkpoint.every
         while self.step < max_steps:
             if self.step >= self._stage_until or self._applied_stage is None:
                 self._apply_curriculum()
@@ -321,9 +326,10 @@ class Trainer:
         self._stage_until = next_stage_step(self.cfg, self.step)
         if stage != self._applied_stage:
             self.settings, stage = effective_config(self.cfg, self.step)
-            apply_optim_settings(self.optimizer, self.settings["optim"])
+            self._task_settings = self.settings.to_dict()
+            apply_optim_settings(self.optimizer, self.settings.optim)
             self._applied_stage = stage
-            self._grad_clip = self.settings["optim"]["grad_clip"]
+            self._grad_clip = self.settings.optim.grad_clip
 
     def _forward_backward(self) -> tuple[torch.Tensor, int]:
         """grad_accum micro-batches; returns the step's mean loss (on the device) and its units."""
@@ -344,9 +350,9 @@ class Trainer:
                 batch = self.runtime.to_device(batch)
             if self._autocasts:
                 with self.runtime.autocast():
-                    loss = self.task.loss(self.model, batch, self.settings)
+                    loss = self.task.loss(self.model, batch, self._task_settings)
             else:
-                loss = self.task.loss(self.model, batch, self.settings)
+                loss = self.task.loss(self.model, batch, self._task_settings)
             if self._scaler_enabled:
                 self.runtime.scaler.scale(loss).backward()
             else:
@@ -365,7 +371,7 @@ class Trainer:
                 else self.model.no_sync()
             with sync:
                 with self.runtime.autocast():
-                    loss = self.task.loss(self.model, batch, self.settings)
+                    loss = self.task.loss(self.model, batch, self._task_settings)
                 self.runtime.scaler.scale(loss / self._grad_accum).backward()
             loss_sum += loss.detach().float()
         return loss_sum / self._grad_accum, units
@@ -423,15 +429,16 @@ class Trainer:
     def _extend(self, new_max: int) -> None:
         old_max = self.max_steps
         try:
-            self.cfg = extend_config(self.cfg, self.step, new_max)
+            self._config_dict = extend_config(self._config_dict, self.step, new_max)
         except ValueError as exc:
             self.runlog.event("warning", message=f"extend ignored: {exc}")
             return
+        self.cfg = as_run_config(self._config_dict)
         self.schedule = Schedule.from_config(self.cfg)
         self._applied_stage = None
         self._written_lr = None
         if self.dist.is_main and self.write_config is not None:
-            self.write_config(self.cfg)
+            self.write_config(self._config_dict)
         self.runlog.set_progress(self.step, self.max_steps)
         self.runlog.event("extended", from_max=old_max, to_max=self.max_steps)
 
@@ -449,7 +456,7 @@ class Trainer:
             f"{self.task.unit}_per_s": interval.units / elapsed,
         }
         self.runlog.metrics(line)
-        if not math.isfinite(loss) and self.cfg["nan"]["action"] == "warn":
+        if not math.isfinite(loss) and self.cfg.nan.action == "warn":
             self.runlog.event("nan", value=loss)
         interval.reset()
 
@@ -457,27 +464,26 @@ class Trainer:
         """Evaluate on rank 0 (the raw module: no DDP collectives); True when the best improved."""
         if not self.dist.is_main:
             return False
-        eval_cfg = self.cfg["eval"]
-        results = evaluate(self.raw_model, self.task, self.runtime, self.cfg["data"]["batch_size"],
-                           eval_cfg["batches"])
+        eval_cfg = self.cfg.eval
+        results = evaluate(self.raw_model, self.task, self.runtime, self.cfg.data.batch_size, eval_cfg.batches)
         self.runlog.metrics({"step": self.step, "time": time.time(), **results})
-        value = results.get(eval_cfg["metric"])
+        value = results.get(eval_cfg.metric)
         if value is None:
             if not self._missing_metric_warned:
                 self._missing_metric_warned = True
-                self.runlog.event("warning", message=f"eval.metric: {eval_cfg['metric']} is not among the "
+                self.runlog.event("warning", message=f"eval.metric: {eval_cfg.metric} is not among the "
                                   f"evaluation results ({', '.join(results)}); no best checkpoint is tracked")
             return False
-        if not is_improvement(value, self.best, eval_cfg["mode"]):
+        if not is_improvement(value, self.best, eval_cfg.mode):
             return False
-        self.best = {"metric": eval_cfg["metric"], "value": value, "step": self.step}
+        self.best = {"metric": eval_cfg.metric, "value": value, "step": self.step}
         return True
 
     def _checkpoint_if_due(self, last: bool, improved: bool, requested: bool) -> None:
-        keep_best = self.cfg["checkpoint"]["keep_best"]
+        keep_best = self.cfg.checkpoint.keep_best
         if last:
             kind = "final"
-        elif self.step % self.cfg["checkpoint"]["every"] == 0 or requested:
+        elif self.step % self.cfg.checkpoint.every == 0 or requested:
             kind = "periodic"
         elif improved and keep_best:
             kind = "best"
