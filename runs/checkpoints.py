@@ -25,7 +25,7 @@ from runctl.runs.layout import (
 from runctl.runs.manifest import Manifest, ManifestEntry, read_manifest
 from runctl.runs.model import CheckpointInfo
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 # Statuses a resume may load: intact files, with or without a manifest entry (a crash between
 # the rename and the manifest update leaves a complete file that the manifest does not list yet).
 VALID_STATUSES = ("ok", "unverified")
@@ -64,6 +64,8 @@ def list_checkpoints(run_dir: Path, level: str | None = "quick", manifest: Manif
     for entry in _scan(ckpt_dir):
         seen.add(entry.name)
         manifest_entry = manifest.files.get(entry.name)
+        if level is not None and entry.name.endswith(".bin") and not integrity.is_torch_file(Path(entry.path)):
+            continue  # a data file (nanoGPT's train.bin), not a torch.save
         if level is None:
             info = _from_stat(Path(entry.path), entry, manifest_entry)
         else:

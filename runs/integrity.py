@@ -1,30 +1,45 @@
 """Checkpoint integrity at three levels, without trusting a byte of the file.
 
-quick: the zip's central directory is readable, it holds a data.pkl whose globals a weights-only
-       load allows, and the size matches the manifest.
-full:  ONE sequential read computes the sha256 of all bytes and the CRC32 of every zip record
-       (runs.zipscan), then the sha256 is compared with the manifest.
-deep:  after full passes, `torch.load(weights_only=True, mmap=True)` (torch imported here, lazily),
-       the keys a resume needs, and the identity (run_id, model shapes) to compare with the run's.
+Every file is read by what its first bytes say it is, whatever its name:
+- a torch zip (torch.save since 1.6): quick parses the central directory and checks data.pkl's
+  record and the globals its pickle references; full computes in ONE sequential read the sha256 of
+  all bytes and the CRC32 of every zip record (runs.zipscan);
+- a legacy torch file (torch.save with _use_new_zipfile_serialization=False): status `legacy`; the
+  format has no checksums, so quick/full check its pickles' globals statically and full adds sha256;
+- a `.safetensors` file: header, offsets, dtypes and shapes against the file size
+  (runs.safetensors_scan), plus sha256 at full;
+deep: after full passes, `torch.load(weights_only=True, mmap=True)` (torch imported here, lazily)
+and one line saying what the file holds (runs.state_layout); a runctl checkpoint must also have the
+keys a resume needs, and its identity (run_id, model shapes) is compared with the run's.
 
-Nothing is ever unpickled before the static pickle scan (runs.pickle_scan) has passed, and then
-only by torch's weights-only unpickler. What reading a file establishes is cached per process,
-keyed by (path, size, mtime_ns, inode) of the opened file: a re-list costs an open and an fstat.
-The manifest is compared afresh on every call (judge), so a new manifest needs no re-read.
+`corrupt` means damaged bytes. A healthy file that a weights-only load refuses by design (a pickled
+TrainingArguments, numpy arrays in an RNG state, an argparse.Namespace) is `unsafe` ("not loadable
+safely: pickled ..."); a pickle that imports code (os.system, eval, ...) is planted, never written
+by a training script, and stays corrupt. Nothing is ever unpickled before the static pickle scan
+(runs.pickle_scan) has passed, and then only by torch's weights-only unpickler.
+
+What reading a file establishes is cached per process, and at full and deep also on disk under the
+user's cache directory (runs.verify_cache, never in the run's folder), keyed by (path, size,
+mtime_ns, inode) of the opened file: a re-list costs an open and an fstat. The manifest is compared
+afresh on every call (judge), so a new manifest needs no re-read. A file without a manifest entry
+is `unverified`, with a reason saying what was checked (a foreign file has no manifest at all).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from runctl.runs import zipscan
-from runctl.runs.layout import is_temp_name, step_from_name
+from runctl.runs import safetensors_scan, verify_cache, zipscan
+from runctl.runs.layout import CHECKPOINT_DIR, RUN_YAML, is_temp_name, step_from_name
 from runctl.runs.manifest import ManifestEntry
 from runctl.runs.model import CheckpointInfo
+from runctl.runs.pickle_scan import legacy_unsafe_globals, runs_code
+from runctl.runs.state_layout import describe
 from runctl.runs.zipscan import CRC_MISMATCH, NOT_A_CHECKPOINT, TRUNCATED, UNSAFE_PICKLE
 
 LEVELS = ("quick", "full", "deep")
@@ -34,14 +49,22 @@ RESUME_KEYS = ("format", "step", "model", "optimizer", "rng", "data")
 
 # Reasons a file is corrupt; `CheckpointInfo.reason` starts with one of them, then ": detail".
 # The zip scan names TRUNCATED, CRC_MISMATCH, NOT_A_CHECKPOINT and UNSAFE_PICKLE.
-__all__ = ["CHECKPOINT_FORMAT", "CRC_MISMATCH", "EMPTY", "LEVELS", "NOT_A_CHECKPOINT", "RESUME_KEYS",
+__all__ = ["CHECKPOINT_FORMAT", "CRC_MISMATCH", "EMPTY", "LEVELS", "NOT_A_CHECKPOINT", "NOT_LOADABLE_SAFELY",
+           "RESUME_KEYS",
            "SHA256_MISMATCH", "SIZE_MISMATCH", "TRUNCATED", "UNREADABLE", "UNSAFE_PICKLE",
-           "CheckpointIdentity", "clear_cache", "identity_of", "judge", "verify_file"]
+           "CheckpointIdentity", "clear_cache", "identity_of", "in_runctl_run", "is_torch_file", "judge",
+           "verify_file"]
 SHA256_MISMATCH = "sha256 mismatch"
 SIZE_MISMATCH = "size mismatch"
 EMPTY = "empty"
 # Not a verdict on the file: it could not be read (permissions, I/O error); status stays unchecked.
 UNREADABLE = "unreadable"
+NOT_LOADABLE_SAFELY = "not loadable safely"
+LEGACY_REASON = "legacy torch format (not a zip): no CRCs to check"
+SAFETENSORS_NOTE = "safetensors has no checksums: header, offsets and size checked"
+# torch.save's legacy format starts with a protocol-2 pickle of this magic number.
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_ZIP_MAGIC = b"PK\x03\x04"
 
 @dataclass(frozen=True)
 class CheckpointIdentity:
@@ -61,6 +84,9 @@ class _Facts:
     sha256: str | None = None         # full and deep
     incompatible: str | None = None   # deep: loads, but a resume cannot use it
     identity: CheckpointIdentity | None = None  # deep
+    format: str = "zip"               # zip | legacy | safetensors
+    unsafe: str | None = None         # healthy, but a weights-only load refuses it by design
+    holds: str | None = None          # deep (safetensors: from full on): what the file holds
 
 
 _CacheKey = tuple[str, int, int, int]
@@ -69,8 +95,10 @@ _cache_lock = threading.Lock()
 
 
 def clear_cache() -> None:
+    """Forget every result, in this process and in the user's cache directory."""
     with _cache_lock:
         _cache.clear()
+    verify_cache.clear()
 
 
 def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry | None = None,
@@ -111,12 +139,39 @@ def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry 
     return judge(info, facts, manifest_entry, reference)
 
 
+def is_torch_file(path: Path) -> bool:
+    """The file starts like a torch.save (zip or legacy); False when it cannot be read or is not a
+    regular file (a FIFO would block the open)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as file:
+            head = file.read(len(_LEGACY_MAGIC))
+    except OSError:
+        return False
+    return head.startswith(_ZIP_MAGIC) or head.startswith(_LEGACY_MAGIC)
+
+
+def in_runctl_run(path: Path) -> bool:
+    """The file sits in a runctl run's checkpoints/ folder, where every file should have a manifest entry."""
+    parent = path.parent
+    return parent.name == CHECKPOINT_DIR and (parent.parent / RUN_YAML).exists()
+
+
 def facts_for(path: Path, file: BinaryIO, st: os.stat_result, level: str) -> _Facts:
     """The cached facts for this exact file version at `level` or above, computing them if needed."""
     key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
     rank = LEVELS.index(level)
     with _cache_lock:
         known = dict(_cache.get(key, {}))
+    if not any(have in known for have in LEVELS[rank:]) and level != "quick":
+        for have in reversed(LEVELS[rank:]):
+            stored = verify_cache.load(key, have)
+            if stored is not None:
+                known[have] = _facts_from_json(stored)
+                with _cache_lock:
+                    _cache.setdefault(key, {})[have] = known[have]
+                break
     for have in reversed(LEVELS[rank:]):  # the most thorough answer known
         if have in known:
             facts = known[have]
@@ -129,7 +184,31 @@ def facts_for(path: Path, file: BinaryIO, st: os.stat_result, level: str) -> _Fa
     if not (facts.problem or "").startswith(UNREADABLE):  # a chmod fixes that without touching mtime
         with _cache_lock:
             _cache.setdefault(key, {})[facts.level] = facts
+        if facts.level != "quick":
+            verify_cache.store(key, facts.level, _facts_to_json(facts))
     return facts
+
+
+def _facts_to_json(facts: _Facts) -> dict[str, Any]:
+    identity = None
+    if facts.identity is not None:
+        shapes = facts.identity.model_shapes
+        identity = {"run_id": facts.identity.run_id,
+                    "model_shapes": {k: list(v) for k, v in shapes.items()} if shapes is not None else None}
+    return {"level": facts.level, "problem": facts.problem, "sha256": facts.sha256,
+            "incompatible": facts.incompatible, "identity": identity, "format": facts.format,
+            "unsafe": facts.unsafe, "holds": facts.holds}
+
+
+def _facts_from_json(data: dict[str, Any]) -> _Facts:
+    identity = data.get("identity")
+    if identity is not None:
+        shapes = identity.get("model_shapes")
+        identity = CheckpointIdentity(identity.get("run_id"),
+                                      {k: tuple(v) for k, v in shapes.items()} if shapes is not None else None)
+    return _Facts(level=data["level"], problem=data.get("problem"), sha256=data.get("sha256"),
+                  incompatible=data.get("incompatible"), identity=identity,
+                  format=data.get("format", "zip"), unsafe=data.get("unsafe"), holds=data.get("holds"))
 
 
 def identity_of(path: Path) -> CheckpointIdentity | None:
@@ -147,6 +226,7 @@ def judge(info: CheckpointInfo, facts: _Facts, entry: ManifestEntry | None,
           reference: CheckpointIdentity | None = None) -> CheckpointInfo:
     """Turn the file's facts plus its manifest entry into a status and reason."""
     info.level, info.sha256 = facts.level, facts.sha256
+    info.format, info.holds = facts.format, facts.holds
     if entry is not None and info.bytes != entry.bytes and facts.problem != EMPTY:
         short = info.bytes < entry.bytes
         info.status = "corrupt"
@@ -157,16 +237,28 @@ def judge(info: CheckpointInfo, facts: _Facts, entry: ManifestEntry | None,
         info.status, info.reason = ("unchecked" if unreadable else "corrupt"), facts.problem
     elif entry is not None and facts.sha256 is not None and facts.sha256 != entry.sha256:
         info.status, info.reason = "corrupt", f"{SHA256_MISMATCH}: manifest says {entry.sha256[:12]}..."
+    elif facts.unsafe is not None:
+        info.status, info.reason = "unsafe", facts.unsafe
+    elif facts.format == "legacy":
+        info.status, info.reason = "legacy", LEGACY_REASON
     elif facts.incompatible is not None:
         info.status, info.reason = "incompatible", facts.incompatible
     elif reference is not None and facts.identity is not None and \
             (why := _identity_difference(facts.identity, reference)) is not None:
         info.status, info.reason = "incompatible", why
     elif entry is None:
-        info.status, info.reason = "unverified", "no manifest entry"
+        info.status, info.reason = "unverified", _without_manifest(info.path, facts)
     else:
         info.status, info.reason = "ok", None
     return info
+
+
+def _without_manifest(path: Path, facts: _Facts) -> str | None:
+    """Why a file no manifest vouches for is unverified: inside a runctl run its entry is missing;
+    beside another tool's files no manifest is expected, and only safetensors' limit is worth a word."""
+    if in_runctl_run(path):
+        return "no manifest entry"
+    return SAFETENSORS_NOTE if facts.format == "safetensors" else None
 
 
 def _full(file: BinaryIO, size: int) -> _Facts:
@@ -178,14 +270,76 @@ def _compute(path: Path, file: BinaryIO, size: int, level: str, known: dict[str,
     if size == 0:
         return _Facts(level=level, problem=EMPTY)
     try:
+        head = file.read(len(_LEGACY_MAGIC))
+        file.seek(0)
+        if head.startswith(_LEGACY_MAGIC):
+            return _legacy(path, file, level, known)
+        if not head.startswith(_ZIP_MAGIC) and (
+                path.suffix == ".safetensors" or safetensors_scan.looks_like_safetensors(head)):
+            return _safetensors(file, size, level)
         if level == "quick":
-            return _Facts(level="quick", problem=zipscan.quick_scan(file))
-        full = known.get("full") or _full(file, size)
-        if level == "full" or full.problem is not None:
+            return _split_unsafe(_Facts(level="quick", problem=zipscan.quick_scan(file)))
+        full = known.get("full") or _split_unsafe(_full(file, size))
+        if level == "full" or full.problem is not None or full.unsafe is not None:
             return full
         return _deep(path, full)
     except OSError as exc:
         return _Facts(level=level, problem=f"{UNREADABLE}: {exc.strerror or exc.__class__.__name__}")
+
+
+def _split_unsafe(facts: _Facts) -> _Facts:
+    """A pickle global that is data (a class of a library, numpy's array rebuild) is not damage:
+    move it from `problem` to `unsafe`. One that imports code stays a problem."""
+    problem = facts.problem or ""
+    prefix = f"{UNSAFE_PICKLE}: "
+    if not problem.startswith(prefix):
+        return facts
+    name = problem[len(prefix):]
+    if " " in name or runs_code(name):  # "opcode STACK_GLOBAL", "undecodable pickle (...)", os.system
+        return facts
+    return replace(facts, problem=None, unsafe=not_loadable_safely(name))
+
+
+def not_loadable_safely(global_name: str) -> str:
+    """ "not loadable safely: pickled TrainingArguments (transformers.training_args.TrainingArguments)" """
+    if global_name.split(".", 1)[0] == "numpy":
+        what = "numpy arrays"
+    else:
+        what = global_name.rsplit(".", 1)[-1]
+    return f"{NOT_LOADABLE_SAFELY}: pickled {what} ({global_name})"
+
+
+def _sha256(file: BinaryIO) -> str:
+    import hashlib
+
+    file.seek(0)
+    digest = hashlib.sha256()
+    while chunk := file.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _legacy(path: Path, file: BinaryIO, level: str, known: dict[str, _Facts]) -> _Facts:
+    bad = legacy_unsafe_globals(file)
+    facts = _Facts(level=level, format="legacy")
+    if bad is not None:
+        facts = _split_unsafe(replace(facts, problem=f"{UNSAFE_PICKLE}: {bad}"))
+    if level == "quick" or facts.problem is not None:
+        return facts
+    full = known.get("full") or replace(facts, level="full", sha256=_sha256(file))
+    if level == "full" or full.unsafe is not None:
+        return full
+    return _deep(path, full)
+
+
+def _safetensors(file: BinaryIO, size: int, level: str) -> _Facts:
+    header, problem = safetensors_scan.scan(file, size)
+    if header is None:
+        return _Facts(level=level, format="safetensors", problem=problem)
+    holds = (f"model weights ({header.tensors} tensors, {header.parameters:,} values, "
+             f"{'/'.join(header.dtypes)})")
+    sha256 = None if level == "quick" else _sha256(file)
+    return _Facts(level=level, format="safetensors", sha256=sha256, holds=holds)
 
 
 # ----------------------------------------------------------------------------------------- deep
@@ -196,18 +350,26 @@ def _deep(path: Path, full: _Facts) -> _Facts:
     import torch  # deep only: runs/ must import without torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # mmap needs the zip format; a legacy file is read into memory.
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=full.format == "zip")
     except pickle.UnpicklingError as exc:
-        return _deep_facts(full, problem=f"{UNSAFE_PICKLE}: {_unpickler_refusal(exc)}")
+        refusal = _unpickler_refusal(exc)
+        name = refusal.rsplit("GLOBAL ", 1)[-1].strip() if "GLOBAL " in refusal else None
+        if name and not runs_code(name):
+            return _deep_facts(full, unsafe=not_loadable_safely(name))
+        return _deep_facts(full, problem=f"{UNSAFE_PICKLE}: {refusal}")
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a file it cannot load
         return _deep_facts(full, problem=f"{NOT_A_CHECKPOINT}: torch.load failed ({_first_line(exc)})")
     run_id = state.get("run_id") if isinstance(state, dict) else None
     identity = CheckpointIdentity(run_id=run_id if isinstance(run_id, str) else None, model_shapes=_shapes(state))
-    return _deep_facts(full, incompatible=_resume_problem(state), identity=identity)
+    runctl_format = isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT
+    # A foreign file is judged by whether it loads; what a runctl resume needs is asked of runctl's own.
+    incompatible = _resume_problem(state) if runctl_format or in_runctl_run(path) else None
+    return _deep_facts(full, incompatible=incompatible, identity=identity, holds=describe(state))
 
 
 def _deep_facts(full: _Facts, **kwargs: Any) -> _Facts:
-    return _Facts(level="deep", sha256=full.sha256, **kwargs)
+    return _Facts(level="deep", sha256=full.sha256, format=full.format, **kwargs)
 
 
 def _resume_problem(state: Any) -> str | None:

@@ -17,10 +17,13 @@ class CheckpointInfo:
     bytes: int
     mtime: float
     status: str               # ok | unverified | partial | corrupt | incompatible | missing | unchecked
+                              # | unsafe (healthy, refused by a weights-only load) | legacy (pre-zip torch file)
     reason: str | None = None # why corrupt / incompatible / missing
     sha256: str | None = None # computed by a full verify
     level: str | None = None  # quick | full | deep: the level `status` was established at
     copy_of: str | None = None  # a last/latest file that is the same bytes as this other checkpoint
+    format: str | None = None # zip | legacy | safetensors (read from the bytes; None: not read)
+    holds: str | None = None  # what the file holds (deep; safetensors from its header)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

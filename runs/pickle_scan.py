@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickletools
 import re
+from typing import BinaryIO
 
 _ALLOWED_EXACT = frozenset({
     "collections.OrderedDict",
@@ -63,6 +64,51 @@ def unsafe_globals(pickle_bytes: bytes) -> str | None:
                 full_name = f"{_MODULE_RENAMES.get(module, module)}.{name}"
                 if not is_allowed_global(full_name):
                     return full_name
+    except Exception as exc:  # noqa: BLE001 - genops raises ValueError, struct.error, ...: all mean "refuse"
+        return f"undecodable pickle ({exc.__class__.__name__})"
+    return None
+
+
+# Modules whose callables run code or touch the system when a pickle calls them: a pickle that
+# references one was planted, not written by a training script's torch.save.
+_CODE_MODULES = frozenset({
+    "os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "importlib", "runpy", "pty",
+    "ctypes", "code", "codeop", "pickle", "_pickle", "marshal", "types", "operator", "functools",
+    "webbrowser", "multiprocessing", "asyncio", "signal", "commands", "popen2", "platform",
+    "tempfile", "glob", "io", "_io", "urllib", "http", "ftplib", "smtplib", "telnetlib", "pdb",
+    "bdb", "timeit", "trace", "cProfile", "profile", "threading", "_thread", "torch.hub",
+})
+_CODE_BUILTINS = frozenset({
+    "eval", "exec", "compile", "open", "__import__", "getattr", "setattr", "delattr", "globals",
+    "locals", "vars", "input", "breakpoint", "help", "memoryview", "apply", "execfile", "file",
+})
+
+
+def runs_code(full_name: str) -> bool:
+    """The global is a callable that runs code or reaches the system (os.system, builtins.eval ...)."""
+    module, _, name = full_name.rpartition(".")
+    module = _MODULE_RENAMES.get(module, module)
+    if module == "builtins":
+        return name in _CODE_BUILTINS
+    top = module.split(".", 1)[0]
+    return module in _CODE_MODULES or top in _CODE_MODULES
+
+
+def legacy_unsafe_globals(file: BinaryIO, max_pickles: int = 5) -> str | None:
+    """For torch's legacy (pre-zip) format: the pickles before the raw storages (magic number,
+    protocol, sys info, the object, the storage keys), decoded one after another, never run."""
+    file.seek(0)
+    try:
+        for _ in range(max_pickles):
+            for opcode, arg, _pos in pickletools.genops(file):
+                if opcode.name in _UNSUPPORTED_OPCODES:
+                    return f"opcode {opcode.name}"
+                if opcode.name == "GLOBAL":
+                    module, _, name = str(arg).partition(" ")
+                    full_name = f"{_MODULE_RENAMES.get(module, module)}.{name}"
+                    if not is_allowed_global(full_name):
+                        return full_name
+            # The storage keys (a list of str) are the last pickle; raw bytes follow.
     except Exception as exc:  # noqa: BLE001 - genops raises ValueError, struct.error, ...: all mean "refuse"
         return f"undecodable pickle ({exc.__class__.__name__})"
     return None

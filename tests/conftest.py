@@ -1,9 +1,15 @@
 """Suite-wide options: `--long` turns on the long fault tier (tests marked `slow`), off by default;
-tests marked `gpu` run only where CUDA is available."""
+tests marked `gpu` run only where CUDA is available. The suite's verification cache lives in a
+temporary XDG_CACHE_HOME (inherited by the CLI subprocesses), never in the user's ~/.cache."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="runctl-test-cache-")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

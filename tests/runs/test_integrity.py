@@ -202,9 +202,16 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_deep_reports_incompatible_format_and_missing_resume_keys(tmp_path: Path) -> None:
+    # In a runctl run's checkpoints/ a file must be resumable; a loose foreign file only has to load.
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "run.yaml").write_text("run_id: run\n")
+    stranger = write_checkpoint(tmp_path / "run" / "checkpoints" / "a.pt", 1,
+                                state=checkpoint_state(1, format="other/2"))
+    info = verify_file(stranger, "deep")
+    assert info.status == "incompatible" and "format" in info.reason
     foreign = write_checkpoint(tmp_path / "a.pt", 1, state=checkpoint_state(1, format="other/2"))
     info = verify_file(foreign, "deep")
-    assert info.status == "incompatible" and "format" in info.reason
+    assert info.status == "unverified" and "optimizer state" in info.holds, info
     state = checkpoint_state(2)
     del state["optimizer"]
     lacking = write_checkpoint(tmp_path / "b.pt", 2, state=state)

@@ -55,7 +55,8 @@ def verify(args: argparse.Namespace) -> int:
                      "counts": dict(counts), "corrupt": counts.get("corrupt", 0),
                      "skipped": [{"path": str(s.path), "error": s.error} for s in skipped]})
     else:
-        rows = [[run or "-", info.name, _text(info.step), _kind(info), info.status, info.reason or "",
+        rows = [[run or "-", info.name, _text(info.step), _kind(info), info.status,
+                 "; ".join(text for text in (info.reason, info.holds) if text),
                  _text(info.bytes) if info.status != "missing" else "-",
                  (info.sha256 or "")[:16]] for run, infos in groups for info in infos]
         if rows:
