@@ -19,6 +19,7 @@ from runctl.engine.config import (
     validate_config,
 )
 from runctl.runs.errors import RunctlError
+from torch_free import cli_stdout_without_torch
 
 REPO = Path(__file__).resolve().parents[2]
 BUILTINS = ("digits_mlp", "digits_cnn", "digits_vit", "char_gpt")
@@ -375,12 +376,7 @@ def test_runctl_configs_lists_builtins() -> None:
 
 
 def test_runctl_configs_json_without_torch() -> None:
-    code = ("import sys, io, contextlib\nfrom runctl.tui.cli import main\nbuf = io.StringIO()\n"
-            "with contextlib.redirect_stdout(buf):\n    code = main(['configs', '--json'])\n"
-            "assert code == 0 and 'torch' not in sys.modules\nprint(buf.getvalue())\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)
+    rows = json.loads(cli_stdout_without_torch("configs", "--json"))
     by_name = {row["name"]: row for row in rows}
     assert set(BUILTINS) <= set(by_name)
     assert by_name["char_gpt"]["task"] == "char_gpt"

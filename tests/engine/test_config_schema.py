@@ -6,15 +6,17 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 import pytest
 import yaml
+from pydantic import Field, ValidationError
 from runctl.engine.config import CONFIG_KEYS, builtin_configs, load_config
 from runctl.engine.fields import Section
-from runctl.engine.schema import Config
+from runctl.engine.schema import Config, first_problem
 from runctl.engine.tasks.specs import MODEL_SPECS
+from torch_free import cli_stdout_without_torch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,12 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
     """What `runctl schema` prints, from a subprocess that must not import torch."""
-    code = ("import sys, io, contextlib\nfrom runctl.tui.cli import main\nbuf = io.StringIO()\n"
-            "with contextlib.redirect_stdout(buf):\n    code = main(['schema'])\n"
-            "assert code == 0 and 'torch' not in sys.modules, 'torch was imported'\nprint(buf.getvalue())\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    document = json.loads(result.stdout)
+    document = json.loads(cli_stdout_without_torch("schema"))
     jsonschema.Draft7Validator.check_schema(document)
     return document
 
@@ -97,3 +94,33 @@ def test_every_key_says_what_it_is() -> None:
     missing += [f"model.{key} ({task})" for task, spec in MODEL_SPECS.items()
                 for key, sub in spec.model_fields.items() if not sub.description]
     assert missing == []
+
+
+class _NewSection(Section):
+    """What a helper adding a key writes: pydantic's own Field, nothing about messages."""
+
+    threshold: float = Field(300.0, gt=0, description="seconds")
+    window: int | None = Field(None, ge=1, le=100, description="steps")
+    mode: Literal["fast", "slow"] = Field("fast", description="how")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"threshold": 0}, ("threshold", "must be > 0, got 0.0")),
+        ({"threshold": "soon"}, ("threshold", "expected a number, got a string 'soon'")),
+        ({"window": 101}, ("window", "must be in [1, 100], got 101")),
+        ({"window": True}, ("window", "expected an integer or null, got a boolean True")),
+        ({"mode": "medium"}, ("mode", "must be one of fast, slow, got a string 'medium'")),
+        ({"treshold": 5}, ("treshold", "unknown key (did you mean threshold?)")),
+    ],
+)
+def test_a_new_key_reports_mistakes_like_every_other(data: dict[str, Any], expected: tuple[str, str]) -> None:
+    with pytest.raises(ValidationError) as info:
+        _NewSection.model_validate(data)
+    assert first_problem(info.value, _NewSection) == expected
+
+
+def test_a_new_key_reads_numbers_as_yaml_users_write_them() -> None:
+    assert _NewSection.model_validate({"threshold": "3e2", "window": 1e1}).to_dict() == {
+        "threshold": 300.0, "window": 10, "mode": "fast"}
