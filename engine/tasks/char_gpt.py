@@ -13,12 +13,14 @@ are always disjoint, so evaluation covers the most text for its batches.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from runctl.engine.schema import RunConfig, as_run_config
 from runctl.engine.tasks.layers import Block, z_loss
 from runctl.runs.errors import RunctlError
 from torch import nn
@@ -87,20 +89,21 @@ class GPT(nn.Module):
 class CharGPTTask:
     unit = "tokens"
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        self.model_cfg = dict(cfg["model"])
-        data_cfg = cfg["data"]
-        self.block_size = int(self.model_cfg["block_size"])
-        self.stride = int(data_cfg.get("stride") or max(1, self.block_size // 2))
-        text = read_text(data_cfg.get("path"))
+    def __init__(self, cfg: RunConfig | Mapping[str, Any]) -> None:
+        settings = as_run_config(cfg)
+        self.model_cfg: Any = settings.model  # CharGptModel (engine.tasks.specs)
+        data = settings.data
+        self.block_size = self.model_cfg.block_size
+        self.stride = data.stride or max(1, self.block_size // 2)
+        text = read_text(data.path)
         self.vocab = sorted(set(text))
         codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
         vocab_codes = np.array([ord(c) for c in self.vocab], dtype=np.uint32)
         tokens = torch.from_numpy(np.searchsorted(vocab_codes, codes).astype(np.int64))
-        n_val = int(len(tokens) * float(data_cfg["val_fraction"]))
+        n_val = int(len(tokens) * data.val_fraction)
         self.train_tokens, self.val_tokens = tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
         window = self.block_size + 1
-        where = data_cfg.get("path") or "pydoc_data.topics"
+        where = data.path or "pydoc_data.topics"
         for split, part in (("train", self.train_tokens), ("val", self.val_tokens)):
             if len(part) < window:
                 raise RunctlError(f"data.path: {where}: the {split} split has {len(part)} characters, "
@@ -117,8 +120,7 @@ class CharGPTTask:
 
     def build_model(self) -> nn.Module:
         m = self.model_cfg
-        return GPT(self.vocab_size, m["n_layer"], m["n_head"], m["n_embd"], m["block_size"],
-                   m["dropout"], m["bias"])
+        return GPT(self.vocab_size, m.n_layer, m.n_head, m.n_embd, m.block_size, m.dropout, m.bias)
 
     def get_batch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if split == "train":

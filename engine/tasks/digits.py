@@ -12,6 +12,7 @@ so a curriculum that changes aux_weight changes training.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from runctl.engine.schema import Data, RunConfig, as_run_config
 from runctl.engine.tasks.idx import IdxError, read_idx
 from runctl.engine.tasks.layers import Block, z_loss
+from runctl.engine.tasks.specs import DigitsVitModel
 from runctl.runs.errors import RunctlError
 from torch import nn
 
@@ -38,18 +41,18 @@ class ImageSplits:
     source: str  # where the images came from, for messages
 
 
-def load_images(data_cfg: dict[str, Any]) -> ImageSplits:
+def load_images(data: Data) -> ImageSplits:
     """The digits (data.path null) or an IDX folder, split and standardised."""
-    if data_cfg.get("path") is None:
+    if data.path is None:
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
         images = bunch.images.astype(np.float32) / 16.0
         labels = bunch.target.astype(np.int64)
-        train_idx, val_idx = _fixed_split(len(labels), data_cfg["val_fraction"])
+        train_idx, val_idx = _fixed_split(len(labels), data.val_fraction)
         return _standardise(images[train_idx], labels[train_idx], images[val_idx], labels[val_idx],
                             "sklearn digits")
-    return _load_idx_folder(Path(data_cfg["path"]).expanduser(), data_cfg["val_fraction"])
+    return _load_idx_folder(Path(data.path).expanduser(), data.val_fraction)
 
 
 def _fixed_split(n: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -180,10 +183,10 @@ class ViT(nn.Module):
         return self.head(self.ln_f(tokens[:, 0]))
 
 
-def vit_patch(model_cfg: dict[str, Any], side: int) -> int:
+def vit_patch(model: DigitsVitModel, side: int) -> int:
     """The patch size: model.patch, or for "auto" 2 for small images (8x8) and 4 for larger (28x28)."""
-    patch = model_cfg.get("patch")
-    if patch in (None, "auto"):
+    patch = model.patch
+    if patch == "auto":
         patch = 2 if side <= 16 else 4
     if side % patch:
         raise RunctlError(f"model.patch: {patch} does not divide the image side {side}")
@@ -197,12 +200,13 @@ class DigitsTask:
 
     unit = "samples"
 
-    def __init__(self, cfg: dict[str, Any], family: str) -> None:
+    def __init__(self, cfg: RunConfig | Mapping[str, Any], family: str) -> None:
         if family not in ("mlp", "cnn", "vit"):
             raise ValueError(f"unknown digits model family {family!r}")
         self.family = family
-        self.model_cfg = dict(cfg["model"])
-        self.data = load_images(cfg["data"])
+        settings = as_run_config(cfg)
+        self.model_cfg: Any = settings.model  # the task's model class (engine.tasks.specs)
+        self.data = load_images(settings.data)
         if family == "vit":
             vit_patch(self.model_cfg, self.data.side)  # fail now, not at build_model
         self.train_size = len(self.data.train_y)
@@ -211,10 +215,10 @@ class DigitsTask:
     def build_model(self) -> nn.Module:
         m, side, classes = self.model_cfg, self.data.side, self.data.num_classes
         if self.family == "mlp":
-            return MLP(side, classes, m["hidden"], m["depth"])
+            return MLP(side, classes, m.hidden, m.depth)
         if self.family == "cnn":
-            return CNN(side, classes, m["channels"], m["depth"])
-        return ViT(side, classes, vit_patch(m, side), m["dim"], m["depth"], m["heads"])
+            return CNN(side, classes, m.channels, m.depth)
+        return ViT(side, classes, vit_patch(m, side), m.dim, m.depth, m.heads)
 
     def get_batch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if split == "train":
