@@ -5,8 +5,9 @@ scripts print, read into series.
   `step 250: train loss 1.90, val loss 2.01` (eval/train_loss and val/loss);
 - `step N ... loss X` in any wording (`Step 500/1000 | train loss 0.12 | val_loss 0.2 | lr 3e-4`);
 - the dicts the Hugging Face Trainer prints (`{'loss': 0.69, 'grad_norm': 1.2, 'learning_rate':
-  5e-05, 'epoch': 0.5}`), read with ast.literal_eval (never eval). They carry no step unless one
-  is in the dict: their points are then numbered 1, 2, 3 ... in the order printed.
+  5e-05, 'epoch': 0.5}`, numbers or numeric strings), read with ast.literal_eval (never eval).
+  They carry no step unless one is in the dict: their points are then numbered 1, 2, 3 ... in the
+  order printed.
 """
 
 from __future__ import annotations
@@ -72,9 +73,18 @@ def _trainer_dict(line: str) -> list[Point]:
         return []  # the end-of-training summary repeats an average, not a point
     step = record.get("step", record.get("global_step"))
     step = step if isinstance(step, int) and not isinstance(step, bool) else None
-    return [(str(key), step, float(value)) for key, value in record.items()
-            if isinstance(value, int | float) and not isinstance(value, bool)
-            and key not in ("step", "global_step", "epoch")]
+    points = []
+    for key, value in record.items():
+        if key in ("step", "global_step", "epoch") or isinstance(value, bool):
+            continue
+        if isinstance(value, str):  # recent Trainers print the numbers rounded, as strings
+            try:
+                value = float(value)
+            except ValueError:
+                continue
+        if isinstance(value, int | float):
+            points.append((str(key), step, float(value)))
+    return points
 
 
 def _first_of_each(points: list[Point]) -> list[Point]:

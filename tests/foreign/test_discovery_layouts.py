@@ -208,6 +208,8 @@ def test_peek_runs_no_code(tmp_path: Path) -> None:
     ("[rank0] global_step=40 loss=0.5", [("train/loss", 40, 0.5)]),
     ("{'loss': 0.6931, 'grad_norm': 1.25, 'learning_rate': 4.5e-05, 'epoch': 0.5}",
      [("loss", None, 0.6931), ("grad_norm", None, 1.25), ("learning_rate", None, 4.5e-05)]),
+    ("{'loss': '3.887', 'grad_norm': '0.8283', 'learning_rate': '0.001', 'epoch': '0.125'}",
+     [("loss", None, 3.887), ("grad_norm", None, 0.8283), ("learning_rate", None, 0.001)]),
     ("{'train_runtime': 2.0, 'train_loss': 0.5, 'epoch': 2.0}", []),
     ("{'loss': __import__('os').system('true')}", []),
     ("loading data from step files", []),

@@ -1,0 +1,74 @@
+"""Discovery, checkpoint records and metrics on the files the real tools wrote (tests/fixtures/foreign:
+Lightning's ModelCheckpoint + CSVLogger, the Hugging Face Trainer, torch's SummaryWriter, nanoGPT's
+train.py, plain scripts), and no byte written by reading them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import trees
+from runctl.runs.discovery import find_runs, metrics_reader, run_checkpoints
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "foreign"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    copy = tmp_path_factory.mktemp("real") / "foreign"
+    shutil.copytree(FIXTURES, copy, symlinks=True)
+    return copy
+
+
+def test_every_run_the_tools_wrote_is_found_with_its_layout(root: Path) -> None:
+    before = trees.tree_state(root)
+    runs = {run.name: run for run in find_runs(root)}
+    assert {name: run.layout for name, run in runs.items()} == {
+        "hf/out": "hf-trainer", "hf_bin/out": "hf-trainer", "hf/sharded": "plain",
+        "lightning/lightning_logs/version_0": "lightning", "nanogpt/out-tiny": "nanogpt",
+        "plain/checkpoints/cnn_deep_mnist": "plain", "plain/checkpoints/mlp_narrow_mnist": "plain",
+        "plain/checkpoints_optimized": "plain", "plain/logs/691bd736-d91a-48bf-a7a9-4b17d3ec0733": "plain",
+        "plain/logs/old-run": "plain", "plain/weights": "plain",
+        "tensorboard/runs/Dec03_18-19-31_vm": "tensorboard"}
+    hf = runs["hf/out"]
+    assert (hf.step, hf.max_steps, hf.checkpoints, hf.state) == (6, 6, 3, "finished")
+    nano = runs["nanogpt/out-tiny"]
+    assert (nano.step, nano.max_steps, nano.state) == (20, 20, "finished")
+    assert nano.best["metric"] == "val/loss" and 0 < nano.best["value"] < 10
+    lightning = runs["lightning/lightning_logs/version_0"]
+    assert (lightning.step, lightning.checkpoints) == (16, 3)
+    assert runs["plain/checkpoints/mlp_narrow_mnist"].step == 2000
+    assert trees.tree_state(root) == before
+
+
+def test_steps_roles_and_copies_of_the_real_files(root: Path) -> None:
+    lightning = {i.name: i for i in run_checkpoints(root / "lightning/lightning_logs/version_0", "quick")}
+    assert lightning["checkpoints/last.ckpt"].copy_of == "checkpoints/epoch=1-step=16.ckpt"
+    assert lightning["checkpoints/last.ckpt"].step == 16
+    assert lightning["checkpoints/epoch=1-step=12.ckpt"].step == 12
+    hf = {i.name: i.step for i in run_checkpoints(root / "hf/out", None)}
+    assert {name for name in hf if name.startswith("checkpoint-6/")} == {
+        "checkpoint-6/model.safetensors", "checkpoint-6/optimizer.pt", "checkpoint-6/scheduler.pt",
+        "checkpoint-6/rng_state.pth", "checkpoint-6/training_args.bin"}
+    assert hf["checkpoint-2/optimizer.pt"] == 2
+    assert "checkpoint-6/pytorch_model.bin" in {i.name for i in run_checkpoints(root / "hf_bin/out", None)}
+    plain = {i.name: (i.step, i.kind) for i in run_checkpoints(root / "plain/checkpoints_optimized", "quick")}
+    assert plain["best_model.pt"][1] == "best" and plain["final_model.pt"][1] == "final"
+    assert plain["checkpoint_step_5000.pt"] == (5000, None)
+    assert [(i.name, i.step) for i in run_checkpoints(root / "nanogpt/out-tiny", None)] == [("ckpt.pt", 20)]
+
+
+@pytest.mark.parametrize("run, train, val, lr", [
+    ("hf/out", 6, 2, 6),                                   # trainer_state.json log_history
+    ("lightning/lightning_logs/version_0", 8, 4, 0),       # metrics.csv
+    ("nanogpt/out-tiny", 21, 3, 0),                        # train.log: iter N / step N lines
+    ("tensorboard/runs/Dec03_18-19-31_vm", 10, 3, 10),     # events via tensorboard's reader
+])
+def test_each_tool_s_own_records_plot(root: Path, run: str, train: int, val: int, lr: int) -> None:
+    reader = metrics_reader(root / run)
+    reader.poll()
+    counts = tuple(len(reader.series(name)[0]) for name in ("train/loss", "val/loss", "lr"))
+    assert counts == (train, val, lr)
+    steps, values = reader.series("train/loss")
+    assert (steps[1:] > steps[:-1]).all() and all(0 < v < 100 for v in values)
