@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,8 @@ from typing import Any
 
 from runctl.runs.atomic import JsonlAppender, append_jsonl, atomic_write_json
 from runctl.runs.layout import EVENTS_JSONL, METRICS_JSONL, STATUS_JSON
+
+from runctl.console import tell
 
 EventCallback = Callable[[dict[str, Any]], None]
 MetricsCallback = Callable[[dict[str, Any]], None]
@@ -150,13 +151,13 @@ class RunLog:
     def _not_written(self, path: Path, exc: OSError) -> None:
         if path not in self._unwritable:
             self._unwritable.add(path)
-            sys.stderr.write(f"runctl: {path}: not written ({exc.strerror or exc}); training "
-                             "continues, and later lines are written once there is room\n")
+            tell(f"runctl: {path}: not written ({exc.strerror or exc}); training "
+                 "continues, and later lines are written once there is room\n")
 
     def _written_again(self, path: Path) -> None:
         if path in self._unwritable:
             self._unwritable.discard(path)
-            sys.stderr.write(f"runctl: {path}: written again; the lines in between are lost\n")
+            tell(f"runctl: {path}: written again; the lines in between are lost\n")
 
     def _notify(self, callback: Callable[[dict[str, Any]], None] | None, record: dict[str, Any]) -> None:
         if callback is None:
@@ -166,6 +167,6 @@ class RunLog:
         except Exception as exc:  # noqa: BLE001 - a broken listener must not stop training
             if not self._callback_failed:
                 self._callback_failed = True
-                sys.stderr.write(f"runctl: event listener failed ({exc.__class__.__name__}: {exc}); "
-                                 "training continues, events are still written to the run folder\n")
+                tell(f"runctl: event listener failed ({exc.__class__.__name__}: {exc}); "
+                     "training continues, events are still written to the run folder\n")
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
 
 from runctl.engine.control import Control
+
+from runctl.console import tell
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -38,15 +39,13 @@ def stop_on_signals(control: Control, quiet: bool = False) -> Iterator[bool]:
     def handle(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if received:
-            sys.stderr.write(f"runctl: second signal ({name}): exiting now without a checkpoint\n")
-            sys.stderr.flush()
+            tell(f"runctl: second signal ({name}): exiting now without a checkpoint\n")
             os._exit(128 + signum)
         received.append(signum)
-        if not quiet:
-            sys.stderr.write(f"runctl: {name}: finishing this step, then writing a checkpoint "
-                             "(send it again to exit at once)\n")
-            sys.stderr.flush()
         control.request_interrupt(name)
+        if not quiet:
+            tell(f"runctl: {name}: finishing this step, then writing a checkpoint "
+                 "(send it again to exit at once)\n")
 
     previous = {sig: signal.signal(sig, handle) for sig in HANDLED_SIGNALS}
     try:
@@ -54,3 +53,4 @@ def stop_on_signals(control: Control, quiet: bool = False) -> Iterator[bool]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+

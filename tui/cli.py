@@ -16,6 +16,8 @@ from pathlib import Path
 from runctl.runs.errors import RunctlError
 from runctl.runs.layout import DEFAULT_DEPTH
 
+from runctl.console import guard_console
+
 # subcommand -> "module:function"; each function takes the parsed args and returns an exit code.
 HANDLERS = {
     "ui": "runctl.tui.commands.open_ui:run",
@@ -163,6 +165,10 @@ def _depth_option(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `runctl` program (argv None: the process's own arguments) or one command in-process."""
+    if argv is None:
+        # The process is runctl: what it prints must never fail it when the terminal goes away.
+        guard_console()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if not argv or argv[0] not in HANDLERS and argv[0] not in ("-h", "--help"):

@@ -27,6 +27,8 @@ from runctl.runs.humanize import human_bytes
 from runctl.runs.lock import is_locked
 from runctl.runs.status import read_status
 
+from runctl.console import keep_output_in
+
 DETACHED_LOG = "train.log"
 # How long `--detach` waits for the background engine to confirm it started (torch import, data).
 DETACH_CONFIRM_SECONDS = 120.0
@@ -110,6 +112,8 @@ def _under_torchrun() -> bool:
 def _start(run_dir: Path, args: argparse.Namespace, from_ckpt: str | None, created: bool = False) -> int:
     if getattr(args, "detach", False):
         return _detach(run_dir, args.nproc, from_ckpt)
+    # Once the terminal is gone (an SSH drop), what this process prints goes to the run's log.
+    keep_output_in(run_dir / DETACHED_LOG)
     if created:
         print(run_dir, flush=True)
     if args.nproc > 1 and not _under_torchrun():

@@ -1,0 +1,142 @@
+"""A real pseudo-terminal that closes: an SSH drop as the process in it sees it.
+
+`Terminal` starts `runctl ARGS` with stdin, stdout and stderr on the slave side of a fresh pty,
+as the leader of a new session whose controlling terminal that pty is (what sshd gives the login
+shell, and bash its foreground job). A thread reads the master side, as sshd does, so the terminal
+never fills up. `hang_up()` closes the master: the kernel sends SIGHUP to the session leader and
+every later write to the terminal, by the process or anything that inherited it, fails with EIO.
+
+psutil lists the process tree (under `--nproc`: torchrun's agent and every rank), so a test can
+check that nothing is left running afterwards.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import subprocess
+import termios
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+
+from .helpers import RUNCTL, WaitTimeout, wait_for
+
+
+def _take_the_terminal() -> None:
+    """In the child, after setsid: make the pty on fd 0 the session's controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Terminal:
+    """`runctl ARGS` in a pseudo-terminal; duck-types helpers.Engine for `wait_for(alive=...)`."""
+
+    def __init__(self, args: Sequence[str | os.PathLike[str]], *, cwd: Path, env: dict[str, str]) -> None:
+        self.args = [str(a) for a in args]
+        self.master, slave = os.openpty()
+        try:
+            self.proc = subprocess.Popen([*RUNCTL, *self.args], cwd=cwd, env={**env, "TERM": "xterm"},
+                                         stdin=slave, stdout=slave, stderr=slave,
+                                         start_new_session=True, preexec_fn=_take_the_terminal)
+        finally:
+            os.close(slave)
+        self._output = bytearray()
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="pty-reader", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        while not self._closing.is_set():
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: every process holding the slave side has closed it
+                return
+            if not chunk:
+                return
+            with self._lock:
+                self._output += chunk
+
+    def output(self) -> str:
+        """Everything the terminal showed so far."""
+        with self._lock:
+            return self._output.decode(errors="replace")
+
+    def stderr(self) -> str:  # for helpers.wait_for's failure message
+        return self.output()
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def tree(self) -> list[psutil.Process]:
+        """The process and all its descendants, as they are now."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def hang_up(self) -> None:
+        """Close the master side, as sshd does when the connection drops."""
+        self._closing.set()
+        self._reader.join(timeout=10)
+        os.close(self.master)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"runctl {' '.join(self.args)} did not exit within {timeout:.0f} s after "
+                                 f"the hang-up; its processes: {describe(self.tree())}") from None
+
+    def ensure_dead(self) -> None:
+        """Teardown: kill whatever of the tree is left, whatever happened."""
+        for process in self.tree():
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        if not self._closing.is_set():
+            self.hang_up()
+
+
+def alive(processes: Sequence[psutil.Process]) -> list[psutil.Process]:
+    """Those still running (a zombie waiting for its parent to reap it has stopped running)."""
+    running = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return running
+
+
+def describe(processes: Sequence[psutil.Process]) -> str:
+    parts = []
+    for process in processes:
+        try:
+            parts.append(f"{process.pid} {' '.join(process.cmdline())[:120]!r}")
+        except psutil.Error:
+            parts.append(f"{process.pid} (gone)")
+    return "; ".join(parts) or "none"
+
+
+def wait_all_gone(processes: Sequence[psutil.Process], timeout: float, what: str) -> None:
+    try:
+        wait_for(lambda: not alive(processes), timeout=timeout, what=f"{what} to exit")
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}; still running: {describe(alive(processes))}") from None

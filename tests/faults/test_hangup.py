@@ -1,0 +1,128 @@
+"""An SSH drop while `runctl train | resume | extend | branch` runs in a terminal.
+
+Each command runs in a real pseudo-terminal (tests/faults/terminal.py) that closes while it
+trains: SIGHUP to the session leader, and EIO for every later write to the terminal, by runctl,
+torchrun's agent or any rank. Each time the run ends `interrupted` (never `crashed`) with an
+interrupt checkpoint at the step it reached, the whole process tree is gone within a bounded time,
+what could not be shown any more is in RUN/train.log, and `runctl resume` (the UI's `r`) continues
+the run: bit-exactly, for the single process, against a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from .helpers import (
+    events,
+    manifest,
+    metrics_step,
+    records_by_name,
+    run_cli,
+    status,
+    temp_files,
+    verify_json,
+    wait_for,
+)
+from .terminal import Terminal, describe, wait_all_gone
+from .test_signals import MAX_STEPS, check_resume_is_exact, env, write_config
+
+# From the hang-up to the last process gone: the step, the interrupt checkpoint, teardown (and
+# under --nproc torchrun's agent stopping its ranks) on a loaded 2-core box. A hang fails instead.
+EXIT_BOUND = 90.0
+START_BOUND = 180.0
+EXTEND_BY = 40
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The final checkpoint of the same run, never interrupted (and without the sleeps)."""
+    tmp = tmp_path_factory.mktemp("hangup-reference")
+    done = run_cli(["train", write_config(tmp), "--root", tmp / "runs", "--name", "ref"], cwd=tmp, env=env(),
+                   timeout=180)
+    assert done.returncode == 0, done.stderr
+    return tmp / "runs" / "ref" / "checkpoints" / f"step_{MAX_STEPS:08d}.pt"
+
+
+def hang_up_while_training(args: list[str | Path], run_dir: Path, cwd: Path, *, past_step: int,
+                           nproc: int = 1, branched_at: int = 0) -> int:
+    """Run `runctl ARGS` in a terminal, close the terminal once the run is past `past_step`, and
+    check what an SSH drop must leave; returns the step the run stopped at."""
+    terminal = Terminal([*args, *(["--nproc", str(nproc)] if nproc > 1 else [])], cwd=cwd, env=env())
+    try:
+        wait_for(lambda: run_dir.is_dir() and metrics_step(run_dir) > past_step + 3, timeout=START_BOUND,
+                 what=f"{run_dir.name} past step {past_step + 3}", alive=terminal)
+        wait_for(lambda: "step " in terminal.output(), timeout=30, what="progress on the terminal",
+                 alive=terminal)
+        processes = terminal.tree()
+        assert len(processes) >= (1 if nproc == 1 else 2 + nproc), describe(processes)
+        terminal.hang_up()
+        code = terminal.wait(timeout=EXIT_BOUND)
+        wait_all_gone(processes, EXIT_BOUND, "the launcher, torchrun's agent and every rank")
+    finally:
+        terminal.ensure_dead()
+    return check_hung_up(run_dir, code, cwd, after=past_step, branched_at=branched_at)
+
+
+def check_hung_up(run_dir: Path, code: int, cwd: Path, after: int, branched_at: int = 0) -> int:
+    state = status(run_dir)
+    crashed = events(run_dir, "crashed")
+    assert not crashed, f"the hang-up crashed the run: {crashed[-1].get('error')}"
+    assert code == 128 + signal.SIGHUP, f"exit {code}; status {state}"
+    assert state.get("state") == "interrupted", state
+    step = state["step"]
+    assert isinstance(step, int) and step > after, state
+    assert events(run_dir, "interrupted")[-1].get("signal") == "SIGHUP"
+    entry = manifest(run_dir)["files"].get(f"step_{step:08d}.pt")
+    assert entry and entry["kind"] == "interrupt", f"no interrupt checkpoint at step {step}: {manifest(run_dir)}"
+    assert not temp_files(run_dir), temp_files(run_dir)
+    verified, document = verify_json(run_dir, cwd=cwd)
+    # A branch has no files of its own before its branch point (verify lists them missing).
+    statuses = {name: record["status"] for name, record in records_by_name(document).items()
+                if not (record["status"] == "missing" and (record.get("step") or 0) <= branched_at)}
+    assert verified == 0 and set(statuses.values()) == {"ok"}, statuses
+    # What the terminal could no longer show is in the run's own log.
+    log = (run_dir / "train.log").read_text()
+    assert "is gone (Input/output error)" in log, log
+    assert f"interrupted (SIGHUP) at step {step}" in log, log
+    return step
+
+
+def test_train_and_resume_in_a_terminal_that_closes_then_resume_is_exact(tmp_path: Path, uninterrupted: Path) -> None:
+    run_dir = tmp_path / "runs" / "r"
+    trained = ["train", write_config(tmp_path, step_sleep=0.03), "--root", tmp_path / "runs", "--name", "r"]
+    stopped = hang_up_while_training(trained, run_dir, tmp_path, past_step=5)
+    stopped = hang_up_while_training(["resume", run_dir], run_dir, tmp_path, past_step=stopped)
+    assert stopped < MAX_STEPS, "the run finished before the second hang-up (window too small)"
+    check_resume_is_exact(run_dir, uninterrupted, tmp_path, stopped)
+
+
+def test_extend_and_branch_in_a_terminal_that_closes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "r"
+    # Sleep-paced steps (run.yaml keeps them): the extended run is still training at the hang-up.
+    done = run_cli(["train", write_config(tmp_path, step_sleep=0.03), "--root", tmp_path / "runs", "--name", "r"],
+                   cwd=tmp_path, env=env(), timeout=180)
+    assert done.returncode == 0 and status(run_dir)["state"] == "finished", done.stderr
+    stopped = hang_up_while_training(["extend", run_dir, "--steps", str(EXTEND_BY)], run_dir, tmp_path,
+                                     past_step=MAX_STEPS)
+    branch_dir = tmp_path / "runs" / "b"
+    hang_up_while_training(["branch", run_dir, "--from", "latest", "--name", "b"], branch_dir, tmp_path,
+                           past_step=stopped, branched_at=stopped)
+    for folder in (run_dir, branch_dir):
+        done = run_cli(["resume", folder], cwd=tmp_path, env=env(), timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert status(folder)["state"] == "finished" and status(folder)["step"] == MAX_STEPS + EXTEND_BY
+
+
+@pytest.mark.parametrize("nproc", [2])
+def test_train_under_torchrun_in_a_terminal_that_closes(tmp_path: Path, nproc: int) -> None:
+    run_dir = tmp_path / "runs" / "r"
+    trained = ["train", write_config(tmp_path, step_sleep=0.03), "--root", tmp_path / "runs", "--name", "r"]
+    stopped = hang_up_while_training(trained, run_dir, tmp_path, past_step=5, nproc=nproc)
+    assert status(run_dir)["world_size"] == nproc
+    done = run_cli(["resume", run_dir], cwd=tmp_path, env=env(), timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert events(run_dir, "resumed")[-1]["step"] == stopped
+    assert status(run_dir)["state"] == "finished"
