@@ -10,7 +10,6 @@ checkpoint now, extend, a non-finite loss) are agreed with one tiny all-reduce p
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -88,23 +87,3 @@ def context_from_env() -> DistContext:
     return DistContext(world_size=world_size, rank=int(os.environ.get("RANK", "0")),
                        local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
-
-def torchrun_main(argv: list[str]) -> int:
-    """`torchrun ARGV`, minus its Python traceback when a signal or a failed rank ends it: each rank
-    has already said what happened in one line, and the run's status.json and events record it."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import main
-
-    try:
-        main(argv)
-    except SignalException as exc:
-        return 128 + int(exc.sigval)
-    except ChildFailedError as exc:
-        _, failure = exc.get_first_failure()
-        return failure.exitcode if failure.exitcode > 0 else 1
-    return 0
-
-
-if __name__ == "__main__":  # python -m runctl.engine.distributed --standalone --nproc_per_node=N ...
-    sys.exit(torchrun_main(sys.argv[1:]))

@@ -47,10 +47,17 @@ def stop_on_signals(control: Control, quiet: bool = False) -> Iterator[bool]:
             tell(f"runctl: {name}: finishing this step, then writing a checkpoint "
                  "(send it again to exit at once)\n")
 
-    previous = {sig: signal.signal(sig, handle) for sig in HANDLED_SIGNALS}
+    # `nohup runctl ...` ignores hang-ups on purpose: the run outlives its terminal.
+    handled = [sig for sig in HANDLED_SIGNALS if not (sig == signal.SIGHUP and hangups_ignored())]
+    previous = {sig: signal.signal(sig, handle) for sig in handled}
     try:
         yield True
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
+
+
+def hangups_ignored() -> bool:
+    """SIGHUP was set to be ignored before runctl started (nohup)."""
+    return signal.getsignal(signal.SIGHUP) == signal.SIG_IGN

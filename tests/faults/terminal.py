@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import select
+import signal
 import subprocess
 import termios
 import threading
@@ -31,16 +32,25 @@ def _take_the_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+def _take_the_terminal_ignoring_hangups() -> None:
+    """The same, started the way `nohup` or `trap '' HUP` start a command: SIGHUP ignored."""
+    _take_the_terminal()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 class Terminal:
     """`runctl ARGS` in a pseudo-terminal; duck-types helpers.Engine for `wait_for(alive=...)`."""
 
-    def __init__(self, args: Sequence[str | os.PathLike[str]], *, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, args: Sequence[str | os.PathLike[str]], *, cwd: Path, env: dict[str, str],
+                 ignore_hangups: bool = False) -> None:
         self.args = [str(a) for a in args]
         self.master, slave = os.openpty()
         try:
             self.proc = subprocess.Popen([*RUNCTL, *self.args], cwd=cwd, env={**env, "TERM": "xterm"},
                                          stdin=slave, stdout=slave, stderr=slave,
-                                         start_new_session=True, preexec_fn=_take_the_terminal)
+                                         start_new_session=True,
+                                         preexec_fn=_take_the_terminal_ignoring_hangups if ignore_hangups
+                                         else _take_the_terminal)
         finally:
             os.close(slave)
         self._output = bytearray()

@@ -10,9 +10,11 @@ the run: bit-exactly, for the single process, against a run that was never inter
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .helpers import (
@@ -21,13 +23,14 @@ from .helpers import (
     metrics_step,
     records_by_name,
     run_cli,
+    start_cli,
     status,
     temp_files,
     verify_json,
     wait_for,
 )
 from .terminal import Terminal, describe, wait_all_gone
-from .test_signals import MAX_STEPS, check_resume_is_exact, env, write_config
+from .test_signals import CKPT_EVERY, MAX_STEPS, check_resume_is_exact, env, write_config
 
 # From the hang-up to the last process gone: the step, the interrupt checkpoint, teardown (and
 # under --nproc torchrun's agent stopping its ranks) on a loaded 2-core box. A hang fails instead.
@@ -126,3 +129,66 @@ def test_train_under_torchrun_in_a_terminal_that_closes(tmp_path: Path, nproc: i
     assert done.returncode == 0, done.stderr
     assert events(run_dir, "resumed")[-1]["step"] == stopped
     assert status(run_dir)["state"] == "finished"
+
+
+def test_kill9_of_the_launcher_stops_every_rank_with_a_checkpoint(tmp_path: Path) -> None:
+    """`kill -9` of the `runctl train --nproc 2` the user started: nothing is left to relay a signal,
+    yet torchrun's agent and both ranks stop (each rank holds a lifeline to its parent), the run
+    ends interrupted with a checkpoint, and resume continues it."""
+    run_dir = tmp_path / "runs" / "r"
+    launcher = start_cli(["train", write_config(tmp_path, step_sleep=0.03), "--root", tmp_path / "runs",
+                          "--name", "r", "--nproc", "2"], cwd=tmp_path, log_dir=tmp_path / "logs", env=env())
+    try:
+        wait_for(lambda: run_dir.is_dir() and metrics_step(run_dir) > 8, timeout=START_BOUND,
+                 what="step 8 on two ranks", alive=launcher)
+        processes = psutil.Process(launcher.pid).children(recursive=True)
+        assert len(processes) >= 3, describe(processes)  # the agent and two ranks
+        os.kill(launcher.pid, signal.SIGKILL)
+        assert launcher.wait(timeout=30) == -signal.SIGKILL
+        wait_all_gone(processes, EXIT_BOUND, "torchrun's agent and both ranks")
+    finally:
+        launcher.ensure_dead()
+    state = status(run_dir)
+    assert not events(run_dir, "crashed"), events(run_dir, "crashed")
+    assert state["state"] == "interrupted" and events(run_dir, "interrupted")[-1]["signal"] == "SIGTERM", state
+    entry = manifest(run_dir)["files"].get(f"step_{state['step']:08d}.pt")
+    assert entry and entry["kind"] == "interrupt", manifest(run_dir)
+    done = run_cli(["resume", run_dir], cwd=tmp_path, env=env(), timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert events(run_dir, "resumed")[-1]["step"] == state["step"] and status(run_dir)["state"] == "finished"
+
+
+def test_with_hangups_ignored_the_run_trains_on_after_its_terminal_is_gone(tmp_path: Path) -> None:
+    """`nohup` / `trap '' HUP`: the user asked the run to outlive its terminal. It does, and every
+    progress line it writes to the dead terminal from then on fails (EIO) without failing the run;
+    they land in train.log, and the run stops normally when asked."""
+    run_dir = tmp_path / "runs" / "r"
+    config = write_config(tmp_path, step_sleep=0.03)
+    terminal = Terminal(["train", config, "--root", tmp_path / "runs", "--name", "r"], cwd=tmp_path, env=env(),
+                        ignore_hangups=True)
+    try:
+        wait_for(lambda: run_dir.is_dir() and metrics_step(run_dir) > 5, timeout=START_BOUND,
+                 what="step 5", alive=terminal)
+        terminal.hang_up()
+        after = metrics_step(run_dir)
+        later = [step for step in (*range(CKPT_EVERY, MAX_STEPS, CKPT_EVERY), MAX_STEPS) if step > after]
+        assert later, "the run finished before the hang-up (window too small)"
+        # The next checkpoint, reported on the dead terminal, is in train.log.
+        wait_for(lambda: f"checkpoint step_{later[0]:08d}.pt" in train_log(run_dir), timeout=START_BOUND,
+                 what=f"step {later[0]}'s checkpoint line in train.log", alive=terminal)
+        assert "is gone (Input/output error)" in train_log(run_dir)
+        if terminal.running():
+            stopped = run_cli(["stop", run_dir, "--wait", "60"], cwd=tmp_path, env=env())
+            assert stopped.returncode == 0, stopped.stderr
+        assert terminal.wait(timeout=EXIT_BOUND) == 0
+    finally:
+        terminal.ensure_dead()
+    assert not events(run_dir, "crashed") and not events(run_dir, "interrupted")
+    assert status(run_dir)["state"] in ("stopped", "finished")
+
+
+def train_log(run_dir: Path) -> str:
+    try:
+        return (run_dir / "train.log").read_text()
+    except FileNotFoundError:
+        return ""

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from runctl.engine import api
+from runctl.engine.lifeline import AGENT_PID_ENV, LAUNCHER_PID_ENV, stop_with_env_parent
+from runctl.engine.signals import hangups_ignored
 from runctl.runs.discovery import resolve_run
 from runctl.runs.errors import RunctlError
 from runctl.runs.humanize import human_bytes
@@ -132,11 +134,12 @@ def _run_torchrun(run_dir: Path, nproc: int, from_ckpt: str | None) -> int:
     once, through torchrun's agent, and each rank finishes its step and checkpoints. A second
     signal goes to the whole process group at once: every rank gets its second signal and exits.
     """
-    command = [sys.executable, "-m", "runctl.engine.distributed", "--standalone", f"--nproc_per_node={nproc}",
+    command = [sys.executable, "-m", "runctl.engine.torchrun_agent", "--standalone", f"--nproc_per_node={nproc}",
                *_worker_args(run_dir, from_ckpt)]
     sys.stdout.flush()
     # torchrun's own log lines (workers starting, signals forwarded) only at LOGLEVEL=WARNING or lower.
-    env = {"LOGLEVEL": "ERROR", **os.environ}
+    # The agent and the ranks stop with a checkpoint if this process is killed outright.
+    env = {"LOGLEVEL": "ERROR", **os.environ, LAUNCHER_PID_ENV: str(os.getpid())}
     process = subprocess.Popen(command, start_new_session=True, env=env)
     relayed: list[int] = []
 
@@ -150,7 +153,8 @@ def _run_torchrun(run_dir: Path, nproc: int, from_ckpt: str | None) -> int:
             pass
         relayed.append(signum)
 
-    previous = {sig: signal.signal(sig, relay) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    relayed_signals = [signal.SIGINT, signal.SIGTERM, *([] if hangups_ignored() else [signal.SIGHUP])]
+    previous = {sig: signal.signal(sig, relay) for sig in relayed_signals}
     try:
         code = process.wait()
     finally:
@@ -199,6 +203,8 @@ def _last_line_of(path: Path) -> str:
 
 
 def _train_here(run_dir: Path, from_ckpt: str | None) -> int:
+    if _under_torchrun():
+        stop_with_env_parent(AGENT_PID_ENV)  # a rank stops, with a checkpoint, when its agent is killed
     quiet = int(os.environ.get("RANK", "0")) != 0
     progress = HeadlessProgress(api.read_run_config(run_dir)["max_steps"], quiet=quiet)
     result = api.resume_run(run_dir, from_ckpt=from_ckpt, on_event=progress.on_event,
