@@ -14,14 +14,14 @@ import re
 import signal
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from runctl.engine.config import RUN_META_KEYS, apply_overrides, load_config, validate_config
-from runctl.engine.control import Control, write_command
+from runctl.engine.control import Control, ControlFolder, write_command
 from runctl.engine.schema import as_run_config
 from runctl.runs import safe_files
 from runctl.runs.atomic import append_jsonl, atomic_write_text, fsync_dir, remove_stale_temps
@@ -380,11 +380,11 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
     """
     from runctl.engine.checkpoint import RESUME_KEYS, CheckpointManager, load_checkpoint
     from runctl.engine.compat import settings_changes
-    from runctl.engine.control import ControlFolder
     from runctl.engine.distributed import context_from_env
     from runctl.engine.runlog import RunLog
     from runctl.engine.runtime import make_runtime
     from runctl.engine.signals import stop_on_signals
+    from runctl.engine.stall import StallWatch
     from runctl.engine.tasks import build_task
     from runctl.engine.trainer import Trainer
 
@@ -425,6 +425,8 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
         trainer = Trainer(cfg=settings, run_id=run_id, task=task, runtime=runtime, dist=dist, runlog=runlog,
                           checkpoints=checkpoints, control=control, control_folder=control_folder,
                           write_config=lambda new_cfg: write_run_config(run_dir, new_cfg))
+        runlog.watch_stalls(StallWatch(settings.stall.after_s, settings.stall.grace_s),
+                            _stop_requested(control, control_folder))
         warnings: list[str] = []
         if state is not None:
             trainer.load_state_dict(state, str(start.path), weights_only=start.weights_only)
@@ -504,8 +506,20 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
             lock.release()
         dist.close()
     if result.state == "interrupted":
-        result.signal = control.take().signal
+        result.signal = control.take().signal or trainer.interrupted_by
     return result
+
+
+def _stop_requested(control: Control, folder: ControlFolder | None) -> Callable[[], bool]:
+    """For the heartbeat of a stalled run: is a stop pending? The training loop, stuck in its step,
+    no longer reads the control folder, so this reads it."""
+
+    def requested() -> bool:
+        if folder is not None:
+            folder.poll()
+        return control.stop_requested
+
+    return requested
 
 
 def _refuse_if_locked(run_dir: Path) -> None:

@@ -1,7 +1,9 @@
 """The files an engine writes for its readers: status.json, events.jsonl, metrics.jsonl.
 
 status.json is rewritten atomically on every state change and by a heartbeat thread every ~2 s,
-so a reader can tell a live engine from a killed one (stale heartbeat, free lock). events.jsonl
+so a reader can tell a live engine from a killed one (stale heartbeat, free lock). The same thread
+watches the published step (engine.stall): a step that stops advancing turns the state `stalled`,
+with every thread's stack in a `stalled` event, and back to `running` when it moves again. events.jsonl
 and metrics.jsonl are append-only, one complete JSON line per record. Every event is also handed
 to `on_event` (the in-process UI), from whichever thread produced it (the checkpoint writer
 reports from its own thread), so all writes here hold one lock.
@@ -17,17 +19,22 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runctl.runs.atomic import JsonlAppender, append_jsonl, atomic_write_json
 from runctl.runs.layout import EVENTS_JSONL, METRICS_JSONL, STATUS_JSON
 
 from runctl.console import tell
 
+if TYPE_CHECKING:
+    from runctl.engine.stall import StallWatch
+
 EventCallback = Callable[[dict[str, Any]], None]
 MetricsCallback = Callable[[dict[str, Any]], None]
 
 HEARTBEAT_SECONDS = 2.0
+# States in which the engine is alive and its heartbeat keeps status.json fresh.
+LIVE_STATES = ("running", "stalled")
 
 
 class RunLog:
@@ -51,6 +58,14 @@ class RunLog:
         self._callback_failed = False
         self._unwritable: set[Path] = set()  # logs whose last append failed (warned once)
         self._metrics_file = JsonlAppender(self.run_dir / METRICS_JSONL)
+        self.stall: StallWatch | None = None
+        self._stop_requested: Callable[[], bool] = lambda: False
+
+    def watch_stalls(self, watch: StallWatch, stop_requested: Callable[[], bool]) -> None:
+        """Let the heartbeat judge stalls with `watch`; `stop_requested` (called only while stalled,
+        from the heartbeat thread) says whether a stop waits for the hung step to end."""
+        self.stall = watch
+        self._stop_requested = stop_requested
 
     # ---------------------------------------------------------------- status.json
 
@@ -72,6 +87,8 @@ class RunLog:
         with self._lock:
             self._status["state"] = state
             self._status["error"] = error
+            if state != "stalled":
+                self._status.pop("stalled", None)
             self._write_status()
 
     def close(self) -> None:
@@ -85,10 +102,39 @@ class RunLog:
     def _beat(self) -> None:
         while not self._stop_heartbeat.wait(self._heartbeat_interval):
             with self._lock:
-                if self._status["state"] != "running":
+                if self._status["state"] not in LIVE_STATES:
                     continue
                 # A full disk must not kill the heartbeat; the next beat retries.
                 self._append(self.run_dir / STATUS_JSON, self._write_status)
+            if self.stall is not None:
+                self._watch_stall(self.stall)
+
+    def _watch_stall(self, watch: StallWatch) -> None:
+        from runctl.engine.stall import innermost_frame, thread_stacks
+
+        change = watch.observe(self._status["step"])
+        seconds = round(watch.seconds_since_progress(), 1)
+        with self._lock:
+            if self._status["state"] not in LIVE_STATES:
+                return
+            if change == "stalled":
+                stacks = thread_stacks()
+                training = next((s for s in stacks if s["ident"] == watch.training_thread), None) \
+                    or next((s for s in stacks if s["thread"] == "MainThread"), None)
+                stack = training["stack"] if training else ""
+                # status.json carries the training thread's stack (what `ls` shows); the event, all.
+                self._status["stalled"] = {"since": time.time() - seconds, "after_s": round(watch.threshold(), 3),
+                                           "thread": training["thread"] if training else None,
+                                           "where": innermost_frame(stack), "stack": stack}
+                self._append(self.run_dir / STATUS_JSON, lambda: self.set_state("stalled"))
+                self.event("stalled", seconds=seconds, after_s=round(watch.threshold(), 3),
+                           pid=os.getpid(), where=innermost_frame(stack), stacks=stacks)
+            elif change == "unstalled":
+                self._append(self.run_dir / STATUS_JSON, lambda: self.set_state("running"))
+                self.event("unstalled", seconds=seconds)
+        if watch.stalled and watch.stop_pending(self._stop_requested()):
+            self.event("warning", message=f"the step has not ended {watch.grace_s:g} s after the stop "
+                                          "was asked: interrupting it")
 
     def _write_status(self) -> None:
         if not self.enabled:

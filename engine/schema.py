@@ -102,6 +102,13 @@ class Nan(Section):
         "stop", description="on a non-finite loss: stop (checkpoint the last finite step) or warn")
 
 
+class Stall(Section):
+    after_s: float | None = Field(None, gt=0.0, description="seconds without a finished step before the run "
+                                  "is stalled; null = the larger of 300 and 20 x the median step time")
+    grace_s: float = Field(10.0, ge=0.0, description="seconds a stop waits for a stalled step to end "
+                                                     "before interrupting it")
+
+
 class Loss(Section):
     """Built-in tasks' loss settings; a custom task may add its own keys (checked by Config)."""
 
@@ -168,6 +175,8 @@ class Config(Section):
     checkpoint: Checkpoint = Field(default_factory=Checkpoint, description="periodic, best and final checkpoints", json_schema_extra=_LISTED)
     ema: Ema = Field(default_factory=Ema, description="an average of the weights, saved with each checkpoint")
     nan: Nan = Field(default_factory=Nan, description="a non-finite loss: stop (checkpoint the last finite step, state crashed) or warn")
+    stall: Stall = Field(default_factory=Stall, description="when a run whose step stopped advancing is stalled, "
+                         "and how long a stop waits for its step")
     loss: Loss = Field(default_factory=Loss, description="the task's loss settings; the curriculum may change them")
     curriculum: list[Stage] = Field(
         default_factory=list, description="settings that change from a step on",

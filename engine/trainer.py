@@ -41,6 +41,7 @@ from runctl.engine.runtime import Runtime
 from runctl.engine.schedule import Schedule, extend_config
 from runctl.engine.schema import Optim, RunConfig, as_run_config
 from runctl.engine.snapshot import capture_rng, restore_rng
+from runctl.engine.stall import STALLED_STOP, StallInterrupt
 from runctl.engine.tasks import Task
 from runctl.runs.errors import RunctlError
 from torch import nn
@@ -200,6 +201,9 @@ class Trainer:
         # straight through; calling the optimizer directly skips four Python calls a step.
         self._scaler_enabled = runtime.scaler.is_enabled()
         self._staging_possible = False  # a save() since the last update: its copy may be running
+        self.interrupted_by: str | None = None  # why a hung step was abandoned (engine.stall)
+        self._in_forward = False  # inside a step's forward/backward (engine.stall may abandon it)
+        self._batch_origin = (0, 0)  # the sampler's (epoch, position) before the current step's batch
         self._grad_clip = cfg.optim.grad_clip  # of the curriculum stage applied
         self._last_grad_norm: torch.Tensor | float = float("nan")
         self.last_saved_step: int | None = None  # a checkpoint of this run exists at this step
@@ -273,6 +277,19 @@ class Trainer:
 
     def run(self) -> str:
         """Train until max_steps or a stop; returns the state the run ends in."""
+        watch = self.runlog.stall
+        if watch is None:
+            return self._loop()
+        watch.arm()
+        try:
+            return self._loop()
+        except StallInterrupt:
+            watch.disarm()
+            return self._end_hung_step()
+        finally:
+            watch.disarm()
+
+    def _loop(self) -> str:
         self._interval.reset()
         max_steps = self.max_steps
         log_every, eval_every = self.cfg.log.every, self.cfg.eval.every
@@ -280,7 +297,11 @@ class Trainer:
         while self.step < max_steps:
             if self.step >= self._stage_until or self._applied_stage is None:
                 self._apply_curriculum()
+            # Where a hung step can be abandoned without harm: before its update (engine.stall).
+            self._batch_origin = (self.sampler.epoch, self.sampler.position)
+            self._in_forward = True
             loss, units = self._forward_backward()
+            self._in_forward = False
             if self._stop_on_nonfinite:
                 value = loss.item()  # the one sync per step of nan.action=stop; the log reuses it
                 if (self._distributed or not math.isfinite(value)) and self._nonfinite(value):
@@ -533,6 +554,25 @@ class Trainer:
             return "interrupted"
         self.runlog.event("stopped")
         return "stopped"
+
+    def _end_hung_step(self) -> str:
+        """A stop arrived while the step was stalled and the step was interrupted (StallInterrupt).
+        Abandoned before its update, the weights are still those of `step`: rewind the sampler to
+        the abandoned batch and checkpoint. Anywhere else (the update, a save) nothing is trusted
+        to be whole, so the last checkpoint on disk stays the one to resume from."""
+        abandoned_forward = self._in_forward
+        self._in_forward = False
+        if abandoned_forward:
+            self.optimizer.zero_grad(set_to_none=True)
+            epoch, position = self._batch_origin
+            self.sampler.load_state_dict({"epoch": epoch, "position": position})
+            if self.step > 0 and self.last_saved_step != self.step:
+                self.save("interrupt", sync=True)
+        elif self.checkpoints is not None:
+            self.checkpoints.wait()
+        self.interrupted_by = self.control.take().signal or STALLED_STOP
+        self.runlog.event("interrupted", signal=self.interrupted_by, stalled=True, checkpoint=abandoned_forward)
+        return "interrupted"
 
     def _stop_nonfinite(self, loss: torch.Tensor) -> str:
         """The loss of step+1 is not finite: keep the weights of `step` (the update was not applied)."""

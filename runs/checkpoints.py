@@ -16,6 +16,7 @@ from typing import Any
 from runctl.runs import integrity
 from runctl.runs.layout import (
     CHECKPOINT_DIR,
+    LIVE_STATES,
     MANIFEST_JSON,
     TEMP_MARKER,
     checkpoint_name,
@@ -263,7 +264,7 @@ def expected_checkpoints(cfg: Mapping[str, Any], state: str, step: int | None,
     keep_last = _non_negative_int(ckpt_cfg.get("keep_last"))
     current = _non_negative_int(step) or 0
     # A running engine's newest periodic save may still be in flight (async checkpoints).
-    settled = max(0, current - every) if state == "running" and every else current
+    settled = max(0, current - every) if state in LIVE_STATES and every else current
     saved: set[int] = set(range(every, settled + 1, every)) if every else set()
     final = None
     if state == "finished":

@@ -32,6 +32,7 @@ from runctl.runs.errors import RunctlError
 from runctl.runs.layout import (
     CHECKPOINT_DIR,
     DEFAULT_DEPTH,
+    LIVE_STATES,
     METRICS_JSONL,
     RUN_YAML,
     STATUS_JSON,
@@ -245,9 +246,11 @@ def _summarize_runctl(run_dir: Path) -> RunSummary:
     summary.updated_at = (_timestamp(status.get("updated_at")) or _timestamp(status.get("heartbeat_at"))
                           or _mtime(run_dir / STATUS_JSON))
     summary.parent = cfg.get("parent") if isinstance(cfg.get("parent"), dict) else None
+    if state == "stalled" and isinstance(status.get("stalled"), dict):
+        summary.stalled = status["stalled"]
     if state == "crashed":
         summary.error = error_line(status)
-    elif state == "interrupted" and status.get("state") == "running":
+    elif state == "interrupted" and status.get("state") in LIVE_STATES:
         summary.error = "engine gone (lock free or heartbeat stale)"
 
     ckpt_dir = run_dir / CHECKPOINT_DIR

@@ -23,7 +23,9 @@ CHECKPOINT_RE = re.compile(r"^step_(\d{8,})\.pt$")
 # How many folders below a root runs are looked for (its children are depth 1); `--depth` raises it.
 DEFAULT_DEPTH = 4
 
-STATES = ("running", "stopped", "interrupted", "crashed", "finished")
+STATES = ("running", "stalled", "stopped", "interrupted", "crashed", "finished")
+# An engine is alive in these states: stalled is running with a step that stopped advancing.
+LIVE_STATES = ("running", "stalled")
 CHECKPOINT_KINDS = ("periodic", "best", "final", "interrupt")
 
 

@@ -37,7 +37,7 @@ class RunSummary:
     run_id: str
     name: str
     layout: str               # "runctl" or the foreign layout's detector name
-    state: str                # running | stopped | interrupted | crashed | finished | unknown
+    state: str                # running | stalled | stopped | interrupted | crashed | finished | unknown
     step: int | None = None
     max_steps: int | None = None
     last_loss: float | None = None
@@ -52,6 +52,8 @@ class RunSummary:
     problems: list[str] = field(default_factory=list)  # garbage status.json, manifest, metrics ...
     checkpoints_expected: int | None = None  # how many retention should have kept by now (None: unknown)
     missing_steps: list[int] = field(default_factory=list)  # expected (or listed) checkpoints absent
+    # state stalled: {"since", "after_s", "thread", "where", "stack"} of the training thread (engine.stall)
+    stalled: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from runctl.runs import safe_files
-from runctl.runs.layout import STATES, STATUS_JSON
+from runctl.runs.layout import LIVE_STATES, STATES, STATUS_JSON
 from runctl.runs.lock import is_locked
 
 # The engine beats at least every 5 s; six missed beats means it is gone.
@@ -52,16 +52,17 @@ def heartbeat_age(status: dict[str, Any], now: float | None = None) -> float | N
 
 
 def effective_state(status: dict[str, Any], run_dir: Path, now: float | None = None) -> str:
-    """The state to show: a "running" run whose lock is free or heartbeat stale was killed."""
+    """The state to show: a "running" (or "stalled") run whose lock is free or heartbeat stale was
+    killed. Stalled: the engine's heartbeat is fresh but its step has not advanced (engine.stall)."""
     state = status.get("state")
     if not isinstance(state, str) or state not in STATES:
         return "unknown"
-    if state != "running":
+    if state not in LIVE_STATES:
         return state
     age = heartbeat_age(status, now)
     if age is None or age > HEARTBEAT_STALE_SECONDS or not is_locked(Path(run_dir)):
         return "interrupted"
-    return "running"
+    return state
 
 
 def error_line(status: dict[str, Any]) -> str | None:

@@ -170,8 +170,18 @@ def _note(run: RunSummary) -> str:
     """The error and problems, with the run's own folder left out of file names (the row names it)."""
     prefix = f"{run.path}{os.sep}"
     notes = [note.replace(prefix, "") for note in ([run.error] if run.error else []) + run.problems]
+    if run.stalled:
+        notes.insert(0, stalled_note(run.stalled, time.time()))
     text = "; ".join(notes)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def stalled_note(stalled: dict[str, Any], now: float) -> str:
+    """"no step for 6m in wait_for_release (task.py:30)" from a RunSummary's `stalled`."""
+    since = stalled.get("since")
+    age = human_age(now - since) if isinstance(since, (int, float)) else "?"
+    where = stalled.get("where")
+    return f"no step for {age}" + (f" in {where}" if where else "")
 
 
 def _text(value: Any) -> str:

@@ -22,10 +22,11 @@ from runctl.runs.checkpoints import expected_checkpoints, list_checkpoints, miss
 from runctl.runs.discovery import detect, metrics_reader, read_run_yaml, run_checkpoints, summarize
 from runctl.runs.errors import RunctlError
 from runctl.runs.events import EventsReader
-from runctl.runs.layout import CHECKPOINT_DIR, MANIFEST_JSON, RUN_YAML, STATUS_JSON
+from runctl.runs.layout import CHECKPOINT_DIR, LIVE_STATES, MANIFEST_JSON, RUN_YAML, STATUS_JSON
 from runctl.runs.manifest import read_manifest
 from runctl.runs.metrics import MetricsReader
 from runctl.runs.model import CheckpointInfo, RunSummary
+from runctl.tui.commands.inspect import stalled_note
 from runctl.tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged
 from runctl.tui.screens.branch_dialog import BranchDialog, BranchRequest
 from runctl.tui.screens.checkpoint_diff import CheckpointDiffScreen
@@ -55,6 +56,7 @@ WIDE_COLUMNS = 150
 
 STATE_BADGES: dict[str, tuple[str, str]] = {
     "running": ("▶", "bold green"),
+    "stalled": ("‖", "bold white on magenta"),
     "stopped": ("■", "yellow"),
     "interrupted": ("⚡", "bold yellow"),
     "crashed": ("✗", "bold red"),
@@ -179,7 +181,7 @@ class RunFollower:
                 changed = True
             self._status_key = status_key
         summary = self._summary
-        self.live = summary is not None and summary.state == "running"
+        self.live = summary is not None and summary.state in LIVE_STATES
 
         new_events = self.events.poll()
         if self.events.generation != self._events_generation:
@@ -312,6 +314,8 @@ def state_text(summary: RunSummary | None) -> Text:
         text.append(f"  {summary.layout} · read-only", style="dim italic")
     if summary.error:
         text.append(f"\n{summary.error}", style="red")
+    if summary.stalled:
+        text.append(f"\n{stalled_note(summary.stalled, time.time())} (stacks: Events tab)", style="magenta")
     return text
 
 
@@ -436,7 +440,7 @@ class RunViewScreen(Screen):
             # The final summary often arrives while the engine thread is still registered, so it
             # set "running"; when nothing on disk changes after that, no later update would clear
             # it and r/R would stay disabled.
-            self.state = "running" if self._is_training_here() else self.summary.state
+            self.state = self._shown_state(self.summary)
             self.refresh_bindings()
         self.wake()
 
@@ -448,7 +452,7 @@ class RunViewScreen(Screen):
             self.query_one(ConfigView).show_text(update.config_text)
         if update.summary is not None:
             self.summary = update.summary
-            self.state = "running" if self._is_training_here() else update.summary.state
+            self.state = self._shown_state(update.summary)
             self.query_one("#run-header", Static).update(state_text(update.summary))
         if update.events_reset:
             self.query_one(EventsLog).reset()
@@ -550,7 +554,14 @@ class RunViewScreen(Screen):
         return self.query_one(CheckpointTable).selected
 
     def _training(self) -> bool:
-        return self.state == "running" or self._is_training_here()
+        return self.state in LIVE_STATES or self._is_training_here()
+
+    def _shown_state(self, summary: RunSummary | None) -> str:
+        """The files' state, except that a run training in this process is live whatever they say."""
+        state = summary.state if summary is not None else "unknown"
+        if self._is_training_here() and state not in LIVE_STATES:
+            return "running"
+        return state
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         selected = self.selected_checkpoint if self.is_mounted else None
@@ -581,7 +592,7 @@ class RunViewScreen(Screen):
     def _after_command(self, message: str | None) -> None:
         if message:
             self.notify(message, markup=False)
-        self.state = "running" if self._is_training_here() else (self.summary.state if self.summary else "unknown")
+        self.state = self._shown_state(self.summary)
         self.wake()
 
     def action_resume(self) -> None:

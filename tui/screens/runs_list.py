@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from runctl.runs.layout import DEFAULT_DEPTH, RUN_YAML
+from runctl.runs.layout import DEFAULT_DEPTH, LIVE_STATES, RUN_YAML
 from runctl.tui.messages import RunRowsLoaded
 from runctl.tui.run_rows import RunRow, load_row, load_rows
 from runctl.tui.widgets.runs_table import RunsTable
@@ -265,11 +265,11 @@ class RunsListScreen(Screen):
         if action in WRITING_ACTIONS and run is not None and run.foreign:
             return None  # another tool's run: runctl never writes into its folder
         if action in {"stop", "checkpoint"}:
-            return True if run is not None and (host.is_training(run.path) or run.state == "running") else None
+            return True if run is not None and (host.is_training(run.path) or run.state in LIVE_STATES) else None
         if action == "resume":
             return True if run is not None and run.state in RESUMABLE and not host.is_training(run.path) else None
         if action == "start":
-            never_trained = run is not None and not run.step and run.state not in {"running", "finished"}
+            never_trained = run is not None and not run.step and run.state not in {*LIVE_STATES, "finished"}
             return True if never_trained and not host.is_training(run.path) else None
         if action in {"extend", "open_run", "select"}:
             return True if run is not None else None

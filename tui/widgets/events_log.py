@@ -14,7 +14,7 @@ EVENT_STYLES: dict[str, str] = {
     "started": "green", "finished": "bold green", "resumed": "cyan", "extended": "cyan",
     "branched": "cyan", "checkpoint": "dim", "stopped": "yellow", "interrupted": "bold yellow",
     "crashed": "bold red", "checkpoint_failed": "red", "nan": "red", "warning": "yellow",
-    "skipped_checkpoint": "yellow",
+    "skipped_checkpoint": "yellow", "stalled": "bold magenta", "unstalled": "cyan",
 }
 
 
@@ -48,6 +48,11 @@ def describe(event: dict[str, Any]) -> str:
         return str(event.get("message", ""))
     if name == "nan":
         return f"value {event.get('value')}"
+    if name == "stalled":
+        where = f" in {event['where']}" if event.get("where") else ""
+        return f"no step for {event.get('seconds', '?')} s (threshold {event.get('after_s', '?')} s){where}"
+    if name == "unstalled":
+        return f"moving again after {event.get('seconds', '?')} s"
     return ""
 
 
@@ -65,6 +70,20 @@ def event_lines(event: dict[str, Any]) -> list[Text]:
     traceback = event.get("traceback")
     if traceback:
         lines.extend(Text("    " + row, style="red") for row in str(traceback).rstrip().splitlines())
+    stacks = event.get("stacks")
+    if name == "stalled" and isinstance(stacks, list):
+        lines.extend(_stack_lines(stacks))
+    return lines
+
+
+def _stack_lines(stacks: list[Any]) -> list[Text]:
+    """Each thread's stack, innermost call last, as Python prints a traceback."""
+    lines = []
+    for item in stacks:
+        if not isinstance(item, dict):
+            continue
+        lines.append(Text(f"    thread {item.get('thread', '?')}:", style="bold magenta"))
+        lines.extend(Text("      " + row) for row in str(item.get("stack", "")).rstrip().splitlines())
     return lines
 
 

@@ -21,6 +21,7 @@ from textual.widgets import DataTable
 # Symbol and style per state; interrupted and crashed are inverted so they stand out in a long list.
 STATE_LOOK: dict[str, tuple[str, str]] = {
     "running": ("▶", "bold green"),
+    "stalled": ("‖", "bold white on magenta"),
     "finished": ("✔", "cyan"),
     "stopped": ("■", "yellow"),
     "interrupted": ("⚠", "bold black on dark_orange"),
@@ -42,7 +43,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 COLUMN_KEYS = tuple(key for key, _ in COLUMNS)
 
 # States that need attention sort first when sorting by state.
-_STATE_ORDER = {"crashed": 0, "interrupted": 1, "running": 2, "stopped": 3, "finished": 4}
+_STATE_ORDER = {"crashed": 0, "stalled": 1, "interrupted": 2, "running": 3, "stopped": 4, "finished": 5}
 _MISSING = float("inf")
 
 
@@ -54,7 +55,7 @@ def _sort_key(column: str, row: RunRow, now: float) -> Any:
     if column == "name":
         return row.name.lower()
     if column == "state":
-        return _STATE_ORDER.get(row.state, 5)
+        return _STATE_ORDER.get(row.state, 6)
     if column == "progress":
         if row.step is None or not row.max_steps:
             return _MISSING
