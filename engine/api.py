@@ -285,6 +285,82 @@ def branch_run(run_dir: str | Path, from_ckpt: str | Path, name: str, overrides:
     return BranchResult(new_dir, changes)
 
 
+def branch_foreign(ckpt: str | Path, config: str | Path, name: str, overrides: Sequence[str] = (),
+                   weights_only: bool = False, root: str | Path = "runs") -> ForeignBranchResult:
+    """A new runctl run under `root` that starts from a checkpoint another tool wrote (a file, or a
+    Hugging Face checkpoint-N/ folder), with the model and settings of `config`.
+
+    The weights must fit the config's model (else RunctlError naming the keys, exit 2). The
+    optimizer state and the step carry over when the optimizer state fits; otherwise, or with
+    `weights_only`, the run starts at step 0 from the weights alone and `note` says why. Nothing is
+    written beside the checkpoint; run.yaml's parent records its path, step and layout.
+    """
+    import torch
+    from runctl.engine.foreign import fit_weights, optimizer_misfit, read_foreign
+    from runctl.engine.runtime import check_runtime
+    from runctl.engine.tasks import build_task
+
+    ckpt_path = Path(ckpt)
+    if not ckpt_path.exists():
+        raise RunctlError(f"{ckpt_path}: no such checkpoint file or folder")
+    cfg = load_config(config, list(overrides))
+    origin = str(config)
+    check_runtime(cfg, origin)
+    new_dir = _check_new_run_dir(Path(root), name)
+    checkpoint = read_foreign(ckpt_path)
+    with torch.device("meta"):  # shapes only: no memory, no RNG
+        model = build_task(cfg).build_model()
+    fit_weights(model, checkpoint)
+    note = None
+    if not weights_only:
+        misfit = optimizer_misfit(model, cfg["optim"]["name"], checkpoint.optimizer)
+        if misfit is None and checkpoint.step is None:
+            misfit = "the checkpoint does not say its step"
+        if misfit is None and cfg["max_steps"] <= checkpoint.step:
+            raise RunctlError(f"{origin}: max_steps ({cfg['max_steps']}) must be greater than the "
+                              f"checkpoint's step ({checkpoint.step})")
+        if misfit is not None:
+            weights_only = True
+            note = f"starting from the weights only (fresh optimizer, step 0): {misfit}"
+    step = 0 if weights_only else int(checkpoint.step or 0)
+    layout, run_folder = detect_layout(ckpt_path)
+    parent = {"run_id": run_folder.name,
+              "checkpoint": ckpt_path.name, "path": str(ckpt_path.resolve()),
+              "step": checkpoint.step, "weights_only": weights_only, "layout": layout,
+              "weights_from": checkpoint.weights_from}
+    full_cfg = validate_config({**cfg, "run_id": name, "name": name, "created_at": time.time(),
+                                "parent": parent, "extensions": []}, origin)
+    _create_run(new_dir, full_cfg, first_event={
+        "time": time.time(), "event": "branched", "step": step, "parent": parent["run_id"],
+        "checkpoint": str(ckpt_path.resolve()), "weights_only": weights_only, "layout": layout})
+    return ForeignBranchResult(new_dir, step, weights_only, note, checkpoint.weights_from, layout)
+
+
+@dataclass
+class ForeignBranchResult:
+    run_dir: Path
+    step: int                   # the step the run starts at
+    weights_only: bool
+    note: str | None            # why the optimizer state was not taken, if it was wanted
+    weights_from: str           # where in the checkpoint the weights were found
+    layout: str                 # the layout of the folder the checkpoint sits in
+
+
+def detect_layout(path: Path) -> tuple[str, Path]:
+    """The foreign run holding checkpoint `path`: (its layout's detector name, its folder), or
+    ("file", the file's folder). A tool's own layout wins over "plain" (Lightning's checkpoints/
+    is also a plain folder of files)."""
+    from runctl.runs.discovery import detect
+
+    folder = path if path.is_dir() else path.parent
+    found: list[tuple[str, Path]] = []
+    for candidate in (folder, folder.parent, folder.parent.parent):
+        detector = detect(candidate)
+        if detector is not None:
+            found.append((detector.name, candidate))
+    return next((hit for hit in found if hit[0] != "plain"), found[0] if found else ("file", folder))
+
+
 def _check_model_fits(cfg: dict[str, Any], state: dict[str, Any], ckpt_path: Path) -> None:
     import torch
     from runctl.engine.compat import compare_state_dicts, format_incompatibility
@@ -309,6 +385,7 @@ class _Start:
     step: int | None = None       # its step, when known before loading it
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (file, reason)
     explicit: bool = False        # chosen with --from: newer checkpoints belong to another timeline
+    foreign: bool = False         # another tool's checkpoint (engine.foreign reads it)
 
 
 def _choose_start(run_dir: Path, cfg: dict[str, Any], resume_from: str | Path | None) -> _Start:
@@ -323,6 +400,13 @@ def _choose_start(run_dir: Path, cfg: dict[str, Any], resume_from: str | Path | 
     if info is not None:
         return _Start(path=info.path, own=True, step=info.step, skipped=skipped_pairs)
     parent = cfg.get("parent")
+    if parent and parent.get("layout"):
+        path = Path(str(parent.get("path", "")))
+        if not path.exists():
+            raise RunctlError(f"{run_dir / RUN_YAML}: parent checkpoint {path} is gone; the branch has no "
+                              "checkpoint of its own to start from")
+        return _Start(path=path, weights_only=bool(parent.get("weights_only")), skipped=skipped_pairs,
+                      foreign=True)
     if parent:
         candidates = [run_dir.parent / parent["run_id"] / "checkpoints" / str(parent.get("checkpoint")),
                       Path(str(parent.get("path", "")))]
@@ -412,9 +496,16 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
         start = dist.broadcast_object(start)
 
         state = None
-        if start.path is not None:
-            state = load_checkpoint(start.path, require=("model",) if start.weights_only else RESUME_KEYS)
         task = build_task(cfg)
+        if start.path is not None and start.foreign:
+            import torch
+            from runctl.engine.foreign import read_foreign, start_state
+
+            with torch.device("meta"):
+                shapes_model = task.build_model()
+            state = start_state(read_foreign(start.path), shapes_model, start.weights_only)
+        elif start.path is not None:
+            state = load_checkpoint(start.path, require=("model",) if start.weights_only else RESUME_KEYS)
         runlog = RunLog(run_dir, max_steps=settings.max_steps, world_size=dist.world_size,
                         on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main)
         if dist.is_main:
@@ -430,8 +521,10 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
         warnings: list[str] = []
         if state is not None:
             trainer.load_state_dict(state, str(start.path), weights_only=start.weights_only)
-            warnings = [f"{start.path.name}: setting changed since the checkpoint: {change}"
-                        for change in settings_changes(state.get("config") or {}, cfg)]
+            # Another tool's config is not runctl's: comparing its keys would only flag all of them.
+            warnings = [] if start.foreign else [
+                f"{start.path.name}: setting changed since the checkpoint: {change}"
+                for change in settings_changes(state.get("config") or {}, cfg)]
             if start.own and checkpoints is not None:
                 checkpoints.protect(start.path)
                 trainer.last_saved_step = trainer.step

@@ -264,14 +264,16 @@ class Trainer:
                 self.ema.load_state_dict(state["ema"])
             else:  # EMA switched on in a branch: it starts from the loaded weights
                 self.ema = WeightEMA(self.raw_model, self.cfg.ema.decay)
-        self.sampler.load_state_dict(state["data"])
+        if "data" in state:  # another tool's checkpoint has no data position: a fresh epoch
+            self.sampler.load_state_dict(state["data"])
         self.step = int(state["step"])
         self._applied_stage = None
         self._written_lr = None  # the optimizer's state brought the LR it was saved with
         self.best = state.get("best")
         if self.best is not None and self.best.get("metric") != self.cfg.eval.metric:
             self.best = None  # a branch that tracks another metric starts its own best
-        restore_rng(state["rng"])
+        if "rng" in state:  # ... nor runctl's RNG state: the run's own seed stands
+            restore_rng(state["rng"])
 
     # ---------------------------------------------------------------- the loop
 

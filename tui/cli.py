@@ -87,11 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
     p.add_argument("--detach", action="store_true", help=detach_help)
 
-    p = sub.add_parser("branch", help="a new run from a checkpoint of another")
-    p.add_argument("run", help="the parent: a run folder, or a run name under --root")
+    p = sub.add_parser("branch", help="a new run from a checkpoint of another run (or of another tool)")
+    p.add_argument("run", help="the parent: a run folder or a run name under --root; with --config, "
+                   "a checkpoint another tool wrote (a file or a Hugging Face checkpoint-N folder)")
     p.add_argument("--root", default="runs", help=root_help)
-    p.add_argument("--from", dest="from_ckpt", required=True, metavar="CKPT",
+    p.add_argument("--from", dest="from_ckpt", metavar="CKPT",
                    help="the parent's checkpoint to start from (file, name, step, latest or best)")
+    p.add_argument("--config", metavar="CONFIG",
+                   help="for another tool's checkpoint: the YAML or built-in config of the new run")
     p.add_argument("--name", required=True, help="the new run's name")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     p.add_argument("--weights-only", action="store_true",

@@ -66,11 +66,31 @@ def extend(args: argparse.Namespace) -> int:
 
 def branch(args: argparse.Namespace) -> int:
     _check_nproc(args.nproc)
+    if args.config is not None:
+        return _branch_foreign(args)
+    if args.from_ckpt is None:
+        raise RunctlError("branch: --from CKPT is required (or give another tool's checkpoint and --config CONFIG)")
     parent = resolve_run(args.run, args.root)
     result = api.branch_run(parent, args.from_ckpt, args.name, args.overrides, weights_only=args.weights_only)
     if args.no_start:
         for change in result.changes:
             _warn(f"setting changed from the checkpoint: {change}")
+        print(result.run_dir, flush=True)
+        return 0
+    return _start(result.run_dir, args, from_ckpt=None, created=True)
+
+
+def _branch_foreign(args: argparse.Namespace) -> int:
+    if args.from_ckpt is not None:
+        raise RunctlError("branch: --from goes with a runctl run; with --config give the checkpoint itself")
+    result = api.branch_foreign(args.run, args.config, args.name, args.overrides,
+                                weights_only=args.weights_only, root=args.root)
+    start = f"step {result.step}" if not result.weights_only else "step 0, weights only"
+    _say(f"{result.run_dir}: branched from {args.run} ({result.layout}; weights from "
+         f"{result.weights_from}; {start})")
+    if result.note:
+        _warn(result.note)
+    if args.no_start:
         print(result.run_dir, flush=True)
         return 0
     return _start(result.run_dir, args, from_ckpt=None, created=True)
