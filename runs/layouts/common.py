@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from runctl.runs import integrity
+from runctl.runs.manifest import ManifestEntry, read_manifest
 from runctl.runs.model import CheckpointInfo, RunSummary
 from runctl.runs.pickle_peek import peek_checkpoint
 
@@ -75,10 +76,12 @@ def role_from_name(name: str) -> str | None:
 
 
 def checkpoint_record(path: Path, name: str, step: int | None, kind: str | None,
-                      level: str | None, st: os.stat_result | None = None) -> CheckpointInfo:
-    """One foreign checkpoint file: from stat alone (level None) or verified at `level`."""
+                      level: str | None, st: os.stat_result | None = None,
+                      manifest_entry: ManifestEntry | None = None) -> CheckpointInfo:
+    """One foreign checkpoint file: from stat alone (level None) or verified at `level` (against
+    `manifest_entry` when the folder has a runctl manifest, e.g. checkpoints a resume set aside)."""
     if level is not None and not is_temp(path.name):
-        info = integrity.verify_file(path, level)
+        info = integrity.verify_file(path, level, manifest_entry)
         # No manifest is expected beside another tool's files: its absence says nothing.
         reason = None if info.reason == "no manifest entry" else info.reason
         info = replace(info, name=name, step=step, kind=kind, reason=reason)
@@ -117,10 +120,11 @@ def folder_records(folder: Path, level: str | None, prefix: str = "") -> list[Ch
             entries = [e for e in it if is_checkpoint_name(e.name) and _is_file(e)]
     except OSError:
         return []
+    manifest = read_manifest(folder).files if level is not None else {}
     for entry in entries:
         st = _stat(entry)
         infos.append(checkpoint_record(Path(entry.path), prefix + entry.name, step_from_name(entry.name),
-                                       role_from_name(entry.name), level, st))
+                                       role_from_name(entry.name), level, st, manifest.get(entry.name)))
     return infos
 
 
