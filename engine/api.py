@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from runctl.engine.config import RUN_META_KEYS, apply_overrides, load_config, validate_config
 from runctl.engine.control import Control, ControlFolder, write_command
 from runctl.engine.schema import as_run_config
-from runctl.runs import safe_files
-from runctl.runs.atomic import append_jsonl, atomic_write_text, fsync_dir, remove_stale_temps
+from runctl.runs.atomic import append_jsonl
 from runctl.runs.checkpoints import newest_valid
 from runctl.runs.errors import RunctlError
 from runctl.runs.layout import (
@@ -37,9 +35,9 @@ from runctl.runs.layout import (
     step_from_name,
 )
 from runctl.runs.lock import RunLock, is_locked, read_holder
-from runctl.runs.manifest import Manifest, read_manifest, write_manifest
-from runctl.runs.safe_yaml import load_yaml
+from runctl.runs.manifest import read_manifest
 from runctl.runs.status import read_status
+from runctl.runs.store import SUPERSEDED_DIR, RunStore
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -71,20 +69,12 @@ class ExtendResult:
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     """run.yaml, resolved and validated (RunctlError naming the file and key)."""
-    path = Path(run_dir) / RUN_YAML
-    try:
-        raw = load_yaml(safe_files.read_text(path))
-    except FileNotFoundError:
-        raise RunctlError(f"{path}: missing; is {run_dir} a runctl run?") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunctlError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc.__class__.__name__})") from None
-    except yaml.YAMLError as exc:
-        raise RunctlError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    return validate_config(raw, str(path))
+    store = RunStore(run_dir)
+    return validate_config(store.load_config(), str(store.config_path))
 
 
 def write_run_config(run_dir: Path, cfg: dict[str, Any]) -> None:
-    atomic_write_text(Path(run_dir) / RUN_YAML, yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None))
+    RunStore(run_dir).write_config(cfg)
 
 
 def _strip_meta(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -104,20 +94,7 @@ def _check_new_run_dir(root: Path, name: str) -> Path:
 
 def _create_run(run_dir: Path, cfg: dict[str, Any], first_event: dict[str, Any] | None = None) -> None:
     """mkdir + run.yaml (atomic); a failure removes the half-made folder again."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.mkdir(run_dir)
-    except FileExistsError:
-        raise RunctlError(f"{run_dir}: a run named {run_dir.name!r} already exists; choose another --name") from None
-    try:
-        write_run_config(run_dir, cfg)
-        if first_event is not None:
-            append_jsonl(run_dir / EVENTS_JSONL, first_event)
-    except BaseException:
-        for leftover in run_dir.iterdir():
-            leftover.unlink()
-        run_dir.rmdir()
-        raise
+    RunStore.create(run_dir, cfg, first_event)
 
 
 def _generated_name(stem: str, root: Path) -> str:
@@ -422,27 +399,13 @@ def _choose_start(run_dir: Path, cfg: dict[str, Any], resume_from: str | Path | 
 def _set_aside_newer(run_dir: Path, step: int, runlog: Any) -> None:
     """Resuming --from an older checkpoint starts a new timeline: the old one's newer checkpoints
     would be overwritten by the new saves of the same steps (or chosen by the next plain resume),
-    so they move, with their manifest entries, to RUN/superseded/<time>-from-<step>/. Nothing is
-    deleted. The folder's manifest is written before the files move and the run's manifest after,
-    so a kill in between leaves every file listed somewhere."""
-    folder = checkpoint_dir(run_dir)
-    newer = sorted(name for name in os.listdir(folder)
+    so they move, with their manifest entries, to RUN/superseded/<time>-from-<step>/ (the store's
+    set_aside). Nothing is deleted."""
+    newer = sorted(name for name in os.listdir(checkpoint_dir(run_dir))
                    if (file_step := step_from_name(name)) is not None and file_step > step)
-    if not newer:
-        return
-    aside = run_dir / "superseded" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-from-{step}"
-    aside.mkdir(parents=True)
-    manifest = read_manifest(folder)
-    write_manifest(aside, Manifest(files={n: manifest.files[n] for n in newer if n in manifest.files}))
-    for name in newer:
-        os.rename(folder / name, aside / name)
-    fsync_dir(folder)
-    for name in newer:
-        manifest.files.pop(name, None)
-    if manifest.best and manifest.best.get("file") in newer:
-        manifest.best = None
-    write_manifest(folder, manifest)
-    runlog.event("superseded", step=step, files=newer, folder=str(aside.relative_to(run_dir)))
+    aside = RunStore(run_dir).set_aside(newer, SUPERSEDED_DIR, step)
+    if aside is not None:
+        runlog.event("superseded", step=step, files=newer, folder=str(aside.relative_to(run_dir)))
 
 
 def resume_run(run_dir: str | Path, from_ckpt: str | Path | None = None, control: Control | None = None,
@@ -562,8 +525,7 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
     assert runlog is not None
     result = TrainResult(run_dir, "crashed", trainer.step, settings.max_steps, warnings=warnings)
     try:
-        for folder in (run_dir, checkpoint_dir(run_dir), run_dir / CONTROL_DIR):
-            remove_stale_temps(folder)
+        RunStore(run_dir).clean_temps()
         runlog.set_progress(trainer.step, trainer.max_steps)
         runlog.start(checkpoint=start.path.name if start.own and start.path else None)
         for name, reason in start.skipped:

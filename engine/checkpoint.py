@@ -3,9 +3,10 @@
 Save: on the training thread the state is snapshotted to CPU memory (engine.snapshot), except
 for the tensors the caller lets it defer (weights, optimizer moments): the background thread copies
 those first ("staging"), while training runs the next forward/backward, and the caller waits for
-that copy (wait_for_staging) before it changes them. The same thread then writes the snapshot to `step_XXXXXXXX.pt.tmp.<pid>`, hashing the exact bytes as
-torch.save produces them, fsyncs, renames, fsyncs the folder, rewrites manifest.json atomically,
-reports a `checkpoint` event and applies retention. At most one write is in flight: a save waits
+that copy (wait_for_staging) before it changes them. The same thread then commits the snapshot
+through the run's store (runs.store.RunStore.commit_checkpoint: a temp file hashed as torch.save
+writes it, renamed into place, then the manifest entry), reports a `checkpoint` event and applies
+retention (this module decides which files go; the store forgets and deletes them). At most one write is in flight: a save waits
 for the previous one. A failed background write is reported through on_event at once and raised
 by the next save() or wait(). Modelled on torchtitan's components/checkpoint.py (wait for the
 previous async save before staging the next; retention off the training path, where a failed
@@ -18,31 +19,26 @@ byte is unpickled, and then only with torch.load(weights_only=True).
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from runctl.engine.compat import strip_compile_prefix
 from runctl.engine.snapshot import HostBuffers, PendingCopies, capture_rng, restore_rng, stage_to_cpu
-from runctl.runs.atomic import fsync_dir, remove_stale_temps, temp_path
 from runctl.runs.errors import RunctlError
 from runctl.runs.integrity import CHECKPOINT_FORMAT, RESUME_KEYS, verify_file
 from runctl.runs.layout import CHECKPOINT_KINDS, checkpoint_dir, checkpoint_name, step_from_name
-from runctl.runs.manifest import ManifestEntry, read_manifest, write_manifest
+from runctl.runs.manifest import read_manifest
+from runctl.runs.store import SLOW_WRITE_ENV, RunStore
 
-__all__ = ["CHECKPOINT_FORMAT", "RESUME_KEYS", "CheckpointError", "CheckpointManager",
+__all__ = ["CHECKPOINT_FORMAT", "RESUME_KEYS", "SLOW_WRITE_ENV", "CheckpointError", "CheckpointManager",
            "capture_rng", "restore_rng"]
 
-# Test-only: seconds to sleep inside the temp write and between the rename and the manifest update,
-# so fault tests can kill the process inside those windows.
-SLOW_WRITE_ENV = "RUNCTL_TEST_SLOW_WRITE"
 # RESUME_KEYS (from runs.integrity, shared with the deep verify): what load() requires by default;
 # a weights-only branch passes require=("model",).
 
@@ -66,30 +62,6 @@ class _WriteJob:
     stage: str = "checkpoint not saved"  # what a failure means, for the error message
 
 
-class _HashingWriter:
-    """A write-only file object that hashes every byte on its way to the file (no re-read)."""
-
-    def __init__(self, file: IO[bytes], pause_after_first_write: float = 0.0) -> None:
-        self._file = file
-        self._pause = pause_after_first_write
-        self.sha256 = hashlib.sha256()
-        self.bytes_written = 0
-
-    def write(self, data: bytes | memoryview) -> int:
-        self.sha256.update(data)
-        written = self._file.write(data)
-        self.bytes_written += len(data)
-        if self._pause:
-            # Make the partial temp file visible on disk, then hold the window open once.
-            self._file.flush()
-            time.sleep(self._pause)
-            self._pause = 0.0
-        return written
-
-    def flush(self) -> None:
-        self._file.flush()
-
-
 class CheckpointManager:
     """Saves, loads and prunes the checkpoints of one run (run_dir/checkpoints/).
 
@@ -103,6 +75,7 @@ class CheckpointManager:
         self.run_dir = Path(run_dir)
         self.run_id = run_id
         self.directory = checkpoint_dir(self.run_dir)
+        self.store = RunStore(self.run_dir)
         self.keep_last: int | None = settings.get("keep_last", 3)
         self.keep_best = bool(settings.get("keep_best", True))
         self.use_async = bool(settings.get("async", True))
@@ -214,31 +187,21 @@ class CheckpointManager:
             self._idle.set()
 
     def _write(self, job: _WriteJob) -> None:
-        slow = _slow_write_seconds()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        name = checkpoint_name(job.step)
-        final = self.directory / name
-        size, sha256 = _write_hashed(final, job.state, slow)
-        if slow:
-            time.sleep(slow)
+        def renamed() -> None:
+            job.stage = "checkpoint saved, but manifest.json not updated"
 
-        job.stage = "checkpoint saved, but manifest.json not updated"
-        manifest = read_manifest(self.directory)
-        if manifest.error:
+        committed = self.store.commit_checkpoint(job.step, job.kind, lambda file: torch.save(job.state, file),
+                                                 best=job.best, on_renamed=renamed)
+        if committed.manifest_problem:
             self._emit({"event": "warning", "step": job.step,
-                        "message": f"{manifest.error}; rewriting it with the checkpoints saved from now on"})
-        manifest.files[name] = ManifestEntry(step=job.step, bytes=size, sha256=sha256,
-                                             saved_at=time.time(), kind=job.kind)
-        if job.best is not None:
-            manifest.best = {"file": name, "metric": job.best.get("metric"),
-                             "value": job.best.get("value"), "step": job.best.get("step", job.step)}
-        write_manifest(self.directory, manifest)
-        self._emit({"event": "checkpoint", "step": job.step, "file": name, "kind": job.kind, "bytes": size})
+                        "message": f"{committed.manifest_problem}; rewriting it with the checkpoints saved from now on"})
+        self._emit({"event": "checkpoint", "step": job.step, "file": committed.name, "kind": job.kind,
+                    "bytes": committed.bytes})
 
         # The checkpoint is safe now: cleaning up after it can only warn, never fail the save.
         try:
-            self._apply_retention(just_written=name)
-            remove_stale_temps(self.directory)
+            self._apply_retention(just_written=committed.name)
+            self.store.clean_temps(checkpoints_only=True)
         except OSError as exc:
             self._emit({"event": "warning", "step": job.step,
                         "message": f"{self.directory}: old checkpoints not cleaned up ({exc.strerror or exc})"})
@@ -255,23 +218,9 @@ class CheckpointManager:
             best_file=(manifest.best or {}).get("file") if self.keep_best else None,
             protected=self._protected | {just_written},
         )
-        if not doomed:
-            return
-        # The manifest forgets a file before the file goes: a kill in between leaves an old file
-        # with no entry (deleted by the next pass), never an entry whose file is gone ("missing").
-        for name in doomed:
-            manifest.files.pop(name, None)
-        if manifest.best and manifest.best.get("file") in doomed:
-            manifest.best = {**manifest.best, "file": None}
-        write_manifest(self.directory, manifest)
-        for name in doomed:
-            try:
-                (self.directory / name).unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                self._emit({"event": "warning",
-                            "message": f"{self.directory / name}: could not delete old checkpoint ({exc.strerror or exc})"})
+        for name, exc in self.store.forget_checkpoints(doomed):
+            self._emit({"event": "warning",
+                        "message": f"{self.directory / name}: could not delete old checkpoint ({exc.strerror or exc})"})
 
     # ---------------------------------------------------------------- load
 
@@ -303,33 +252,6 @@ def select_for_deletion(on_disk: Mapping[str, int], kinds: Mapping[str, str], ke
 
 
 # -------------------------------------------------------------------- writing
-
-
-def _write_hashed(final: Path, state: dict[str, Any], slow: float) -> tuple[int, str]:
-    """torch.save to a temp name beside `final`, hashing as it goes; fsync, rename, fsync the folder."""
-    tmp = temp_path(final)
-    try:
-        with open(tmp, "wb") as file:
-            writer = _HashingWriter(file, pause_after_first_write=slow)
-            torch.save(state, writer)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(final.parent)
-    return writer.bytes_written, writer.sha256.hexdigest()
-
-
-def _slow_write_seconds() -> float:
-    try:
-        return max(0.0, float(os.environ.get(SLOW_WRITE_ENV, "0")))
-    except ValueError:
-        return 0.0
 
 
 def _as_checkpoint_error(exc: BaseException, path: Path, stage: str) -> BaseException:

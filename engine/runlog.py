@@ -21,8 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runctl.runs.atomic import JsonlAppender, append_jsonl, atomic_write_json
+from runctl.runs.atomic import JsonlAppender, append_jsonl
 from runctl.runs.layout import EVENTS_JSONL, METRICS_JSONL, STATUS_JSON
+from runctl.runs.store import RunStore
 
 from runctl.console import tell
 
@@ -58,6 +59,7 @@ class RunLog:
         self._callback_failed = False
         self._unwritable: set[Path] = set()  # logs whose last append failed (warned once)
         self._metrics_file = JsonlAppender(self.run_dir / METRICS_JSONL)
+        self._store = RunStore(self.run_dir)
         self.stall: StallWatch | None = None
         self._stop_requested: Callable[[], bool] = lambda: False
 
@@ -142,7 +144,7 @@ class RunLog:
         now = time.time()
         self._status["heartbeat_at"] = now
         self._status["updated_at"] = now
-        atomic_write_json(self.run_dir / STATUS_JSON, dict(self._status))
+        self._store.write_status(self._status)
 
     # ---------------------------------------------------------------- events.jsonl
 

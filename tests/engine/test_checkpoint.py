@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import runctl.engine.checkpoint as checkpoint_module
+import runctl.runs.store as store_module
 import torch
 from runctl.engine.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -120,7 +121,7 @@ def test_async_saves_then_wait_all_hash_correctly(tmp_path: Path, recorder: Reco
 
 def test_at_most_one_write_in_flight(tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     active, peak, lock = [0], [0], threading.Lock()
-    real_write = checkpoint_module._write_hashed
+    real_write = store_module._write_hashed
 
     def observed_write(*args: Any) -> Any:
         with lock:
@@ -132,7 +133,7 @@ def test_at_most_one_write_in_flight(tmp_path: Path, recorder: Recorder, monkeyp
             with lock:
                 active[0] -= 1
 
-    monkeypatch.setattr(checkpoint_module, "_write_hashed", observed_write)
+    monkeypatch.setattr(store_module, "_write_hashed", observed_write)
     monkeypatch.setenv(checkpoint_module.SLOW_WRITE_ENV, "0.05")
     manager = make_manager(tmp_path, recorder, keep_last=None)
     manager.save(make_state(1), step=1, kind="periodic")
@@ -166,12 +167,12 @@ def test_no_file_under_final_name_until_complete(tmp_path: Path, recorder: Recor
     final = tmp_path / "checkpoints" / "step_00000007.pt"
     seen_during_write: list[tuple[bool, list[str]]] = []
 
-    class ObservingWriter(checkpoint_module._HashingWriter):
+    class ObservingWriter(store_module._HashingWriter):
         def write(self, data: Any) -> int:
             seen_during_write.append((final.exists(), ckpt_files(tmp_path)))
             return super().write(data)
 
-    monkeypatch.setattr(checkpoint_module, "_HashingWriter", ObservingWriter)
+    monkeypatch.setattr(store_module, "_HashingWriter", ObservingWriter)
     manager = make_manager(tmp_path, recorder)
     manager.save(make_state(7), step=7, kind="final", sync=True)
     assert seen_during_write, "torch.save wrote through the hashing writer"
@@ -181,7 +182,7 @@ def test_no_file_under_final_name_until_complete(tmp_path: Path, recorder: Recor
     manager.close()
 
 
-class FailingWriter(checkpoint_module._HashingWriter):
+class FailingWriter(store_module._HashingWriter):
     """Fails like a full disk after the first chunk, leaving a partial temp file behind."""
 
     failures_left = 1
@@ -200,7 +201,7 @@ def test_failed_sync_write_removes_temp_and_says_disk_full(tmp_path: Path, recor
     manager.save(make_state(1), step=1, kind="periodic", sync=True)
     manifest_before = (tmp_path / "checkpoints" / "manifest.json").read_text()
     monkeypatch.setattr(FailingWriter, "failures_left", 1)
-    monkeypatch.setattr(checkpoint_module, "_HashingWriter", FailingWriter)
+    monkeypatch.setattr(store_module, "_HashingWriter", FailingWriter)
     with pytest.raises(CheckpointError, match="disk full") as raised:
         manager.save(make_state(2), step=2, kind="final", sync=True)
     assert "step_00000002.pt" in str(raised.value)
@@ -215,7 +216,7 @@ def test_failed_sync_write_removes_temp_and_says_disk_full(tmp_path: Path, recor
 def test_async_failure_surfaces_on_next_save_then_recovers(tmp_path: Path, recorder: Recorder,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(FailingWriter, "failures_left", 1)
-    monkeypatch.setattr(checkpoint_module, "_HashingWriter", FailingWriter)
+    monkeypatch.setattr(store_module, "_HashingWriter", FailingWriter)
     manager = make_manager(tmp_path, recorder)
     manager.save(make_state(1), step=1, kind="periodic")  # returns at once; the write fails later
     with pytest.raises(CheckpointError, match="disk full"):
@@ -229,7 +230,7 @@ def test_async_failure_surfaces_on_next_save_then_recovers(tmp_path: Path, recor
 def test_close_is_idempotent_and_raises_a_pending_error_once(tmp_path: Path, recorder: Recorder,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(FailingWriter, "failures_left", 1)
-    monkeypatch.setattr(checkpoint_module, "_HashingWriter", FailingWriter)
+    monkeypatch.setattr(store_module, "_HashingWriter", FailingWriter)
     manager = make_manager(tmp_path, recorder)
     manager.save(make_state(1), step=1, kind="periodic")
     with pytest.raises(CheckpointError):
@@ -464,7 +465,7 @@ def test_manifest_failure_says_the_checkpoint_itself_was_saved(tmp_path: Path, r
     def full_disk(directory: Path, manifest: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(directory / "manifest.json.tmp.1"))
 
-    monkeypatch.setattr(checkpoint_module, "write_manifest", full_disk)
+    monkeypatch.setattr(store_module, "write_manifest", full_disk)
     manager = make_manager(tmp_path, recorder)
     with pytest.raises(CheckpointError, match="checkpoint saved, but manifest.json not updated: disk full"):
         manager.save(make_state(1), step=1, kind="interrupt", sync=True)
@@ -577,7 +578,7 @@ def test_cleanup_failure_after_a_save_is_only_a_warning(tmp_path: Path, recorder
     def unreadable(directory: Path) -> list[Path]:
         raise PermissionError(errno.EACCES, "Permission denied", str(directory))
 
-    monkeypatch.setattr(checkpoint_module, "remove_stale_temps", unreadable)
+    monkeypatch.setattr(store_module, "remove_stale_temps", unreadable)
     manager = make_manager(tmp_path, recorder)
     manager.save(make_state(1), step=1, kind="periodic")
     manager.save(make_state(2), step=2, kind="periodic")

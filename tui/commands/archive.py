@@ -24,6 +24,7 @@ from runctl.runs.discovery import resolve_run
 from runctl.runs.errors import RunctlError
 from runctl.runs.layout import CONTROL_DIR, LOCK_FILE, RUN_YAML, is_temp_name
 from runctl.runs.lock import is_locked
+from runctl.runs.store import RunStore
 
 _SKIPPED_NAMES = {LOCK_FILE}
 
@@ -77,7 +78,7 @@ def import_(args: argparse.Namespace) -> int:
             bad = zf.testzip()
             if bad is not None:
                 raise RunctlError(f"{archive}: {bad}: CRC mismatch in the archive", exit_code=1)
-            os.rename(staging / run_name, destination)
+            RunStore.adopt(staging / run_name, destination)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     corrupt = [info for info in list_checkpoints(destination, level="full") if info.status == "corrupt"]

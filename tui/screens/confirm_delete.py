@@ -1,20 +1,14 @@
-"""Deleting one checkpoint: the confirmation dialog and the delete itself.
+"""Deleting one checkpoint: the confirmation dialog, and the delete itself through the run's store.
 
-The delete takes the run's lock (so no engine can be writing the manifest meanwhile), drops the
-manifest entry first (atomic rewrite), then unlinks the file. A crash between the two leaves an
-extra file without a manifest entry: shown as unverified, still usable, never a dangling entry.
+The store takes the run's lock (so no engine can be writing the manifest meanwhile), drops the
+manifest entry first, then unlinks the file (see runs.store for what a crash in between leaves).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from runctl.runs.atomic import fsync_dir
-from runctl.runs.errors import RunctlError
-from runctl.runs.layout import checkpoint_dir
-from runctl.runs.lock import RunLock
-from runctl.runs.manifest import read_manifest, write_manifest
+from runctl.runs.store import RunStore
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -24,23 +18,7 @@ from textual.widgets import Button, Label
 
 def delete_checkpoint(run_dir: Path, name: str) -> None:
     """Remove checkpoint `name` of `run_dir` and its manifest entry; RunctlError if the run is busy."""
-    ckpt_dir = checkpoint_dir(Path(run_dir))
-    path = ckpt_dir / name
-    if Path(name).name != name or not path.is_file():
-        raise RunctlError(f"{path}: no such checkpoint file")
-    lock = RunLock(Path(run_dir))
-    lock.acquire(wait=0.5)
-    try:
-        manifest = read_manifest(ckpt_dir)
-        if manifest.error is None and name in manifest.files:
-            del manifest.files[name]
-            if manifest.best and manifest.best.get("file") == name:
-                manifest.best = None
-            write_manifest(ckpt_dir, manifest)
-        os.unlink(path)
-        fsync_dir(ckpt_dir)
-    finally:
-        lock.release()
+    RunStore(Path(run_dir)).delete_checkpoint(name)
 
 
 class ConfirmDeleteScreen(ModalScreen[bool]):

@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from runctl.runs import integrity, safe_files
+from runctl.runs import integrity
 from runctl.runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints, newest_valid
-from runctl.runs.discovery import detect, metrics_reader, read_run_yaml, run_checkpoints, summarize
+from runctl.runs.discovery import detect, metrics_reader, run_checkpoints, summarize
 from runctl.runs.errors import RunctlError
 from runctl.runs.events import EventsReader
 from runctl.runs.layout import CHECKPOINT_DIR, LIVE_STATES, MANIFEST_JSON, RUN_YAML, STATUS_JSON
 from runctl.runs.manifest import read_manifest
 from runctl.runs.metrics import MetricsReader
 from runctl.runs.model import CheckpointInfo, RunSummary
+from runctl.runs.store import RunStore
 from runctl.tui.commands.inspect import stalled_note
 from runctl.tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged
 from runctl.tui.screens.branch_dialog import BranchDialog, BranchRequest
@@ -163,12 +164,10 @@ class RunFollower:
             changed = True
         elif not self.foreign and config_key != self._config_key:
             self._config_key = config_key
-            self._config, _ = read_run_yaml(self.run_dir)
+            store = RunStore(self.run_dir)
+            self._config, _ = store.read_config()
             update.config = self._config
-            try:
-                update.config_text = safe_files.read_text(self.run_dir / RUN_YAML)
-            except (OSError, UnicodeDecodeError):
-                update.config_text = ""
+            update.config_text = store.config_text()
             changed = True
 
         # The time term re-reads a quiet run now and then: a stale heartbeat turns running into interrupted.
@@ -258,7 +257,7 @@ class RunFollower:
         for run_dir in wanted:
             if run_dir not in self._overlay_readers:
                 self._overlay_readers[run_dir] = metrics_reader(run_dir)
-                label, _ = read_run_yaml(run_dir)
+                label, _ = RunStore(run_dir).read_config()
                 prefix = "parent " if run_dir == parent else ""
                 self._overlay_labels[run_dir] = prefix + str(label.get("name") or self._relative_name(run_dir))
             self._overlay_readers[run_dir].poll()

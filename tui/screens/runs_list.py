@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from runctl.runs.layout import DEFAULT_DEPTH, LIVE_STATES, RUN_YAML
+from runctl.runs.store import RunStore
 from runctl.tui.messages import RunRowsLoaded
 from runctl.tui.run_rows import RunRow, load_row, load_rows
 from runctl.tui.widgets.runs_table import RunsTable
@@ -333,17 +334,11 @@ class RunsListScreen(Screen):
 
     @work(thread=True, exclusive=True, group="extend", exit_on_error=False)
     def _read_config_then_extend(self, run: RunRow) -> None:
-        import yaml
-        from runctl.runs.safe_files import read_text
-        from runctl.runs.safe_yaml import load_yaml
-
-        try:
-            cfg = load_yaml(read_text(run.path / RUN_YAML))
-        except (OSError, ValueError, yaml.YAMLError) as err:
-            self.app.notify(f"{run.path / RUN_YAML}: cannot read ({err.__class__.__name__})",
-                            severity="error", markup=False)
+        cfg, problem = RunStore(run.path).read_config()
+        if problem is not None:
+            self.app.notify(problem, severity="error", markup=False)
             return
-        if not isinstance(cfg, dict) or not isinstance(cfg.get("max_steps"), int):
+        if not isinstance(cfg.get("max_steps"), int):
             self.app.notify(f"{run.path / RUN_YAML}: no max_steps", severity="error", markup=False)
             return
         self.app.call_from_thread(self._ask_extend, run, cfg)

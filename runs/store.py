@@ -1,0 +1,373 @@
+"""RunStore: the one owner of every change to a run folder.
+
+Creating a run, rewriting run.yaml and status.json, committing a checkpoint with its manifest
+entry, forgetting (retention), deleting and setting checkpoints aside all happen here, so the
+order of writes below is written, and tested, once. Nothing else in runctl renames, replaces or
+removes a file in a run folder or writes a manifest. Not here: the append-only logs
+(events.jsonl, metrics.jsonl: engine.runlog, one whole line per append, no ordering between
+files) and the control folder (engine.control: one atomic file per command, deleted by the
+engine that obeyed it).
+
+Locking: every checkpoint change needs the run's lock (runs.lock) so that only one process
+rewrites the manifest. The engine holds the lock for its whole attempt, so the methods it calls
+(commit_checkpoint, forget_checkpoints, set_aside, clean_temps, write_status, write_config) take
+no lock of their own; delete_checkpoint, called by the UI, takes it itself and refuses a busy run.
+
+Rules: every single file is written to `<name>.tmp.<pid>`, fsynced, renamed over its name and
+the folder fsynced (runs.atomic), so a reader sees the old or the new file, never half of one.
+Where a change spans two writes, the order is chosen so a kill between them loses nothing:
+
+create (a new run)
+    1. mkdir RUN (refuses an existing one)  2. run.yaml  3. the first event (a branch's).
+    Killed after 1: an empty folder, which is no run (no run.yaml): listings skip it and the same
+    --name is refused until it is removed. Killed after 2: a run that was never started.
+commit_checkpoint
+    1. checkpoints/step_N.pt.tmp.<pid> written and fsynced  2. renamed to step_N.pt  3. manifest
+    rewritten with its entry (size, sha256, kind, best).
+    Killed in 1: a temp file, shown as `partial` and removed by the next start or save of any
+    process whose pid it does not carry. Killed after 2: a complete file with no entry, shown
+    `unverified`; a resume loads it only after a deep look finds it is this run's.
+forget_checkpoints (retention) and delete_checkpoint
+    1. manifest rewritten without the entries (best's file cleared)  2. the files unlinked.
+    Killed after 1: old files with no entry (`unverified`); the next retention pass removes them.
+    Never the other way round: an entry whose file is gone would read as a lost checkpoint.
+set_aside (resume --from an older checkpoint: `superseded/`)
+    1. mkdir RUN/<kind>/<time>-from-<step>/  2. the aside folder's manifest, with the moving
+    files' entries  3. each file renamed into it, both folders fsynced  4. the run's manifest
+    rewritten without them.
+    Killed after 2: the aside manifest lists files still in checkpoints/, which the run's manifest
+    lists too: nothing moved, every file listed. Killed after 3: moved files are listed in both
+    manifests; the run's listing shows their entries as missing until the next change.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from runctl.runs import safe_files
+from runctl.runs.atomic import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    fsync_dir,
+    remove_stale_temps,
+    temp_path,
+)
+from runctl.runs.errors import RunctlError
+from runctl.runs.layout import (
+    CONTROL_DIR,
+    EVENTS_JSONL,
+    RUN_YAML,
+    STATUS_JSON,
+    checkpoint_dir,
+    checkpoint_name,
+)
+from runctl.runs.lock import RunLock
+from runctl.runs.manifest import Manifest, ManifestEntry, read_manifest, write_manifest
+from runctl.runs.run_yaml import read_run_yaml
+
+__all__ = ["PAUSE_ENV", "SLOW_WRITE_ENV", "CommittedCheckpoint", "RunStore"]
+
+# Test-only: seconds to sleep inside a checkpoint's temp write and between its rename and the
+# manifest update, so fault tests can kill the process inside those windows.
+SLOW_WRITE_ENV = "RUNCTL_TEST_SLOW_WRITE"
+# Test-only: the name of a point between two writes (see `_pause_at`); the process announces it
+# on stderr and waits there to be killed.
+PAUSE_ENV = "RUNCTL_TEST_PAUSE_AT"
+SUPERSEDED_DIR = "superseded"
+
+
+@dataclass
+class CommittedCheckpoint:
+    name: str
+    step: int
+    bytes: int
+    sha256: str
+    # Set when the old manifest was unreadable and is rewritten from this checkpoint on.
+    manifest_problem: str | None = None
+
+
+class RunStore:
+    """Every change to the run folder `run_dir` (see the module docstring for the rules)."""
+
+    def __init__(self, run_dir: Path | str) -> None:
+        self.run_dir = Path(run_dir)
+        self.checkpoints = checkpoint_dir(self.run_dir)
+
+    # ------------------------------------------------------------------ creating a run
+
+    @classmethod
+    def create(cls, run_dir: Path, config: Mapping[str, Any],
+               first_event: Mapping[str, Any] | None = None) -> RunStore:
+        """mkdir `run_dir` (RunctlError if it exists), write run.yaml and `first_event`; a failure
+        removes the half-made folder again."""
+        run_dir = Path(run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(run_dir)
+        except FileExistsError:
+            raise RunctlError(f"{run_dir}: a run named {run_dir.name!r} already exists; "
+                              "choose another --name") from None
+        store = cls(run_dir)
+        try:
+            _pause_at("create:folder-made")
+            store.write_config(config)
+            if first_event is not None:
+                append_jsonl(run_dir / EVENTS_JSONL, dict(first_event))
+        except BaseException:
+            for leftover in run_dir.iterdir():
+                leftover.unlink()
+            run_dir.rmdir()
+            raise
+        return store
+
+    @classmethod
+    def adopt(cls, built: Path, run_dir: Path) -> RunStore:
+        """Rename a complete run folder built elsewhere on the same file system (an import's
+        staging folder) to `run_dir`; RunctlError if `run_dir` exists (never replaced)."""
+        run_dir = Path(run_dir)
+        if run_dir.exists():
+            raise RunctlError(f"{run_dir}: a run of that name exists; refusing to overwrite it")
+        try:
+            # Between the check and the rename only an empty folder could appear, which rename()
+            # replaces: nothing is lost. A folder with files in it makes rename() fail.
+            os.rename(built, run_dir)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise RunctlError(f"{run_dir}: a run of that name exists; refusing to overwrite it") from None
+            raise
+        fsync_dir(run_dir.parent)
+        return cls(run_dir)
+
+    # ------------------------------------------------------------------ run.yaml
+
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir / RUN_YAML
+
+    def read_config(self) -> tuple[dict[str, Any], str | None]:
+        """run.yaml as a dict and a problem line (missing: ({}, None)); never raises."""
+        return read_run_yaml(self.run_dir)
+
+    def load_config(self) -> dict[str, Any]:
+        """run.yaml as a dict, or RunctlError naming the file (missing, unreadable, not YAML)."""
+        path = self.config_path
+        if not path.exists():
+            raise RunctlError(f"{path}: missing; is {self.run_dir} a runctl run?")
+        cfg, problem = self.read_config()
+        if problem is not None:
+            raise RunctlError(problem)
+        return cfg
+
+    def config_text(self) -> str:
+        """run.yaml's text as it is on disk ("" when it cannot be read), for display."""
+        try:
+            return safe_files.read_text(self.config_path)
+        except (OSError, UnicodeDecodeError):
+            return ""
+
+    def write_config(self, cfg: Mapping[str, Any]) -> None:
+        import yaml  # only when run.yaml is written: keeps `import runs` light
+
+        atomic_write_text(self.config_path, yaml.safe_dump(dict(cfg), sort_keys=False, default_flow_style=None))
+
+    # ------------------------------------------------------------------ status.json
+
+    def write_status(self, status: Mapping[str, Any]) -> None:
+        atomic_write_json(self.run_dir / STATUS_JSON, dict(status))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def lock(self) -> RunLock:
+        return RunLock(self.run_dir)
+
+    def clean_temps(self, checkpoints_only: bool = False) -> None:
+        """Remove temp files of writers that died (any pid but a live one's) from checkpoints/ and,
+        unless `checkpoints_only`, from the run folder and control/."""
+        folders = [self.checkpoints] if checkpoints_only else [self.run_dir, self.checkpoints,
+                                                                 self.run_dir / CONTROL_DIR]
+        for folder in folders:
+            remove_stale_temps(folder)
+
+    def commit_checkpoint(self, step: int, kind: str, write: Callable[[IO[bytes]], None],
+                          best: Mapping[str, Any] | None = None,
+                          on_renamed: Callable[[], None] | None = None) -> CommittedCheckpoint:
+        """Write checkpoint `step` through `write(fileobj)` (hashed on the way), rename it into
+        place, then record it in the manifest; `best` ({metric, value, step}) makes it the best.
+        `on_renamed` is called once the file is in place, before the manifest update.
+        Caller holds the run lock."""
+        slow = _seconds_from_env(SLOW_WRITE_ENV)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        name = checkpoint_name(step)
+        final = self.checkpoints / name
+        size, sha256 = _write_hashed(final, write, slow)
+        if on_renamed is not None:
+            on_renamed()
+        _pause_at("commit:renamed")
+        if slow:
+            time.sleep(slow)
+
+        manifest = read_manifest(self.checkpoints)
+        problem = manifest.error
+        manifest.files[name] = ManifestEntry(step=step, bytes=size, sha256=sha256,
+                                             saved_at=time.time(), kind=kind)
+        if best is not None:
+            manifest.best = {"file": name, "metric": best.get("metric"),
+                             "value": best.get("value"), "step": best.get("step", step)}
+        write_manifest(self.checkpoints, manifest)
+        return CommittedCheckpoint(name=name, step=step, bytes=size, sha256=sha256, manifest_problem=problem)
+
+    def forget_checkpoints(self, names: Iterable[str]) -> list[tuple[str, OSError]]:
+        """Retention: drop the entries of `names` (best keeps its metric, loses its file), then
+        delete the files. Returns the files that could not be deleted. Caller holds the run lock."""
+        names = list(names)
+        if not names:
+            return []
+        manifest = read_manifest(self.checkpoints)
+        for name in names:
+            manifest.files.pop(name, None)
+        if manifest.best and manifest.best.get("file") in names:
+            manifest.best = {**manifest.best, "file": None}
+        write_manifest(self.checkpoints, manifest)
+        _pause_at("forget:manifest-written")
+        failed = []
+        for name in names:
+            try:
+                (self.checkpoints / name).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                failed.append((name, exc))
+        return failed
+
+    def delete_checkpoint(self, name: str) -> None:
+        """Remove checkpoint `name` and its manifest entry under the run's lock (RunctlError if
+        an engine holds it, or if `name` is no checkpoint file of this run)."""
+        path = self.checkpoints / name
+        if Path(name).name != name or not path.is_file():
+            raise RunctlError(f"{path}: no such checkpoint file")
+        lock = self.lock()
+        lock.acquire(wait=0.5)
+        try:
+            manifest = read_manifest(self.checkpoints)
+            if manifest.error is None and name in manifest.files:
+                del manifest.files[name]
+                if manifest.best and manifest.best.get("file") == name:
+                    manifest.best = None
+                write_manifest(self.checkpoints, manifest)
+            _pause_at("delete:manifest-written")
+            os.unlink(path)
+            fsync_dir(self.checkpoints)
+        finally:
+            lock.release()
+
+    def set_aside(self, names: Iterable[str], kind: str, step: int) -> Path | None:
+        """Move checkpoints `names`, with their manifest entries, to RUN/<kind>/<time>-from-<step>/
+        (kind: "superseded"); returns that folder (None: nothing to move). Caller holds the run lock."""
+        names = sorted(names)
+        if not names:
+            return None
+        aside = self._new_aside_folder(kind, step)
+        manifest = read_manifest(self.checkpoints)
+        write_manifest(aside, Manifest(files={n: manifest.files[n] for n in names if n in manifest.files}))
+        _pause_at("set_aside:aside-manifest-written")
+        for name in names:
+            os.rename(self.checkpoints / name, aside / name)
+        fsync_dir(self.checkpoints)
+        fsync_dir(aside)
+        _pause_at("set_aside:moved")
+        for name in names:
+            manifest.files.pop(name, None)
+        if manifest.best and manifest.best.get("file") in names:
+            manifest.best = None
+        write_manifest(self.checkpoints, manifest)
+        return aside
+
+    def _new_aside_folder(self, kind: str, step: int) -> Path:
+        parent = self.run_dir / kind
+        parent.mkdir(exist_ok=True)
+        base = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-from-{step}"
+        for suffix in range(1, 1000):
+            folder = parent / (base if suffix == 1 else f"{base}-{suffix}")
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            fsync_dir(parent)
+            return folder
+        raise RunctlError(f"{parent}: too many folders named {base}")
+
+
+# -------------------------------------------------------------------- writing a checkpoint
+
+
+class _HashingWriter:
+    """A write-only file object that hashes every byte on its way to the file (no re-read)."""
+
+    def __init__(self, file: IO[bytes], pause_after_first_write: float = 0.0) -> None:
+        self._file = file
+        self._pause = pause_after_first_write
+        self.sha256 = hashlib.sha256()
+        self.bytes_written = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.sha256.update(data)
+        written = self._file.write(data)
+        self.bytes_written += len(data)
+        if self._pause:
+            # Make the partial temp file visible on disk, then hold the window open once.
+            self._file.flush()
+            time.sleep(self._pause)
+            self._pause = 0.0
+        return written
+
+    def flush(self) -> None:
+        self._file.flush()
+
+
+def _write_hashed(final: Path, write: Callable[[IO[bytes]], None], slow: float) -> tuple[int, str]:
+    """`write` to a temp name beside `final`, hashing as it goes; fsync, rename, fsync the folder."""
+    tmp = temp_path(final)
+    try:
+        with open(tmp, "wb") as file:
+            writer = _HashingWriter(file, pause_after_first_write=slow)
+            write(writer)  # type: ignore[arg-type]  # a file object for torch.save's purposes
+            file.flush()
+            os.fsync(file.fileno())
+        _pause_at("commit:temp-written")
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(final.parent)
+    return writer.bytes_written, writer.sha256.hexdigest()
+
+
+# -------------------------------------------------------------------- test hooks
+
+
+def _seconds_from_env(name: str) -> float:
+    try:
+        return max(0.0, float(os.environ.get(name, "0")))
+    except ValueError:
+        return 0.0
+
+
+def _pause_at(point: str) -> None:
+    """Test-only: when RUNCTL_TEST_PAUSE_AT names `point`, say so on stderr and wait to be killed,
+    so a test can SIGKILL the process exactly between two writes."""
+    if os.environ.get(PAUSE_ENV) != point:
+        return
+    os.write(2, f"runctl-test: paused at {point}\n".encode())
+    while True:
+        time.sleep(3600)
