@@ -30,6 +30,7 @@ from runctl.runs.layout import (
     EVENTS_JSONL,
     MANIFEST_JSON,
     RUN_YAML,
+    SUPERSEDED_DIR,
     checkpoint_dir,
     checkpoint_name,
     step_from_name,
@@ -37,7 +38,7 @@ from runctl.runs.layout import (
 from runctl.runs.lock import RunLock, is_locked, read_holder
 from runctl.runs.manifest import read_manifest
 from runctl.runs.status import read_status
-from runctl.runs.store import SUPERSEDED_DIR, RunStore
+from runctl.runs.store import RunStore
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

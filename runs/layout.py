@@ -14,6 +14,11 @@ MANIFEST_JSON = "manifest.json"
 LOCK_FILE = "lock"
 # Commands for an engine started elsewhere: one JSON file per command, polled by rank 0.
 CONTROL_DIR = "control"
+# Checkpoints moved out of checkpoints/ (never deleted), each move in its own
+# <kind>/<time>-from-<step>/ folder with its manifest.json: the newer files of an abandoned
+# timeline (resume --from an older one).
+SUPERSEDED_DIR = "superseded"
+SET_ASIDE_DIRS = (SUPERSEDED_DIR,)
 
 # A file being written is named "<final name>.tmp.<pid>"; see runs.atomic.
 TEMP_MARKER = ".tmp."

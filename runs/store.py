@@ -81,7 +81,6 @@ SLOW_WRITE_ENV = "RUNCTL_TEST_SLOW_WRITE"
 # Test-only: the name of a point between two writes (see `_pause_at`); the process announces it
 # on stderr and waits there to be killed.
 PAUSE_ENV = "RUNCTL_TEST_PAUSE_AT"
-SUPERSEDED_DIR = "superseded"
 
 
 @dataclass
