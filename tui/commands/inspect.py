@@ -22,7 +22,7 @@ from runctl.runs.discovery import best_from_metrics, detect, find_runs, read_run
 from runctl.runs.errors import RunctlError
 from runctl.runs.humanize import human_age, human_bytes
 from runctl.runs.integrity import verify_file
-from runctl.runs.layout import CHECKPOINT_DIR, METRICS_JSONL
+from runctl.runs.layout import CHECKPOINT_DIR, MANIFEST_JSON, METRICS_JSONL, RUN_YAML
 from runctl.runs.manifest import read_manifest
 from runctl.runs.model import CheckpointInfo, RunSummary
 
@@ -118,6 +118,10 @@ def _verify_target(path: Path, level: str, depth: int) -> tuple[list[tuple[str |
         return [(None, [verify_file(path, level, entry, reference=reference)])], []
     if path.name == CHECKPOINT_DIR and detect(path.parent) is not None:
         path = path.parent
+    if (path / MANIFEST_JSON).is_file() and not (path / RUN_YAML).exists():
+        # A runctl checkpoint folder set aside (superseded/, quarantine/): its own manifest vouches
+        # for its files, so they are checked against it rather than as a foreign plain folder.
+        return [(None, list_checkpoints(path, level=level, folder=path))], []
     if detect(path) is not None:
         return [(path.name, run_checkpoints(path, level))], []
     listed = find_runs(path, depth=depth)
