@@ -131,21 +131,53 @@ def test_train_under_torchrun_in_a_terminal_that_closes(tmp_path: Path, nproc: i
     assert status(run_dir)["state"] == "finished"
 
 
-def test_kill9_of_the_launcher_stops_every_rank_with_a_checkpoint(tmp_path: Path) -> None:
-    """`kill -9` of the `runctl train --nproc 2` the user started: nothing is left to relay a signal,
-    yet torchrun's agent and both ranks stop (each rank holds a lifeline to its parent), the run
-    ends interrupted with a checkpoint, and resume continues it."""
+# Four processes with torch each: resume (the UI's `r`) in the CI tier, extend and branch with --long.
+@pytest.mark.parametrize("command", ["resume", pytest.param("extend", marks=pytest.mark.slow),
+                                     pytest.param("branch", marks=pytest.mark.slow)])
+def test_resume_extend_branch_under_torchrun_in_a_terminal_that_closes(tmp_path: Path, command: str) -> None:
+    """The other training commands with `--nproc 2`, each from a finished single-process run."""
+    run_dir = tmp_path / "runs" / "r"
+    done = run_cli(["train", write_config(tmp_path, step_sleep=0.03), "--root", tmp_path / "runs", "--name", "r"],
+                   cwd=tmp_path, env=env(), timeout=180)
+    assert done.returncode == 0 and status(run_dir)["state"] == "finished", done.stderr
+    branch_dir, longer = tmp_path / "runs" / "b", f"max_steps={MAX_STEPS + EXTEND_BY}"
+    if command == "resume":  # a branch that has not trained yet: resume starts it from the parent's file
+        created = run_cli(["branch", run_dir, "--from", "latest", "--name", "b", "--set", longer, "--no-start"],
+                          cwd=tmp_path, env=env())
+        assert created.returncode == 0, created.stderr
+        args, target = ["resume", branch_dir], branch_dir
+    elif command == "extend":
+        args, target = ["extend", run_dir, "--steps", str(EXTEND_BY)], run_dir
+    else:
+        args, target = ["branch", run_dir, "--from", "latest", "--name", "b", "--set", longer], branch_dir
+    stopped = hang_up_while_training(args, target, tmp_path, past_step=MAX_STEPS, nproc=2,
+                                     branched_at=0 if target == run_dir else MAX_STEPS)
+    assert status(target)["world_size"] == 2
+    done = run_cli(["resume", target], cwd=tmp_path, env=env(), timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert events(target, "resumed")[-1]["step"] == stopped
+    assert status(target)["state"] == "finished" and status(target)["step"] == MAX_STEPS + EXTEND_BY
+
+
+@pytest.mark.parametrize("victim", ["launcher", pytest.param("agent", marks=pytest.mark.slow)])
+def test_kill9_of_the_launcher_or_agent_stops_every_rank_with_a_checkpoint(tmp_path: Path, victim: str) -> None:
+    """`kill -9` of the `runctl train --nproc 2` the user started, or of torchrun's agent under it:
+    nothing is left to relay a signal, yet every process below it stops (each holds a lifeline to
+    its parent), the run ends interrupted with a checkpoint, and resume continues it."""
     run_dir = tmp_path / "runs" / "r"
     launcher = start_cli(["train", write_config(tmp_path, step_sleep=0.03), "--root", tmp_path / "runs",
                           "--name", "r", "--nproc", "2"], cwd=tmp_path, log_dir=tmp_path / "logs", env=env())
     try:
         wait_for(lambda: run_dir.is_dir() and metrics_step(run_dir) > 8, timeout=START_BOUND,
                  what="step 8 on two ranks", alive=launcher)
-        processes = psutil.Process(launcher.pid).children(recursive=True)
-        assert len(processes) >= 3, describe(processes)  # the agent and two ranks
-        os.kill(launcher.pid, signal.SIGKILL)
-        assert launcher.wait(timeout=30) == -signal.SIGKILL
-        wait_all_gone(processes, EXIT_BOUND, "torchrun's agent and both ranks")
+        front = psutil.Process(launcher.pid)
+        if victim == "agent":
+            front = front.children()[0]
+        processes = front.children(recursive=True)
+        assert len(processes) >= (3 if victim == "launcher" else 2), describe(processes)
+        front.kill()
+        launcher.wait(timeout=EXIT_BOUND)
+        wait_all_gone(processes, EXIT_BOUND, "every process under the killed one")
     finally:
         launcher.ensure_dead()
     state = status(run_dir)
@@ -192,3 +224,24 @@ def train_log(run_dir: Path) -> str:
         return (run_dir / "train.log").read_text()
     except FileNotFoundError:
         return ""
+
+
+def test_console_stream_sends_what_a_closed_pipe_cannot_take_to_the_run_log(tmp_path: Path) -> None:
+    """The stream itself, on a pipe whose reader is gone (EPIPE): no exception, ever, and the
+    text that could not be shown is in the fallback file after a one-line note."""
+    from runctl.console import ConsoleStream
+
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "w") as original:
+        stream = ConsoleStream(original, write_end)
+        stream.keep_in(tmp_path / "train.log")
+        stream.write("shown\n")
+        assert os.read(read_end, 100) == b"shown\n"
+        os.close(read_end)
+        for line in ("lost on the terminal\n", "and this\n"):
+            assert stream.write(line) == len(line)
+        stream.flush()
+        assert stream.gone == "Broken pipe" and not stream.isatty()
+        stream.keep_in(None)
+    log = (tmp_path / "train.log").read_text().splitlines()
+    assert "is gone (Broken pipe)" in log[0] and log[1:] == ["lost on the terminal", "and this"], log
