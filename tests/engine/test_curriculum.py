@@ -56,3 +56,15 @@ def test_stage_keys_are_validated_at_load() -> None:
         load_config("digits_mlp", ["curriculum=[{at_step: 5, set: {data.batch_size: 8}}]"])
     with pytest.raises(RunctlError, match=r"curriculum\[0\]\.set\.optim\.grad_clip: expected a number"):
         load_config("digits_mlp", ["curriculum=[{at_step: 5, set: {optim.grad_clip: big}}]"])
+
+
+def test_the_typed_config_gets_the_same_stages(cfg: dict) -> None:
+    from runctl.engine.schema import RunConfig, as_run_config
+
+    typed = as_run_config(cfg)
+    eff, index = effective_config(typed, 20)
+    assert isinstance(eff, RunConfig) and index == 3
+    assert (eff.loss.aux_weight, eff.optim.grad_clip, eff.optim.weight_decay) == (0.5, 0.5, 0.0)
+    assert eff.to_dict() == effective_config(cfg, 20)[0]
+    assert typed.loss.aux_weight == 0.0  # the original is not modified
+    assert stage_index(typed, 19) == stage_index(cfg, 19) == 1
