@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="one table of every run under ROOT")
     p.add_argument("root", nargs="?", default="runs", help="the folder of runs (default ./runs)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--expect", metavar="STEPS",
+                   help="comma-separated steps every run should have a checkpoint of, e.g. 100,1000,2000")
     _depth_option(p)
 
     p = sub.add_parser("diff", help="how far each model tensor moved between two checkpoints")

@@ -90,6 +90,11 @@ def summarize(run_dir: Path) -> RunSummary:
     saved = {info.name.split("/")[0] if "/" in info.name else "" for info in infos
              if info.status not in ("partial", "missing")}
     summary.checkpoints = len(saved)
+    present_steps = {info.step for info in infos if info.step is not None and "/" in info.name
+                     and info.status not in ("partial", "missing")}
+    expected = expected_steps(_int(state.get("save_steps")), summary.max_steps, summary.step)
+    if expected:
+        summary.checkpoints_expected, summary.missing_steps = expected_and_missing(expected, present_steps)
     summary.checkpoint_bytes = sum(info.bytes for info in infos if info.status not in ("partial", "missing"))
     corrupt = [f"{i.name} ({i.reason})" for i in infos if i.status == "corrupt"]
     if corrupt:
@@ -100,6 +105,27 @@ def summarize(run_dir: Path) -> RunSummary:
     if path is None:
         summary.problems.append(f"{STATE}: none readable")
     return summary
+
+
+def expected_steps(save_steps: int | None, max_steps: int | None, global_step: int | None) -> list[int]:
+    """The checkpoint-N/ steps the Trainer saves by now: every save_steps, and the last step once
+    training reached max_steps (DefaultFlowCallback saves at the end under the steps strategy)."""
+    if not save_steps or save_steps <= 0 or not max_steps or global_step is None:
+        return []
+    steps = list(range(save_steps, min(global_step, max_steps) + 1, save_steps))
+    if global_step >= max_steps and max_steps not in steps:
+        steps.append(max_steps)
+    return steps
+
+
+def expected_and_missing(expected: list[int], present: set[int]) -> tuple[int, list[int]]:
+    """(how many checkpoints should be there, the steps that are not). save_total_limit (kept only
+    in the pickled training_args.bin, which is never loaded) deletes the oldest ones: when exactly
+    the newest are present, the older ones count as rotated out, not missing."""
+    kept = [step for step in expected if step in present]
+    if kept and kept == expected[len(expected) - len(kept):]:
+        return len(kept), []
+    return len(expected), [step for step in expected if step not in present]
 
 
 def checkpoints(run_dir: Path, level: str | None) -> list[CheckpointInfo]:

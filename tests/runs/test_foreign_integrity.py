@@ -178,3 +178,48 @@ def test_results_are_cached_in_the_user_cache_dir_not_the_folder(tmp_path: Path)
     with sqlite3.connect(cache / "runctl" / "verify.sqlite3") as db:
         paths = {row[0] for row in db.execute("SELECT path FROM facts WHERE level='deep'")}
     assert str(HF_CHECKPOINT / "optimizer.pt") in paths
+
+
+def summary(*args: str) -> subprocess.CompletedProcess[str]:
+    before = tree_state(FOREIGN)
+    result = runctl("summary", *args)
+    assert tree_state(FOREIGN) == before
+    return result
+
+
+def test_summary_expect_counts_the_steps_asked_for(tmp_path: Path) -> None:
+    # Seed 000: three experiments, checkpoints at 100, 1000 and 2000 each.
+    source = FOREIGN / "plain" / "checkpoints" / "mlp_narrow_mnist"
+    for name in ("transformer_deep_mnist", "cnn_deep_mnist", "mlp_narrow_mnist"):
+        shutil.copytree(source, tmp_path / "checkpoints" / name)
+    result = runctl("summary", str(tmp_path / "checkpoints"), "--expect", "100,1000,2000")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "Total checkpoints: 9 (expected: 9)"
+    # The fixture's cnn_deep_mnist stopped before 2000 (the seed's off-by-one loop).
+    result = summary(str(FOREIGN / "plain" / "checkpoints"), "--expect", "100,1000,2000", "--json")
+    assert result.returncode == 0, result.stderr
+    runs = {run["name"]: run for run in json.loads(result.stdout)["runs"]}
+    assert (runs["cnn_deep_mnist"]["checkpoints_present"], runs["cnn_deep_mnist"]["checkpoints_expected"],
+            runs["cnn_deep_mnist"]["missing_steps"]) == (2, 3, [2000])
+    assert runs["mlp_narrow_mnist"]["missing_steps"] == []
+    result = summary(str(FOREIGN / "plain" / "checkpoints"), "--expect", "100,x")
+    assert result.returncode == 2 and result.stderr.startswith("runctl: --expect '100,x'")
+
+
+def test_hugging_face_expected_checkpoints_from_trainer_state(tmp_path: Path) -> None:
+    # save_steps 2, max_steps 6: checkpoint-2, -4 and -6.
+    result = summary(str(FOREIGN / "hf"), "--json")
+    runs = {run["name"]: run for run in json.loads(result.stdout)["runs"]}
+    assert (runs["out"]["checkpoints_present"], runs["out"]["checkpoints_expected"], runs["out"]["missing_steps"]) \
+        == (3, 3, [])
+    # save_total_limit=2 rotated checkpoint-2 out: the newest two are all that should be there.
+    result = summary(str(FOREIGN / "hf_bin"), "--json")
+    (run,) = json.loads(result.stdout)["runs"]
+    assert (run["checkpoints_present"], run["checkpoints_expected"], run["missing_steps"]) == (2, 2, [])
+    # A checkpoint lost in the middle is missing.
+    copy = tmp_path / "out"
+    shutil.copytree(FOREIGN / "hf" / "out", copy)
+    shutil.rmtree(copy / "checkpoint-4")
+    result = runctl("summary", str(tmp_path), "--json")
+    (run,) = json.loads(result.stdout)["runs"]
+    assert (run["checkpoints_present"], run["checkpoints_expected"], run["missing_steps"]) == (2, 3, [4])

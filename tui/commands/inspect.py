@@ -73,8 +73,12 @@ def verify(args: argparse.Namespace) -> int:
 
 def summary(args: argparse.Namespace) -> int:
     root = Path(args.root)
+    expect = _expected_steps(args.expect) if args.expect is not None else None
     runs = find_runs(root, depth=args.depth)
     records = [_summary_record(run) for run in runs]
+    if expect is not None:
+        for run, record in zip(runs, records, strict=True):
+            _apply_expectation(run, record, expect)
     if args.json:
         _print_json({"root": str(root), "runs": records})
         return 0
@@ -97,6 +101,25 @@ def summary(args: argparse.Namespace) -> int:
     expected_total = sum(rec["checkpoints_expected"] or 0 for rec in records)
     print(f"Total checkpoints: {present} (expected: {expected_total})")
     return 0
+
+
+def _expected_steps(text: str) -> list[int]:
+    try:
+        steps = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise RunctlError(f"--expect {text!r}: give comma-separated step numbers, e.g. 100,1000,2000") from None
+    if not steps or steps[0] < 0:
+        raise RunctlError(f"--expect {text!r}: give comma-separated step numbers, e.g. 100,1000,2000")
+    return steps
+
+
+def _apply_expectation(run: RunSummary, record: dict[str, Any], expect: list[int]) -> None:
+    """The user's expected steps replace what the files implied: present = those of them on disk."""
+    steps = {info.step for info in run_checkpoints(run.path, None)
+             if info.step is not None and info.status not in ("missing", "partial")}
+    record["checkpoints_expected"] = len(expect)
+    record["checkpoints_present"] = sum(1 for step in expect if step in steps)
+    record["missing_steps"] = [step for step in expect if step not in steps]
 
 
 # ------------------------------------------------------------------------------------------ verify
