@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -437,11 +438,14 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
     from runctl.engine.trainer import Trainer
 
     run_dir = Path(run_dir)
+    dist = context_from_env()
+    if not dist.is_main and not (run_dir / RUN_YAML).is_file():
+        raise RunctlError(f"{run_dir}: not visible to rank {dist.rank} on {socket.gethostname()}: every node "
+                          "of a distributed run needs the run folder at the same path (shared storage)")
     cfg = read_run_config(run_dir)
     settings = as_run_config(cfg)  # the typed view the engine reads; cfg stays run.yaml's mapping
     run_id = settings.run_id or run_dir.name
     control = control if control is not None else Control()
-    dist = context_from_env()
     lock = RunLock(run_dir) if dist.is_main else None
     locked = False
     runlog = None
@@ -471,7 +475,8 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
         elif start.path is not None:
             state = load_checkpoint(start.path, require=("model",) if start.weights_only else RESUME_KEYS)
         runlog = RunLog(run_dir, max_steps=settings.max_steps, world_size=dist.world_size,
-                        on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main)
+                        on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main, rank=dist.rank,
+                        local_rank=dist.local_rank, node_rank=dist.node_rank, nodes=dist.nodes)
         if dist.is_main:
             checkpoints = CheckpointManager(run_dir, run_id, settings.checkpoint.to_dict(),
                                             on_event=runlog.record_event)
@@ -512,7 +517,8 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
             locked = True
         if runlog is None:
             runlog = RunLog(run_dir, max_steps=settings.max_steps, world_size=dist.world_size,
-                            on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main)
+                            on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main, rank=dist.rank,
+                            local_rank=dist.local_rank, node_rank=dist.node_rank, nodes=dist.nodes)
         error = _last_line(exc)
         runlog.event("crashed", step=0, error=error, traceback=traceback.format_exc())
         runlog.set_state("crashed", error=error)
@@ -538,7 +544,7 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
             runlog.event("resumed", step=trainer.step, **{"from": origin})
         else:
             runlog.event("started", step=trainer.step, max_steps=trainer.max_steps,
-                         world_size=dist.world_size, pid=os.getpid(), **{"from": origin})
+                         world_size=dist.world_size, nodes=dist.nodes, pid=os.getpid(), **{"from": origin})
         for message in warnings:
             runlog.event("warning", message=message)
         with stop_on_signals(control, quiet=not dist.is_main):

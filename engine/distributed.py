@@ -26,6 +26,8 @@ class DistContext:
     world_size: int = 1
     rank: int = 0
     local_rank: int = 0
+    node_rank: int = 0            # torchrun's GROUP_RANK: which machine (agent) this rank runs on
+    nodes: int = 1                # torchrun's GROUP_WORLD_SIZE: how many machines take part
     initialized: bool = False
 
     @property
@@ -80,10 +82,13 @@ class DistContext:
 
 
 def context_from_env() -> DistContext:
-    """torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them this is a single process."""
+    """torchrun sets WORLD_SIZE, RANK, LOCAL_RANK, GROUP_RANK and GROUP_WORLD_SIZE; without them
+    this is a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext()
     return DistContext(world_size=world_size, rank=int(os.environ.get("RANK", "0")),
-                       local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+                       local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                       node_rank=int(os.environ.get("GROUP_RANK", "0")),
+                       nodes=int(os.environ.get("GROUP_WORLD_SIZE", "1")))
 

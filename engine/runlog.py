@@ -8,7 +8,10 @@ and metrics.jsonl are append-only, one complete JSON line per record. Every even
 to `on_event` (the in-process UI), from whichever thread produced it (the checkpoint writer
 reports from its own thread), so all writes here hold one lock.
 
-Only rank 0 writes: other ranks get a RunLog with `enabled=False`, which records nothing.
+Only rank 0 writes these: other ranks get a RunLog with `enabled=False`. In a distributed run
+(world size > 1) every rank, rank 0 included, also beats its own `ranks/<rank>.json` from the same
+heartbeat thread (runs.ranks reads them), and rank 0 names the ranks that went silent in
+status.json's `silent_ranks`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from runctl.runs.atomic import JsonlAppender, append_jsonl
 from runctl.runs.layout import EVENTS_JSONL, METRICS_JSONL, STATUS_JSON
+from runctl.runs.ranks import rank_file, silent_ranks
 from runctl.runs.store import RunStore
 
 from runctl.console import tell
@@ -41,7 +45,8 @@ LIVE_STATES = ("running", "stalled")
 class RunLog:
     def __init__(self, run_dir: Path, *, max_steps: int, step: int = 0, world_size: int = 1,
                  on_event: EventCallback | None = None, on_metrics: MetricsCallback | None = None,
-                 enabled: bool = True, heartbeat: float = HEARTBEAT_SECONDS) -> None:
+                 enabled: bool = True, heartbeat: float = HEARTBEAT_SECONDS, rank: int = 0,
+                 local_rank: int = 0, node_rank: int = 0, nodes: int = 1) -> None:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self._on_event = on_event
@@ -54,8 +59,14 @@ class RunLog:
         self._status: dict[str, Any] = {
             "state": "running", "pid": os.getpid(), "host": socket.gethostname(), "step": step,
             "max_steps": max_steps, "heartbeat_at": now, "started_at": now, "updated_at": now,
-            "world_size": world_size, "error": None, "checkpoint": None,
+            "world_size": world_size, "nodes": nodes, "error": None, "checkpoint": None,
         }
+        if world_size > 1:
+            self._status["silent_ranks"] = []
+        self._rank_path = rank_file(self.run_dir, rank) if world_size > 1 else None  # None: no beat file
+        self._rank_beat: dict[str, Any] = {"rank": rank, "local_rank": local_rank, "node": node_rank,
+                                           "host": self._status["host"], "pid": os.getpid(),
+                                           "world_size": world_size}
         self._callback_failed = False
         self._unwritable: set[Path] = set()  # logs whose last append failed (warned once)
         self._metrics_file = JsonlAppender(self.run_dir / METRICS_JSONL)
@@ -75,8 +86,10 @@ class RunLog:
         """Mark the run running and start the heartbeat."""
         with self._lock:
             self._status["checkpoint"] = checkpoint
+        if self._rank_path is not None and self.enabled:
+            self._forget_ranks_beyond(int(self._status["world_size"]))
         self.set_state("running")
-        if self.enabled and self._heartbeat_thread is None:
+        if (self.enabled or self._rank_path is not None) and self._heartbeat_thread is None:
             self._heartbeat_thread = threading.Thread(target=self._beat, name="runctl-heartbeat", daemon=True)
             self._heartbeat_thread.start()
 
@@ -92,6 +105,8 @@ class RunLog:
             if state != "stalled":
                 self._status.pop("stalled", None)
             self._write_status()
+            if self._rank_path is not None:
+                self._append(self._rank_path, self._write_rank_beat)
 
     def close(self) -> None:
         with self._lock:
@@ -107,6 +122,10 @@ class RunLog:
                 if self._status["state"] not in LIVE_STATES:
                     continue
                 # A full disk must not kill the heartbeat; the next beat retries.
+                if self._rank_path is not None:
+                    self._append(self._rank_path, self._write_rank_beat)
+                    if self.enabled:
+                        self._status["silent_ranks"] = [s.to_json() for s in silent_ranks(self.run_dir, self._status)]
                 self._append(self.run_dir / STATUS_JSON, self._write_status)
             if self.stall is not None:
                 self._watch_stall(self.stall)
@@ -145,6 +164,20 @@ class RunLog:
         self._status["heartbeat_at"] = now
         self._status["updated_at"] = now
         self._store.write_status(self._status)
+
+    def _write_rank_beat(self) -> None:
+        if self._rank_path is None:
+            return
+        self._store.write_rank_beat(self._rank_beat["rank"], {**self._rank_beat, "step": self._status["step"],
+                                                              "state": self._status["state"],
+                                                              "heartbeat_at": time.time()})
+
+    def _forget_ranks_beyond(self, world_size: int) -> None:
+        """An earlier attempt ran with more ranks: their beats say nothing about this one."""
+        try:
+            self._store.forget_rank_beats(beyond=world_size)
+        except OSError:
+            pass
 
     # ---------------------------------------------------------------- events.jsonl
 

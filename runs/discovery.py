@@ -41,6 +41,7 @@ from runctl.runs.layout import (
 from runctl.runs.manifest import read_manifest
 from runctl.runs.metrics_tail import best_from_metrics, last_train_loss
 from runctl.runs.model import CheckpointInfo, RunSummary
+from runctl.runs.ranks import silent_ranks
 from runctl.runs.run_yaml import read_run_yaml, run_yaml_for_listing
 from runctl.runs.status import effective_state, error_line, read_status
 
@@ -242,6 +243,9 @@ def _summarize_runctl(run_dir: Path) -> RunSummary:
     summary.step = _int(status.get("step"))
     summary.max_steps = _int(status.get("max_steps")) or _int(cfg.get("max_steps"))
     summary.world_size = _int(status.get("world_size")) or 1
+    summary.nodes = _int(status.get("nodes")) or 1
+    if state == "running" and summary.world_size > 1:
+        summary.silent_ranks = [rank.describe() for rank in silent_ranks(run_dir, status)]
     summary.created_at = _timestamp(cfg.get("created_at")) or _timestamp(status.get("started_at"))
     summary.updated_at = (_timestamp(status.get("updated_at")) or _timestamp(status.get("heartbeat_at"))
                           or _mtime(run_dir / STATUS_JSON))

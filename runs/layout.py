@@ -19,6 +19,8 @@ CONTROL_DIR = "control"
 # timeline (resume --from an older one).
 SUPERSEDED_DIR = "superseded"
 SET_ASIDE_DIRS = (SUPERSEDED_DIR,)
+# One heartbeat file per rank of a distributed run, `ranks/<rank>.json`, each written by its rank.
+RANKS_DIR = "ranks"
 
 # A file being written is named "<final name>.tmp.<pid>"; see runs.atomic.
 TEMP_MARKER = ".tmp."

@@ -48,6 +48,8 @@ class RunSummary:
     updated_at: float | None = None
     parent: dict[str, Any] | None = None    # {"run_id", "checkpoint"} when branched
     world_size: int = 1
+    nodes: int = 1
+    silent_ranks: list[str] = field(default_factory=list)  # "rank 3 on host-b (node 1) silent for 42 s"
     error: str | None = None                # the crash's last line, or why the run is unreadable
     problems: list[str] = field(default_factory=list)  # garbage status.json, manifest, metrics ...
     checkpoints_expected: int | None = None  # how many retention should have kept by now (None: unknown)

@@ -6,7 +6,7 @@ order of writes below is written, and tested, once. Nothing else in runctl renam
 removes a file in a run folder or writes a manifest. Not here: the append-only logs
 (events.jsonl, metrics.jsonl: engine.runlog, one whole line per append, no ordering between
 files) and the control folder (engine.control: one atomic file per command, deleted by the
-engine that obeyed it).
+engine that obeyed it). Each rank of a distributed run writes only its own `ranks/<rank>.json`.
 
 Locking: every checkpoint change needs the run's lock (runs.lock) so that only one process
 rewrites the manifest. The engine holds the lock for its whole attempt, so the methods it calls
@@ -64,6 +64,7 @@ from runctl.runs.errors import RunctlError
 from runctl.runs.layout import (
     CONTROL_DIR,
     EVENTS_JSONL,
+    RANKS_DIR,
     RUN_YAML,
     STATUS_JSON,
     checkpoint_dir,
@@ -71,6 +72,7 @@ from runctl.runs.layout import (
 )
 from runctl.runs.lock import RunLock
 from runctl.runs.manifest import Manifest, ManifestEntry, read_manifest, write_manifest
+from runctl.runs.ranks import rank_file
 from runctl.runs.run_yaml import read_run_yaml
 
 __all__ = ["PAUSE_ENV", "SLOW_WRITE_ENV", "CommittedCheckpoint", "RunStore"]
@@ -181,6 +183,23 @@ class RunStore:
 
     def write_status(self, status: Mapping[str, Any]) -> None:
         atomic_write_json(self.run_dir / STATUS_JSON, dict(status))
+
+    # ------------------------------------------------------------------ ranks/<rank>.json
+
+    def write_rank_beat(self, rank: int, beat: Mapping[str, Any]) -> None:
+        """One rank's heartbeat (a distributed run: each rank writes its own file only)."""
+        path = rank_file(self.run_dir, rank)
+        path.parent.mkdir(exist_ok=True)
+        atomic_write_json(path, dict(beat))
+
+    def forget_rank_beats(self, beyond: int) -> None:
+        """Remove the beat files of ranks >= `beyond` (an earlier attempt ran with more ranks)."""
+        folder = self.run_dir / RANKS_DIR
+        if not folder.is_dir():
+            return
+        for path in folder.iterdir():
+            if path.suffix == ".json" and path.stem.isdigit() and int(path.stem) >= beyond:
+                path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -50,6 +50,15 @@ creates it if missing; a ROOT given by name must exist. --poll watches by pollin
 `runctl COMMAND --help` describes a command."""
 
 
+def _add_launch_args(p: argparse.ArgumentParser, nproc_help: str) -> None:
+    p.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
+    p.add_argument("--nnodes", type=int, default=1, metavar="M",
+                   help="machines taking part, one runctl command on each (default 1)")
+    p.add_argument("--node-rank", type=int, default=0, metavar="K", help="this machine's number, 0 to M-1; "
+                   "node 0 creates or changes the run and hosts the rendezvous")
+    p.add_argument("--rdzv", metavar="HOST:PORT", help="node 0's address and a free port (c10d rendezvous)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="runctl", usage=f"{UI_USAGE}\n       runctl COMMAND [ARGS]",
                      description="Watch, checkpoint, resume, extend and branch PyTorch runs.",
@@ -58,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND", prog="runctl")
 
     root_help = "the folder of runs a RUN name is looked up in (default ./runs)"
-    nproc_help = "train on N processes under torchrun (default 1: in this process)"
+    nproc_help = "train on N processes (per machine) under torchrun (default 1: in this process)"
     detach_help = "train in a background process (output in RUN/train.log); print the run path"
     set_help = "override a config key, dotted (optim.lr=3e-4); repeatable"
 
@@ -67,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="runs", help="the folder the new run is created in (default ./runs)")
     p.add_argument("--name", help="the run's name (default: the config's name and a time stamp)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help)
-    p.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
+    _add_launch_args(p, nproc_help)
     p.add_argument("--detach", action="store_true", help=detach_help)
 
     p = sub.add_parser("resume", help="continue from the newest valid checkpoint")
@@ -75,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="runs", help=root_help)
     p.add_argument("--from", dest="from_ckpt", metavar="CKPT",
                    help="resume from this checkpoint (file, name, step, latest or best)")
-    p.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
+    _add_launch_args(p, nproc_help)
     p.add_argument("--detach", action="store_true", help=detach_help)
 
     p = sub.add_parser("extend", help="raise max_steps and continue")
@@ -84,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--steps", type=int, metavar="N", help="add N steps to max_steps")
     g.add_argument("--to", type=int, metavar="N", help="set max_steps to N")
-    p.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
+    _add_launch_args(p, nproc_help)
     p.add_argument("--detach", action="store_true", help=detach_help)
 
     p = sub.add_parser("branch", help="a new run from a checkpoint of another run (or of another tool)")
@@ -100,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-only", action="store_true",
                    help="take only the weights: a fresh optimizer and LR schedule")
     p.add_argument("--no-start", action="store_true", help="create the branch without training it")
-    p.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
+    _add_launch_args(p, nproc_help)
     p.add_argument("--detach", action="store_true", help=detach_help)
 
     p = sub.add_parser("stop", help="ask a running engine to checkpoint and stop")

@@ -3,7 +3,10 @@
 Training runs in this process (`--nproc 1`), under torchrun (`--nproc N`: after creating or
 changing the run here, this command runs `torchrun --standalone --nproc_per_node=N -m runctl
 resume RUN` and relays signals to it), or in a background process (`--detach`: its output goes to RUN/train.log
-and the run path is printed on stdout, for scripts). Progress is one updating line on a terminal
+and the run path is printed on stdout, for scripts). On many machines (`--nnodes M --node-rank K
+--rdzv HOST:PORT`, one command per machine) torchrun joins a c10d rendezvous at HOST:PORT, which
+node 0 hosts; node 0 alone creates or changes the run (train, extend, branch), the other nodes
+only start their ranks on the run folder, which every node sees on shared storage. Progress is one updating line on a terminal
 (step/max, loss, it/s, ETA) and plain lines otherwise; warnings and errors go to stderr.
 """
 
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,27 +38,39 @@ from runctl.console import keep_output_in
 DETACHED_LOG = "train.log"
 # How long `--detach` waits for the background engine to confirm it started (torch import, data).
 DETACH_CONFIRM_SECONDS = 120.0
+# How long a node's launcher lets torchrun's agent wait for the other nodes' agents once the run
+# has ended (torch's own exit barrier waits 300 s for an agent that a signal already ended).
+AGENT_EXIT_GRACE = 15.0
 
 
 # ---------------------------------------------------------------- subcommands
 
 
 def train(args: argparse.Namespace) -> int:
-    _check_nproc(args.nproc)
+    launch = launch_from_args(args)
+    if launch.nnodes > 1 and not args.name:
+        raise RunctlError(f"--nnodes {launch.nnodes}: give the run a --name (every node names the same run)")
+    if not launch.leader:
+        return _start(Path(args.root) / args.name, args, from_ckpt=None)
     run_dir = api.new_run(args.config, args.root, args.name, args.overrides)
     return _start(run_dir, args, from_ckpt=None, created=True)
 
 
 def resume(args: argparse.Namespace) -> int:
-    _check_nproc(args.nproc)
+    launch_from_args(args)
     run_dir = resolve_run(args.run, args.root)
     from_ckpt = str(api.resolve_checkpoint(run_dir, args.from_ckpt)) if args.from_ckpt else None
     return _start(run_dir, args, from_ckpt=from_ckpt)
 
 
 def extend(args: argparse.Namespace) -> int:
-    _check_nproc(args.nproc)
+    launch = launch_from_args(args)
     run_dir = resolve_run(args.run, args.root)
+    if not launch.leader:
+        if is_locked(run_dir):
+            _say(f"{run_dir}: running; node 0's `runctl extend` asks its engine, every rank follows")
+            return 0
+        return _start(run_dir, args, from_ckpt=None)
     result = api.extend_run(run_dir, steps=args.steps, to=args.to)
     if result.live:
         _say(f"{run_dir}: asked the running engine to extend max_steps {result.from_max} -> {result.to_max}")
@@ -65,12 +81,16 @@ def extend(args: argparse.Namespace) -> int:
 
 
 def branch(args: argparse.Namespace) -> int:
-    _check_nproc(args.nproc)
+    launch = launch_from_args(args)
     if args.config is not None:
+        if not launch.leader:
+            return _start(Path(args.root) / args.name, args, from_ckpt=None)
         return _branch_foreign(args)
     if args.from_ckpt is None:
         raise RunctlError("branch: --from CKPT is required (or give another tool's checkpoint and --config CONFIG)")
     parent = resolve_run(args.run, args.root)
+    if not launch.leader:
+        return _start(parent.parent / args.name, args, from_ckpt=None)
     result = api.branch_run(parent, args.from_ckpt, args.name, args.overrides, weights_only=args.weights_only)
     if args.no_start:
         for change in result.changes:
@@ -122,9 +142,61 @@ def stop(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- starting an engine
 
 
-def _check_nproc(nproc: int) -> None:
+@dataclass(frozen=True)
+class Launch:
+    """How many processes train a run: `nproc` per node on `nnodes` machines."""
+
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv: str | None = None  # HOST:PORT of the c10d rendezvous, on node 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.nproc > 1 or self.nnodes > 1
+
+    @property
+    def leader(self) -> bool:
+        """Node 0 creates or changes the run; the others only start ranks on it."""
+        return self.node_rank == 0
+
+    def flags(self) -> list[str]:
+        """The same launch as runctl options (for a detached engine)."""
+        flags = ["--nproc", str(self.nproc)] if self.nproc > 1 else []
+        if self.nnodes > 1:
+            flags += ["--nnodes", str(self.nnodes), "--node-rank", str(self.node_rank), "--rdzv", str(self.rdzv)]
+        return flags
+
+    def torchrun_args(self, run_id: str) -> list[str]:
+        if self.nnodes == 1:
+            return ["--standalone", f"--nproc_per_node={self.nproc}"]
+        # c10d assigns the global ranks itself; is_host says which launcher serves the store, so
+        # two launchers on one host (or a HOST that names several) do not both try to.
+        return [f"--nnodes={self.nnodes}", f"--nproc_per_node={self.nproc}", "--rdzv_backend=c10d",
+                f"--rdzv_endpoint={self.rdzv}", f"--rdzv_id={run_id}",
+                f"--rdzv_conf=is_host={'true' if self.leader else 'false'}"]
+
+
+def launch_from_args(args: argparse.Namespace) -> Launch:
+    """--nproc, --nnodes, --node-rank and --rdzv, checked together; RunctlError names the flag."""
+    nproc, nnodes = args.nproc, getattr(args, "nnodes", 1)
+    node_rank, rdzv = getattr(args, "node_rank", 0), getattr(args, "rdzv", None)
     if nproc < 1:
         raise RunctlError(f"--nproc {nproc}: must be at least 1")
+    if nnodes < 1:
+        raise RunctlError(f"--nnodes {nnodes}: must be at least 1")
+    if nnodes == 1 and (rdzv or node_rank):
+        flag = "--rdzv" if rdzv else f"--node-rank {node_rank}"
+        raise RunctlError(f"{flag}: only for a run on many machines (--nnodes 2 or more)")
+    if not 0 <= node_rank < nnodes:
+        raise RunctlError(f"--node-rank {node_rank}: must be 0 to {nnodes - 1} (--nnodes {nnodes})")
+    if nnodes > 1:
+        if not rdzv:
+            raise RunctlError(f"--nnodes {nnodes}: needs --rdzv HOST:PORT (node 0's address and a free port)")
+        host, _, port = rdzv.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise RunctlError(f"--rdzv {rdzv}: expected HOST:PORT, such as node0.cluster:29500")
+    return Launch(nproc, nnodes, node_rank, rdzv)
 
 
 def _under_torchrun() -> bool:
@@ -132,14 +204,15 @@ def _under_torchrun() -> bool:
 
 
 def _start(run_dir: Path, args: argparse.Namespace, from_ckpt: str | None, created: bool = False) -> int:
+    launch = launch_from_args(args)
     if getattr(args, "detach", False):
-        return _detach(run_dir, args.nproc, from_ckpt)
+        return _detach(run_dir, launch, from_ckpt)
     # Once the terminal is gone (an SSH drop), what this process prints goes to the run's log.
     keep_output_in(run_dir / DETACHED_LOG)
     if created:
         print(run_dir, flush=True)
-    if args.nproc > 1 and not _under_torchrun():
-        return _run_torchrun(run_dir, args.nproc, from_ckpt)
+    if launch.distributed and not _under_torchrun():
+        return _run_torchrun(run_dir, launch, from_ckpt)
     return _train_here(run_dir, from_ckpt)
 
 
@@ -147,19 +220,21 @@ def _worker_args(run_dir: Path, from_ckpt: str | None) -> list[str]:
     return ["-m", "runctl", "resume", str(run_dir), *(["--from", from_ckpt] if from_ckpt else [])]
 
 
-def _run_torchrun(run_dir: Path, nproc: int, from_ckpt: str | None) -> int:
-    """Train under `torchrun --standalone --nproc_per_node=N` and relay signals to it.
+def _run_torchrun(run_dir: Path, launch: Launch, from_ckpt: str | None) -> int:
+    """Train under torchrun (`--standalone`, or this node's part of a c10d rendezvous) and relay
+    signals to it.
 
     torchrun runs in a session of its own, so a Ctrl-C or an SSH hangup reaches the ranks exactly
     once, through torchrun's agent, and each rank finishes its step and checkpoints. A second
     signal goes to the whole process group at once: every rank gets its second signal and exits.
     """
-    command = [sys.executable, "-m", "runctl.engine.torchrun_agent", "--standalone", f"--nproc_per_node={nproc}",
+    command = [sys.executable, "-m", "runctl.engine.torchrun_agent", *launch.torchrun_args(run_dir.name),
                *_worker_args(run_dir, from_ckpt)]
     sys.stdout.flush()
     # torchrun's own log lines (workers starting, signals forwarded) only at LOGLEVEL=WARNING or lower.
     # The agent and the ranks stop with a checkpoint if this process is killed outright.
     env = {"LOGLEVEL": "ERROR", **os.environ, LAUNCHER_PID_ENV: str(os.getpid())}
+    before = read_status(run_dir)
     process = subprocess.Popen(command, start_new_session=True, env=env)
     relayed: list[int] = []
 
@@ -176,22 +251,62 @@ def _run_torchrun(run_dir: Path, nproc: int, from_ckpt: str | None) -> int:
     relayed_signals = [signal.SIGINT, signal.SIGTERM, *([] if hangups_ignored() else [signal.SIGHUP])]
     previous = {sig: signal.signal(sig, relay) for sig in relayed_signals}
     try:
-        code = process.wait()
+        if launch.nnodes > 1:
+            code, ended_here = _wait_for_agent(process, run_dir, before)
+        else:
+            code, ended_here = process.wait(), False
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     state = read_status(run_dir).get("state")
     if state == "interrupted" and relayed:
         return 128 + relayed[0]
+    if ended_here:
+        return 0 if state in ("finished", "stopped") else 1
     return 0 if state in ("finished", "stopped") and code == 0 else (code or 1)
 
 
-def _detach(run_dir: Path, nproc: int, from_ckpt: str | None) -> int:
+def _wait_for_agent(process: subprocess.Popen[bytes], run_dir: Path, before: dict[str, Any]) -> tuple[int, bool]:
+    """Wait for this node's torchrun agent; (its exit code, whether runctl ended it).
+
+    After its ranks finish, an agent waits up to 300 s in torch's exit barrier for every other
+    node's agent; an agent ended by a signal (the node whose runctl got Ctrl-C or SIGTERM) never
+    arrives there. Once this attempt of the run has ended (status.json: a new started_at, a final
+    state) and the agent is still waiting AGENT_EXIT_GRACE seconds later, runctl ends it.
+    """
+    ended_at: float | None = None
+    while True:
+        try:
+            return process.wait(timeout=0.5), False
+        except subprocess.TimeoutExpired:
+            pass
+        status = read_status(run_dir)
+        over = status.get("started_at") != before.get("started_at") and status.get("state") not in (None, "running")
+        if not over:
+            ended_at = None
+            continue
+        ended_at = ended_at or time.monotonic()
+        if time.monotonic() - ended_at < AGENT_EXIT_GRACE:
+            continue
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=AGENT_EXIT_GRACE)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        except ProcessLookupError:
+            pass
+        _say(f"{run_dir}: the run ended {status.get('state')} at step {status.get('step')}; this node's "
+             "launcher stopped waiting for the other nodes' launchers")
+        return process.returncode, True
+
+
+def _detach(run_dir: Path, launch: Launch, from_ckpt: str | None) -> int:
     """Start the engine in a session of its own (it outlives this shell and its SSH connection),
     print the run path, and wait until the engine has started or failed, so a mistake that only
     the engine can find (no GPU, an unusable checkpoint) is still reported here."""
     log_path = run_dir / DETACHED_LOG
-    command = [sys.executable, *_worker_args(run_dir, from_ckpt), *(["--nproc", str(nproc)] if nproc > 1 else [])]
+    command = [sys.executable, *_worker_args(run_dir, from_ckpt), *launch.flags()]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     launched = time.time()
     with open(log_path, "ab") as log:

@@ -311,6 +311,11 @@ def state_text(summary: RunSummary | None) -> Text:
         text.append(f"  ⑂ {summary.parent.get('run_id', '?')}", style="dim")
     if summary.layout not in ("runctl", "unknown"):
         text.append(f"  {summary.layout} · read-only", style="dim italic")
+    if summary.world_size > 1:
+        nodes = f" on {summary.nodes} nodes" if summary.nodes > 1 else ""
+        text.append(f"  {summary.world_size} ranks{nodes}", style="dim")
+    for silent in summary.silent_ranks:
+        text.append(f"\n{silent}", style="yellow")
     if summary.error:
         text.append(f"\n{summary.error}", style="red")
     if summary.stalled:
