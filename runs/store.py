@@ -6,7 +6,7 @@ order of writes below is written, and tested, once. Nothing else in runctl renam
 removes a file in a run folder or writes a manifest. Not here: the append-only logs
 (events.jsonl, metrics.jsonl: engine.runlog, one whole line per append, no ordering between
 files) and the control folder (engine.control: one atomic file per command, deleted by the
-engine that obeyed it). Each rank of a distributed run writes only its own `ranks/<rank>.json`.
+engine that obeyed it). Every rank of a distributed run writes its own `ranks/<rank>.json` here.
 
 Locking: every checkpoint change needs the run's lock (runs.lock) so that only one process
 rewrites the manifest. The engine holds the lock for its whole attempt, so the methods it calls
