@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from runctl.runs.errors import RunctlError
 from runctl.runs.layout import DEFAULT_DEPTH
+from runctl.tui.alerts import AlertRaised, AlertSettings
 from runctl.tui.engine_host import EngineHost
 from runctl.tui.keymap import default_keymap_path, load_keymap, unknown_ids
 from runctl.tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged, WatchStarted
@@ -27,6 +28,7 @@ from runctl.tui.watch_bridge import WatchBridge, changed_run_dirs
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.worker import get_current_worker
 
 # How long a hang-up (SIGHUP) or SIGTERM waits for the engines' interrupt checkpoints.
 SIGNAL_STOP_TIMEOUT = 120.0
@@ -55,8 +57,10 @@ class RunctlApp(App[int]):
         now: Callable[[], float] | None = None,
         keymap_path: Path | None = None,
         depth: int = DEFAULT_DEPTH,
+        alerts: AlertSettings | None = None,
     ) -> None:
         super().__init__()
+        self.alert_settings = alerts
         self.root = Path(root)
         self.depth = depth  # how many folders below root runs are looked for
         self.now: Callable[[], float] = now or time.time
@@ -76,6 +80,35 @@ class RunctlApp(App[int]):
         self._apply_keymap()
         self.push_screen(RunsListScreen())
         self._install_signal_handlers()
+        if self.alert_settings is not None and self.alert_settings.enabled:
+            self._scan_alerts()
+
+    # ------------------------------------------------------------ alerts
+    @work(thread=True, exclusive=True, exit_on_error=False, group="alerts")
+    def _scan_alerts(self) -> None:
+        from runctl.runs.alerts import AlertScanner
+        from runctl.tui.alerts import SCAN_SECONDS
+
+        worker = get_current_worker()
+        scanner = AlertScanner(self.root)
+        scanner.scan()  # what is in the files already is history
+        while not worker.cancelled_event.wait(SCAN_SECONDS):
+            for alert in scanner.scan():
+                self.post_message(AlertRaised(alert))
+
+    def on_alert_raised(self, message: AlertRaised) -> None:
+        from runctl.tui.alerts import severity, terminal_sequence
+
+        settings = self.alert_settings
+        if settings is None:
+            return
+        if settings.toast:
+            self.notify(message.alert.message, title=f"{message.alert.run}: {message.alert.kind}",
+                        severity=severity(message.alert), markup=False, timeout=15)
+        sequence = terminal_sequence(message.alert, settings)
+        # Textual has no public call for raw terminal output; App.bell writes through the driver too.
+        if sequence and not self.is_headless and self._driver is not None:
+            self._driver.write(sequence)
 
     def start_watching(self) -> None:
         """Called by the runs list once its first full listing is in: the watcher's own first scan
@@ -290,5 +323,7 @@ def make_app(
     now: Callable[[], float] | None = None,
     keymap_path: Path | None = None,
     depth: int = DEFAULT_DEPTH,
+    alerts: AlertSettings | None = None,
 ) -> RunctlApp:
-    return RunctlApp(Path(root), poll=poll, watch=watch, now=now, keymap_path=keymap_path, depth=depth)
+    return RunctlApp(Path(root), poll=poll, watch=watch, now=now, keymap_path=keymap_path, depth=depth,
+                     alerts=alerts)

@@ -32,6 +32,7 @@ HANDLERS = {
     "verify": "runctl.tui.commands.inspect:verify",
     "summary": "runctl.tui.commands.inspect:summary",
     "diff": "runctl.tui.commands.diff:run",
+    "watch": "runctl.tui.commands.watch:run",
     "export": "runctl.tui.commands.archive:export",
     "import": "runctl.tui.commands.archive:import_",
 }
@@ -43,10 +44,12 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-UI_USAGE = "runctl [ROOT] [--poll]"
+UI_USAGE = "runctl [ROOT] [--poll] [--no-alerts] [--no-bell] [--desktop-notify {osc9,osc777,both,off}]"
 UI_HELP = """\
 runctl [ROOT] [--poll] opens the UI on ROOT, a folder of runs. Without ROOT it opens ./runs and
 creates it if missing; a ROOT given by name must exist. --poll watches by polling (NFS, SMB, SSHFS).
+Alerts (crashed, stalled, finished, checkpoint failed, NaN loss, disk filling) show as a notification,
+ring the bell and ask the terminal for a desktop notification; the flags turn each off.
 `runctl COMMAND --help` describes a command."""
 
 
@@ -151,6 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", metavar="CKPT_A", help="the earlier checkpoint file (the reference)")
     p.add_argument("b", metavar="CKPT_B", help="the later checkpoint file")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    p = sub.add_parser("watch", help="send alerts (crashed, stalled, finished ...) without a UI")
+    p.add_argument("root", nargs="?", default="runs", help="the folder of runs (default ./runs)")
+    p.add_argument("--notify", action="append", default=[], metavar="URL",
+                   help="an apprise URL (ntfy://, slack://, json://host/path ...); repeatable; "
+                        "needs runctl[notify]")
+    p.add_argument("--exec", dest="exec_cmd", metavar="CMD",
+                   help="a shell command run per alert, with RUNCTL_RUN, RUNCTL_EVENT, RUNCTL_STATE, "
+                        "RUNCTL_STEP, RUNCTL_MESSAGE in its environment")
+    p.add_argument("--window", type=float, default=600.0, metavar="SECONDS",
+                   help="at most one alert per run and kind within SECONDS (default 600)")
+    p.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                   help="how often the runs are scanned (default 2)")
+    p.add_argument("--disk-free-mb", type=float, metavar="MB",
+                   help="free space under which growing checkpoints alert (default: 5%% of the disk, "
+                        "at most 10 GiB)")
 
     p = sub.add_parser("export", help="pack a run into a zip")
     p.add_argument("run", help="a run folder, or a run name under --root")
@@ -262,6 +281,12 @@ def _ui_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("root", nargs="?", help="a folder of runs (default ./runs, created if missing)")
     parser.add_argument("--poll", action="store_true", help="poll the file system (NFS, SMB, SSHFS)")
     _depth_option(parser)
+    parser.add_argument("--no-alerts", action="store_true",
+                        help="no alerts at all (crashed, stalled, finished, checkpoint failed, NaN, disk filling)")
+    parser.add_argument("--no-bell", action="store_true", help="alerts without the terminal bell")
+    parser.add_argument("--desktop-notify", choices=("osc9", "osc777", "both", "off"), default="osc9",
+                        help="the desktop notification escape the terminal is sent with each alert "
+                             "(default osc9; off for none)")
     args = parser.parse_args(argv)
     args.explicit_root = args.root is not None
     if args.root is None:

@@ -20,9 +20,13 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise RunctlError(f"{root}: cannot create the runs folder ({err.strerror})") from None
 
+    from runctl.tui.alerts import AlertSettings
     from runctl.tui.app import make_app
 
-    app = make_app(root.resolve(), poll=bool(getattr(args, "poll", False)),
+    alerts = AlertSettings(enabled=not getattr(args, "no_alerts", False),
+                           bell=not getattr(args, "no_bell", False),
+                           desktop=getattr(args, "desktop_notify", None) or "osc9")
+    app = make_app(root.resolve(), poll=bool(getattr(args, "poll", False)), alerts=alerts,
                    depth=getattr(args, "depth", DEFAULT_DEPTH))
     code = app.run()
     return int(code or 0)

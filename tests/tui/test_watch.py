@@ -1,0 +1,104 @@
+"""`runctl watch` as a user leaves it running: alerts from real engine runs reach a real local HTTP
+endpoint through apprise's json:// and a shell command through --exec; history is not news and
+one run's repeated event is sent once within the window. (Engine runs in subprocesses, the custom
+task of test_stalled_run: hang_task.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_stalled_run import env, runctl
+
+WAIT_SECONDS = 120.0
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local HTTP server on a random port; yields its json:// URL and the bodies POSTed to it."""
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append({"path": self.path, "body": json.loads(body)})
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"json://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def config(path: Path, **model: int) -> Path:
+    cfg = {"task": "hang_task:factory", "device": "cpu", "max_steps": 4, "model": model,
+           "data": {"batch_size": 32}, "schedule": {"warmup_steps": 1}, "log": {"every": 1},
+           "eval": {"every": 100, "batches": 2}, "checkpoint": {"every": 2}}
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def wait_until(condition: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return result
+
+
+def test_alerts_reach_an_http_endpoint_and_a_command(tmp_path: Path, endpoint) -> None:
+    url, received = endpoint
+    root, out = tmp_path / "runs", tmp_path / "alerts.txt"
+    root.mkdir()
+    assert runctl("train", config(tmp_path / "ok.yaml"), "--root", root, "--name", "old", cwd=tmp_path).returncode == 0
+    command = f'printf "%s|%s|%s|%s\\n" "$RUNCTL_RUN" "$RUNCTL_EVENT" "$RUNCTL_STATE" "$RUNCTL_MESSAGE" >> {out}'
+    watch = subprocess.Popen([sys.executable, "-m", "runctl", "watch", root, "--notify", url, "--exec", command,
+                              "--interval", "0.2"], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert watch.stdout.readline().startswith(f"watching {root}")
+        for _ in range(2):  # finished twice within the window: one alert
+            assert runctl("extend", "old", "--root", root, "--steps", "1", cwd=tmp_path).returncode == 0
+        boom = runctl("train", config(tmp_path / "nan.yaml", nan_at=3), "--root", root, "--name", "boom", cwd=tmp_path)
+        assert boom.returncode == 1, boom.stderr
+        # Scans go in order, so every earlier alert was sent before the crash's.
+        lines = wait_until(lambda: out.exists() and "boom|crashed" in out.read_text() and out.read_text(),
+                           "the crash's alert")
+        wait_until(lambda: any(r["body"]["title"] == "runctl: boom crashed" for r in received), "the crash's POST")
+        watch.send_signal(signal.SIGTERM)
+        assert watch.wait(30) == 0
+    finally:
+        if watch.poll() is None:
+            os.killpg(watch.pid, signal.SIGKILL)
+            watch.wait()
+
+    rows = [line.split("|", 3) for line in lines.splitlines()]
+    assert [(run, kind) for run, kind, _, _ in rows] == [("old", "finished"), ("boom", "nan"), ("boom", "crashed")]
+    assert (rows[0][2], rows[2][2]) == ("finished", "crashed")
+    assert rows[0][3] == "old finished at step 5"
+    assert rows[2][3].startswith("boom crashed at step 2: ") and "non-finite" in rows[2][3]
+    titles = [r["body"]["title"] for r in received]
+    assert titles == ["runctl: old finished", "runctl: boom nan", "runctl: boom crashed"]
+    assert all(r["path"] == "/hook" for r in received)
+    crashed = received[2]["body"]
+    assert crashed["message"] == rows[2][3] and crashed["type"] == "failure"
+    assert received[0]["body"]["message"] == rows[0][3] and received[0]["body"]["type"] == "success"
