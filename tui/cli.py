@@ -33,6 +33,7 @@ HANDLERS = {
     "summary": "runctl.tui.commands.inspect:summary",
     "diff": "runctl.tui.commands.diff:run",
     "watch": "runctl.tui.commands.watch:run",
+    "serve": "runctl.tui.commands.serve:run",
     "export": "runctl.tui.commands.archive:export",
     "import": "runctl.tui.commands.archive:import_",
 }
@@ -170,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disk-free-mb", type=float, metavar="MB",
                    help="free space under which growing checkpoints alert (default: 5%% of the disk, "
                         "at most 10 GiB)")
+
+    p = sub.add_parser("serve", help="the UI in a browser (textual-serve; a token in the URL)")
+    p.add_argument("root", nargs="?", default="runs", help="the folder of runs (default ./runs)")
+    p.add_argument("--port", type=int, default=8000, help="the port (default 8000)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address to bind (default 127.0.0.1: reach it through `ssh -L`); another warns")
 
     p = sub.add_parser("export", help="pack a run into a zip")
     p.add_argument("run", help="a run folder, or a run name under --root")
