@@ -85,7 +85,10 @@ class ConsoleStream(io.TextIOBase):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         if not text:
             return 0
-        data = text.encode(self._encoding, self._errors)
+        try:
+            data = text.encode(self._encoding, self._errors)
+        except UnicodeEncodeError:  # a terminal that cannot show a character gets its escape
+            data = text.encode(self._encoding, "backslashreplace")
         with self._lock:
             if self.gone is None:
                 data = self._write_original(text, data)
@@ -116,7 +119,7 @@ class ConsoleStream(io.TextIOBase):
             if isinstance(exc, OSError) and exc.errno not in GONE_ERRNOS:
                 return b""  # this write is lost; the next one tries again
             self._mark_gone(exc)
-            return data if self.fd is not None else text.encode(self._encoding, self._errors)
+            return data if self.fd is not None else text.encode(self._encoding, "backslashreplace")
 
     def _mark_gone(self, exc: BaseException) -> None:
         reason = getattr(exc, "strerror", None) or exc.__class__.__name__

@@ -237,6 +237,10 @@ def test_console_stream_sends_what_a_closed_pipe_cannot_take_to_the_run_log(tmp_
         stream.keep_in(tmp_path / "train.log")
         stream.write("shown\n")
         assert os.read(read_end, 100) == b"shown\n"
+        # A terminal that cannot show a character (an ASCII locale) gets its escape, not an error.
+        with open(write_end, "w", encoding="ascii", closefd=False) as ascii_original:
+            ConsoleStream(ascii_original, write_end).write("loss \u2193\n")
+        assert os.read(read_end, 100) == b"loss \\u2193\n"
         os.close(read_end)
         for line in ("lost on the terminal\n", "and this\n"):
             assert stream.write(line) == len(line)
