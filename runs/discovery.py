@@ -378,11 +378,10 @@ def _summarize_found(root: Path, path: Path, detector: Detector) -> RunSummary:
 
 def _relative(root: Path, path: Path) -> str:
     """`path` relative to `root` ("a/b"), or its own name when it is root or outside it."""
-    try:
-        relative = path.relative_to(root).as_posix()
-    except ValueError:
+    text, prefix = str(path), str(root).rstrip(os.sep) + os.sep
+    if not text.startswith(prefix) or text == prefix:
         return path.name
-    return path.name if relative in ("", ".") else relative
+    return text[len(prefix):].replace(os.sep, "/")
 
 
 def _newest_first(found: list[tuple[Path, Detector]]) -> list[tuple[Path, Detector]]:

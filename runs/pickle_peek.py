@@ -6,11 +6,14 @@ with `pickletools.genops` and rebuilds only plain values: numbers, strings, bool
 lists, tuples and dicts of them. Nothing is imported and nothing is called: a global is a name,
 a call is an opaque placeholder, except a 0-d tensor (`torch._utils._rebuild_tensor_v2` on a
 storage), whose one number is read from the storage's bytes in the zip (nanoGPT's best_val_loss).
-Anything unexpected gives up on the file: the answer is then {}.
+Anything unexpected gives up on the file: the answer is then {}. What a file holds is kept per file
+version (path, size, mtime_ns, inode) in this process and in runctl's cache in the user's cache
+directory (runs.verify_cache), never beside the file, so a second listing reads no checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickletools
 import struct
@@ -20,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from runctl.runs import verify_cache
 
 # A data.pkl bigger than this is not read for a peek (a state dict of tens of thousands of tensors).
 MAX_PICKLE_BYTES = 16 << 20
@@ -59,7 +64,10 @@ class _Opaque:
 _OPAQUE = _Opaque()
 _MARK = object()
 
-_cache: dict[tuple[str, int, int], dict[str, Any]] = {}
+_cache: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+_CACHE_LEVEL = "peek"
+# A top-level value longer than this as JSON (a state dict's names) is not kept.
+_MAX_KEPT_CHARS = 16 << 10
 _cache_lock = threading.Lock()
 
 
@@ -71,16 +79,33 @@ def peek_checkpoint(path: Path, keys: Iterable[str]) -> dict[str, Any]:
         st = os.stat(path)
     except OSError:
         return {}
-    cache_key = (str(path), st.st_size, st.st_mtime_ns)
+    cache_key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
     with _cache_lock:
         top = _cache.get(cache_key)
     if top is None:
-        top = _read_top(Path(path))
+        stored = verify_cache.load(cache_key, _CACHE_LEVEL)
+        if stored is not None and isinstance(stored.get("top"), dict):
+            top = stored["top"]
+        else:
+            top = _small(_read_top(Path(path)))
+            verify_cache.store(cache_key, _CACHE_LEVEL, {"level": _CACHE_LEVEL, "top": top})
         with _cache_lock:
             if len(_cache) > 4096:
                 _cache.clear()
             _cache[cache_key] = top
     return {key: top[key] for key in wanted if key in top}
+
+
+def _small(top: dict[str, Any]) -> dict[str, Any]:
+    """The values worth keeping: a state dict's thousand placeholders are not."""
+    kept = {}
+    for key, value in top.items():
+        try:
+            if len(json.dumps(value)) <= _MAX_KEPT_CHARS:
+                kept[key] = json.loads(json.dumps(value))  # as a cache load gives it back
+        except (TypeError, ValueError):
+            continue
+    return kept
 
 
 def _read_top(path: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from runctl.runs import integrity
 from runctl.runs.manifest import ManifestEntry, read_manifest
@@ -39,8 +40,10 @@ _ROLES = (
 
 
 def is_checkpoint_name(name: str) -> bool:
-    base = strip_temp(name)
-    return base.lower().endswith(CHECKPOINT_SUFFIXES)
+    lower = name.lower()
+    if lower.endswith(CHECKPOINT_SUFFIXES):
+        return True
+    return ("tmp" in lower or "part" in lower) and strip_temp(lower).endswith(CHECKPOINT_SUFFIXES)
 
 
 def is_temp(name: str) -> bool:
@@ -112,6 +115,58 @@ def step_from_content(path: Path) -> int | None:
     return None
 
 
+class FileStat(NamedTuple):
+    """What a listing needs of one checkpoint file: stat only, no record object."""
+
+    name: str
+    size: int
+    mtime: float
+    temp: bool
+
+
+def scan_files(folder: str | Path) -> list[FileStat]:
+    """The checkpoint-like files directly in `folder` (one scandir, one stat a file)."""
+    found = []
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                if not is_checkpoint_name(entry.name):
+                    continue
+                try:
+                    if not entry.is_file():
+                        continue
+                    st = entry.stat()
+                except OSError:
+                    continue
+                found.append(FileStat(entry.name, st.st_size, st.st_mtime, is_temp(entry.name)))
+    except OSError:
+        return []
+    return found
+
+
+def fill_from_stats(summary: RunSummary, files: list[FileStat], extra_files: Iterable[Path | str] = (),
+                    finished: bool = False, count: int | None = None) -> None:
+    """Counts, bytes, empty files, step (when none is known yet), updated_at and state of a listing
+    from stat alone; `count` overrides the number of checkpoints (a folder of files is one)."""
+    kept = [f for f in files if not f.temp]
+    summary.checkpoints = len(kept) if count is None else count
+    summary.checkpoint_bytes = sum(f.size for f in kept)
+    empty = [f.name for f in kept if f.size == 0]
+    if empty:
+        summary.problems.append(f"{len(empty)} corrupt checkpoint(s): "
+                                + ", ".join(f"{name} ({integrity.EMPTY})" for name in empty[:3]))
+    if summary.step is None:
+        steps = [s for f in kept if (s := step_from_name(f.name)) is not None]
+        summary.step = max(steps) if steps else None
+    mtimes = [f.mtime for f in files]
+    extra = newest_mtime(extra_files)
+    if extra is not None:
+        mtimes.append(extra)
+    summary.updated_at = max(mtimes) if mtimes else None
+    finished = finished or any(role_from_name(f.name) == "final" for f in kept)
+    summary.state = activity_state(finished, any(f.temp for f in files), summary.updated_at)
+
+
 def folder_records(folder: Path, level: str | None, prefix: str = "") -> list[CheckpointInfo]:
     """Every checkpoint-like file directly in `folder`, step and role from its name."""
     infos = []
@@ -136,8 +191,10 @@ def mark_copies(infos: list[CheckpointInfo], level: str | None) -> None:
         if info.kind != "last" or info.status in ("missing", "partial"):
             continue
         others = [o for o in infos if o is not info and o.kind != "last" and o.status not in ("missing", "partial")]
-        real = os.path.realpath(info.path)
-        twin = next((o for o in others if os.path.realpath(o.path) == real), None)
+        twin = None
+        if os.path.islink(info.path):
+            real = os.path.realpath(info.path)
+            twin = next((o for o in others if os.path.realpath(o.path) == real), None)
         if twin is None and level is not None:
             same_size = [o for o in others if o.bytes == info.bytes and info.bytes > 0]
             if same_size:
@@ -149,20 +206,6 @@ def mark_copies(infos: list[CheckpointInfo], level: str | None) -> None:
 
 def order(infos: Iterable[CheckpointInfo]) -> list[CheckpointInfo]:
     return sorted(infos, key=lambda i: (i.step is None, i.step or 0, i.mtime, i.name))
-
-
-def tally(summary: RunSummary, infos: Iterable[CheckpointInfo]) -> None:
-    """Counts, bytes and damage of a run's checkpoint records into its summary."""
-    corrupt = []
-    for info in infos:
-        if info.status in ("partial", "missing"):
-            continue
-        summary.checkpoints += 1
-        summary.checkpoint_bytes += info.bytes
-        if info.status == "corrupt":
-            corrupt.append(f"{info.name} ({info.reason})")
-    if corrupt:
-        summary.problems.append(f"{len(corrupt)} corrupt checkpoint(s): " + ", ".join(corrupt[:3]))
 
 
 def activity_state(finished: bool, temp_present: bool, newest_mtime: float | None,
@@ -216,20 +259,3 @@ def _stat(entry: os.DirEntry[str]) -> os.stat_result | None:
 
 def base_summary(run_dir: Path, layout: str) -> RunSummary:
     return RunSummary(path=run_dir, run_id=run_dir.name, name=run_dir.name, layout=layout, state="unknown")
-
-
-def fill_from_records(summary: RunSummary, infos: list[CheckpointInfo], extra_files: Iterable[Path] = (),
-                      finished: bool = False) -> None:
-    """Step (when none is known yet), counts, bytes, damage, updated_at and state from the records."""
-    tally(summary, infos)
-    steps = [i.step for i in infos if i.step is not None and i.status not in ("missing", "partial")]
-    if summary.step is None and steps:
-        summary.step = max(steps)
-    mtimes = [i.mtime for i in infos if i.mtime]
-    extra = newest_mtime(extra_files)
-    if extra is not None:
-        mtimes.append(extra)
-    summary.updated_at = max(mtimes) if mtimes else None
-    finished = finished or any(i.kind == "final" and i.status not in ("missing", "partial") for i in infos)
-    temp = any(i.status == "partial" for i in infos)
-    summary.state = activity_state(finished, temp, summary.updated_at)

@@ -83,25 +83,21 @@ def summarize(run_dir: Path) -> RunSummary:
     history = state.get("log_history") if isinstance(state.get("log_history"), list) else []
     summary.last_loss = next((float(e["loss"]) for e in reversed(history) if isinstance(e, dict)
                               and isinstance(e.get("loss"), int | float)), None)
-    infos = checkpoints(run_dir, None)
     finished = summary.step is not None and summary.max_steps is not None and summary.step >= summary.max_steps > 0
-    common.fill_from_records(summary, [], [path] if path else [], finished=finished)
-    # A checkpoint is a checkpoint-N/ folder (or the final model at the top), not each of its files.
-    saved = {info.name.split("/")[0] if "/" in info.name else "" for info in infos
-             if info.status not in ("partial", "missing")}
-    summary.checkpoints = len(saved)
-    present_steps = {info.step for info in infos if info.step is not None and "/" in info.name
-                     and info.status not in ("partial", "missing")}
+    files: list[common.FileStat] = []
+    saved: set[int] = set()  # a checkpoint is a checkpoint-N/ folder (or the final model at the top)
+    for step, folder, temp in checkpoint_dirs(run_dir):
+        found = common.scan_files(folder)
+        files += [f._replace(name=f"{folder.name}/{f.name}", temp=f.temp or temp) for f in found]
+        if found and not temp:
+            saved.add(step)
+    top = common.scan_files(run_dir)
+    files += top
+    final = any(not f.temp for f in top)
+    common.fill_from_stats(summary, files, [path] if path else [], finished=finished, count=len(saved) + final)
     expected = expected_steps(_int(state.get("save_steps")), summary.max_steps, summary.step)
     if expected:
-        summary.checkpoints_expected, summary.missing_steps = expected_and_missing(expected, present_steps)
-    summary.checkpoint_bytes = sum(info.bytes for info in infos if info.status not in ("partial", "missing"))
-    corrupt = [f"{i.name} ({i.reason})" for i in infos if i.status == "corrupt"]
-    if corrupt:
-        summary.problems.append(f"{len(corrupt)} corrupt checkpoint file(s): " + ", ".join(corrupt[:3]))
-    mtimes = [i.mtime for i in infos if i.mtime] + ([summary.updated_at] if summary.updated_at else [])
-    summary.updated_at = max(mtimes) if mtimes else None
-    summary.state = common.activity_state(finished, any(i.status == "partial" for i in infos), summary.updated_at)
+        summary.checkpoints_expected, summary.missing_steps = expected_and_missing(expected, saved)
     if path is None:
         summary.problems.append(f"{STATE}: none readable")
     return summary

@@ -36,8 +36,9 @@ def detect(path: Path) -> bool:
 
 def summarize(run_dir: Path) -> RunSummary:
     summary = common.base_summary(run_dir, LAYOUT)
-    infos = checkpoints(run_dir, None)
-    common.fill_from_records(summary, infos, [run_dir / METRICS_CSV, run_dir / HPARAMS])
+    files = [f._replace(name=f"{CHECKPOINTS}/{f.name}") for f in common.scan_files(run_dir / CHECKPOINTS)]
+    files += common.scan_files(run_dir)
+    common.fill_from_stats(summary, files, [run_dir / METRICS_CSV, run_dir / HPARAMS])
     step, loss = last_csv_values(run_dir / METRICS_CSV)
     if step is not None and (summary.step is None or step > summary.step):
         summary.step = step

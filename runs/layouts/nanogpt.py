@@ -42,9 +42,8 @@ def summarize(run_dir: Path) -> RunSummary:
     best = values.get("best_val_loss")
     if isinstance(best, int | float) and not isinstance(best, bool) and best < _NO_EVAL:
         summary.best = {"metric": "val/loss", "value": float(best), "step": None}
-    infos = checkpoints(run_dir, None)
     finished = summary.step is not None and summary.max_steps is not None and summary.step >= summary.max_steps
-    common.fill_from_records(summary, infos, textlog.log_files(run_dir), finished=finished)
+    common.fill_from_stats(summary, common.scan_files(run_dir), textlog.log_files(run_dir), finished=finished)
     summary.last_loss = textlog.last_train_loss(run_dir)
     if not values:
         summary.problems.append(f"{CKPT}: iter_num and config not readable without loading it")

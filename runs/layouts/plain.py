@@ -24,7 +24,7 @@ def detect(path: Path) -> bool:
 
 def summarize(run_dir: Path) -> RunSummary:
     summary = common.base_summary(run_dir, LAYOUT)
-    common.fill_from_records(summary, checkpoints(run_dir, None), textlog.log_files(run_dir))
+    common.fill_from_stats(summary, common.scan_files(run_dir), textlog.log_files(run_dir))
     summary.last_loss = textlog.last_train_loss(run_dir)
     return summary
 

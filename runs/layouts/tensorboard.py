@@ -35,7 +35,7 @@ def event_files(folder: Path) -> list[Path]:
 
 def summarize(run_dir: Path) -> RunSummary:
     summary = common.base_summary(run_dir, LAYOUT)
-    common.fill_from_records(summary, checkpoints(run_dir, None), event_files(run_dir))
+    common.fill_from_stats(summary, common.scan_files(run_dir), event_files(run_dir))
     return summary
 
 
