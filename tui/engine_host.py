@@ -153,6 +153,27 @@ class EngineHost:
             self._launch(new_dir, resume_from=AUTO)
         return new_dir
 
+    def branch_foreign(self, ckpt: Path, name: str, config_yaml: str, overrides: list[str] | None = None,
+                       weights_only: bool = False, *, raise_errors: bool = False) -> Path | None:
+        """A new run under the root from another tool's checkpoint (file or checkpoint-N folder) with
+        the config the user wrote; not trained here (the caller starts it). Notes go to a toast."""
+        def create() -> Path:
+            import tempfile
+
+            from runctl.engine import api
+
+            # The config goes to a temporary file of our own, never beside the foreign checkpoint.
+            with tempfile.TemporaryDirectory(prefix="runctl-branch-") as tmp:
+                config = Path(tmp) / "config.yaml"
+                config.write_text(config_yaml)
+                result = api.branch_foreign(Path(ckpt), config, name, list(overrides or []),
+                                            weights_only=weights_only, root=self.root)
+            if result.note:
+                self.app.notify(f"{name}: {result.note}", severity="warning", markup=False)
+            return Path(result.run_dir)
+
+        return self._call(create, raise_errors=raise_errors)
+
     def stop(self, run_dir: Path) -> str | None:
         """Graceful stop: the engine finishes its step, writes a checkpoint, ends `stopped`."""
         return self._command(Path(run_dir), "stop")

@@ -9,6 +9,7 @@ thread workers and updates badges row by row.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -50,6 +51,9 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 LIVE_POLL_SECONDS = 0.5
 # Keys that write into the run's folder: never offered on a run another tool wrote.
+# The config a branch from another tool's checkpoint starts from in the dialog (edited to fit).
+FOREIGN_BRANCH_STARTER = "digits_mlp"
+HF_CHECKPOINT_DIR = re.compile(r"^checkpoint-\d+$")
 WRITING_ACTIONS = frozenset({"resume", "resume_from", "extend", "checkpoint_now", "stop", "delete"})
 IDLE_POLL_SECONDS = 2.0
 # Columns from which the plot and the tabs sit side by side instead of stacked.
@@ -578,7 +582,7 @@ class RunViewScreen(Screen):
             "resume": not training and self.summary is not None and self.state != "finished",
             "resume_from": not training and usable,
             "extend": bool(self.run_cfg.get("max_steps")),
-            "branch": usable and bool(self.run_cfg),
+            "branch": usable and (bool(self.run_cfg) or self.foreign),
             "checkpoint_now": training,
             "stop": training,
             "verify": on_disk and selected is not None and selected.status != "partial",
@@ -623,6 +627,9 @@ class RunViewScreen(Screen):
         if selected is None:
             return
         name = self.summary.name if self.summary else self.run_dir.name
+        if self.foreign:
+            self._ask_foreign_branch(selected, name)
+            return
 
         def branch(request: BranchRequest | None) -> None:
             if request is not None:
@@ -640,6 +647,30 @@ class RunViewScreen(Screen):
                                           weights_only=request.weights_only, start=False)
         if new_dir is not None:
             self.app.call_from_thread(self._open_branch, Path(new_dir), f"{name} @ {selected.name}")
+
+    def _ask_foreign_branch(self, selected: CheckpointInfo, name: str) -> None:
+        """Another tool's checkpoint: the dialog starts from a built-in config for the user to fit
+        to the checkpoint's model (task, model sizes); a file of a checkpoint-N/ folder means the folder."""
+        from runctl.engine.config import load_config
+        from runctl.tui.screens.branch_dialog import config_text
+
+        starter = load_config(FOREIGN_BRANCH_STARTER)
+        source = selected.path.parent if HF_CHECKPOINT_DIR.match(selected.path.parent.name) else selected.path
+
+        def branch(request: BranchRequest | None) -> None:
+            if request is not None:
+                self.notify(f"branching {name} @ {selected.name}…", markup=False)
+                self._branch_foreign(source, request, request.config_yaml or config_text(starter),
+                                     f"{name} @ {selected.name}")
+
+        self.app.push_screen(BranchDialog(name.replace("/", "-"), selected.name, selected.step, starter), branch)
+
+    @work(thread=True, group="branch", exit_on_error=False)
+    def _branch_foreign(self, source: Path, request: BranchRequest, config_yaml: str, origin: str) -> None:
+        new_dir = self.engine_host.branch_foreign(source, request.name, config_yaml, request.overrides,
+                                                  weights_only=request.weights_only)
+        if new_dir is not None:
+            self.app.call_from_thread(self._open_branch, Path(new_dir), origin)
 
     def _open_branch(self, new_dir: Path, origin: str) -> None:
         self.engine_host.start(new_dir)
