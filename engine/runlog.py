@@ -16,6 +16,7 @@ status.json's `silent_ranks`.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -67,6 +68,7 @@ class RunLog:
         self._rank_beat: dict[str, Any] = {"rank": rank, "local_rank": local_rank, "node": node_rank,
                                            "host": self._status["host"], "pid": os.getpid(),
                                            "world_size": world_size}
+        self._reported_ranks: set[int] = set()  # ranks whose stalled stacks rank 0 has logged
         self._callback_failed = False
         self._unwritable: set[Path] = set()  # logs whose last append failed (warned once)
         self._metrics_file = JsonlAppender(self.run_dir / METRICS_JSONL)
@@ -147,15 +149,38 @@ class RunLog:
                 self._status["stalled"] = {"since": time.time() - seconds, "after_s": round(watch.threshold(), 3),
                                            "thread": training["thread"] if training else None,
                                            "where": innermost_frame(stack), "stack": stack}
+                if self._rank_path is not None:
+                    # Only rank 0 writes events: the other ranks' stacks travel in their beat files.
+                    self._rank_beat["stalled"] = {"where": innermost_frame(stack), "stacks": stacks}
                 self._append(self.run_dir / STATUS_JSON, lambda: self.set_state("stalled"))
-                self.event("stalled", seconds=seconds, after_s=round(watch.threshold(), 3),
-                           pid=os.getpid(), where=innermost_frame(stack), stacks=stacks)
+                self.event("stalled", seconds=seconds, after_s=round(watch.threshold(), 3), pid=os.getpid(),
+                           rank=self._rank_beat["rank"], where=innermost_frame(stack), stacks=stacks)
             elif change == "unstalled":
+                self._rank_beat.pop("stalled", None)
+                self._reported_ranks.clear()
                 self._append(self.run_dir / STATUS_JSON, lambda: self.set_state("running"))
                 self.event("unstalled", seconds=seconds)
+            if watch.stalled and self.enabled and self._rank_path is not None:
+                self._report_other_ranks()
         if watch.stalled and watch.stop_pending(self._stop_requested()):
             self.event("warning", message=f"the step has not ended {watch.grace_s:g} s after the stop "
                                           "was asked: interrupting it")
+
+    def _report_other_ranks(self) -> None:
+        """Rank 0, while stalled: a `stalled` event with the stacks of each other rank that found
+        itself stalled too (once per rank and stall)."""
+        for rank in range(1, int(self._status["world_size"])):
+            if rank in self._reported_ranks:
+                continue
+            try:
+                beat = json.loads(rank_file(self.run_dir, rank).read_bytes())
+            except (OSError, ValueError):
+                continue
+            stalled = beat.get("stalled") if isinstance(beat, dict) else None
+            if isinstance(stalled, dict):
+                self._reported_ranks.add(rank)
+                self.event("stalled", step=beat.get("step"), rank=rank, pid=beat.get("pid"),
+                           host=beat.get("host"), where=stalled.get("where"), stacks=stalled.get("stacks") or [])
 
     def _write_status(self) -> None:
         if not self.enabled:

@@ -3,12 +3,13 @@ alert tests.
 
 Loaded by the engine in a subprocess (the test puts this folder on PYTHONPATH). The training
 loss of step `model.hang_at` (counted in this process) waits until the file `model.release` exists,
-checking every 50 ms in Python, as a step stuck on a queue, a lock or a network file would; the loss
-of step `model.nan_at` is NaN.
+checking every 50 ms in Python, as a step stuck on a queue, a lock or a network file would (under
+torchrun only on rank `model.hang_rank`, if set); the loss of step `model.nan_at` is NaN.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ class HangTask:
         self.hang_at = int(model.get("hang_at", 0))
         self.release = Path(str(model.get("release", "release")))
         self.nan_at = int(model.get("nan_at", 0))
+        hang_rank = model.get("hang_rank")
+        if hang_rank is not None and int(os.environ.get("RANK", "0")) != int(hang_rank):
+            self.hang_at = 0
         self.calls = 0
 
     def build_model(self) -> nn.Module:

@@ -151,3 +151,37 @@ def assert_equal_tensors(a: Any, b: Any) -> None:
             assert_equal_tensors(x, y)
     else:
         assert a == b
+
+
+def test_two_ranks_one_hung_every_rank_stack_in_the_events(tmp_path: Path) -> None:
+    """Rank 1 waits in its step; rank 0 waits for it in the gradient all-reduce. Both stall, and
+    rank 0 logs a `stalled` event per rank with that rank's stacks."""
+    root, release = tmp_path / "runs", tmp_path / "release"
+    config = write_config(tmp_path / "hang.yaml", HANG_AT, release)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["model"]["hang_rank"] = 1
+    config.write_text(yaml.safe_dump(cfg))
+    root.mkdir()
+    engine = subprocess.Popen([sys.executable, "-m", "runctl", "train", config, "--root", root, "--name", "ddp",
+                               "--nproc", "2"], cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    events_file = root / "ddp" / "events.jsonl"
+
+    def stalled_events() -> dict[int, dict[str, Any]]:
+        if not events_file.exists():
+            return {}
+        events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
+        return {e["rank"]: e for e in events if e["event"] == "stalled" and e.get("step") == HANG_AT - 1}
+
+    try:
+        stalled = wait_until(lambda: len(stalled_events()) == 2 and stalled_events(), "both ranks' stalled events")
+        ranks = {rank: {s["thread"]: s["stack"] for s in event["stacks"]} for rank, event in stalled.items()}
+        assert "in wait_for_release" in ranks[1]["MainThread"] and "wait_for_release" in stalled[1]["where"]
+        assert "in wait_for_release" not in ranks[0]["MainThread"] and "backward" in ranks[0]["MainThread"]
+        release.touch()
+        assert engine.wait(WAIT_SECONDS) == 0, engine.stderr.read()
+    finally:
+        if engine.poll() is None:
+            os.killpg(engine.pid, signal.SIGKILL)
+            engine.wait()
+    assert json.loads((root / "ddp" / "status.json").read_text())["state"] == "finished"

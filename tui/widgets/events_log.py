@@ -50,6 +50,8 @@ def describe(event: dict[str, Any]) -> str:
         return f"value {event.get('value')}"
     if name == "stalled":
         where = f" in {event['where']}" if event.get("where") else ""
+        if event.get("rank"):  # another rank's stacks, logged by rank 0
+            return f"rank {event['rank']} ({event.get('host', '?')}, pid {event.get('pid', '?')}){where}"
         return f"no step for {event.get('seconds', '?')} s (threshold {event.get('after_s', '?')} s){where}"
     if name == "unstalled":
         return f"moving again after {event.get('seconds', '?')} s"
