@@ -14,7 +14,7 @@ from typing import Any
 # torch.compile wraps a module as OptimizedModule, whose state_dict keys gain this segment.
 COMPILE_PREFIX_SEGMENT = "_orig_mod"
 
-# Settings whose change between a checkpoint and its resume deserves a warning (seed 004):
+# Settings whose change between a checkpoint and its resume deserves a warning:
 # exact dotted keys, and prefixes whose every sub-key counts.
 WATCHED_SETTINGS = ("task", "data.batch_size", "data.block_size", "data.stride", "optim.grad_accum")
 WATCHED_PREFIXES = ("model.",)

@@ -7,11 +7,10 @@ at `max_steps`, or constant at the peak.
 
 Extensions (run.yaml `extensions: [{at_step, max_steps, from_max_steps}]`): from `at_step` on,
 the LR decays along a cosine from whatever the schedule so far gives at `at_step` down to the
-minimum at the new `max_steps`; warmup is never repeated, so the curve is continuous (seed 002's
-"resume and extend with cosine decay"). An extension made during warmup lets the warmup finish
-and then decays to the new end. This holds for a constant schedule too: its extension
-decays to `lr * min_lr_ratio` (set min_lr_ratio: 1.0 to stay flat). Extending a cosine run after
-it finished starts at the minimum and so stays there.
+minimum at the new `max_steps`; warmup is never repeated, so the curve is continuous. An
+extension made during warmup lets the warmup finish and then decays to the new end. This holds
+for a constant schedule too: its extension decays to `lr * min_lr_ratio` (set min_lr_ratio: 1.0
+to stay flat). Extending a cosine run after it finished starts at the minimum and so stays there.
 
 `from_max_steps` records the max_steps before the extension. run.yaml's `max_steps` is the current
 end, so without it the base schedule's end would be lost; use `extend_config` to add one.

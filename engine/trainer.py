@@ -2,7 +2,7 @@
 
 `step` counts completed optimizer steps. The loop runs `while step < max_steps`, and the update
 that takes the run from `step` to `step + 1` uses lr(step); so a run with max_steps N performs
-exactly N updates and ends with a `final` checkpoint at step N (never the off-by-one of seed 000).
+exactly N updates and ends with a `final` checkpoint at step N.
 
 One step: curriculum settings for this step -> grad_accum micro-batches (forward, scaled
 backward) -> clip, optimizer step, EMA -> step += 1 -> log / eval when due -> the commands that

@@ -6,7 +6,7 @@ characters in the whole text. The last `data.val_fraction` of the text is the va
 
 A training example is a window of block_size + 1 characters (input and next-character target)
 starting at a multiple of `data.stride` (null = block_size // 2): stride 1 is every position
-(heavily overlapping), stride = block_size gives disjoint windows (seed 002). Validation windows
+(heavily overlapping), stride = block_size gives disjoint windows. Validation windows
 are always disjoint, so evaluation covers the most text for its batches.
 """
 

@@ -1,12 +1,14 @@
-"""The numpy versions of plotext's get_lines and hd_group give plotext's own output."""
+"""The numpy versions of plotext's get_lines and hd_group give plotext's own output, and the
+adapter that swaps them in is the one place that touches plotext's private names."""
 
 from __future__ import annotations
 
 import random
+import re
+from pathlib import Path
 
-import plotext._utility as plotext_utility
 import pytest
-from runctl.tui.widgets import plotext_fast
+from runctl.tui.widgets import plotext_adapter, plotext_fast
 
 
 def _points(rng: random.Random, count: int, span: int) -> tuple[list[int], list[int]]:
@@ -50,7 +52,27 @@ def test_what_it_was_not_written_for_goes_to_plotext() -> None:
 
 
 def test_faster_plotext_restores_plotext() -> None:
+    originals = plotext_adapter.line_functions_in_use()
+    assert originals == (plotext_fast._original_get_lines, plotext_fast._original_hd_group)
     with plotext_fast.faster_plotext():
-        assert plotext_utility.get_lines is plotext_fast.get_lines
-    assert plotext_utility.get_lines is plotext_fast._original_get_lines
-    assert plotext_utility.hd_group is plotext_fast._original_hd_group
+        assert plotext_adapter.line_functions_in_use() == (plotext_fast.get_lines, plotext_fast.hd_group)
+    assert plotext_adapter.line_functions_in_use() == originals
+
+
+def test_the_adapter_holds_plotexts_own_functions() -> None:
+    import plotext._utility as plotext_utility  # noqa: PLC0415 - the names the adapter stands for
+
+    assert plotext_adapter.plotext_get_lines is plotext_utility.get_lines
+    assert plotext_adapter.plotext_hd_group is plotext_utility.hd_group
+    assert plotext_adapter.colors_to_ansi is plotext_utility.colors_to_ansi
+
+
+PRIVATE_PLOTEXT = re.compile(r"plotext\._|_utility\b|\._build_matrix|\._set_sizes?\b")
+
+
+def test_only_the_adapter_touches_plotexts_private_names() -> None:
+    package = Path(plotext_adapter.__file__).resolve().parents[2]  # the repository's tui/ engine/ runs/
+    offenders = [str(path.relative_to(package)) for folder in ("tui", "engine", "runs", "runctl")
+                 for path in sorted((package / folder).rglob("*.py"))
+                 if path.name != "plotext_adapter.py" and PRIVATE_PLOTEXT.search(path.read_text())]
+    assert offenders == []

@@ -16,13 +16,14 @@ from runctl.runs.layout import DEFAULT_DEPTH, LIVE_STATES, RUN_YAML
 from runctl.runs.store import RunStore
 from runctl.tui.messages import RunRowsLoaded
 from runctl.tui.run_rows import RunRow, load_row, load_rows
+from runctl.tui.widgets.footer_adapter import CoalescedFooter
 from runctl.tui.widgets.runs_table import RunsTable
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, OptionList, Static
+from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 if TYPE_CHECKING:
@@ -68,26 +69,6 @@ class Welcome(Vertical):
         self.query_one("#welcome-configs", OptionList).focus()
 
 
-class RunsFooter(Footer):
-    """Footer that rebuilds its keys once per refresh, however often the bindings were refreshed
-    before it: each rebuild mounts a widget per key, and a start publishes several refreshes
-    (screen stack, focus, the first rows) that would otherwise each rebuild it. The rebuild reads
-    the bindings when it runs, so it shows the newest state."""
-
-    _rebuild_pending = False
-
-    def bindings_changed(self, screen: Screen) -> None:
-        if self._rebuild_pending and screen is self.screen:
-            return
-        super().bindings_changed(screen)
-        # What Footer checks before scheduling its rebuild.
-        self._rebuild_pending = self.is_attached and screen is self.screen and bool(screen.app.app_focus)
-
-    async def recompose(self) -> None:
-        self._rebuild_pending = False
-        await super().recompose()
-
-
 class RunsListScreen(Screen):
     BINDINGS = [
         Binding("n", "new_run", "New", id="runctl.new",
@@ -125,7 +106,7 @@ class RunsListScreen(Screen):
         yield RunsTable(self.rapp.selected_runs, now=self.rapp.now, id="runs-table")
         # The Welcome is mounted only on an empty root (it imports the engine's config module).
         yield Input(placeholder="filter by name (Enter: keep, Esc: clear)", id="filter")
-        yield RunsFooter(compact=True)
+        yield CoalescedFooter(compact=True)
 
     @property
     def table(self) -> RunsTable:

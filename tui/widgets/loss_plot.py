@@ -17,11 +17,11 @@ from functools import lru_cache
 from itertools import groupby
 
 import numpy as np
-from plotext._utility import colors_to_ansi
 from rich.ansi import AnsiDecoder
 from rich.style import Style
 from rich.text import Span, Text
 from runctl.runs.metrics import downsample_minmax, ema_smooth
+from runctl.tui.widgets.plotext_adapter import build_matrix, colors_to_ansi, set_size
 from runctl.tui.widgets.plotext_fast import faster_plotext
 from textual.app import ComposeResult, RenderResult
 from textual.containers import Vertical
@@ -144,18 +144,14 @@ def figure_text(plot: Plot) -> Text:
     `plot.build()` joins plotext's matrix of characters and colours into one ANSI string, cell by
     cell, and `Text.from_ansi` parses it back: at 120x40 the two took 6.5 ms of a 20 ms frame (see
     bench/bench_ui.py bench_plot). Here each row's runs of equal colours become spans directly.
-    The matrix is plotext's own (textual-plotext's Plot is plotext's figure class); if a plotext
-    release moves it, the ANSI path is taken.
+    The matrix is plotext's own (textual-plotext's Plot is plotext's figure class, read through
+    tui.widgets.plotext_adapter); if a plotext release moves it, the ANSI path is taken.
     """
     try:
         if plot.monitor.fast_plot:
             return Text.from_ansi(plot.build())
-        # build() without its last step, set_canvas(): the ANSI string.
-        plot._set_sizes()  # noqa: SLF001
         with faster_plotext():
-            plot._build_matrix()  # noqa: SLF001
-        matrix = plot.monitor.matrix
-        grid = matrix.marker, matrix.fullground, matrix.style, matrix.background
+            grid = build_matrix(plot)
     except AttributeError:
         return Text.from_ansi(plot.build())
     lines: list[str] = []
@@ -196,9 +192,9 @@ class PlotextChart(PlotextPlot):
     def render(self) -> RenderResult:
         plot = self.plt
         width, height = self.size.width, self.size.height
-        # As PlotextPlot.render: plotsize alone does not always resize (textual-plotext issue 5).
+        # As PlotextPlot.render.
         plot.plotsize(width, height)
-        plot._set_size(width, height)  # noqa: SLF001
+        set_size(plot, width, height)
         plot.theme(self._get_plotext_theme_name(self.app.theme))
         return figure_text(plot)
 

@@ -5,7 +5,8 @@ segment) and then groups the dots into braille characters (`hd_group`, a Python 
 together about 8 of the 12 ms of a 120x40 frame (bench/bench_ui.py bench_plot). These functions
 compute the same lists with numpy, and hand anything they were not written for (non-integer
 coordinates, markers other than braille, no extra lists) back to plotext's own code.
-`faster_plotext()` swaps them in for the duration of one build, on the thread that builds.
+`faster_plotext()` swaps them in for the duration of one build, on the thread that builds
+(through tui.widgets.plotext_adapter, the one module that touches plotext's private names).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import plotext._utility as plotext_utility
+from runctl.tui.widgets import plotext_adapter
 
-_original_get_lines = plotext_utility.get_lines
-_original_hd_group = plotext_utility.hd_group
+_original_get_lines = plotext_adapter.plotext_get_lines
+_original_hd_group = plotext_adapter.plotext_hd_group
 # A braille cell: 2 dots wide, 4 high; plotext's pattern tuple lists the rows top down.
 _BRAILLE_WIDTH, _BRAILLE_HEIGHT = 2, 4
 _PATTERNS = [tuple((code >> bit) & 1 for bit in range(8)) for code in range(256)]
@@ -29,7 +30,7 @@ def _all_int(values: list[Any]) -> bool:
 
 
 def get_lines(x: list[Any], y: list[Any], *other: list[Any]) -> list[list[Any]]:
-    """plotext._utility.get_lines: the dots from each point to the next, the last point, and
+    """plotext's get_lines: the dots from each point to the next, the last point, and
     `other` (markers, colours, styles) repeated along each segment."""
     count = len(x)
     if count < 2 or len(y) != count or not other or any(len(o) != count for o in other) \
@@ -54,7 +55,7 @@ def get_lines(x: list[Any], y: list[Any], *other: list[Any]) -> list[list[Any]]:
 
 
 def hd_group(x: list[Any], y: list[Any], xf: list[int], yf: list[int]) -> tuple[list[int], list[int], list[tuple]]:
-    """plotext._utility.hd_group for braille dots: the character cells (in order of first dot)
+    """plotext's hd_group for braille dots: the character cells (in order of first dot)
     and each cell's dot pattern."""
     if not x or len(y) != len(x) or set(xf) != {_BRAILLE_WIDTH} or set(yf) != {_BRAILLE_HEIGHT} \
             or not (_all_int(x) and _all_int(y)):
@@ -72,9 +73,6 @@ def hd_group(x: list[Any], y: list[Any], xf: list[int], yf: list[int]) -> tuple[
 
 @contextlib.contextmanager
 def faster_plotext() -> Iterator[None]:
-    """Use these versions for one figure build (plotext reads them from its utility module)."""
-    plotext_utility.get_lines, plotext_utility.hd_group = get_lines, hd_group
-    try:
+    """Use these versions for one figure build."""
+    with plotext_adapter.line_functions(get_lines, hd_group):
         yield
-    finally:
-        plotext_utility.get_lines, plotext_utility.hd_group = _original_get_lines, _original_hd_group
