@@ -211,7 +211,8 @@ def test_with_hangups_ignored_the_run_trains_on_after_its_terminal_is_gone(tmp_p
         assert "is gone (Input/output error)" in train_log(run_dir)
         if terminal.running():
             stopped = run_cli(["stop", run_dir, "--wait", "60"], cwd=tmp_path, env=env())
-            assert stopped.returncode == 0, stopped.stderr
+            # The run may reach max_steps while the stop is on its way: then it finished instead.
+            assert stopped.returncode == 0 or status(run_dir).get("state") == "finished", stopped.stderr
         assert terminal.wait(timeout=EXIT_BOUND) == 0
     finally:
         terminal.ensure_dead()
