@@ -34,6 +34,8 @@ from runctl.runs.layout import (
     SUPERSEDED_DIR,
     checkpoint_dir,
     checkpoint_name,
+    is_step_folder_name,
+    step_folder_name,
     step_from_name,
 )
 from runctl.runs.lock import RunLock, is_locked, read_holder
@@ -131,7 +133,7 @@ def resolve_checkpoint(run_dir: Path, ref: str | Path) -> Path:
     run_dir = Path(run_dir)
     ckpt_dir = checkpoint_dir(run_dir)
     text = str(ref)
-    if Path(text).is_file():
+    if Path(text).is_file() or is_step_folder_name(Path(text).name) and Path(text).is_dir():
         return Path(text)
     if text == "latest":
         info, _ = newest_valid(run_dir)
@@ -145,9 +147,9 @@ def resolve_checkpoint(run_dir: Path, ref: str | Path) -> Path:
         return ckpt_dir / best_file
     candidates = [ckpt_dir / text]
     if text.isdigit():
-        candidates.insert(0, ckpt_dir / checkpoint_name(int(text)))
+        candidates[:0] = [ckpt_dir / checkpoint_name(int(text)), ckpt_dir / step_folder_name(int(text))]
     for candidate in candidates:
-        if candidate.is_file():
+        if candidate.is_file() or is_step_folder_name(candidate.name) and candidate.is_dir():
             return candidate
     raise RunctlError(f"{run_dir}: no checkpoint {text!r} (give a file, a name such as step_00000500.pt, "
                       "a step number, latest or best)")
@@ -390,7 +392,7 @@ def _choose_start(run_dir: Path, cfg: dict[str, Any], resume_from: str | Path | 
         candidates = [run_dir.parent / parent["run_id"] / "checkpoints" / str(parent.get("checkpoint")),
                       Path(str(parent.get("path", "")))]
         for candidate in candidates:
-            if candidate.is_file():
+            if candidate.is_file() or is_step_folder_name(candidate.name) and candidate.is_dir():
                 return _Start(path=candidate, weights_only=bool(parent.get("weights_only")),
                               skipped=skipped_pairs)
         raise RunctlError(f"{run_dir / RUN_YAML}: parent checkpoint {parent.get('checkpoint')} of run "
@@ -477,7 +479,13 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
         runlog = RunLog(run_dir, max_steps=settings.max_steps, world_size=dist.world_size,
                         on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main, rank=dist.rank,
                         local_rank=dist.local_rank, node_rank=dist.node_rank, nodes=dist.nodes)
-        if dist.is_main:
+        if settings.parallel.strategy == "fsdp":  # every rank writes its shard; rank 0 commits
+            from runctl.engine.sharded import ShardedCheckpointManager
+
+            checkpoints = ShardedCheckpointManager(
+                run_dir, run_id, settings.checkpoint.to_dict(), rank=dist.rank,
+                temp_tag=dist.broadcast_object(os.getpid()), on_event=runlog.record_event, on_cuda=runtime.is_cuda)
+        elif dist.is_main:
             checkpoints = CheckpointManager(run_dir, run_id, settings.checkpoint.to_dict(),
                                             on_event=runlog.record_event)
         control_folder = ControlFolder(run_dir, control, ignore_before=previous.get("updated_at")) \
@@ -533,6 +541,8 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
     result = TrainResult(run_dir, "crashed", trainer.step, settings.max_steps, warnings=warnings)
     try:
         RunStore(run_dir).clean_temps()
+        if dist.is_main:
+            RunStore(run_dir).clean_temp_step_folders()
         runlog.set_progress(trainer.step, trainer.max_steps)
         runlog.start(checkpoint=start.path.name if start.own and start.path else None)
         for name, reason in start.skipped:
@@ -599,7 +609,7 @@ def _checkpoint_listing(run_dir: Path) -> list[tuple[str, int, int]]:
     except FileNotFoundError:
         return []
     return sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries
-                  if e.is_file() and step_from_name(e.name) is not None)
+                  if (e.is_file() or e.is_dir()) and step_from_name(e.name) is not None)
 
 
 def _already_finished(run_dir: Path, step: int, max_steps: int) -> TrainResult:

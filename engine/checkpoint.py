@@ -283,6 +283,10 @@ def load_checkpoint(path: Path | str, require: Iterable[str] = RESUME_KEYS) -> d
     that is not a runctl/1 checkpoint, or that lacks a key in `require`.
     """
     path = Path(path)
+    if path.is_dir():  # a step folder (parallel.strategy: fsdp), read through DCP
+        from runctl.engine.sharded import load_step_folder
+
+        return load_step_folder(path, require=tuple(require))
     reason = _verification_failure(path)
     if reason is not None:
         raise RunctlError(f"{path}: refusing to load: {reason}")

@@ -92,6 +92,13 @@ class Checkpoint(Section):
     async_save: bool = Field(True, alias="async", description="write checkpoints on a background thread")
 
 
+class Parallel(Section):
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="with several processes: ddp (a full copy per rank, one checkpoint file) or fsdp "
+                           "(FSDP2 fully_shard: weights and optimizer sharded, step folders saved with "
+                           "torch.distributed.checkpoint)")
+
+
 class Ema(Section):
     enabled: bool = Field(False, description="keep an exponential moving average of the weights")
     decay: float = Field(0.999, gt=0.0, lt=1.0, description="EMA decay per step")
@@ -173,6 +180,7 @@ class Config(Section):
     log: Log = Field(default_factory=Log, description="metrics lines")
     eval: Eval = Field(default_factory=Eval, description="evaluation and the best checkpoint")
     checkpoint: Checkpoint = Field(default_factory=Checkpoint, description="periodic, best and final checkpoints", json_schema_extra=_LISTED)
+    parallel: Parallel = Field(default_factory=Parallel, description="how several processes share the model")
     ema: Ema = Field(default_factory=Ema, description="an average of the weights, saved with each checkpoint")
     nan: Nan = Field(default_factory=Nan, description="a non-finite loss: stop (checkpoint the last finite step, state crashed) or warn")
     stall: Stall = Field(default_factory=Stall, description="when a run whose step stopped advancing is stalled, "

@@ -174,7 +174,17 @@ class Trainer:
         seed_everything(cfg.seed)
         self.raw_model = task.build_model().to(runtime.device)
         self.raw_model.train()
-        self.model = runtime.prepare(dist.wrap(self.raw_model, runtime.device))
+        # fsdp: step folders through DCP at any world size; sharded weights from two ranks on.
+        self.sharded = cfg.parallel.strategy == "fsdp"
+        if self.sharded and cfg.ema.enabled:
+            raise RunctlError("ema.enabled: not supported with parallel.strategy fsdp (the average would need "
+                              "sharding too); use ddp or switch ema off")
+        if self.sharded and dist.enabled:
+            from runctl.engine.sharded import shard_model
+
+            self.model = runtime.prepare(shard_model(self.raw_model))
+        else:
+            self.model = runtime.prepare(dist.wrap(self.raw_model, runtime.device))
         self.optimizer = build_optimizer(self.raw_model, cfg.optim)
         # Listed once: model.parameters() walks every submodule, ~0.1 ms a step on a small model.
         self._parameters = list(self.raw_model.parameters())
@@ -217,13 +227,18 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoint state
 
     def state_dict(self) -> dict[str, Any]:
+        if self.sharded:
+            from runctl.engine.sharded import tensor_state
+
+            tensors = tensor_state(self.raw_model, self.optimizer)
+        else:
+            tensors = {"model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict()}
         state: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
             "run_id": self.run_id,
             "step": self.step,
             "config": self._config_dict,
-            "model": self.raw_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            **tensors,
             "scheduler": {"name": self.schedule.name, "max_steps": self.max_steps,
                           "extensions": list(self._config_dict.get("extensions") or []),
                           "lr": self.schedule.lr(self.step)},
@@ -247,7 +262,16 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any], origin: str, weights_only: bool = False) -> None:
         """Continue from a checkpoint; `weights_only` keeps the weights and starts fresh at step 0."""
         self.check_fits(state, origin)
-        self.raw_model.load_state_dict(state["model"])
+        if state.get("sharded"):  # a step folder: DCP reads this rank's part, whatever the saving world size
+            from runctl.engine.sharded import load_tensor_state
+
+            load_tensor_state(self.raw_model, None if weights_only else self.optimizer, state["sharded"])
+        elif self.sharded and self.dist.enabled:
+            raise RunctlError(f"{origin}: a single-file checkpoint does not resume under parallel.strategy fsdp "
+                              "on several processes; resume it with ddp (or one process) and branch from a "
+                              "step folder")
+        else:
+            self.raw_model.load_state_dict(state["model"])
         if weights_only:
             if self.ema is not None:
                 self.ema = WeightEMA(self.raw_model, self.cfg.ema.decay)
@@ -255,7 +279,8 @@ class Trainer:
         if not state.get("optimizer"):
             raise RunctlError(f"{origin}: checkpoint has no optimizer state; start from its weights with "
                               "`runctl branch RUN --from CKPT --name NEW --weights-only`")
-        self.optimizer.load_state_dict(state["optimizer"])
+        if not state.get("sharded"):
+            self.optimizer.load_state_dict(state["optimizer"])
         apply_optim_settings(self.optimizer, self.cfg.optim)
         if state.get("scaler"):
             self.runtime.scaler.load_state_dict(state["scaler"])
@@ -390,8 +415,9 @@ class Trainer:
             units += self.task.units(batch) * self.dist.world_size
             batch = self.runtime.to_device(batch)
             # DDP all-reduces gradients on the last micro-batch only.
+            # FSDP2 reduce-scatters every micro-batch (correct, only slower).
             sync = contextlib.nullcontext() if micro == self._grad_accum - 1 or not self._distributed \
-                else self.model.no_sync()
+                or self.sharded else self.model.no_sync()
             with sync:
                 with self.runtime.autocast():
                     loss = self.task.loss(self.model, batch, self._task_settings)
@@ -474,7 +500,7 @@ class Trainer:
         line = {
             "step": self.step, "time": time.time(), "train/loss": loss,
             "lr": self.schedule.lr(self.step - 1),
-            "grad_norm": float(self._last_grad_norm),
+            "grad_norm": _as_float(self._last_grad_norm),
             "step_time": elapsed / max(interval.steps, 1),
             f"{self.task.unit}_per_s": interval.units / elapsed,
         }
@@ -485,8 +511,8 @@ class Trainer:
 
     def _evaluate(self) -> bool:
         """Evaluate on rank 0 (the raw module: no DDP collectives); True when the best improved."""
-        if not self.dist.is_main:
-            return False
+        if not self.dist.is_main and not (self.sharded and self._distributed):
+            return False  # FSDP: every rank takes part in the forward's all-gathers; rank 0 logs
         eval_cfg = self.cfg.eval
         results = evaluate(self.raw_model, self.task, self.runtime, self.cfg.data.batch_size, eval_cfg.batches)
         self.runlog.metrics({"step": self.step, "time": time.time(), **results})
@@ -523,8 +549,8 @@ class Trainer:
             self.checkpoints.wait()
         except CheckpointError:
             pass
-        self.checkpoints.save(self.state_dict(), self.step, kind, best=best, sync=sync,
-                              defer=self._written_only_by_the_update())
+        defer = () if self.sharded else self._written_only_by_the_update()
+        self.checkpoints.save(self.state_dict(), self.step, kind, best=best, sync=sync, defer=defer)
         self._staging_possible = True
         self.last_saved_step = self.step
 
@@ -585,6 +611,12 @@ class Trainer:
             self.save("interrupt", sync=True)
         raise NonFiniteLoss(f"non-finite training loss ({value}) at step {self.step + 1}; "
                             f"checkpoint of the last finite step {self.step} kept (nan.action: stop)")
+
+
+def _as_float(value: torch.Tensor | float) -> float:
+    """A norm as a number; FSDP's clip_grad_norm_ returns a DTensor (full_tensor is collective)."""
+    full_tensor = getattr(value, "full_tensor", None)
+    return float(full_tensor() if full_tensor is not None else value)
 
 
 class NonFiniteLoss(RuntimeError):

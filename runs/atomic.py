@@ -131,8 +131,8 @@ def remove_stale_temps(directory: Path, name_prefix: str = "") -> list[Path]:
     except FileNotFoundError:
         return removed
     for entry in entries:
-        if TEMP_MARKER not in entry.name or not entry.name.startswith(name_prefix):
-            continue
+        if TEMP_MARKER not in entry.name or not entry.name.startswith(name_prefix) or entry.is_dir():
+            continue  # a temp step folder is the sharded checkpointer's (engine.sharded) to remove
         pid_text = entry.name.rsplit(TEMP_MARKER, 1)[1]
         if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
             continue

@@ -20,11 +20,13 @@ from runctl.runs.layout import (
     MANIFEST_JSON,
     TEMP_MARKER,
     checkpoint_name,
+    is_step_folder_name,
     is_temp_name,
     step_from_name,
 )
 from runctl.runs.manifest import Manifest, ManifestEntry, read_manifest
 from runctl.runs.model import CheckpointInfo
+from runctl.runs.step_folder import folder_bytes
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 # Statuses a resume may load: intact files, with or without a manifest entry (a crash between
@@ -34,7 +36,15 @@ VALID_STATUSES = ("ok", "unverified")
 
 def _is_checkpoint_name(name: str) -> bool:
     base = name.split(TEMP_MARKER, 1)[0]
-    return base.endswith(CHECKPOINT_SUFFIXES)
+    return base.endswith(CHECKPOINT_SUFFIXES) or is_step_folder_name(name)
+
+
+def _size_and_mtime(entry: os.DirEntry[str]) -> tuple[int, float]:
+    """A file's size, or a step folder's total (its files' sizes); raises OSError like stat."""
+    st = entry.stat()
+    if entry.is_dir() and is_step_folder_name(entry.name):
+        return folder_bytes(Path(entry.path))
+    return st.st_size, st.st_mtime
 
 
 def _scan(ckpt_dir: Path) -> list[os.DirEntry[str]]:
@@ -91,12 +101,11 @@ def _from_stat(path: Path, entry: os.DirEntry[str], manifest_entry: ManifestEntr
                           kind=manifest_entry.kind if manifest_entry else None,
                           bytes=0, mtime=0.0, status="unchecked")
     try:
-        st = entry.stat()
+        info.bytes, info.mtime = _size_and_mtime(entry)
     except OSError as exc:
         info.reason = f"unreadable: {exc.strerror or exc.__class__.__name__}"
         return info
-    info.bytes, info.mtime = st.st_size, st.st_mtime
-    info.status, info.reason = _classify(entry.name, st.st_size, manifest_entry)
+    info.status, info.reason = _classify(entry.name, info.bytes, manifest_entry)
     return info
 
 
@@ -140,7 +149,7 @@ def tally_checkpoints(run_dir: Path, manifest: Manifest | None = None) -> Checkp
         seen.add(entry.name)
         manifest_entry = manifest.files.get(entry.name)
         try:
-            size = entry.stat().st_size
+            size, _ = _size_and_mtime(entry)
         except FileNotFoundError:
             continue  # deleted since the scan (retention, a user)
         except OSError as exc:
@@ -208,6 +217,9 @@ def newest_valid(run_dir: Path, level: str = "full") -> tuple[CheckpointInfo | N
             skipped.append(listed)
             continue
         info = integrity.verify_file(listed.path, level, manifest.files.get(listed.name))
+        if info.status == "unverified" and listed.path.is_dir():
+            skipped.append(info)  # nothing vouches for its .metadata pickle: never loaded
+            continue
         if info.status == "unverified" and level != "deep":
             info = _vouch_for_unlisted(info, candidates, manifest, level)
         if info.status in VALID_STATUSES:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from runctl.runs import safetensors_scan, verify_cache, zipscan
-from runctl.runs.layout import CHECKPOINT_DIR, RUN_YAML, is_temp_name, step_from_name
+from runctl.runs.layout import CHECKPOINT_DIR, RUN_YAML, is_step_folder_name, is_temp_name, step_from_name
 from runctl.runs.manifest import ManifestEntry
 from runctl.runs.model import CheckpointInfo
 from runctl.runs.pickle_scan import legacy_unsafe_globals, runs_code
@@ -111,6 +111,10 @@ def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry 
     if level not in LEVELS:
         raise ValueError(f"unknown integrity level {level!r}; expected one of {LEVELS}")
     path = Path(path)
+    if is_step_folder_name(path.name) and path.is_dir():
+        from runctl.runs.step_folder import verify_step_folder
+
+        return verify_step_folder(path, level, manifest_entry)
     info = CheckpointInfo(path=path, name=path.name,
                           step=manifest_entry.step if manifest_entry else step_from_name(path.name),
                           kind=manifest_entry.kind if manifest_entry else None,

@@ -26,6 +26,12 @@ RANKS_DIR = "ranks"
 TEMP_MARKER = ".tmp."
 
 CHECKPOINT_RE = re.compile(r"^step_(\d{8,})\.pt$")
+# A sharded checkpoint (parallel.strategy: fsdp) is a folder, `step_00001000/`, written by
+# torch.distributed.checkpoint (`.metadata` + one `__<rank>_0.distcp` per rank) plus STEP_STATE.
+STEP_FOLDER_RE = re.compile(r"^step_(\d{8,})$")
+# The step's non-tensor state (config, RNG, data position, best, ...), a weights_only torch.save file.
+STEP_STATE = "runctl.pt"
+DCP_METADATA = ".metadata"
 
 # How many folders below a root runs are looked for (its children are depth 1); `--depth` raises it.
 DEFAULT_DEPTH = 4
@@ -40,9 +46,19 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:08d}.pt"
 
 
+def step_folder_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
 def step_from_name(name: str) -> int | None:
-    match = CHECKPOINT_RE.match(name)
+    """The step of a checkpoint file (`step_00001000.pt`) or step folder (`step_00001000`)."""
+    match = CHECKPOINT_RE.match(name) or STEP_FOLDER_RE.match(name)
     return int(match.group(1)) if match else None
+
+
+def is_step_folder_name(name: str) -> bool:
+    """`step_00001000`, or its temporary name `step_00001000.tmp.<pid>`."""
+    return STEP_FOLDER_RE.match(name.split(TEMP_MARKER, 1)[0]) is not None
 
 
 def is_temp_name(name: str) -> bool:

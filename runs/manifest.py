@@ -6,7 +6,10 @@
                                   "saved_at": 1700000000.0, "kind": "periodic"}},
   "best": {"file": "step_00000500.pt", "metric": "val/loss", "value": 0.12, "step": 500} | null
 }
-Rewritten atomically after each checkpoint file is renamed into place.
+Rewritten atomically after each checkpoint file is renamed into place. A step folder (a sharded
+checkpoint, `step_00000500/`) has an entry too, written before the folder is renamed into place:
+`bytes` is the folder's total, `sha256` that of its `.metadata`, and `files` gives
+{"bytes", "sha256"} for every file in it.
 """
 
 from __future__ import annotations
@@ -29,10 +32,14 @@ class ManifestEntry:
     sha256: str
     saved_at: float
     kind: str
+    files: dict[str, dict[str, Any]] | None = None  # a step folder's files: {name: {"bytes", "sha256"}}
 
     def to_json(self) -> dict[str, Any]:
-        return {"step": self.step, "bytes": self.bytes, "sha256": self.sha256,
-                "saved_at": self.saved_at, "kind": self.kind}
+        out = {"step": self.step, "bytes": self.bytes, "sha256": self.sha256,
+               "saved_at": self.saved_at, "kind": self.kind}
+        if self.files is not None:
+            out["files"] = self.files
+        return out
 
 
 @dataclass
@@ -66,11 +73,17 @@ def read_manifest(checkpoint_dir: Path) -> Manifest:
         try:
             files[name] = ManifestEntry(step=int(entry["step"]), bytes=int(entry["bytes"]),
                                         sha256=str(entry["sha256"]), saved_at=float(entry["saved_at"]),
-                                        kind=str(entry["kind"]))
-        except (KeyError, TypeError, ValueError):
+                                        kind=str(entry["kind"]), files=_folder_files(entry.get("files")))
+        except (KeyError, TypeError, ValueError, AttributeError):
             continue
     best = raw.get("best") if isinstance(raw.get("best"), dict) else None
     return Manifest(files=files, best=best)
+
+
+def _folder_files(raw: Any) -> dict[str, dict[str, Any]] | None:
+    if raw is None:
+        return None
+    return {str(name): {"bytes": int(f["bytes"]), "sha256": str(f["sha256"])} for name, f in raw.items()}
 
 
 def write_manifest(checkpoint_dir: Path, manifest: Manifest) -> None:

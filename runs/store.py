@@ -45,6 +45,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from typing import IO, Any
 
 from runctl.runs import safe_files
 from runctl.runs.atomic import (
+    _pid_alive,
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
@@ -67,13 +69,16 @@ from runctl.runs.layout import (
     RANKS_DIR,
     RUN_YAML,
     STATUS_JSON,
+    TEMP_MARKER,
     checkpoint_dir,
     checkpoint_name,
+    is_step_folder_name,
 )
 from runctl.runs.lock import RunLock
 from runctl.runs.manifest import Manifest, ManifestEntry, read_manifest, write_manifest
 from runctl.runs.ranks import rank_file
 from runctl.runs.run_yaml import read_run_yaml
+from runctl.runs.step_folder import sha256_of
 
 __all__ = ["PAUSE_ENV", "SLOW_WRITE_ENV", "CommittedCheckpoint", "RunStore"]
 
@@ -242,6 +247,53 @@ class RunStore:
         write_manifest(self.checkpoints, manifest)
         return CommittedCheckpoint(name=name, step=step, bytes=size, sha256=sha256, manifest_problem=problem)
 
+    def commit_step_folder(self, temp: Path, name: str, step: int, kind: str,
+                           best: Mapping[str, Any] | None = None) -> CommittedCheckpoint:
+        """Commit a sharded checkpoint that every rank has finished writing into `temp`
+        (`step_N.tmp.<pid>/`, DCP's `.metadata` included): fsync and hash each file, record the
+        entry (bytes and sha256 of every file; `sha256` = the .metadata's), then rename the folder
+        to `name`. The entry comes first: a kill in between leaves an entry whose folder is
+        `missing` (a resume skips it), never a folder whose `.metadata` pickle nothing vouches for.
+        Caller holds the run lock."""
+        files = {}
+        for path in sorted(temp.iterdir()):
+            with open(path, "rb") as file:
+                os.fsync(file.fileno())
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+        fsync_dir(temp)
+        manifest = read_manifest(self.checkpoints)
+        problem = manifest.error
+        total = sum(f["bytes"] for f in files.values())
+        metadata_sha = files.get(".metadata", {}).get("sha256", "")
+        manifest.files[name] = ManifestEntry(step=step, bytes=total, sha256=metadata_sha, saved_at=time.time(),
+                                             kind=kind, files=files)
+        if best is not None:
+            manifest.best = {"file": name, "metric": best.get("metric"),
+                             "value": best.get("value"), "step": best.get("step", step)}
+        write_manifest(self.checkpoints, manifest)
+        _pause_at("commit_folder:manifest-written")
+        final = self.checkpoints / name
+        if final.is_dir():  # the same step saved again (a resume --from an older step)
+            shutil.rmtree(final)
+        os.rename(temp, final)
+        fsync_dir(self.checkpoints)
+        return CommittedCheckpoint(name=name, step=step, bytes=total, sha256=metadata_sha, manifest_problem=problem)
+
+    def clean_temp_step_folders(self, keep: str | None = None) -> None:
+        """Remove temp step folders (`step_N.tmp.<pid>/`) of writers that died; `keep` stays."""
+        try:
+            entries = list(os.scandir(self.checkpoints))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if TEMP_MARKER not in entry.name or not is_step_folder_name(entry.name) or entry.name == keep \
+                    or not entry.is_dir(follow_symlinks=False):
+                continue
+            pid = entry.name.rsplit(TEMP_MARKER, 1)[1]
+            if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+                continue  # its writer may still be at work
+            shutil.rmtree(entry.path, ignore_errors=True)
+
     def forget_checkpoints(self, names: Iterable[str]) -> list[tuple[str, OSError]]:
         """Retention: drop the entries of `names` (best keeps its metric, loses its file), then
         delete the files. Returns the files that could not be deleted. Caller holds the run lock."""
@@ -257,8 +309,12 @@ class RunStore:
         _pause_at("forget:manifest-written")
         failed = []
         for name in names:
+            path = self.checkpoints / name
             try:
-                (self.checkpoints / name).unlink()
+                if is_step_folder_name(name) and path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)  # a step folder (sharded checkpoint)
+                else:
+                    path.unlink()
             except FileNotFoundError:
                 pass
             except OSError as exc:

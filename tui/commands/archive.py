@@ -22,7 +22,7 @@ from runctl.runs.atomic import atomic_write
 from runctl.runs.checkpoints import list_checkpoints
 from runctl.runs.discovery import resolve_run
 from runctl.runs.errors import RunctlError
-from runctl.runs.layout import CONTROL_DIR, LOCK_FILE, RUN_YAML, is_temp_name
+from runctl.runs.layout import CONTROL_DIR, LOCK_FILE, RANKS_DIR, RUN_YAML, is_temp_name
 from runctl.runs.lock import is_locked
 from runctl.runs.store import RunStore
 
@@ -90,7 +90,10 @@ def import_(args: argparse.Namespace) -> int:
 def _files_to_pack(run_dir: Path):
     for dirpath, dirnames, filenames in os.walk(run_dir):
         here = Path(dirpath)
-        dirnames[:] = [d for d in dirnames if not (here == run_dir and d == CONTROL_DIR)]
+        # Temp step folders are a sharded save in progress (or a killed one); ranks/ heartbeats
+        # describe processes on this cluster only.
+        dirnames[:] = [d for d in dirnames if not (here == run_dir and d in (CONTROL_DIR, RANKS_DIR))
+                       and not is_temp_name(d)]
         for name in filenames:
             path = here / name
             if (here == run_dir and name in _SKIPPED_NAMES) or is_temp_name(name) or path.is_symlink():
