@@ -266,10 +266,11 @@ def branch_run(run_dir: str | Path, from_ckpt: str | Path, name: str, overrides:
     return BranchResult(new_dir, changes)
 
 
-def branch_foreign(ckpt: str | Path, config: str | Path, name: str, overrides: Sequence[str] = (),
+def branch_foreign(ckpt: str | Path, config: str | Path | dict[str, Any], name: str, overrides: Sequence[str] = (),
                    weights_only: bool = False, root: str | Path = "runs") -> ForeignBranchResult:
     """A new runctl run under `root` that starts from a checkpoint another tool wrote (a file, or a
-    Hugging Face checkpoint-N/ folder), with the model and settings of `config`.
+    Hugging Face checkpoint-N/ folder), with the model and settings of `config` (a YAML path, a
+    built-in config name, or a config mapping).
 
     The weights must fit the config's model (else RunctlError naming the keys, exit 2). The
     optimizer state and the step carry over when the optimizer state fits; otherwise, or with
@@ -284,8 +285,13 @@ def branch_foreign(ckpt: str | Path, config: str | Path, name: str, overrides: S
     ckpt_path = Path(ckpt)
     if not ckpt_path.exists():
         raise RunctlError(f"{ckpt_path}: no such checkpoint file or folder")
-    cfg = load_config(config, list(overrides))
-    origin = str(config)
+    if isinstance(config, dict):  # a config the UI's dialog holds, not a file
+        origin = "branch config"
+        cfg = validate_config(config, origin)
+        cfg = apply_overrides(cfg, list(overrides), f"{origin} --set") if overrides else cfg
+    else:
+        origin = str(config)
+        cfg = load_config(config, list(overrides))
     check_runtime(cfg, origin)
     new_dir = _check_new_run_dir(Path(root), name)
     checkpoint = read_foreign(ckpt_path)

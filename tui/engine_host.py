@@ -158,16 +158,18 @@ class EngineHost:
         """A new run under the root from another tool's checkpoint (file or checkpoint-N folder) with
         the config the user wrote; not trained here (the caller starts it). Notes go to a toast."""
         def create() -> Path:
-            import tempfile
-
+            import yaml
             from runctl.engine import api
+            from runctl.runs.safe_yaml import load_yaml
 
-            # The config goes to a temporary file of our own, never beside the foreign checkpoint.
-            with tempfile.TemporaryDirectory(prefix="runctl-branch-") as tmp:
-                config = Path(tmp) / "config.yaml"
-                config.write_text(config_yaml)
-                result = api.branch_foreign(Path(ckpt), config, name, list(overrides or []),
-                                            weights_only=weights_only, root=self.root)
+            try:
+                config = load_yaml(config_yaml)
+            except yaml.YAMLError as err:
+                raise RunctlError(f"branch config: not valid YAML ({err.__class__.__name__})") from None
+            if not isinstance(config, dict):
+                raise RunctlError("branch config: expected a mapping of config keys")
+            result = api.branch_foreign(Path(ckpt), config, name, list(overrides or []),
+                                        weights_only=weights_only, root=self.root)
             if result.note:
                 self.app.notify(f"{name}: {result.note}", severity="warning", markup=False)
             return Path(result.run_dir)
