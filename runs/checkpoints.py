@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runctl.runs import integrity
+from runctl.runs import integrity, safe_files
 from runctl.runs.layout import (
     CHECKPOINT_DIR,
     LIVE_STATES,
@@ -78,9 +78,9 @@ def list_checkpoints(run_dir: Path, level: str | None = "quick", manifest: Manif
         if level is not None and entry.name.endswith(".bin") and not integrity.is_torch_file(Path(entry.path)):
             continue  # a data file (nanoGPT's train.bin), not a torch.save
         if level is None:
-            info = _from_stat(Path(entry.path), entry, manifest_entry)
+            info = _from_stat(Path(entry.path), entry, manifest_entry, run_dir)
         else:
-            info = integrity.verify_file(Path(entry.path), level, manifest_entry)
+            info = integrity.verify_file(Path(entry.path), level, manifest_entry, within=run_dir)
         if info.status in ("unchecked", "missing") and not os.path.lexists(entry.path):
             continue  # deleted since the scan (retention, a user): no longer a checkpoint of the run
         infos.append(info)
@@ -95,11 +95,26 @@ def list_checkpoints(run_dir: Path, level: str | None = "quick", manifest: Manif
     return infos
 
 
-def _from_stat(path: Path, entry: os.DirEntry[str], manifest_entry: ManifestEntry | None) -> CheckpointInfo:
+def _irregularity(entry: os.DirEntry[str], run_dir: Path | str) -> str | None:
+    """What a non-regular entry is (see safe_files.irregularity); None for a regular file, which
+    the directory entry's type answers without a system call."""
+    if entry.is_file(follow_symlinks=False):
+        return None
+    if is_step_folder_name(entry.name) and entry.is_dir(follow_symlinks=False):
+        return None  # a sharded checkpoint: a folder of files, read by runs.step_folder
+    return safe_files.irregularity(entry.path, within=run_dir)
+
+
+def _from_stat(path: Path, entry: os.DirEntry[str], manifest_entry: ManifestEntry | None,
+               run_dir: Path) -> CheckpointInfo:
     info = CheckpointInfo(path=path, name=entry.name,
                           step=manifest_entry.step if manifest_entry else step_from_name(entry.name),
                           kind=manifest_entry.kind if manifest_entry else None,
                           bytes=0, mtime=0.0, status="unchecked")
+    irregular = _irregularity(entry, run_dir)
+    if irregular is not None:
+        info.status, info.reason = integrity.not_regular_status(irregular)
+        return info
     try:
         info.bytes, info.mtime = _size_and_mtime(entry)
     except OSError as exc:
@@ -148,6 +163,13 @@ def tally_checkpoints(run_dir: Path, manifest: Manifest | None = None) -> Checkp
     for entry in _scan(Path(ckpt_dir)):
         seen.add(entry.name)
         manifest_entry = manifest.files.get(entry.name)
+        irregular = _irregularity(entry, run_dir)
+        if irregular is not None:
+            tally.count += 1
+            status, reason = integrity.not_regular_status(irregular)
+            if status == "corrupt":
+                tally.corrupt.append((entry.name, reason))
+            continue
         try:
             size, _ = _size_and_mtime(entry)
         except FileNotFoundError:
@@ -216,7 +238,10 @@ def newest_valid(run_dir: Path, level: str = "full") -> tuple[CheckpointInfo | N
         if listed.status in ("partial", "missing"):
             skipped.append(listed)
             continue
-        info = integrity.verify_file(listed.path, level, manifest.files.get(listed.name))
+        if listed.reason and listed.reason.startswith(integrity.NOT_REGULAR):
+            skipped.append(listed)
+            continue
+        info = integrity.verify_file(listed.path, level, manifest.files.get(listed.name), within=run_dir)
         if info.status == "unverified" and listed.path.is_dir():
             skipped.append(info)  # nothing vouches for its .metadata pickle: never loaded
             continue

@@ -28,13 +28,12 @@ is `unverified`, with a reason saying what was checked (a foreign file has no ma
 from __future__ import annotations
 
 import os
-import stat
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from runctl.runs import safetensors_scan, verify_cache, zipscan
+from runctl.runs import safe_files, safetensors_scan, verify_cache, zipscan
 from runctl.runs.layout import CHECKPOINT_DIR, RUN_YAML, is_step_folder_name, is_temp_name, step_from_name
 from runctl.runs.manifest import ManifestEntry
 from runctl.runs.model import CheckpointInfo
@@ -49,11 +48,11 @@ RESUME_KEYS = ("format", "step", "model", "optimizer", "rng", "data")
 
 # Reasons a file is corrupt; `CheckpointInfo.reason` starts with one of them, then ": detail".
 # The zip scan names TRUNCATED, CRC_MISMATCH, NOT_A_CHECKPOINT and UNSAFE_PICKLE.
-__all__ = ["CHECKPOINT_FORMAT", "CRC_MISMATCH", "EMPTY", "LEVELS", "NOT_A_CHECKPOINT", "NOT_LOADABLE_SAFELY",
+__all__ = ["CHECKPOINT_FORMAT", "CRC_MISMATCH", "EMPTY", "LEVELS", "NOT_A_CHECKPOINT", "NOT_LOADABLE_SAFELY", "NOT_REGULAR",
            "RESUME_KEYS",
            "SHA256_MISMATCH", "SIZE_MISMATCH", "TRUNCATED", "UNREADABLE", "UNSAFE_PICKLE",
            "CheckpointIdentity", "clear_cache", "identity_of", "in_runctl_run", "is_torch_file", "judge",
-           "verify_file"]
+           "not_regular_status", "verify_file"]
 SHA256_MISMATCH = "sha256 mismatch"
 SIZE_MISMATCH = "size mismatch"
 EMPTY = "empty"
@@ -65,6 +64,16 @@ SAFETENSORS_NOTE = "safetensors has no checksums: header, offsets and size check
 # torch.save's legacy format starts with a protocol-2 pickle of this magic number.
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 _ZIP_MAGIC = b"PK\x03\x04"
+# A FIFO, socket, device, directory or a link to one (or dangling, or leaving the run folder): never
+# opened for reading, since a FIFO blocks the open and a device never ends. The reason goes on with
+# what it is ("not a regular file: fifo").
+NOT_REGULAR = "not a regular file"
+
+
+def not_regular_status(what: str) -> tuple[str, str]:
+    """Status and reason of a checkpoint name that is not a regular file. A directory may be a
+    format runctl does not read (DeepSpeed saves `*.ckpt/` folders): unchecked, not corrupt."""
+    return ("unchecked" if what.endswith("directory") else "corrupt"), f"{NOT_REGULAR}: {what}"
 
 @dataclass(frozen=True)
 class CheckpointIdentity:
@@ -102,11 +111,12 @@ def clear_cache() -> None:
 
 
 def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry | None = None,
-                *, reference: CheckpointIdentity | None = None) -> CheckpointInfo:
+                *, reference: CheckpointIdentity | None = None, within: Path | None = None) -> CheckpointInfo:
     """Verify one checkpoint file at `level`; never raises for anything wrong with the file.
 
     `reference` (deep only): the identity of the run's trusted checkpoints; a file saved by another
-    run or holding another model is `incompatible`.
+    run or holding another model is `incompatible`. `within`: the run folder; a link to a file
+    outside it is not read. Anything but a regular file is `corrupt` (NOT_REGULAR) and never opened.
     """
     if level not in LEVELS:
         raise ValueError(f"unknown integrity level {level!r}; expected one of {LEVELS}")
@@ -119,6 +129,9 @@ def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry 
                           step=manifest_entry.step if manifest_entry else step_from_name(path.name),
                           kind=manifest_entry.kind if manifest_entry else None,
                           bytes=0, mtime=0.0, status="unchecked")
+    irregular = safe_files.irregularity(path, within=within)
+    if irregular is not None:
+        return _not_regular(info, path, irregular)
     if is_temp_name(path.name):
         try:
             st = os.stat(path)
@@ -130,10 +143,12 @@ def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry 
     try:
         # Stat the open file, not the name: a rename in between cannot pair one file's identity
         # (the cache key) with another file's bytes.
-        with open(path, "rb", buffering=0) as file:
+        with safe_files.open_regular(path) as file:
             st = os.fstat(file.fileno())
             info.bytes, info.mtime = st.st_size, st.st_mtime
             facts = facts_for(path, file, st, level)
+    except safe_files.NotRegularFile as exc:  # swapped in after the check above
+        return _not_regular(info, path, exc.kind)
     except FileNotFoundError:
         info.status, info.reason = "missing", "file not found"
         return info
@@ -147,9 +162,7 @@ def is_torch_file(path: Path) -> bool:
     """The file starts like a torch.save (zip or legacy); False when it cannot be read or is not a
     regular file (a FIFO would block the open)."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return False
-        with open(path, "rb") as file:
+        with safe_files.open_regular(path) as file:
             head = file.read(len(_LEGACY_MAGIC))
     except OSError:
         return False
@@ -160,6 +173,14 @@ def in_runctl_run(path: Path) -> bool:
     """The file sits in a runctl run's checkpoints/ folder, where every file should have a manifest entry."""
     parent = path.parent
     return parent.name == CHECKPOINT_DIR and (parent.parent / RUN_YAML).exists()
+def _not_regular(info: CheckpointInfo, path: Path, what: str) -> CheckpointInfo:
+    try:
+        st = os.lstat(path)
+        info.mtime = st.st_mtime
+    except OSError:
+        pass
+    info.status, info.reason = not_regular_status(what)
+    return info
 
 
 def facts_for(path: Path, file: BinaryIO, st: os.stat_result, level: str) -> _Facts:
@@ -286,7 +307,7 @@ def _compute(path: Path, file: BinaryIO, size: int, level: str, known: dict[str,
         full = known.get("full") or _split_unsafe(_full(file, size))
         if level == "full" or full.problem is not None or full.unsafe is not None:
             return full
-        return _deep(path, full)
+        return _deep(path, full, _name_of_open_file(path, file))
     except OSError as exc:
         return _Facts(level=level, problem=f"{UNREADABLE}: {exc.strerror or exc.__class__.__name__}")
 
@@ -333,7 +354,7 @@ def _legacy(path: Path, file: BinaryIO, level: str, known: dict[str, _Facts]) ->
     full = known.get("full") or replace(facts, level="full", sha256=_sha256(file))
     if level == "full" or full.unsafe is not None:
         return full
-    return _deep(path, full)
+    return _deep(path, full, _name_of_open_file(path, file))
 
 
 def _safetensors(file: BinaryIO, size: int, level: str) -> _Facts:
@@ -348,14 +369,22 @@ def _safetensors(file: BinaryIO, size: int, level: str) -> _Facts:
 
 # ----------------------------------------------------------------------------------------- deep
 
-def _deep(path: Path, full: _Facts) -> _Facts:
+def _name_of_open_file(path: Path, file: BinaryIO) -> Path:
+    """A name torch.load can open that is the file already open and checked, not whatever the
+    path names by now (a FIFO swapped in would block the load): /proc's link to the descriptor."""
+    proc = Path(f"/proc/self/fd/{file.fileno()}")
+    return proc if proc.exists() else path
+
+
+def _deep(path: Path, full: _Facts, source: Path | None = None) -> _Facts:
+    """Load `source` (the checked open file, default `path`) weights-only; `path` names it."""
     import pickle
 
     import torch  # deep only: runs/ must import without torch
 
     try:
         # mmap needs the zip format; a legacy file is read into memory.
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=full.format == "zip")
+        state = torch.load(source or path, map_location="cpu", weights_only=True, mmap=full.format == "zip")
     except pickle.UnpicklingError as exc:
         refusal = _unpickler_refusal(exc)
         name = refusal.rsplit("GLOBAL ", 1)[-1].strip() if "GLOBAL " in refusal else None

@@ -3,6 +3,10 @@
 The writer (runs.atomic.append_jsonl) appends whole lines, but a reader can still catch a line
 half-written, so the bytes after the last newline wait for the next poll. A file that shrinks,
 is replaced (new inode) or no longer ends a line where we stopped is read again from the start.
+
+Reads are bounded: only a regular file is opened (never a FIFO or a device), a file larger than
+`max_history_bytes` is read from that far before its end, and a line longer than MAX_LINE_BYTES
+is skipped whole instead of held in memory.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 import orjson
+from runctl.runs import safe_files
 
 # Read big files in slices so the first load of a long run does not hold it all in memory twice.
 DEFAULT_CHUNK_BYTES = 8 << 20
+MAX_HISTORY_BYTES = safe_files.MAX_HISTORY_BYTES
+MAX_LINE_BYTES = safe_files.MAX_LINE_BYTES
 
 
 def parse_json_line(line: bytes) -> object:
@@ -38,14 +45,19 @@ def parse_json_line(line: bytes) -> object:
 class JsonlTail:
     """Incremental reader of the complete lines appended to one file since the last poll."""
 
-    def __init__(self, path: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+    def __init__(self, path: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 max_history_bytes: int = MAX_HISTORY_BYTES) -> None:
         self.path = Path(path)
         self.chunk_bytes = chunk_bytes
+        self.max_history_bytes = max_history_bytes
         self.offset = 0
         self.restarts = 0
         # The last error opening or reading the file (e.g. permission denied), None when fine.
         self.error: str | None = None
+        # Set when the file was too large to read whole, or a line too long was skipped.
+        self.note: str | None = None
         self._identity: tuple[int, int] | None = None
+        self._skipping_line = False
 
     def poll(self, on_restart: Callable[[], None], on_lines: Callable[[list[bytes]], None]) -> int:
         """Deliver new complete lines in batches; returns the number of bytes consumed.
@@ -54,7 +66,7 @@ class JsonlTail:
         caller can forget what it built from the old contents before new lines arrive.
         """
         try:
-            f = open(self.path, "rb")
+            f = safe_files.open_regular(self.path)
         except FileNotFoundError:
             self.error = None
             if self._identity is not None or self.offset:
@@ -73,6 +85,7 @@ class JsonlTail:
 
     def _restart(self, on_restart: Callable[[], None]) -> None:
         self.offset = 0
+        self._skipping_line = False
         self.restarts += 1
         on_restart()
 
@@ -89,6 +102,12 @@ class JsonlTail:
             self._restart(on_restart)
         self._identity = identity
         consumed = 0
+        if self.offset == 0 and st.st_size > self.max_history_bytes:
+            # Too long a history to hold: start that far before the end, at the next line.
+            self.offset = consumed = st.st_size - self.max_history_bytes
+            self._skipping_line = True
+            self.note = (f"{self.path}: {st.st_size / 2**20:.0f} MiB; only its last "
+                         f"{self.max_history_bytes / 2**20:.0f} MiB are read")
         f.seek(self.offset)
         pending = b""
         while True:
@@ -97,10 +116,24 @@ class JsonlTail:
                 break
             if pending:
                 data = pending + data
+            if self._skipping_line:
+                end = data.find(b"\n")
+                skip = len(data) if end < 0 else end + 1
+                self.offset += skip
+                consumed += skip
+                data, pending = data[skip:], b""
+                self._skipping_line = end < 0
             cut = data.rfind(b"\n")
             if cut < 0:
-                # One line longer than a chunk: keep reading until it ends (or stays torn).
+                # One line longer than a chunk: keep reading until it ends (or stays torn), up to
+                # MAX_LINE_BYTES, past which the line is dropped unread to its end.
                 pending = data
+                if len(pending) > MAX_LINE_BYTES:
+                    self.offset += len(pending)
+                    consumed += len(pending)
+                    pending = b""
+                    self._skipping_line = True
+                    self.note = f"{self.path}: skipped a line longer than {MAX_LINE_BYTES >> 20} MiB"
                 continue
             pending = data[cut + 1 :]
             lines = data[:cut].split(b"\n")

@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from runctl.runs import safe_files
+from runctl.runs.safe_files import MAX_HISTORY_BYTES, MAX_LINE_BYTES
 
 # How much of metrics.jsonl's end to read for the last train loss, first and at most.
 _TAIL_FIRST_BYTES = 16 << 10
@@ -24,7 +28,7 @@ def last_train_loss(path: Path) -> tuple[float | None, str | None]:
     """
     malformed = 0
     try:
-        with open(path, "rb") as file:
+        with safe_files.open_regular(path) as file:
             size = os.fstat(file.fileno()).st_size
             window = _TAIL_FIRST_BYTES
             while True:
@@ -45,8 +49,6 @@ def last_train_loss(path: Path) -> tuple[float | None, str | None]:
                 window *= 8
     except FileNotFoundError:
         return None, None
-    except IsADirectoryError:
-        return None, f"{path}: is a directory"
     except OSError as exc:
         return None, f"{path}: unreadable ({exc.strerror or exc.__class__.__name__})"
     return None, _malformed_problem(path, malformed)
@@ -57,12 +59,17 @@ def _malformed_problem(path: Path, count: int) -> str | None:
 
 
 def best_from_metrics(path: Path, metric: str, mode: str = "min") -> dict[str, Any] | None:
-    """{"metric", "value", "step"} of the best `metric` in metrics.jsonl (reads the whole file)."""
+    """{"metric", "value", "step"} of the best `metric` in metrics.jsonl (reads the whole file, or
+    its last MAX_HISTORY_BYTES; lines longer than MAX_LINE_BYTES are skipped)."""
     best: dict[str, Any] | None = None
     key = metric.encode()
     try:
-        with open(path, "rb") as file:
-            for line in file:
+        with safe_files.open_regular(path) as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > MAX_HISTORY_BYTES:
+                file.seek(size - MAX_HISTORY_BYTES)
+                file.readline(MAX_LINE_BYTES)  # the line cut by the seek
+            for line in _bounded_lines(file):
                 if key not in line:
                     continue
                 try:
@@ -77,6 +84,19 @@ def best_from_metrics(path: Path, metric: str, mode: str = "min") -> dict[str, A
     except OSError:
         return None
     return best
+
+
+def _bounded_lines(file: Any) -> Iterator[bytes]:
+    """The file's lines from where it stands; a line longer than MAX_LINE_BYTES is skipped."""
+    while True:
+        line = file.readline(MAX_LINE_BYTES)
+        if not line:
+            return
+        if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while (rest := file.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass
+            continue
+        yield line
 
 
 def _loss_of(line: bytes) -> tuple[float | None, bool]:

@@ -17,6 +17,11 @@ from typing import BinaryIO
 
 # status.json, manifest.json, run.yaml, a config, a control file: kilobytes in practice.
 MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
+# Logs (metrics.jsonl, events.jsonl): a 50,000-step run logging 20 metrics writes ~36 MB; history
+# beyond this much before a log's end is left unread.
+MAX_HISTORY_BYTES = 1 << 30
+# No record runctl writes comes near this; a longer "line" is garbage and is skipped.
+MAX_LINE_BYTES = 16 << 20
 
 _KINDS = ((stat.S_ISFIFO, "fifo"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
           (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "directory"))

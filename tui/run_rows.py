@@ -6,12 +6,12 @@ Pure data and file reads, no widgets: the runs list builds these in a thread wor
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runctl.runs import safe_files
 from runctl.runs.layout import DEFAULT_DEPTH, METRICS_JSONL
 from runctl.runs.model import RunSummary
 
@@ -53,10 +53,7 @@ def read_speed(run_dir: Path) -> float | None:
     """Optimizer steps per second from the newest train line of metrics.jsonl (its step_time)."""
     path = run_dir / METRICS_JSONL
     try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - _TAIL_BYTES))
-            tail = f.read()
+        tail = safe_files.read_tail(path, _TAIL_BYTES)
     except OSError:
         return None
     # The first line may be cut by the seek and the last one may still be being written: parse

@@ -256,7 +256,7 @@ def test_a_folder_named_like_a_checkpoint_is_unchecked_not_corrupt(tmp_path: Pat
     folder.mkdir()
     for level in LEVELS:
         info = verify_file(folder, level)
-        assert info.status == "unchecked" and info.reason.startswith("unreadable"), info
+        assert info.status == "unchecked" and info.reason == "not a regular file: directory", info
 
 
 def test_unreadable_file_is_reported_not_raised(checkpoint: Path) -> None:

@@ -27,6 +27,7 @@ from typing import IO, Any
 from runctl.engine import api
 from runctl.engine.lifeline import AGENT_PID_ENV, LAUNCHER_PID_ENV, stop_with_env_parent
 from runctl.engine.signals import hangups_ignored
+from runctl.runs import safe_files
 from runctl.runs.discovery import resolve_run
 from runctl.runs.errors import RunctlError
 from runctl.runs.humanize import human_bytes
@@ -333,7 +334,8 @@ def _detach(run_dir: Path, launch: Launch, from_ckpt: str | None) -> int:
 
 
 def _last_line_of(path: Path) -> str:
-    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    text = safe_files.read_tail(path, 64 * 1024).decode(errors="replace")
+    lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else "(no output)"
 
 

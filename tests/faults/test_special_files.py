@@ -1,0 +1,209 @@
+"""No file in a run folder can hang runctl: FIFOs, sockets, devices, folders and links among the files.
+
+One real run (4 steps, checkpoints at 2 and 4) is copied per case, and a special file is planted
+as the newest checkpoint (step 6) or in place of a run file. Each case is driven the way a user
+meets it: `runctl verify/ls/summary/extend` in a subprocess with a timeout (a blocking open of a
+FIFO would hang them for ever), and the UI through Pilot: open the run view, see the badge, quit.
+Every case must name what the file is (`not a regular file: fifo`) and go on with the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .helpers import TINY_MLP, find_run_dir, records_by_name, run_cli, status, verify_json
+
+# Far above what each command needs on a busy box, far below "for ever".
+TIMEOUT = 90.0
+NEWEST = "step_00000006.pt"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("special")
+    sets = [a for s in [*TINY_MLP, "max_steps=4", "checkpoint.every=2", "checkpoint.async=false"]
+            for a in ("--set", s)]
+    done = run_cli(["train", "digits_mlp", "--root", tmp / "runs", "--name", "base", *sets], cwd=tmp, timeout=180)
+    assert done.returncode == 0, done.stderr
+    run_dir = find_run_dir(tmp / "runs")
+    assert run_dir is not None and status(run_dir)["state"] == "finished"
+    return run_dir
+
+
+def copy_run(finished_run: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    shutil.copytree(finished_run, root / "base")
+    return root / "base"
+
+
+def _fifo(path: Path, run: Path) -> None:
+    os.mkfifo(path)
+
+
+def _socket(path: Path, run: Path) -> None:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))  # the socket file stays after the socket closes
+    server.close()
+
+
+def _link_to_fifo(path: Path, run: Path) -> None:
+    os.mkfifo(run.parent.parent / "elsewhere.fifo")
+    path.symlink_to(run.parent.parent / "elsewhere.fifo")
+
+
+def _link_to_dev_zero(path: Path, run: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def _link_to_dev_null(path: Path, run: Path) -> None:
+    path.symlink_to("/dev/null")
+
+
+def _folder(path: Path, run: Path) -> None:
+    path.mkdir()
+    (path / "shard_0.pt").write_bytes(b"x")
+
+
+def _dangling_link(path: Path, run: Path) -> None:
+    path.symlink_to(run / "checkpoints" / "no_such_file.pt")
+
+
+def _link_leaving_the_run(path: Path, run: Path) -> None:
+    outside = run.parent.parent / "outside.pt"
+    shutil.copyfile(run / "checkpoints" / "step_00000004.pt", outside)
+    path.symlink_to(outside)
+
+
+# plant -> (reason after "not a regular file: ", status)
+SPECIAL: dict[str, tuple[Callable[[Path, Path], None], str, str]] = {
+    "fifo": (_fifo, "fifo", "corrupt"),
+    "socket": (_socket, "socket", "corrupt"),
+    "link_to_fifo": (_link_to_fifo, "link to fifo", "corrupt"),
+    "link_to_dev_zero": (_link_to_dev_zero, "link to character device", "corrupt"),
+    "link_to_dev_null": (_link_to_dev_null, "link to character device", "corrupt"),
+    "folder": (_folder, "directory", "unchecked"),
+    "dangling_link": (_dangling_link, "dangling link", "corrupt"),
+    "link_leaving_the_run": (_link_leaving_the_run, "link leaving the run folder", "corrupt"),
+}
+
+
+# Training on past the special file (extend: resume's choice of checkpoint) costs a torch start-up
+# each; the kinds that used to hang an open, or would read for ever, are trained past.
+TRAINED_CASES = {"fifo", "link_to_dev_zero", "dangling_link", "folder"}
+
+
+@pytest.mark.parametrize("case", list(SPECIAL))
+def test_a_special_checkpoint_is_named_and_never_opened(finished_run: Path, tmp_path: Path, case: str) -> None:
+    plant, what, expected_status = SPECIAL[case]
+    run = copy_run(finished_run, tmp_path)
+    plant(run / "checkpoints" / NEWEST, run)
+    reason = f"not a regular file: {what}"
+
+    for level in ("quick", "deep"):
+        code, document = verify_json(run, cwd=tmp_path, level=level)
+        records = records_by_name(document)
+        assert records[NEWEST]["status"] == expected_status and records[NEWEST]["reason"] == reason, records[NEWEST]
+        assert records["step_00000004.pt"]["status"] == "ok" and records["step_00000002.pt"]["status"] == "ok"
+        assert code == (1 if expected_status == "corrupt" else 0), (level, code)
+
+    done = run_cli(["ls", tmp_path / "runs", "--json"], cwd=tmp_path, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)["runs"][0]
+    if expected_status == "corrupt":
+        assert any(reason in problem for problem in listed["problems"]), listed["problems"]
+    done = run_cli(["summary", tmp_path / "runs"], cwd=tmp_path, timeout=TIMEOUT)
+    assert done.returncode == 0 and "base" in done.stdout, done.stderr
+
+    if case not in TRAINED_CASES:
+        return
+    # extend (full verification): resume skips the special file, says why, and trains on from
+    # step 4 to a final checkpoint at step 5
+    done = run_cli(["extend", run, "--steps", "1"], cwd=tmp_path, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert f"skipped checkpoint {NEWEST}: {reason}" in done.stderr, done.stderr
+    final = status(run)
+    assert final["state"] == "finished" and final["step"] == 5, final
+
+
+def test_special_run_files_do_not_stop_listing(finished_run: Path, tmp_path: Path) -> None:
+    """status.json a FIFO, metrics.jsonl a link to /dev/zero, events.jsonl a socket, run.yaml a
+    FIFO in a second run, manifest.json a link to /dev/zero: every command answers and names them."""
+    run = copy_run(finished_run, tmp_path)
+    other = tmp_path / "runs" / "other"
+    shutil.copytree(run, other)
+    for name in ("status.json", "metrics.jsonl", "events.jsonl"):
+        (run / name).unlink()
+    os.mkfifo(run / "status.json")
+    (run / "metrics.jsonl").symlink_to("/dev/zero")
+    _socket(run / "events.jsonl", run)
+    (other / "run.yaml").unlink()
+    os.mkfifo(other / "run.yaml")
+    (other / "checkpoints" / "manifest.json").unlink()
+    (other / "checkpoints" / "manifest.json").symlink_to("/dev/zero")
+
+    done = run_cli(["ls", tmp_path / "runs", "--json"], cwd=tmp_path, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    runs = {Path(r["path"]).name: r for r in json.loads(done.stdout)["runs"]}
+    problems = " ".join(runs["base"]["problems"])
+    assert "status.json: not a regular file: fifo" in problems, problems
+    other_problems = " ".join(runs["other"]["problems"])
+    assert "run.yaml" in other_problems and "not a regular file: fifo" in other_problems, other_problems
+    assert "manifest.json" in other_problems and "character device" in other_problems, other_problems
+    for args in (["summary", tmp_path / "runs"], ["verify", tmp_path / "runs"], ["ls", tmp_path / "runs"]):
+        done = run_cli(args, cwd=tmp_path, timeout=TIMEOUT)
+        assert done.returncode in (0, 1) and "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def test_huge_logs_are_not_slurped(finished_run: Path, tmp_path: Path) -> None:
+    """A 10 GB metrics.jsonl (sparse: no disk used) of one endless line: ls and summary answer."""
+    run = copy_run(finished_run, tmp_path)
+    with open(run / "metrics.jsonl", "r+b") as f:
+        f.truncate(10 * 2**30)
+    for args in (["ls", tmp_path / "runs", "--json"], ["summary", tmp_path / "runs", "--json"]):
+        done = run_cli(args, cwd=tmp_path, timeout=TIMEOUT)
+        assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.timeout(180)
+async def test_the_run_view_shows_special_files_and_quits(finished_run: Path, tmp_path: Path) -> None:
+    """The UI: the run view of a run with a FIFO checkpoint, a FIFO metrics.jsonl and a /dev/zero
+    events.jsonl opens, shows the FIFO's badge reason, and the app quits."""
+    from runctl.tui.app import make_app
+    from runctl.tui.screens.run_view import RunViewScreen
+    from runctl.tui.widgets.checkpoint_table import CheckpointTable
+
+    run = copy_run(finished_run, tmp_path)
+    os.mkfifo(run / "checkpoints" / NEWEST)
+    (run / "metrics.jsonl").unlink()
+    os.mkfifo(run / "metrics.jsonl")
+    (run / "events.jsonl").unlink()
+    (run / "events.jsonl").symlink_to("/dev/zero")
+    app = make_app(tmp_path / "runs", watch=False, keymap_path=tmp_path / "no-keys.yaml")
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.open_run(run)
+
+        def infos() -> dict[str, Any]:
+            screen = app.screen
+            tables = screen.query(CheckpointTable) if isinstance(screen, RunViewScreen) else []
+            return tables[0].infos if tables else {}
+
+        for _ in range(1200):
+            table = infos()
+            if NEWEST in table and table["step_00000004.pt"].level in ("full", "deep"):  # verified
+                break
+            await pilot.pause(0.05)
+        table = infos()
+        assert table[NEWEST].status == "corrupt" and table[NEWEST].reason == "not a regular file: fifo"
+        assert table["step_00000004.pt"].status == "ok"
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("q")
+    assert app.return_code in (0, None)
