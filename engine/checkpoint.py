@@ -18,7 +18,6 @@ byte is unpickled, and then only with torch.load(weights_only=True).
 
 from __future__ import annotations
 
-import errno
 import os
 import queue
 import threading
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 from runctl.engine.compat import strip_compile_prefix
 from runctl.engine.snapshot import HostBuffers, PendingCopies, capture_rng, restore_rng, stage_to_cpu
+from runctl.runs.disk_full import disk_full_message, is_disk_full
 from runctl.runs.errors import RunctlError
 from runctl.runs.integrity import CHECKPOINT_FORMAT, RESUME_KEYS, verify_file
 from runctl.runs.layout import CHECKPOINT_KINDS, checkpoint_dir, checkpoint_name, step_from_name
@@ -257,8 +257,10 @@ def select_for_deletion(on_disk: Mapping[str, int], kinds: Mapping[str, str], ke
 def _as_checkpoint_error(exc: BaseException, path: Path, stage: str) -> BaseException:
     if isinstance(exc, RunctlError) or not isinstance(exc, Exception):
         return exc  # KeyboardInterrupt, SystemExit: keep their meaning
+    if is_disk_full(exc):
+        return CheckpointError(f"{path}: {stage}: {disk_full_message(path.parent)}")
     if isinstance(exc, OSError):
-        reason = f"disk full ({exc.strerror})" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        reason = exc.strerror or str(exc)
         where = f" writing {exc.filename}" if exc.filename and Path(exc.filename).name != path.name else ""
         return CheckpointError(f"{path}: {stage}: {reason}{where}")
     return CheckpointError(f"{path}: {stage}: {exc.__class__.__name__}: {exc}")

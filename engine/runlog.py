@@ -257,7 +257,10 @@ class RunLog:
     def _not_written(self, path: Path, exc: OSError) -> None:
         if path not in self._unwritable:
             self._unwritable.add(path)
-            tell(f"runctl: {path}: not written ({exc.strerror or exc}); training "
+            from runctl.runs.disk_full import disk_full_reason
+
+            reason = disk_full_reason(exc, path.parent) or exc.strerror or exc
+            tell(f"runctl: {path}: not written ({reason}); training "
                  "continues, and later lines are written once there is room\n")
 
     def _written_again(self, path: Path) -> None:

@@ -62,6 +62,7 @@ from runctl.runs.atomic import (
     remove_stale_temps,
     temp_path,
 )
+from runctl.runs.disk_full import disk_full_message, free_bytes, is_disk_full
 from runctl.runs.errors import RunctlError
 from runctl.runs.layout import (
     CONTROL_DIR,
@@ -390,9 +391,11 @@ class _HashingWriter:
         self._pause = pause_after_first_write
         self.sha256 = hashlib.sha256()
         self.bytes_written = 0
+        self.attempted = 0  # size of the write in progress (what a full disk refused)
 
     def write(self, data: bytes | memoryview) -> int:
         self.sha256.update(data)
+        self.attempted = len(data)
         written = self._file.write(data)
         self.bytes_written += len(data)
         if self._pause:
@@ -409,6 +412,7 @@ class _HashingWriter:
 def _write_hashed(final: Path, write: Callable[[IO[bytes]], None], slow: float) -> tuple[int, str]:
     """`write` to a temp name beside `final`, hashing as it goes; fsync, rename, fsync the folder."""
     tmp = temp_path(final)
+    writer: _HashingWriter | None = None
     try:
         with open(tmp, "wb") as file:
             writer = _HashingWriter(file, pause_after_first_write=slow)
@@ -417,11 +421,16 @@ def _write_hashed(final: Path, write: Callable[[IO[bytes]], None], slow: float) 
             os.fsync(file.fileno())
         _pause_at("commit:temp-written")
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
+        # Measured before the temp file goes: its blocks are what the disk had left to give.
+        free = free_bytes(final.parent)
         try:
             tmp.unlink()
         except FileNotFoundError:
             pass
+        # torch's zip writer reports a short write as RuntimeError("unexpected pos ..."): name it.
+        if isinstance(exc, Exception) and is_disk_full(exc, needed=writer.attempted if writer else None, free=free):
+            raise OSError(errno.ENOSPC, disk_full_message(final.parent), str(tmp)) from exc
         raise
     fsync_dir(final.parent)
     return writer.bytes_written, writer.sha256.hexdigest()

@@ -243,7 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _internal_error(exc)
         # The machine, not runctl: a full disk, a lost mount, permissions. Writes are atomic, so
         # the file named is as it was.
-        sys.stderr.write(f"runctl: {exc.filename}: {exc.strerror or exc}\n")
+        from runctl.runs.disk_full import disk_full_reason
+
+        reason = disk_full_reason(exc, Path(exc.filename).parent) or exc.strerror or exc
+        sys.stderr.write(f"runctl: {exc.filename}: {reason}\n")
         return 1
     except Exception as exc:  # a bug, not bad input: one line here, the traceback in a file
         return _internal_error(exc)
