@@ -7,6 +7,12 @@ pending control commands and temp files of a write in progress. Every checkpoint
 atomically. Import unpacks into a temp folder beside the destination and renames it into place:
 an existing run is never overwritten, and a broken or hostile archive (a path escaping the
 folder, a symlink, no run.yaml) leaves nothing behind.
+
+Import trusts nothing in the archive. Before a byte is written it checks, from the central
+directory, the member count, each member's size, the total unpacked size against the free space
+and the compression ratio (a zip bomb is refused, exit 2). zipfile never reads past a member's
+declared size and checks each member's CRC, so the declared sizes bound the writes. The unpacked
+checkpoints are verified (full) in the temp folder: a damaged bundle leaves no run behind (exit 1).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import stat
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -21,12 +28,24 @@ from pathlib import Path, PurePosixPath
 from runctl.runs.atomic import atomic_write
 from runctl.runs.checkpoints import list_checkpoints
 from runctl.runs.discovery import resolve_run
+from runctl.runs.disk_full import free_bytes
 from runctl.runs.errors import RunctlError
+from runctl.runs.humanize import human_bytes
 from runctl.runs.layout import CONTROL_DIR, LOCK_FILE, RANKS_DIR, RUN_YAML, is_temp_name
 from runctl.runs.lock import is_locked
 from runctl.runs.store import RunStore
 
 _SKIPPED_NAMES = {LOCK_FILE}
+
+# Import limits. A run is run.yaml, status, two logs, a manifest and its checkpoints: thousands of
+# members would be a very long run; an export stores checkpoints uncompressed (ratio ~1), and
+# re-zipped logs compress ~10x, so a ratio of 100 over more than 16 MiB is a bomb.
+MAX_MEMBERS = 10_000
+MAX_MEMBER_BYTES = 256 * 2**30
+MAX_RATIO = 100
+RATIO_FREE_BYTES = 16 * 2**20
+# Room left on the file system after the import, for the run to go on writing.
+FREE_MARGIN_BYTES = 64 * 2**20
 
 
 def export(args: argparse.Namespace) -> int:
@@ -71,20 +90,64 @@ def import_(args: argparse.Namespace) -> int:
         destination = root / run_name
         if destination.exists():
             raise RunctlError(f"{destination}: a run of that name exists; refusing to overwrite it")
+        _check_sizes(archive, zf, root)
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{run_name}.import-", dir=root))
         try:
-            zf.extractall(staging)
-            bad = zf.testzip()
-            if bad is not None:
-                raise RunctlError(f"{archive}: {bad}: CRC mismatch in the archive", exit_code=1)
+            _unpack(archive, zf, staging)
+            corrupt = [info for info in list_checkpoints(staging / run_name, level="full")
+                       if info.status == "corrupt"]
+            if corrupt:
+                names = ", ".join(f"{info.name} ({info.reason})" for info in corrupt[:3])
+                more = f" and {len(corrupt) - 3} more" if len(corrupt) > 3 else ""
+                raise RunctlError(f"{archive}: damaged bundle, nothing imported: corrupt checkpoint(s) "
+                                  f"{names}{more}", exit_code=1)
             RunStore.adopt(staging / run_name, destination)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    corrupt = [info for info in list_checkpoints(destination, level="full") if info.status == "corrupt"]
-    note = f"; {len(corrupt)} corrupt checkpoint(s), see runctl verify" if corrupt else ""
-    print(f"{destination}: imported from {archive}{note}")
-    return 1 if corrupt else 0
+    print(f"{destination}: imported from {archive}")
+    return 0
+
+
+def _check_sizes(archive: Path, zf: zipfile.ZipFile, root: Path) -> None:
+    """Refuse, before writing, a bundle too large for the disk or compressed like a bomb."""
+    members = [info for info in zf.infolist() if not info.is_dir()]
+    for info in members:
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise RunctlError(f"{archive}: member {info.filename!r} unpacks to {human_bytes(info.file_size)}; "
+                              f"refusing members over {human_bytes(MAX_MEMBER_BYTES)}")
+    unpacked = sum(info.file_size for info in members)
+    packed = sum(info.compress_size for info in members)
+    if unpacked > RATIO_FREE_BYTES and unpacked > MAX_RATIO * max(packed, 1):
+        raise RunctlError(f"{archive}: {human_bytes(packed)} that unpack to {human_bytes(unpacked)} "
+                          f"(ratio {unpacked / max(packed, 1):,.0f}); refusing a ratio over {MAX_RATIO} (a zip bomb?)")
+    free = free_bytes(_existing_ancestor(root))
+    if free is not None and unpacked + FREE_MARGIN_BYTES > free:
+        raise RunctlError(f"{archive}: unpacks to {human_bytes(unpacked)}, but {root} has {human_bytes(free)} free "
+                          f"(and {human_bytes(FREE_MARGIN_BYTES)} must stay free)")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _unpack(archive: Path, zf: zipfile.ZipFile, staging: Path) -> None:
+    """Every member into `staging`, as plain files and folders; a CRC mismatch is a damaged bundle."""
+    for info in zf.infolist():
+        target = staging.joinpath(*PurePosixPath(info.filename).parts)
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with zf.open(info) as source, open(target, "xb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
+        except (zipfile.BadZipFile, EOFError, NotImplementedError) as err:
+            raise RunctlError(f"{archive}: {info.filename}: damaged in the archive ({err}); nothing imported",
+                              exit_code=1) from None
 
 
 def _files_to_pack(run_dir: Path):
@@ -102,14 +165,26 @@ def _files_to_pack(run_dir: Path):
 
 
 def _check_members(archive: Path, zf: zipfile.ZipFile) -> str:
-    """The run's folder name, after refusing anything that could land outside it."""
+    """The run's folder name, after refusing anything that could land outside it or is not a
+    plain file or folder."""
+    members = zf.infolist()
+    if len(members) > MAX_MEMBERS:
+        raise RunctlError(f"{archive}: {len(members):,} members; a run bundle has at most {MAX_MEMBERS:,}")
     tops = set()
-    for info in zf.infolist():
+    seen: set[str] = set()
+    for info in members:
         parts = PurePosixPath(info.filename).parts
         if not parts or info.filename.startswith("/") or ".." in parts or "\\" in info.filename:
             raise RunctlError(f"{archive}: member {info.filename!r} would land outside the run folder")
-        if (info.external_attr >> 16) & 0o170000 == 0o120000:
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
             raise RunctlError(f"{archive}: member {info.filename!r} is a symlink")
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: a zip made without Unix modes
+            raise RunctlError(f"{archive}: member {info.filename!r} is not a plain file (mode {mode:o})")
+        key = info.filename.rstrip("/")
+        if key in seen:
+            raise RunctlError(f"{archive}: member {info.filename!r} appears twice")
+        seen.add(key)
         tops.add(parts[0])
     if len(tops) != 1:
         raise RunctlError(f"{archive}: expected one run folder, found {len(tops)}")
