@@ -143,7 +143,7 @@ def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry 
     try:
         # Stat the open file, not the name: a rename in between cannot pair one file's identity
         # (the cache key) with another file's bytes.
-        with safe_files.open_regular(path) as file:
+        with safe_files.open_regular(path, buffering=0) as file:
             st = os.fstat(file.fileno())
             info.bytes, info.mtime = st.st_size, st.st_mtime
             facts = facts_for(path, file, st, level)

@@ -82,8 +82,9 @@ def irregularity(path: str | os.PathLike[str], *, within: str | os.PathLike[str]
     return None
 
 
-def open_regular(path: str | os.PathLike[str], *, within: str | os.PathLike[str] | None = None) -> BinaryIO:
-    """`open(path, "rb")` for a regular file only; NotRegularFile otherwise, whatever the timing."""
+def open_regular(path: str | os.PathLike[str], *, within: str | os.PathLike[str] | None = None,
+                 buffering: int = -1) -> BinaryIO:
+    """`open(path, "rb", buffering)` for a regular file only; NotRegularFile otherwise, whatever the timing."""
     problem = irregularity(path, within=within)
     if problem is not None:
         raise NotRegularFile(path, problem)
@@ -98,7 +99,7 @@ def open_regular(path: str | os.PathLike[str], *, within: str | os.PathLike[str]
         kind = kind_of(os.fstat(fd).st_mode)
         if kind is not None:  # swapped between the check and the open
             raise NotRegularFile(path, kind)
-        return os.fdopen(fd, "rb", buffering=0)
+        return os.fdopen(fd, "rb", buffering=buffering)
     except BaseException:
         os.close(fd)
         raise
