@@ -546,14 +546,16 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
     assert runlog is not None
     result = TrainResult(run_dir, "crashed", trainer.step, settings.max_steps, warnings=warnings)
     try:
-        RunStore(run_dir).clean_temps()
-        if dist.is_main:
-            RunStore(run_dir).clean_temp_step_folders()
+        store = RunStore(run_dir)
+        store.clean_temps()
+        if dist.is_main:  # the lock holder: only it changes checkpoints/
+            store.clean_temp_step_folders()
+            store.recover()
         runlog.set_progress(trainer.step, trainer.max_steps)
         runlog.start(checkpoint=start.path.name if start.own and start.path else None)
         for name, reason in start.skipped:
             runlog.event("skipped_checkpoint", file=name, reason=reason)
-        if start.explicit and start.own:
+        if start.explicit and start.own and dist.is_main:
             _set_aside_newer(run_dir, trainer.step, runlog)
         origin = start.path.name if start.path is not None else None
         if previous:

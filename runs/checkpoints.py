@@ -18,6 +18,9 @@ from runctl.runs.layout import (
     CHECKPOINT_DIR,
     LIVE_STATES,
     MANIFEST_JSON,
+    QUARANTINE_DIR,
+    REASONS_JSON,
+    SET_ASIDE_DIRS,
     TEMP_MARKER,
     checkpoint_name,
     is_step_folder_name,
@@ -84,8 +87,11 @@ def list_checkpoints(run_dir: Path, level: str | None = "quick", manifest: Manif
         if info.status in ("unchecked", "missing") and not os.path.lexists(entry.path):
             continue  # deleted since the scan (retention, a user): no longer a checkpoint of the run
         infos.append(info)
-    for name, manifest_entry in manifest.files.items():
-        if name not in seen:
+    gone = [name for name in manifest.files if name not in seen]
+    moved = moved_aside(run_dir, {name: manifest.files[name] for name in gone}) if gone and folder is None else set()
+    for name in gone:
+        manifest_entry = manifest.files[name]
+        if name not in moved:
             infos.append(CheckpointInfo(path=ckpt_dir / name, name=name, step=manifest_entry.step,
                                         kind=manifest_entry.kind, bytes=0, mtime=0.0, status="missing",
                                         reason=f"listed in {MANIFEST_JSON} but the file is gone"))
@@ -188,8 +194,76 @@ def tally_checkpoints(run_dir: Path, manifest: Manifest | None = None) -> Checkp
             tally.steps.add(step)
         if status == "corrupt":
             tally.corrupt.append((entry.name, reason or ""))
-    tally.gone = sorted(e.step for name, e in manifest.files.items() if name not in seen)
+    gone = {name: e for name, e in manifest.files.items() if name not in seen}
+    moved = moved_aside(Path(run_dir), gone) if gone else set()
+    tally.gone = sorted(e.step for name, e in gone.items() if name not in moved)
     return tally
+
+
+def quarantined_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
+    """The checkpoints a resume skipped and moved to RUN/quarantine/<time>-from-<step>/: status
+    `quarantined`, name `quarantine/<folder>/<file>`, the reason it was skipped in `reason`.
+    Reads no checkpoint bytes (`runctl verify RUN/quarantine/<folder>` verifies the files)."""
+    infos: list[CheckpointInfo] = []
+    for folder in set_aside_folders(run_dir):
+        if folder.parent.name != QUARANTINE_DIR:
+            continue
+        manifest = read_manifest(folder)
+        reasons = _read_reasons(folder / REASONS_JSON)
+        where = f"{QUARANTINE_DIR}/{folder.name}"
+        for entry in _scan(folder):
+            if is_temp_name(entry.name):
+                continue
+            listed = manifest.files.get(entry.name)
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            why = reasons.get(entry.name) or "reason not recorded"
+            infos.append(CheckpointInfo(
+                path=Path(entry.path), name=f"{where}/{entry.name}",
+                step=listed.step if listed else step_from_name(entry.name),
+                kind=listed.kind if listed else None, bytes=st.st_size, mtime=st.st_mtime,
+                status="quarantined", reason=f"skipped by resume: {why}"))
+    infos.sort(key=_order)
+    return infos
+
+
+def _read_reasons(path: Path) -> dict[str, str]:
+    try:
+        raw = safe_files.read_json(path)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    files = raw.get("files") if isinstance(raw, dict) else None
+    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+
+
+def set_aside_folders(run_dir: Path) -> list[Path]:
+    """RUN/superseded/* then RUN/quarantine/*, each oldest first (by name: its time): the folders of
+    checkpoints moved out of checkpoints/."""
+    folders: list[Path] = []
+    for kind in SET_ASIDE_DIRS:
+        try:
+            with os.scandir(Path(run_dir) / kind) as entries:
+                folders += sorted(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+        except OSError:
+            continue
+    return folders
+
+
+def moved_aside(run_dir: Path, entries: Mapping[str, ManifestEntry]) -> set[str]:
+    """The names among `entries` (manifest entries whose file is gone from checkpoints/) whose file,
+    of the listed size, lies in a set-aside folder: a move whose last manifest write was cut short
+    by a kill (the next start finishes it, runs.store.RunStore.recover), not a lost checkpoint."""
+    found: set[str] = set()
+    for folder in set_aside_folders(run_dir):
+        for name, entry in entries.items():
+            try:
+                if name not in found and os.stat(folder / name).st_size == entry.bytes:
+                    found.add(name)
+            except OSError:
+                continue
+    return found
 
 
 def _identity_key(identity: integrity.CheckpointIdentity) -> tuple[Any, ...]:

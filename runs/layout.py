@@ -16,9 +16,12 @@ LOCK_FILE = "lock"
 CONTROL_DIR = "control"
 # Checkpoints moved out of checkpoints/ (never deleted), each move in its own
 # <kind>/<time>-from-<step>/ folder with its manifest.json: the newer files of an abandoned
-# timeline (resume --from an older one).
+# timeline (resume --from an older one), and the files a resume skipped as damaged.
 SUPERSEDED_DIR = "superseded"
-SET_ASIDE_DIRS = (SUPERSEDED_DIR,)
+QUARANTINE_DIR = "quarantine"
+SET_ASIDE_DIRS = (SUPERSEDED_DIR, QUARANTINE_DIR)
+# In a quarantine folder: {"files": {name: reason}, "resumed_from": step}.
+REASONS_JSON = "reasons.json"
 # One heartbeat file per rank of a distributed run, `ranks/<rank>.json`, each written by its rank.
 RANKS_DIR = "ranks"
 

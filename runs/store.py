@@ -31,13 +31,20 @@ forget_checkpoints (retention) and delete_checkpoint
     1. manifest rewritten without the entries (best's file cleared)  2. the files unlinked.
     Killed after 1: old files with no entry (`unverified`); the next retention pass removes them.
     Never the other way round: an entry whose file is gone would read as a lost checkpoint.
-set_aside (resume --from an older checkpoint: `superseded/`)
-    1. mkdir RUN/<kind>/<time>-from-<step>/  2. the aside folder's manifest, with the moving
-    files' entries  3. each file renamed into it, both folders fsynced  4. the run's manifest
-    rewritten without them.
-    Killed after 2: the aside manifest lists files still in checkpoints/, which the run's manifest
-    lists too: nothing moved, every file listed. Killed after 3: moved files are listed in both
-    manifests; the run's listing shows their entries as missing until the next change.
+set_aside (`superseded/`: resume --from an older checkpoint; `quarantine/`: files a resume skipped)
+    1. mkdir RUN/<kind>/<time>-from-<step>/ (a quarantine's reasons.json in it)  2. each file
+    renamed into it, both folders fsynced  3. the aside folder's manifest, with the moved files'
+    entries  4. the run's manifest rewritten without them.
+    A set-aside folder's manifest never lists a file the folder does not hold, and no file is
+    ever without the entry it had: until 4, the run's manifest keeps it.
+    Killed after 1: an empty folder (or one holding only reasons.json). Killed during or after 2,
+    or after 3: the moved files' entries are still in the run's manifest (and, after 3, in the
+    aside manifest too). Readers: an entry whose file is gone from checkpoints/ but lies, of the
+    listed size, in a set-aside folder is no missing checkpoint (runs.checkpoints.moved_aside);
+    a moved file the aside manifest does not list yet verifies there as `unverified`.
+    The next start (`recover`, run by the engine under the lock before anything else) moves those
+    entries to the aside folder's manifest, drops them from the run's and removes empty folders.
+    Files not yet moved stay in checkpoints/, listed: a repeated resume --from moves them then.
 """
 
 from __future__ import annotations
@@ -67,13 +74,17 @@ from runctl.runs.errors import RunctlError
 from runctl.runs.layout import (
     CONTROL_DIR,
     EVENTS_JSONL,
+    QUARANTINE_DIR,
     RANKS_DIR,
+    REASONS_JSON,
     RUN_YAML,
     STATUS_JSON,
+    SUPERSEDED_DIR,
     TEMP_MARKER,
     checkpoint_dir,
     checkpoint_name,
     is_step_folder_name,
+    step_from_name,
 )
 from runctl.runs.lock import RunLock
 from runctl.runs.manifest import Manifest, ManifestEntry, read_manifest, write_manifest
@@ -81,7 +92,7 @@ from runctl.runs.ranks import rank_file
 from runctl.runs.run_yaml import read_run_yaml
 from runctl.runs.step_folder import sha256_of
 
-__all__ = ["PAUSE_ENV", "SLOW_WRITE_ENV", "CommittedCheckpoint", "RunStore"]
+__all__ = ["PAUSE_ENV", "QUARANTINE_DIR", "SLOW_WRITE_ENV", "SUPERSEDED_DIR", "CommittedCheckpoint", "RunStore"]
 
 # Test-only: seconds to sleep inside a checkpoint's temp write and between its rename and the
 # manifest update, so fault tests can kill the process inside those windows.
@@ -302,10 +313,7 @@ class RunStore:
         if not names:
             return []
         manifest = read_manifest(self.checkpoints)
-        for name in names:
-            manifest.files.pop(name, None)
-        if manifest.best and manifest.best.get("file") in names:
-            manifest.best = {**manifest.best, "file": None}
+        _forget_entries(manifest, names, keep_best_record=True)
         write_manifest(self.checkpoints, manifest)
         _pause_at("forget:manifest-written")
         failed = []
@@ -333,9 +341,7 @@ class RunStore:
         try:
             manifest = read_manifest(self.checkpoints)
             if manifest.error is None and name in manifest.files:
-                del manifest.files[name]
-                if manifest.best and manifest.best.get("file") == name:
-                    manifest.best = None
+                _forget_entries(manifest, [name])
                 write_manifest(self.checkpoints, manifest)
             _pause_at("delete:manifest-written")
             os.unlink(path)
@@ -343,27 +349,70 @@ class RunStore:
         finally:
             lock.release()
 
-    def set_aside(self, names: Iterable[str], kind: str, step: int) -> Path | None:
+    def set_aside(self, names: Iterable[str], kind: str, step: int,
+                  reasons: Mapping[str, str] | None = None) -> Path | None:
         """Move checkpoints `names`, with their manifest entries, to RUN/<kind>/<time>-from-<step>/
-        (kind: "superseded"); returns that folder (None: nothing to move). Caller holds the run lock."""
+        (kind: "superseded" or "quarantine"; `reasons` per file are kept in its reasons.json);
+        returns that folder (None: nothing to move). Caller holds the run lock."""
         names = sorted(names)
         if not names:
             return None
         aside = self._new_aside_folder(kind, step)
-        manifest = read_manifest(self.checkpoints)
-        write_manifest(aside, Manifest(files={n: manifest.files[n] for n in names if n in manifest.files}))
-        _pause_at("set_aside:aside-manifest-written")
-        for name in names:
+        if reasons:
+            atomic_write_json(aside / REASONS_JSON, {"resumed_from": step,
+                                                     "files": {name: reasons.get(name) for name in names}})
+        _pause_at("set_aside:folder-made")
+        for index, name in enumerate(names):
             os.rename(self.checkpoints / name, aside / name)
+            if index == 0 and len(names) > 1:
+                _pause_at("set_aside:moved-one")
         fsync_dir(self.checkpoints)
         fsync_dir(aside)
         _pause_at("set_aside:moved")
-        for name in names:
-            manifest.files.pop(name, None)
-        if manifest.best and manifest.best.get("file") in names:
-            manifest.best = None
+        manifest = read_manifest(self.checkpoints)
+        write_manifest(aside, Manifest(files={n: manifest.files[n] for n in names if n in manifest.files}))
+        _pause_at("set_aside:aside-manifest-written")
+        _forget_entries(manifest, names)
         write_manifest(self.checkpoints, manifest)
         return aside
+
+    def recover(self) -> list[str]:
+        """Finish the bookkeeping of a set_aside that was killed after moving files: their entries
+        move from the run's manifest to the aside folder's; a set-aside folder left empty goes.
+        Returns the names whose entries moved. Caller holds the run lock (the engine, at start)."""
+        manifest = read_manifest(self.checkpoints)
+        if manifest.error is not None:
+            return []  # never rewrite a manifest that cannot be read: its entries would be lost
+        recovered: list[str] = []
+        # Newest first within a kind: of a name moved twice, the entry belongs to the newest move.
+        for folder in reversed(self.aside_folders()):
+            held = [name for name in _checkpoint_names(folder) if name not in recovered]
+            if not held:
+                _remove_if_empty(folder)
+                continue
+            stale = [name for name in held if name in manifest.files
+                     and not os.path.lexists(self.checkpoints / name)
+                     and _size(folder / name) == manifest.files[name].bytes]
+            if not stale:
+                continue
+            aside_manifest = read_manifest(folder)
+            if aside_manifest.error is not None:
+                continue
+            unlisted = [name for name in stale if name not in aside_manifest.files]
+            if unlisted:
+                aside_manifest.files.update({name: manifest.files[name] for name in unlisted})
+                write_manifest(folder, aside_manifest)
+            _forget_entries(manifest, stale)
+            recovered += stale
+        if recovered:
+            write_manifest(self.checkpoints, manifest)
+        return recovered
+
+    def aside_folders(self) -> list[Path]:
+        """The set-aside folders: superseded/* then quarantine/*, each oldest first (by name: its time)."""
+        from runctl.runs.checkpoints import set_aside_folders  # a reader's module: not at import time
+
+        return set_aside_folders(self.run_dir)
 
     def _new_aside_folder(self, kind: str, step: int) -> Path:
         parent = self.run_dir / kind
@@ -378,6 +427,44 @@ class RunStore:
             fsync_dir(parent)
             return folder
         raise RunctlError(f"{parent}: too many folders named {base}")
+
+
+def _forget_entries(manifest: Manifest, names: Iterable[str], keep_best_record: bool = False) -> None:
+    """Drop the entries of `names`; if the best is among them, retention keeps its metric record
+    (file None: the value stays the run's best), a delete or a move drops the record."""
+    names = set(names)
+    for name in names:
+        manifest.files.pop(name, None)
+    if manifest.best and manifest.best.get("file") in names:
+        manifest.best = {**manifest.best, "file": None} if keep_best_record else None
+
+
+def _checkpoint_names(folder: Path) -> list[str]:
+    try:
+        return sorted(name for name in os.listdir(folder) if step_from_name(name) is not None)
+    except OSError:
+        return []
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """A set-aside folder whose move was killed before the first file moved: empty, or holding
+    only its reasons.json."""
+    try:
+        leftovers = os.listdir(folder)
+        if leftovers not in ([], [REASONS_JSON]):
+            return
+        if leftovers:
+            os.unlink(folder / REASONS_JSON)
+        os.rmdir(folder)
+    except OSError:
+        return
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
 
 
 # -------------------------------------------------------------------- writing a checkpoint
