@@ -30,6 +30,7 @@ from runctl.runs.layout import (
     CONTROL_DIR,
     EVENTS_JSONL,
     MANIFEST_JSON,
+    QUARANTINE_DIR,
     RUN_YAML,
     SUPERSEDED_DIR,
     checkpoint_dir,
@@ -371,6 +372,9 @@ class _Start:
     own: bool = False             # a checkpoint of this run (protect it, don't re-save its step)
     step: int | None = None       # its step, when known before loading it
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (file, reason)
+    # Skipped files that exist in checkpoints/: moved to quarantine/ before the first save could
+    # overwrite one of them (file, reason).
+    quarantine: list[tuple[str, str]] = field(default_factory=list)
     explicit: bool = False        # chosen with --from: newer checkpoints belong to another timeline
     foreign: bool = False         # another tool's checkpoint (engine.foreign reads it)
 
@@ -384,8 +388,11 @@ def _choose_start(run_dir: Path, cfg: dict[str, Any], resume_from: str | Path | 
         return _Start(path=path, own=own, explicit=True)
     info, skipped = newest_valid(run_dir)
     skipped_pairs = [(s.name, s.reason or s.status) for s in skipped]
+    # Only runctl's own names: they are what a new save of the same step would overwrite.
+    damaged = [(s.name, s.reason or s.status) for s in skipped if step_from_name(s.name) is not None
+               and s.status not in ("partial", "missing") and os.path.lexists(s.path)]
     if info is not None:
-        return _Start(path=info.path, own=True, step=info.step, skipped=skipped_pairs)
+        return _Start(path=info.path, own=True, step=info.step, skipped=skipped_pairs, quarantine=damaged)
     parent = cfg.get("parent")
     if parent and parent.get("layout"):
         path = Path(str(parent.get("path", "")))
@@ -400,10 +407,10 @@ def _choose_start(run_dir: Path, cfg: dict[str, Any], resume_from: str | Path | 
         for candidate in candidates:
             if candidate.is_file() or is_step_folder_name(candidate.name) and candidate.is_dir():
                 return _Start(path=candidate, weights_only=bool(parent.get("weights_only")),
-                              skipped=skipped_pairs)
+                              skipped=skipped_pairs, quarantine=damaged)
         raise RunctlError(f"{run_dir / RUN_YAML}: parent checkpoint {parent.get('checkpoint')} of run "
                           f"{parent['run_id']} is gone; the branch has no checkpoint of its own to start from")
-    return _Start(skipped=skipped_pairs)
+    return _Start(skipped=skipped_pairs, quarantine=damaged)
 
 
 def _set_aside_newer(run_dir: Path, step: int, runlog: Any) -> None:
@@ -416,6 +423,17 @@ def _set_aside_newer(run_dir: Path, step: int, runlog: Any) -> None:
     aside = RunStore(run_dir).set_aside(newer, SUPERSEDED_DIR, step)
     if aside is not None:
         runlog.event("superseded", step=step, files=newer, folder=str(aside.relative_to(run_dir)))
+
+
+def _quarantine(store: RunStore, files: list[tuple[str, str]], step: int, runlog: Any) -> None:
+    """The checkpoints a resume skipped (damaged, or their manifest entry is) move, with their
+    entries and reasons, to RUN/quarantine/<time>-from-<step>/ before the first save of this
+    attempt could overwrite one of them with a new file of the same name."""
+    reasons = dict(files)
+    aside = store.set_aside(reasons, QUARANTINE_DIR, step, reasons=reasons)
+    if aside is not None:
+        runlog.event("quarantined", step=step, files=sorted(reasons), reasons=reasons,
+                     folder=str(aside.relative_to(store.run_dir)))
 
 
 def resume_run(run_dir: str | Path, from_ckpt: str | Path | None = None, control: Control | None = None,
@@ -555,6 +573,8 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
         runlog.start(checkpoint=start.path.name if start.own and start.path else None)
         for name, reason in start.skipped:
             runlog.event("skipped_checkpoint", file=name, reason=reason)
+        if start.quarantine and dist.is_main:
+            _quarantine(store, start.quarantine, trainer.step, runlog)
         if start.explicit and start.own and dist.is_main:
             _set_aside_newer(run_dir, trainer.step, runlog)
         origin = start.path.name if start.path is not None else None

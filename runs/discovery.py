@@ -26,6 +26,7 @@ from runctl.runs.checkpoints import (
     expected_checkpoints,
     list_checkpoints,
     missing_checkpoints,
+    quarantined_checkpoints,
     tally_checkpoints,
 )
 from runctl.runs.errors import RunctlError
@@ -279,6 +280,11 @@ def _summarize_runctl(run_dir: Path) -> RunSummary:
         if summary.missing_steps:
             problems.append("missing checkpoint(s) at step " + ", ".join(map(str, summary.missing_steps)))
 
+    quarantined = quarantined_checkpoints(run_dir)
+    if quarantined:
+        problems.append(f"{len(quarantined)} quarantined checkpoint(s): "
+                        + ", ".join(f"{info.name} ({info.reason})" for info in quarantined[:3]))
+
     summary.last_loss, metrics_problem = last_train_loss(run_dir / METRICS_JSONL)
     if metrics_problem:
         problems.append(metrics_problem)
@@ -294,6 +300,7 @@ def _runctl_checkpoints(run_dir: Path, level: str | None) -> list[CheckpointInfo
         present = [i.step for i in infos if i.status != "missing" and i.step is not None]
         expected = expected_checkpoints(cfg, effective_state(status, run_dir), step, present=present)
         infos += missing_checkpoints(expected, infos, run_dir / CHECKPOINT_DIR)
+    infos += quarantined_checkpoints(run_dir)
     return sorted(infos, key=lambda i: (i.step is None, i.step or 0, i.name))
 
 

@@ -16,7 +16,7 @@ class CheckpointInfo:
                               # file's role comes from its name (best_model, final, last, latest, ckpt)
     bytes: int
     mtime: float
-    status: str               # ok | unverified | partial | corrupt | incompatible | missing | unchecked
+    status: str               # ok | unverified | partial | corrupt | incompatible | missing | unchecked | quarantined
                               # | unsafe (healthy, refused by a weights-only load) | legacy (pre-zip torch file)
     reason: str | None = None # why corrupt / incompatible / missing
     sha256: str | None = None # computed by a full verify

@@ -19,7 +19,13 @@ from typing import Any
 
 from rich.text import Text
 from runctl.runs import integrity
-from runctl.runs.checkpoints import expected_checkpoints, list_checkpoints, missing_checkpoints, newest_valid
+from runctl.runs.checkpoints import (
+    expected_checkpoints,
+    list_checkpoints,
+    missing_checkpoints,
+    newest_valid,
+    quarantined_checkpoints,
+)
 from runctl.runs.discovery import detect, metrics_reader, run_checkpoints, summarize
 from runctl.runs.errors import RunctlError
 from runctl.runs.events import EventsReader
@@ -218,7 +224,8 @@ class RunFollower:
             # Files on disk (a best one, say) compete for keep_last places, as in the engine.
             present = [info.step for info in infos if info.step is not None]
             expected = self._expected(summary, present)
-            update.checkpoints = infos + missing_checkpoints(expected, infos, ckpt_dir)
+            update.checkpoints = (infos + missing_checkpoints(expected, infos, ckpt_dir)
+                                  + quarantined_checkpoints(self.run_dir))
             changed = True
 
         plot = self._poll_plot()
@@ -474,7 +481,8 @@ class RunViewScreen(Screen):
             table = self.query_one(CheckpointTable)
             table.show(update.checkpoints, self._now())
             self._sync_selection()
-            self._verify_all([i for i in update.checkpoints if i.status not in ("missing", "partial")])
+            self._verify_all([i for i in update.checkpoints
+                              if i.status not in ("missing", "partial", "quarantined")])
 
     # --- checkpoint verification ----------------------------------------------------------
     @work(thread=True, exclusive=True, group="verify", exit_on_error=False)
@@ -573,7 +581,8 @@ class RunViewScreen(Screen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         selected = self.selected_checkpoint if self.is_mounted else None
-        on_disk = selected is not None and selected.status not in ("missing",)
+        # A quarantined file lies outside checkpoints/: `runctl verify` of its folder checks it.
+        on_disk = selected is not None and selected.status not in ("missing", "quarantined")
         usable = selected is not None and selected.status in USABLE_STATUSES
         training = self._training()
         if self.foreign and action in WRITING_ACTIONS:

@@ -28,6 +28,7 @@ BADGES: dict[str, tuple[str, str]] = {
     "corrupt": ("✗", "bold red"),
     "incompatible": ("!", "bold magenta"),
     "missing": ("∅", "red"),
+    "quarantined": ("⊘", "yellow"),
     "unchecked": ("·", "dim"),
 }
 
