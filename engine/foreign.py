@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from runctl.engine.compat import compare_state_dicts, format_incompatibility
+from runctl.runs import safe_files
 from runctl.runs.errors import RunctlError
 from runctl.runs.integrity import verify_file
 from runctl.runs.state_layout import find_layout, strip_prefixes
@@ -126,7 +127,7 @@ def _read_hf_folder(folder: Path) -> ForeignCheckpoint:
         optimizer = loaded if isinstance(loaded, dict) and "state" in loaded else None
     step = None
     try:
-        step = json.loads((folder / "trainer_state.json").read_text()).get("global_step")
+        step = safe_files.read_json(folder / "trainer_state.json", limit=64 * 2**20).get("global_step")
     except (OSError, ValueError, AttributeError):
         step = None
     return ForeignCheckpoint(folder, weights, where, optimizer, step if isinstance(step, int) else None)

@@ -11,12 +11,12 @@ that long has passed.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runctl.runs import safe_files
 from runctl.runs.layout import RANKS_DIR
 
 # A rank beats every ~2 s; missing five beats in a row is worth naming.
@@ -64,7 +64,7 @@ def read_rank_beats(run_dir: Path) -> dict[int, RankBeat]:
     beats: dict[int, RankBeat] = {}
     for path in names:
         try:
-            raw = json.loads(path.read_bytes())
+            raw = safe_files.read_json(path, limit=64 * 1024)
         except (OSError, ValueError):
             continue
         if not isinstance(raw, dict):

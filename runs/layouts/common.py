@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
-from runctl.runs import integrity
+from runctl.runs import integrity, safe_files
 from runctl.runs.manifest import ManifestEntry, read_manifest
 from runctl.runs.model import CheckpointInfo, RunSummary
 from runctl.runs.pickle_peek import peek_checkpoint
@@ -235,7 +235,7 @@ def newest_mtime(paths: Iterable[Path | str]) -> float | None:
 def _sha256(path: Path) -> str | None:
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as file:
+        with safe_files.open_regular(path) as file:
             while chunk := file.read(1 << 20):
                 digest.update(chunk)
     except OSError:

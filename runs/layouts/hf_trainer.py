@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from runctl.runs import safe_files
 from runctl.runs.discovery import Detector, Folder
 from runctl.runs.layouts import common
 from runctl.runs.model import CheckpointInfo, RunSummary
@@ -51,7 +52,7 @@ def checkpoint_dirs(run_dir: Path) -> list[tuple[int, Path, bool]]:
 
 def read_state(path: Path) -> dict[str, Any]:
     try:
-        state = orjson.loads(path.read_bytes())
+        state = orjson.loads(safe_files.read_bytes(path, limit=64 * 2**20))
     except (OSError, orjson.JSONDecodeError):
         return {}
     return state if isinstance(state, dict) else {}

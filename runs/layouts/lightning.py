@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 
+from runctl.runs import safe_files
 from runctl.runs.discovery import Detector, Folder
 from runctl.runs.layouts import common
 from runctl.runs.layouts.aliases import ALIASES
@@ -59,8 +60,8 @@ def checkpoints(run_dir: Path, level: str | None) -> list[CheckpointInfo]:
 def last_csv_values(path: Path) -> tuple[int | None, float | None]:
     """The newest step and train loss in metrics.csv, from its header and its end."""
     try:
-        with open(path, "rb") as file:
-            header = file.readline().decode("utf-8", "replace")
+        with safe_files.open_regular(path) as file:
+            header = file.readline(safe_files.MAX_LINE_BYTES).decode("utf-8", "replace")
             size = file.seek(0, os.SEEK_END)
             file.seek(max(len(header), size - _TAIL_BYTES))
             tail = file.read().decode("utf-8", "replace")

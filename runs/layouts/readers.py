@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from runctl.runs import safe_files
 from runctl.runs.layouts import hf_trainer, lightning, tensorboard, textlog
 from runctl.runs.layouts.series import SeriesStore
 
@@ -33,7 +34,7 @@ class TextLogMetrics(SeriesStore):
 
     def _read_new(self, path: Path) -> None:
         try:
-            with open(path, "rb") as file:
+            with safe_files.open_regular(path) as file:
                 st = os.fstat(file.fileno())
                 inode, offset = self._offsets.get(path, (st.st_ino, 0))
                 if inode != st.st_ino or st.st_size < offset:
@@ -81,8 +82,8 @@ class CsvMetrics(SeriesStore):
     def poll(self) -> bool:
         version = self.version
         try:
-            with open(self.path, "rb") as file:
-                header = file.readline()
+            with safe_files.open_regular(self.path) as file:
+                header = file.readline(safe_files.MAX_LINE_BYTES)
                 size = os.fstat(file.fileno()).st_size
                 if header != self._header or size < self._offset:
                     self.reset()

@@ -17,6 +17,8 @@ import os
 import re
 from pathlib import Path
 
+from runctl.runs import safe_files
+
 LOG_SUFFIXES = (".log", ".txt", ".out")
 # A text file bigger than this is not a training log worth reading whole for a plot.
 MAX_LOG_BYTES = 256 << 20
@@ -118,7 +120,7 @@ def last_train_loss(folder: Path) -> float | None:
     """The newest train loss in the logs' ends (the newest log first); reads 16 KiB a file."""
     for path in reversed(log_files(folder)):
         try:
-            with open(path, "rb") as file:
+            with safe_files.open_regular(path) as file:
                 size = file.seek(0, os.SEEK_END)
                 file.seek(max(0, size - _TAIL_BYTES))
                 tail = file.read().decode("utf-8", "replace")

@@ -207,3 +207,28 @@ async def test_the_run_view_shows_special_files_and_quits(finished_run: Path, tm
         await pilot.pause()
         await pilot.press("q")
     assert app.return_code in (0, None)
+
+
+FOREIGN = Path(__file__).resolve().parents[1] / "fixtures" / "foreign"
+
+
+@pytest.mark.parametrize("planted", [
+    "hf/out/checkpoint-6/trainer_state.json",
+    "hf/out/train.log",
+    "lightning/lightning_logs/version_0/metrics.csv",
+    "nanogpt/out-tiny/train.log",
+])
+def test_a_fifo_among_another_tools_records_hangs_nothing(tmp_path: Path, planted: str) -> None:
+    """The records other tools write (trainer_state.json, metrics.csv, text logs) are read through
+    the same bounded, regular-files-only readers as runctl's own."""
+    root = tmp_path / "foreign"
+    shutil.copytree(FOREIGN, root, ignore=shutil.ignore_patterns("*.py", "*.txt"))
+    target = root / planted
+    target.unlink()
+    os.mkfifo(target)
+    listed = run_cli(["ls", root, "--json"], cwd=tmp_path, timeout=TIMEOUT)
+    assert listed.returncode == 0, listed.stderr
+    names = {run["name"] for run in json.loads(listed.stdout)["runs"]}
+    assert len(names) >= 4, names  # every other run is still listed
+    summary = run_cli(["summary", root], cwd=tmp_path, timeout=TIMEOUT)
+    assert summary.returncode == 0, summary.stderr
