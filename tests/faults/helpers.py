@@ -10,6 +10,7 @@ Every wait is bounded: a hang fails the test with the process's output instead o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -375,3 +376,23 @@ def diff_snapshots(before: dict[str, tuple[str, int, int]], after: dict[str, tup
     changes += [f"removed {p}" for p in before.keys() - after.keys()]
     changes += [f"changed {p}" for p in before.keys() & after.keys() if before[p] != after[p]]
     return sorted(changes)
+
+
+@contextlib.contextmanager
+def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A real small file system at `mount_point` (a tmpfs of `size`, e.g. "4m"), unmounted after;
+    the test skips where mounting is not allowed."""
+    import pytest
+
+    mount_point.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+                                 capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import stat
-import subprocess
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import TINY_MLP, find_run_dir, run_cli
+from .helpers import TINY_MLP, find_run_dir, run_cli, tmpfs
 
 TIMEOUT = 120.0
 
@@ -190,19 +189,8 @@ def test_the_intact_bundle_still_imports(exported: Path, tmp_path: Path) -> None
 
 @pytest.fixture
 def disk_of_96_mib(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount_point)],
-                                 capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"cannot mount a tmpfs here: {exc}")
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "96m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
 
 
 def test_a_bundle_larger_than_the_free_space_is_refused(tmp_path: Path, disk_of_96_mib: Path) -> None:
