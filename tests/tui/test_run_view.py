@@ -41,9 +41,11 @@ async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: flo
 
 
 def settled(screen: RunViewScreen) -> bool:
-    """Every checkpoint row has its final badge (full verification done, or nothing to verify)."""
+    """Every checkpoint row has its final badge (full verification done, or nothing to verify: a
+    quarantined file is checked by `runctl verify` of its folder, not by the run view)."""
     infos = screen.query_one(CheckpointTable).infos.values()
-    return all(i.status in ("missing", "corrupt", "partial") or i.level in ("full", "deep") for i in infos)
+    final = ("missing", "corrupt", "partial", "quarantined")
+    return all(i.status in final or i.level in ("full", "deep") for i in infos)
 
 
 async def open_run(pilot, run_dir: Path) -> RunViewScreen:
