@@ -56,16 +56,22 @@ def unsafe_globals(pickle_bytes: bytes) -> str | None:
     safe unpickler would refuse it.
     """
     try:
-        for opcode, arg, _pos in pickletools.genops(pickle_bytes):
-            if opcode.name in _UNSUPPORTED_OPCODES:
-                return f"opcode {opcode.name}"
-            if opcode.name == "GLOBAL":
-                module, _, name = str(arg).partition(" ")
-                full_name = f"{_MODULE_RENAMES.get(module, module)}.{name}"
-                if not is_allowed_global(full_name):
-                    return full_name
+        return _first_refused(pickle_bytes)
     except Exception as exc:  # noqa: BLE001 - genops raises ValueError, struct.error, ...: all mean "refuse"
         return f"undecodable pickle ({exc.__class__.__name__})"
+
+
+def _first_refused(pickle: bytes | BinaryIO) -> str | None:
+    """What a weights-only load would refuse in one pickle (bytes, or a file at its start), or None;
+    decoding errors propagate to the caller."""
+    for opcode, arg, _pos in pickletools.genops(pickle):
+        if opcode.name in _UNSUPPORTED_OPCODES:
+            return f"opcode {opcode.name}"
+        if opcode.name == "GLOBAL":
+            module, _, name = str(arg).partition(" ")
+            full_name = f"{_MODULE_RENAMES.get(module, module)}.{name}"
+            if not is_allowed_global(full_name):
+                return full_name
     return None
 
 
@@ -100,14 +106,9 @@ def legacy_unsafe_globals(file: BinaryIO, max_pickles: int = 5) -> str | None:
     file.seek(0)
     try:
         for _ in range(max_pickles):
-            for opcode, arg, _pos in pickletools.genops(file):
-                if opcode.name in _UNSUPPORTED_OPCODES:
-                    return f"opcode {opcode.name}"
-                if opcode.name == "GLOBAL":
-                    module, _, name = str(arg).partition(" ")
-                    full_name = f"{_MODULE_RENAMES.get(module, module)}.{name}"
-                    if not is_allowed_global(full_name):
-                        return full_name
+            refused = _first_refused(file)
+            if refused is not None:
+                return refused
             # The storage keys (a list of str) are the last pickle; raw bytes follow.
     except Exception as exc:  # noqa: BLE001 - genops raises ValueError, struct.error, ...: all mean "refuse"
         return f"undecodable pickle ({exc.__class__.__name__})"
