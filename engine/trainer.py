@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal as signals
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -462,10 +463,14 @@ class Trainer:
         if not self._distributed:
             return commands
         stop_code = {None: 0, STOP_BY_USER: 1, STOP_BY_SIGNAL: 2}[commands.stop]
-        flags = self.dist.agree_max([stop_code, float(commands.checkpoint), float(commands.extend_to or 0)],
-                                    self.runtime.device)
+        # The signal travels as its number: torchrun relays a hang-up to every rank, and the rank
+        # that writes the event (rank 0) may not have received it yet when the ranks agree.
+        flags = self.dist.agree_max([stop_code, float(commands.checkpoint), float(commands.extend_to or 0),
+                                     float(_signal_number(commands.signal))], self.runtime.device)
         stop = {0: None, 1: STOP_BY_USER, 2: STOP_BY_SIGNAL}[int(flags[0])]
-        signal = commands.signal or ("a signal to another rank" if stop == STOP_BY_SIGNAL else None)
+        signal = commands.signal or _signal_name(int(flags[3]))
+        if signal is None and stop == STOP_BY_SIGNAL:
+            signal = "a signal to another rank"
         return Commands(stop, signal, bool(flags[1]), int(flags[2]) or None)
 
     def _nonfinite(self, loss: float) -> bool:
@@ -621,3 +626,17 @@ def _as_float(value: torch.Tensor | float) -> float:
 
 class NonFiniteLoss(RuntimeError):
     """The loss went nan/inf with nan.action=stop; the run ends crashed after a checkpoint."""
+
+
+def _signal_number(name: str | None) -> int:
+    try:
+        return int(signals.Signals[name]) if name else 0
+    except KeyError:
+        return 0
+
+
+def _signal_name(number: int) -> str | None:
+    try:
+        return signals.Signals(number).name if number else None
+    except ValueError:
+        return None
