@@ -7,12 +7,16 @@ gets a `disk_low` alert. At most one alert per run and kind goes out within `win
 stalls and recovers every minute wakes the user once). Events already in the files when the scanner
 starts are history, not news; a run that appears later is news from its first line.
 
+The runs are runctl's runs anywhere under the root, found as runs.discovery finds them for a
+listing (down to `depth`, tool folders skipped) and named by their path relative to the root. The
+root is walked again at each scan while a walk is cheap, else after WALK_SHARE times the last
+walk's duration: a run that appears meanwhile is read from its first line when it is found.
+
 Both the headless `runctl watch` and the UI use it; how an alert is delivered is theirs.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -20,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runctl.runs.discovery import find_run_folders
+from runctl.runs.errors import RunctlError
 from runctl.runs.events import EventsReader
 from runctl.runs.humanize import human_bytes
-from runctl.runs.layout import is_run_dir
+from runctl.runs.layout import DEFAULT_DEPTH
 from runctl.runs.status import effective_state, read_status
 
 KINDS = ("crashed", "stalled", "finished", "checkpoint_failed", "nan", "disk_low")
@@ -33,12 +39,14 @@ DEFAULT_WINDOW_S = 600.0
 # file system and 10 GiB, so a big disk warns while several checkpoints still fit.
 DEFAULT_DISK_FREE_FRACTION = 0.05
 DEFAULT_DISK_FREE_CAP = 10 * 1024**3
+# A walk of the root for runs takes at most about 1/WALK_SHARE of the time between walks.
+WALK_SHARE = 20
 
 
 @dataclass(frozen=True)
 class Alert:
     run_dir: Path
-    run: str          # the run folder's name
+    run: str          # the run's path relative to the root, as a listing names it
     kind: str         # one of KINDS
     state: str        # the run's state as a reader believes it now
     step: int | None
@@ -93,17 +101,20 @@ class RateLimit:
 
 
 class AlertScanner:
-    """Scans the runs directly under `root` (and `root` itself if it is a run)."""
+    """Scans runctl's runs under `root` (or `root` itself if it is a run), down to `depth`."""
 
     def __init__(self, root: Path, *, window_s: float = DEFAULT_WINDOW_S, disk_free_bytes: int | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 disk_usage: Callable[[Path], Any] = shutil.disk_usage) -> None:
+                 disk_usage: Callable[[Path], Any] = shutil.disk_usage, depth: int = DEFAULT_DEPTH) -> None:
         self.root = Path(root)
+        self.depth = depth
         self.limit = RateLimit(window_s, clock)
         self.disk_free_bytes = disk_free_bytes
         self._disk_usage = disk_usage
         self._readers: dict[Path, EventsReader] = {}
         self._started = False
+        self._runs: list[Path] = []
+        self._walk_due = 0.0
 
     def scan(self) -> list[Alert]:
         """The alerts since the last scan (the first scan only learns where the files end)."""
@@ -122,7 +133,7 @@ class AlertScanner:
             for event in new:
                 if event.get("event") == "checkpoint":
                     checkpointing.append((run_dir, event.get("step")))
-                described = describe_event(run_dir.name, event)
+                described = describe_event(self._name(run_dir), event)
                 if described is not None:
                     alerts.append(self._alert(run_dir, *described, event.get("step")))
         self._started = True
@@ -130,20 +141,24 @@ class AlertScanner:
         return [a for a in alerts if self.limit.allow(a.run_dir, a.kind)]
 
     def _run_dirs(self) -> list[Path]:
-        if is_run_dir(self.root):
-            return [self.root]
+        started = time.perf_counter()
+        if started < self._walk_due:
+            return self._runs
         try:
-            entries = list(os.scandir(self.root))
-        except OSError:
-            return []
-        dirs = []
-        for entry in entries:
-            try:
-                if entry.is_dir() and is_run_dir(Path(entry.path)):
-                    dirs.append(Path(entry.path))
-            except OSError:
-                continue
-        return sorted(dirs)
+            found = find_run_folders(self.root, self.depth)
+        except RunctlError:
+            found = []
+        self._runs = sorted(path for path, detector in found if detector.writable)
+        self._walk_due = started + WALK_SHARE * (time.perf_counter() - started)
+        return self._runs
+
+    def _name(self, run_dir: Path) -> str:
+        """The run as a listing names it: its path relative to the root."""
+        try:
+            relative = run_dir.relative_to(self.root).as_posix()
+        except ValueError:
+            return run_dir.name
+        return relative if relative != "." else run_dir.name
 
     def _disk_alerts(self, checkpointing: list[tuple[Path, int | None]]) -> list[Alert]:
         if not checkpointing:
@@ -160,7 +175,7 @@ class AlertScanner:
         share = usage.free / usage.total * 100 if usage.total else 0.0
         alerts = []
         for run_dir, step in dict(checkpointing).items():
-            message = (f"{run_dir.name}: disk filling: {human_bytes(usage.free)} free ({share:.1f} %) on "
+            message = (f"{self._name(run_dir)}: disk filling: {human_bytes(usage.free)} free ({share:.1f} %) on "
                        f"{self.root} while it writes checkpoints")
             alerts.append(self._alert(run_dir, "disk_low", message, step))
         return alerts
@@ -168,4 +183,4 @@ class AlertScanner:
     def _alert(self, run_dir: Path, kind: str, message: str, step: Any) -> Alert:
         # The event is written before status.json changes: it, not the file, says the state now.
         state = kind if kind in EVENT_STATES else effective_state(read_status(run_dir), run_dir)
-        return Alert(run_dir, run_dir.name, kind, state, step if isinstance(step, int) else None, message)
+        return Alert(run_dir, self._name(run_dir), kind, state, step if isinstance(step, int) else None, message)

@@ -47,9 +47,9 @@ from runctl.runs.run_yaml import read_run_yaml, run_yaml_for_listing
 from runctl.runs.status import effective_state, error_line, read_status
 
 # Re-exported: readers of a run find them here with the rest.
-__all__ = ["DEFAULT_DEPTH", "Detector", "Folder", "best_from_metrics", "detect", "detectors", "find_runs",
-           "is_foreign", "last_train_loss", "metrics_reader", "read_run_yaml", "register_detector",
-           "resolve_run", "run_checkpoints", "summarize"]
+__all__ = ["DEFAULT_DEPTH", "Detector", "Folder", "best_from_metrics", "detect", "detectors", "find_run_folders",
+           "find_runs", "is_foreign", "last_train_loss", "metrics_reader", "read_run_yaml", "recognise_folder",
+           "register_detector", "resolve_run", "run_checkpoints", "run_folders", "run_on_path", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,9 @@ class Detector:
     metrics: Callable[[Path], Any] | None = None
     # Whether runctl owns the folder (and may write into it: resume, extend, delete).
     writable: bool = False
+    # run_dir -> the folders its files are in, the run folder first (what a watcher watches);
+    # None: the run folder alone.
+    folders: Callable[[Path], list[Path]] | None = None
 
 
 _DETECTORS: list[Detector] = []
@@ -134,6 +137,19 @@ def _recognise(folder: Folder) -> Detector | None:
         except OSError:
             continue
     return None
+
+
+def recognise_folder(path: Path) -> Detector | None:
+    """The detector of a folder from one listing of it; None when it is no run (or unreadable)."""
+    try:
+        return _recognise(Folder.read(Path(path)))
+    except OSError:
+        return None
+
+
+def run_folders(run_dir: Path, detector: Detector) -> list[Path]:
+    """The folders a run's files are in, the run folder first."""
+    return detector.folders(Path(run_dir)) if detector.folders is not None else [Path(run_dir)]
 
 
 def metrics_reader(run_dir: Path) -> Any:
@@ -183,6 +199,42 @@ def find_runs(root: Path, *, newest: int = 0,
     summaries += notes
     summaries.sort(key=lambda summary: _relative(root, summary.path))
     return summaries
+
+
+def find_run_folders(root: Path, depth: int = DEFAULT_DEPTH) -> list[tuple[Path, Detector]]:
+    """(folder, detector) of every run `find_runs` lists, found the same way, none of them read."""
+    root = Path(root)
+    _check_root(root)
+    return _walk(root, depth)[0]
+
+
+def run_on_path(root: Path, folder: Path, depth: int = DEFAULT_DEPTH) -> tuple[Path, Detector] | None:
+    """The run `find_runs` would find at `folder` or at one of its folders on the way from `root`
+    (each read once, top down, with the walk's rules: hidden and tool folders end the way);
+    None when there is none. Cheaper than a walk when one folder of a big root changed."""
+    root, folder = Path(root), Path(folder)
+    try:
+        parts = folder.relative_to(root).parts
+    except ValueError:
+        return None
+    detector = recognise_folder(root)
+    if detector is not None:
+        return root, detector
+    current = root
+    for part in parts[:depth]:
+        if part.startswith(".") or part in SKIPPED_FOLDERS or part.endswith(".egg-info"):
+            return None
+        current = current / part
+        try:
+            listed = Folder.read(current)
+        except OSError:
+            return None
+        if any(marker in listed.files or marker in listed.dirs for marker in ENVIRONMENT_MARKERS):
+            return None
+        detector = _recognise(listed)
+        if detector is not None:
+            return current, detector
+    return None
 
 
 def summarize(run_dir: Path, root: Path | None = None) -> RunSummary:

@@ -10,6 +10,14 @@ the callback gets one list of changes on the watcher's own thread, never the cal
 The native observer (inotify) sees nothing that another host writes on NFS, SMB or SSHFS: pass
 `poll=True` there. When the native observer cannot start (inotify limits raise ENOSPC/EMFILE),
 polling is taken automatically and `fallback_reason` says why.
+
+runctl's runs are looked for among the root's children as they appear. Runs deeper down and runs
+other tools wrote (a Lightning version_N/, a Hugging Face output_dir ...) are found as
+runs.discovery finds them for a listing, down to `depth`: all of them at start, then a new one
+when a file that can make a run (a checkpoint, trainer_state.json, hparams.yaml ...) is written
+where no known run is (the folders on its way from the root are read, as the walk would), and,
+when polling, by a walk of the root now and then (a poll lists only the known runs' folders).
+Another tool's run is watched through its layout's folders (runs.watch_foreign).
 """
 
 from __future__ import annotations
@@ -23,10 +31,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
+from runctl.runs.discovery import find_run_folders, run_on_path
 from runctl.runs.errors import RunctlError
 from runctl.runs.layout import (
     CHECKPOINT_DIR,
+    DEFAULT_DEPTH,
     EVENTS_JSONL,
     MANIFEST_JSON,
     METRICS_JSONL,
@@ -35,6 +46,7 @@ from runctl.runs.layout import (
     TEMP_MARKER,
     is_temp_name,
 )
+from runctl.runs.watch_foreign import ForeignSnapshot, diff_foreign, may_mark_a_run, snapshot_foreign
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -63,6 +75,10 @@ QUIET_SECONDS_POLLING = 0.005
 # Poll period: a change is seen within about this plus the time of one tree snapshot, which
 # keeps the worst case under the 250 ms the UI promises on small roots.
 DEFAULT_POLL_INTERVAL = 0.2
+# When polling, the root is walked for new runs below its children at most this often, and at
+# most a 1/DISCOVERY_SHARE part of the time (a walk of a big root takes a while).
+DISCOVERY_INTERVAL = 5.0
+DISCOVERY_SHARE = 20
 
 _RUN_FILES = (RUN_YAML, STATUS_JSON, METRICS_JSONL, EVENTS_JSONL)
 # Opening and closing a file without writing (our own readers do it all the time) is no change.
@@ -249,12 +265,16 @@ class RunWatcher:
         poll: bool = False,
         debounce: float = 0.1,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        depth: int = DEFAULT_DEPTH,
+        discovery_interval: float = DISCOVERY_INTERVAL,
     ) -> None:
         self.root = Path(os.path.abspath(root))
         self.callback = callback
         self.poll = poll
         self.debounce = debounce
         self.poll_interval = poll_interval
+        self.depth = depth
+        self.discovery_interval = discovery_interval
         self.mode: str | None = None  # "native" or "polling" once started
         self.fallback_reason: str | None = None
         self._lock = threading.Lock()
@@ -266,6 +286,15 @@ class RunWatcher:
         self._first_event_at = 0.0
         self._last_event_at = 0.0
         self._snapshots: dict[Path, RunSnapshot] = {}
+        # Runs other tools wrote, and the folders a poll lists for them and for runctl runs deeper
+        # than the root's children (theirs and the ones on the way to them).
+        self._foreign: dict[Path, ForeignSnapshot] = {}
+        self._polled: frozenset[Path] = frozenset()
+        # Files written where no known run is: their folders may have just become runs.
+        self._loose: set[Path] = set()
+        self._discovered_at = 0.0
+        self._discovery_seconds = 0.0
+        self._discovered_once = False
         self._observer: BaseObserver | None = None
         self._dispatcher: threading.Thread | None = None
 
@@ -283,6 +312,7 @@ class RunWatcher:
         # Baseline after the observer runs: a change made during the scan is then seen twice
         # (harmless: the snapshot diff is empty), never missed.
         self._snapshots = scan_runs(self.root)
+        self._rediscover()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="runctl-watch", daemon=True)
         self._dispatcher.start()
 
@@ -307,7 +337,7 @@ class RunWatcher:
 
     def known_runs(self) -> list[Path]:
         """Run directories the watcher currently knows (from the dispatcher's last pass)."""
-        return sorted(self._snapshots)
+        return sorted(set(self._snapshots) | set(self._foreign))
 
     def _start_observer(self) -> BaseObserver:
         handler = _Handler(self._note)
@@ -343,6 +373,10 @@ class RunWatcher:
     def _relevant_entries(self, directory: str) -> Iterator[os.DirEntry]:
         """What a poll lists of `directory`: candidate runs, their files, their checkpoints/."""
         path = Path(os.fsdecode(directory))
+        if path in self._polled:
+            with os.scandir(directory) as entries:
+                yield from (entry for entry in entries if not entry.name.startswith("."))
+            return
         depth = self._depth(path)
         if depth is None or depth > MAX_RUN_DEPTH + 1:
             return
@@ -364,15 +398,18 @@ class RunWatcher:
             paths.append(event.dest_path)
         runs: list[tuple[Path, bool]] = []
         trees: list[Path] = []
+        loose: list[Path] = []
         for raw in paths:
             path = Path(os.fsdecode(raw))
             if event.is_directory:
                 trees.append(path)
             else:
                 run_dir = self._run_dir_of_file(path)
-                if run_dir is not None:
+                if run_dir is not None and run_dir not in self._foreign:
                     runs.append((run_dir, path.parent.name == CHECKPOINT_DIR))
-        if not runs and not trees:
+                elif self._may_matter(path):
+                    loose.append(path)
+        if not runs and not trees and not loose:
             return
         now = time.monotonic()
         with self._lock:
@@ -382,6 +419,7 @@ class RunWatcher:
             for run_dir, in_checkpoints in runs:
                 self._dirty[run_dir] = self._dirty.get(run_dir, False) or in_checkpoints
             self._dirty_trees.update(trees)
+            self._loose.update(loose)
             self._wake.set()
 
     def _run_dir_of_file(self, path: Path) -> Path | None:
@@ -397,21 +435,51 @@ class RunWatcher:
         depth = self._depth(run_dir)
         return run_dir if depth is not None and depth <= MAX_RUN_DEPTH else None
 
+    def _may_matter(self, path: Path) -> bool:
+        """Whether a file that is no run file of a runctl run among the root's children is worth a
+        look by the dispatcher: a file of a foreign run, a run file of a deeper runctl run, or a
+        file whose name can make its folder a new run."""
+        known = self._known_run_of(path)
+        if known is not None:
+            return known[1] is not None
+        depth = self._depth(path.parent)
+        return depth is not None and depth <= self.depth and may_mark_a_run(path.name)
+
+    def _known_run_of(self, path: Path) -> tuple[Path, bool | None] | None:
+        """(run, what) for a file inside a known run: what is None for a file no change is made
+        of (a runctl run's lock, control/ ...), True for one in a runctl run's checkpoints/,
+        False otherwise; None when the file is in no known run."""
+        for parent in path.parents:
+            if parent in self._foreign:
+                return parent, False
+            if parent in self._snapshots:
+                if path.parent == parent and path.name in _RUN_FILES:
+                    return parent, False
+                if path.parent.name == CHECKPOINT_DIR and path.parent.parent == parent:
+                    return parent, True
+                return parent, None
+            if parent == self.root:
+                return None
+        return None
+
     # -- dispatcher thread ----------------------------------------------------------------------
 
     def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait()
+            woken = self._wake.wait(self._discovery_due_in())
             if self._stopping.is_set():
                 return
-            self._wait_for_burst_end()
+            if woken:
+                self._wait_for_burst_end()
             if self._stopping.is_set():
                 return
             with self._lock:
-                runs, trees = self._dirty, self._dirty_trees
-                self._dirty, self._dirty_trees = {}, set()
+                runs, trees, loose = self._dirty, self._dirty_trees, self._loose
+                self._dirty, self._dirty_trees, self._loose = {}, set(), set()
                 self._wake.clear()
-            changes = self._rescan(runs, trees)
+            changes = self._rescan(runs, trees, loose)
+            if self._discovery_due_in() == 0:
+                changes += self._rediscover()
             if changes:
                 try:
                     self.callback(changes)
@@ -436,7 +504,71 @@ class RunWatcher:
         parts = path.relative_to(self.root).parts
         return None if any(part.startswith(".") for part in parts) else len(parts)
 
-    def _rescan(self, runs: dict[Path, bool], trees: Iterable[Path]) -> list[Change]:
+    def _rescan(self, runs: dict[Path, bool], trees: Iterable[Path], loose: Iterable[Path] = ()) -> list[Change]:
+        runs = dict(runs)
+        foreign: set[Path] = set()
+        deep: set[Path] = set()  # runctl runs below the root's children, found by discovery
+        for path in loose:
+            known = self._known_run_of(path)
+            if known is None:
+                found = run_on_path(self.root, path.parent, self.depth)
+                if found is None:
+                    continue
+                known = (found[0], False) if found[1].writable else None
+                if known is None:
+                    foreign.add(found[0])
+                    continue
+            run_dir, in_checkpoints = known
+            if in_checkpoints is None:
+                continue
+            if run_dir in self._foreign:
+                foreign.add(run_dir)
+            else:
+                runs[run_dir] = runs.get(run_dir, False) or in_checkpoints
+                deep.add(run_dir)
+        for tree in trees:
+            if self._depth(tree) is None:
+                continue
+            inside = next((path for path in (tree, *tree.parents) if path in self._foreign), None)
+            if inside is not None:  # a folder of another tool's run (HF's checkpoint-N/) or the run
+                foreign.add(inside)
+            elif not tree.is_dir():  # removed or moved away, with the runs in it
+                foreign.update(run for run in self._foreign if tree in run.parents)
+            elif not any(parent in self._snapshots for parent in tree.parents):
+                for run_dir, detector in self._runs_at_or_below(tree):  # made or moved in
+                    (deep if detector.writable else foreign).add(run_dir)
+        changes = self._rescan_runctl(runs, trees, deep)
+        for run_dir in sorted(foreign):
+            changes.extend(self._rescan_foreign(run_dir))
+        if foreign or deep:
+            self._update_polled()
+        return changes
+
+    def _runs_at_or_below(self, tree: Path) -> list[tuple[Path, Any]]:
+        """The runs a folder made or moved in is or holds, as a walk from the root finds them."""
+        on_path = run_on_path(self.root, tree, self.depth)
+        if on_path is not None:
+            return [on_path]
+        depth = self._depth(tree)
+        if depth is None or depth >= self.depth:
+            return []
+        try:
+            return [found for found in find_run_folders(tree, self.depth - depth) if found[0] != tree]
+        except RunctlError:
+            return []
+
+    def _rescan_foreign(self, run_dir: Path) -> list[Change]:
+        if any(parent in self._snapshots or parent in self._foreign for parent in run_dir.parents):
+            return []  # inside a known run: not a run of its own to a listing
+        old = self._foreign.get(run_dir)
+        new = snapshot_foreign(run_dir)
+        if new is None:
+            self._foreign.pop(run_dir, None)
+        else:
+            self._foreign[run_dir] = new
+        return [Change(ChangeKind(kind), run_dir, path) for kind, path in diff_foreign(run_dir, old, new)]
+
+    def _rescan_runctl(self, runs: dict[Path, bool], trees: Iterable[Path], deep: set[Path]) -> list[Change]:
         candidates = set(runs)
         files_only = {run_dir for run_dir, in_checkpoints in runs.items() if not in_checkpoints}
         for tree in trees:
@@ -454,9 +586,10 @@ class RunWatcher:
             if depth < MAX_RUN_DEPTH and tree.is_dir():
                 candidates.update(scan_runs(tree, MAX_RUN_DEPTH - depth))
         changes: list[Change] = []
+        candidates |= deep
         for run_dir in sorted(candidates):
             depth = self._depth(run_dir)
-            if depth is None or depth > MAX_RUN_DEPTH:
+            if depth is None or (depth > MAX_RUN_DEPTH and run_dir not in deep and run_dir not in self._snapshots):
                 continue
             if any(parent in self._snapshots for parent in run_dir.parents):
                 continue  # a folder inside a known run (checkpoints/, control/)
@@ -468,6 +601,65 @@ class RunWatcher:
             else:
                 self._snapshots[run_dir] = new
         return changes
+
+    # -- discovery -----------------------------------------------------------------------------
+
+    def _discovery_due_in(self) -> float | None:
+        """Seconds until the next walk of the root (polling only; None: no walk is due)."""
+        if self.mode != "polling":
+            return None
+        interval = max(self.discovery_interval, self._discovery_seconds * DISCOVERY_SHARE)
+        return max(0.0, self._discovered_at + interval - time.monotonic())
+
+    def _rediscover(self) -> list[Change]:
+        """Walk the root as a listing does: runs below the root's children and other tools' runs
+        that appeared or went away since the last walk (the first one, at start, is the baseline)."""
+        started = time.monotonic()
+        try:
+            found = find_run_folders(self.root, self.depth)
+        except RunctlError:
+            found = []
+        self._discovered_at = time.monotonic()
+        self._discovery_seconds = self._discovered_at - started
+        baseline = not self._discovered_once
+        self._discovered_once = True
+        foreign = {run_dir for run_dir, detector in found if not detector.writable}
+        deep = {run_dir for run_dir, detector in found if detector.writable and run_dir not in self._snapshots}
+        changes: list[Change] = []
+        for run_dir in sorted(foreign ^ set(self._foreign)):
+            rescanned = self._rescan_foreign(run_dir)
+            if not baseline:
+                changes += rescanned
+        if deep:
+            rescanned = self._rescan_runctl({}, (), deep)
+            if not baseline:
+                changes += rescanned
+        self._update_polled()
+        return changes
+
+    def _update_polled(self) -> None:
+        """The folders a poll lists beyond the root's children: those of other tools' runs and
+        of deeper runctl runs, and the folders on the way to them."""
+        if self.mode != "polling":
+            return
+        polled: set[Path] = set()
+        for run_dir, snapshot in list(self._foreign.items()):
+            polled.update(snapshot.folders)
+            polled.update(self._ways_to(run_dir))
+        for run_dir in list(self._snapshots):
+            depth = self._depth(run_dir)
+            if depth is not None and depth > MAX_RUN_DEPTH:
+                polled.update((run_dir, run_dir / CHECKPOINT_DIR))
+                polled.update(self._ways_to(run_dir))
+        self._polled = frozenset(polled)
+
+    def _ways_to(self, run_dir: Path) -> list[Path]:
+        ways = []
+        for parent in run_dir.parents:
+            if parent == self.root:
+                break
+            ways.append(parent)
+        return ways
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

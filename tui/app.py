@@ -69,7 +69,7 @@ class RunctlApp(App[int]):
         self.selected_runs: set[Path] = set()
         self.engine_host = EngineHost(self, self.root)
         self.keymap_path = keymap_path or default_keymap_path()
-        self._bridge = WatchBridge(self, self.root, poll=poll) if watch else None
+        self._bridge = WatchBridge(self, self.root, poll=poll, depth=depth) if watch else None
         self.watch_ready = threading.Event()  # set once the watcher runs (or failed to)
         self._watch_requested = False
         self._previous_handlers: dict[int, Any] = {}
@@ -90,7 +90,7 @@ class RunctlApp(App[int]):
         from runctl.tui.alerts import SCAN_SECONDS
 
         worker = get_current_worker()
-        scanner = AlertScanner(self.root)
+        scanner = AlertScanner(self.root, depth=self.depth)
         scanner.scan()  # what is in the files already is history
         while not worker.cancelled_event.wait(SCAN_SECONDS):
             for alert in scanner.scan():

@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disk-free-mb", type=float, metavar="MB",
                    help="free space under which growing checkpoints alert (default: 5%% of the disk, "
                         "at most 10 GiB)")
+    _depth_option(p)
 
     p = sub.add_parser("serve", help="the UI in a browser (textual-serve; a token in the URL)")
     p.add_argument("root", nargs="?", default="runs", help="the folder of runs (default ./runs)")

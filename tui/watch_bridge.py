@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runctl.runs.layout import DEFAULT_DEPTH
 from runctl.tui.messages import MetricsAppended, RunsChanged
 
 if TYPE_CHECKING:
@@ -17,16 +18,17 @@ if TYPE_CHECKING:
 
 
 class WatchBridge:
-    def __init__(self, app: App, root: Path, *, poll: bool = False) -> None:
+    def __init__(self, app: App, root: Path, *, poll: bool = False, depth: int = DEFAULT_DEPTH) -> None:
         self.app = app
         self.root = root
         self.poll = poll
+        self.depth = depth  # as deep as the listing looks for runs
         self._watcher: Any = None
 
     def start(self) -> None:
         from runctl.runs.watch import RunWatcher
 
-        self._watcher = RunWatcher(self.root, self._on_changes, poll=self.poll)
+        self._watcher = RunWatcher(self.root, self._on_changes, poll=self.poll, depth=self.depth)
         self._watcher.start()
 
     def stop(self) -> None:

@@ -144,6 +144,11 @@ def checkpoints(run_dir: Path, level: str | None) -> list[CheckpointInfo]:
     return common.order(infos)
 
 
+def folders(run_dir: Path) -> list[Path]:
+    """The output_dir and each checkpoint-N/ (and tmp-checkpoint-N/) in it."""
+    return [Path(run_dir)] + [folder for _, folder, _ in checkpoint_dirs(run_dir)]
+
+
 def metrics(run_dir: Path) -> object:
     from runctl.runs.layouts.readers import TrainerStateMetrics
 
@@ -155,4 +160,4 @@ def _int(value: Any) -> int | None:
 
 
 DETECTOR = Detector(name=LAYOUT, detect=detect, summarize=summarize, checkpoints=checkpoints,
-                    recognise=recognise, metrics=metrics)
+                    recognise=recognise, metrics=metrics, folders=folders)

@@ -87,6 +87,11 @@ def last_csv_values(path: Path) -> tuple[int | None, float | None]:
     return step, loss
 
 
+def folders(run_dir: Path) -> list[Path]:
+    """The version folder and its checkpoints/."""
+    return [Path(run_dir), Path(run_dir) / CHECKPOINTS]
+
+
 def metrics(run_dir: Path) -> object:
     """metrics.csv when the CSVLogger wrote one, else the TensorBoardLogger's events."""
     from runctl.runs.layouts.readers import CsvMetrics, TensorBoardMetrics
@@ -119,4 +124,4 @@ def parse_float(text: str) -> float | None:
 
 
 DETECTOR = Detector(name=LAYOUT, detect=detect, summarize=summarize, checkpoints=checkpoints,
-                    recognise=recognise, metrics=metrics)
+                    recognise=recognise, metrics=metrics, folders=folders)

@@ -180,30 +180,38 @@ def test_runs_present_at_start_moved_in_and_out(
     root = tmp_path / "root"
     old = root / "old"
     new_run(old)
+    nested = root / "notes" / "nested"
     (root / "notes").mkdir()
-    new_run(root / "notes" / "nested")  # deeper than runs.discovery looks: not a run of this root
+    new_run(nested)  # a run deeper down, as runs.discovery finds it for a listing
+    too_deep = root / "a" / "b" / "c" / "d" / "too-deep"
+    too_deep.parent.mkdir(parents=True)
+    new_run(too_deep)  # deeper than a listing looks (depth 4)
     (root / ".trash").mkdir()
     new_run(root / ".trash" / "hidden")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     new_run(elsewhere / "moved")
     watcher, got = watch()
-    assert watcher.known_runs() == [old]
+    assert watcher.known_runs() == [nested, old]
 
     atomic_write_json(old / "status.json", {"state": "finished"})
     batch = got.expect(ChangeKind.STATUS_CHANGED, old / "status.json")
     assert ChangeKind.RUN_ADDED not in [c.kind for c in batch]
 
-    atomic_write_json(root / "notes" / "nested" / "status.json", {"state": "running"})
+    atomic_write_json(nested / "status.json", {"state": "running"})
+    batch = got.expect(ChangeKind.STATUS_CHANGED, nested / "status.json")
+    assert ChangeKind.RUN_ADDED not in [c.kind for c in batch]
+
+    atomic_write_json(too_deep / "status.json", {"state": "running"})
     atomic_write_json(root / ".trash" / "hidden" / "status.json", {"state": "running"})
     os.rename(elsewhere / "moved", root / "moved")  # a run folder moved in from outside
     batch = got.expect(ChangeKind.RUN_ADDED, root / "moved")
-    assert all(c.run_dir in (old, root / "moved") for c in batch)
+    assert all(c.run_dir in (old, nested, root / "moved") for c in batch)
 
     os.rename(old, elsewhere / "old")  # moved out: gone
     got.expect(ChangeKind.RUN_REMOVED, old)
-    assert watcher.known_runs() == [root / "moved"]
-    assert all(c.run_dir in (old, root / "moved") for c in got.changes)
+    assert watcher.known_runs() == [root / "moved", nested]
+    assert all(c.run_dir in (old, nested, root / "moved") for c in got.changes)
 
 
 def test_the_root_itself_can_be_a_run(watch: Callable[[], tuple[RunWatcher, Collector]], tmp_path: Path) -> None:

@@ -102,3 +102,34 @@ def test_alerts_reach_an_http_endpoint_and_a_command(tmp_path: Path, endpoint) -
     crashed = received[2]["body"]
     assert crashed["message"] == rows[2][3] and crashed["type"] == "failure"
     assert received[0]["body"]["message"] == rows[0][3] and received[0]["body"]["type"] == "success"
+
+
+def test_runs_deeper_than_the_root_s_children_alert_under_their_path(tmp_path: Path) -> None:
+    """As `runctl ls` finds them: a run in ROOT/team/exp/ that is there at start and one that
+    appears later, both named by their path under ROOT."""
+    root, out = tmp_path / "runs", tmp_path / "alerts.txt"
+    exp = root / "team" / "exp"
+    exp.mkdir(parents=True)
+    assert runctl("train", config(tmp_path / "ok.yaml"), "--root", exp, "--name", "old", cwd=tmp_path).returncode == 0
+    command = f'printf "%s|%s|%s\\n" "$RUNCTL_RUN" "$RUNCTL_EVENT" "$RUNCTL_RUN_DIR" >> {out}'
+    watch = subprocess.Popen([sys.executable, "-m", "runctl", "watch", root, "--exec", command, "--interval", "0.2"],
+                             cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        assert watch.stdout.readline().startswith(f"watching {root}")
+        assert runctl("extend", exp / "old", "--root", exp, "--steps", "1", cwd=tmp_path).returncode == 0
+        wait_until(lambda: out.exists() and "team/exp/old|finished" in out.read_text(), "the nested run's alert")
+        later = root / "other" / "deeper"
+        later.mkdir(parents=True)
+        assert runctl("train", config(tmp_path / "ok.yaml"), "--root", later, "--name", "new",
+                      cwd=tmp_path).returncode == 0
+        wait_until(lambda: "other/deeper/new|finished" in out.read_text(), "the later run's alert")
+        watch.send_signal(signal.SIGTERM)
+        assert watch.wait(30) == 0
+    finally:
+        if watch.poll() is None:
+            os.killpg(watch.pid, signal.SIGKILL)
+            watch.wait()
+    rows = [line.split("|") for line in out.read_text().splitlines()]
+    assert rows == [["team/exp/old", "finished", str(exp / "old")],
+                    ["other/deeper/new", "finished", str(later / "new")]]

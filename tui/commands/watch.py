@@ -1,6 +1,7 @@
 """`runctl watch [ROOT] [--notify URL ...] [--exec CMD]`: alerts without a UI.
 
-Scans ROOT every `--interval` seconds (runs.alerts) and sends each alert through apprise (the
+Scans runctl's runs anywhere under ROOT (down to `--depth` folders, as `runctl ls` finds them)
+every `--interval` seconds (runs.alerts) and sends each alert through apprise (the
 optional extra `runctl[notify]`: ntfy, Slack, Discord, email, Telegram, a JSON webhook ...) and/or
 runs a shell command with the alert in environment variables (RUNCTL_RUN, RUNCTL_RUN_DIR,
 RUNCTL_EVENT, RUNCTL_STATE, RUNCTL_STEP, RUNCTL_MESSAGE). Each alert is also one line on stdout.
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     senders = [_apprise_sender(args.notify)] if args.notify else []
     if args.exec_cmd:
         senders.append(_exec_sender(args.exec_cmd))
-    scanner = AlertScanner(root, window_s=args.window,
+    scanner = AlertScanner(root, window_s=args.window, depth=args.depth,
                            disk_free_bytes=int(args.disk_free_mb * 1024**2) if args.disk_free_mb else None)
     stop = threading.Event()
 
