@@ -5,7 +5,7 @@
 One process (DCP without a process group, as `parallel.strategy: fsdp` saves with one process), a
 real model and AdamW whose state (weights + two moments) is 256 MiB (--quick: 64 MiB), after one
 optimizer step. For each repetition:
-- async: `ShardedCheckpointManager.save()` with checkpoint.async on: the time the training thread
+- async: `CheckpointManager.save()` (StepFolderWriter) with checkpoint.async on: the time the training thread
   is blocked (dcp.async_save stages the state into CPU memory, then returns; the write, the
   hashing, the manifest and the rename run in the background and are waited for untimed);
 - sync: the same save with checkpoint.async off (dcp.save writes the folder, then rank 0 hashes,
@@ -29,7 +29,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from runctl.engine.sharded import ShardedCheckpointManager, tensor_state  # noqa: E402
+from runctl.engine.checkpoint import CheckpointManager  # noqa: E402
+from runctl.engine.sharded import StepFolderWriter, tensor_state  # noqa: E402
 
 MIB = 1 << 20
 TARGET = 0.5
@@ -46,7 +47,7 @@ def setup(total_bytes: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     return model, optimizer
 
 
-def stall(manager: ShardedCheckpointManager, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def stall(manager: CheckpointManager, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
           step: int) -> float:
     state = {"format": "runctl/1", "step": step, "rng": {}, "data": {}, **tensor_state(model, optimizer)}
     started = time.perf_counter()
@@ -63,8 +64,8 @@ def run(quick: bool = False, repeats: int = 5) -> list[dict]:
     model, optimizer = setup(size)
     times: dict[str, list[float]] = {"async": [], "sync": []}
     with tempfile.TemporaryDirectory() as tmp:
-        managers = {mode: ShardedCheckpointManager(Path(tmp) / mode, "bench",
-                                                   {"keep_last": 1, "async": mode == "async"}, rank=0, temp_tag=1)
+        managers = {mode: CheckpointManager(Path(tmp) / mode, "bench", {"keep_last": 1, "async": mode == "async"},
+                                            writer=StepFolderWriter(rank=0, temp_tag=1))
                     for mode in ("async", "sync")}
         for repeat in range(repeats + 1):
             for mode in ("async", "sync"):

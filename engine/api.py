@@ -504,11 +504,12 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
                         on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main, rank=dist.rank,
                         local_rank=dist.local_rank, node_rank=dist.node_rank, nodes=dist.nodes)
         if settings.parallel.strategy == "fsdp":  # every rank writes its shard; rank 0 commits
-            from runctl.engine.sharded import ShardedCheckpointManager
+            from runctl.engine.sharded import StepFolderWriter
 
-            checkpoints = ShardedCheckpointManager(
-                run_dir, run_id, settings.checkpoint.to_dict(), rank=dist.rank,
-                temp_tag=dist.broadcast_object(os.getpid()), on_event=runlog.record_event, on_cuda=runtime.is_cuda)
+            writer = StepFolderWriter(rank=dist.rank, temp_tag=dist.broadcast_object(os.getpid()),
+                                      on_cuda=runtime.is_cuda)
+            checkpoints = CheckpointManager(run_dir, run_id, settings.checkpoint.to_dict(),
+                                            on_event=runlog.record_event, writer=writer)
         elif dist.is_main:
             checkpoints = CheckpointManager(run_dir, run_id, settings.checkpoint.to_dict(),
                                             on_event=runlog.record_event)

@@ -1,16 +1,23 @@
 """One manager owns a run's checkpoints: save (async), load (verified), retention, manifest.
 
-Save: on the training thread the state is snapshotted to CPU memory (engine.snapshot), except
-for the tensors the caller lets it defer (weights, optimizer moments): the background thread copies
-those first ("staging"), while training runs the next forward/backward, and the caller waits for
-that copy (wait_for_staging) before it changes them. The same thread then commits the snapshot
-through the run's store (runs.store.RunStore.commit_checkpoint: a temp file hashed as torch.save
-writes it, renamed into place, then the manifest entry), reports a `checkpoint` event and applies
-retention (this module decides which files go; the store forgets and deletes them). At most one write is in flight: a save waits
-for the previous one. A failed background write is reported through on_event at once and raised
-by the next save() or wait(). Modelled on torchtitan's components/checkpoint.py (wait for the
-previous async save before staging the next; retention off the training path, where a failed
-delete does not stop anything; close() on the success and the error path alike).
+A checkpoint is written by a writer that knows its form: `TorchSaveWriter` (one `step_N.pt` file,
+torch.save) or engine.sharded's `StepFolderWriter` (a `step_N/` folder every rank writes through
+torch.distributed.checkpoint). The manager owns everything else, whichever the form: when a save
+may start, the background thread, errors, events, retention and temp cleanup. Modelled on
+torchtitan's components/checkpoint.py (one manager for plain and DCP saves; wait for the previous
+async save before staging the next; retention off the training path, where a failed delete does
+not stop anything; close() on the success and the error path alike).
+
+Save: a writer's `begin` runs on the training thread. TorchSaveWriter snapshots the state to CPU
+memory (engine.snapshot), except for the tensors the caller lets it defer (weights, optimizer
+moments): the background thread copies those first ("staging"), while training runs the next
+forward/backward, and the caller waits for that copy (wait_for_staging) before it changes them;
+StepFolderWriter starts DCP's save, which has staged the state when it returns. The background
+thread then runs the writer's `commit`, which writes through the run's store (runs.store.RunStore:
+commit_checkpoint for a file, commit_step_folder for a folder), reports a `checkpoint` event and
+applies retention (this module decides which checkpoints go; the store forgets and deletes them).
+At most one write is in flight: a save waits for the previous one. A failed background write is
+reported through on_event at once and raised by the next save() or wait().
 
 Load: the file is verified (CRC of every zip record, sha256 against the manifest) before a single
 byte is unpickled, and then only with torch.load(weights_only=True).
@@ -24,7 +31,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from runctl.engine.compat import strip_compile_prefix
@@ -32,12 +39,18 @@ from runctl.engine.snapshot import HostBuffers, PendingCopies, capture_rng, rest
 from runctl.runs.disk_full import disk_full_message, is_disk_full
 from runctl.runs.errors import RunctlError
 from runctl.runs.integrity import CHECKPOINT_FORMAT, RESUME_KEYS, verify_file
-from runctl.runs.layout import CHECKPOINT_KINDS, checkpoint_dir, checkpoint_name, step_from_name
+from runctl.runs.layout import (
+    CHECKPOINT_KINDS,
+    checkpoint_dir,
+    checkpoint_name,
+    is_step_folder_name,
+    step_from_name,
+)
 from runctl.runs.manifest import read_manifest
-from runctl.runs.store import SLOW_WRITE_ENV, RunStore
+from runctl.runs.store import SLOW_WRITE_ENV, CommittedCheckpoint, RunStore
 
 __all__ = ["CHECKPOINT_FORMAT", "RESUME_KEYS", "SLOW_WRITE_ENV", "CheckpointError", "CheckpointManager",
-           "capture_rng", "restore_rng"]
+           "CheckpointWriter", "TorchSaveWriter", "capture_rng", "restore_rng"]
 
 # RESUME_KEYS (from runs.integrity, shared with the deep verify): what load() requires by default;
 # a weights-only branch passes require=("model",).
@@ -52,9 +65,47 @@ class CheckpointError(RunctlError):
         super().__init__(message, exit_code=1)
 
 
+class CheckpointWriter(Protocol):
+    """How one checkpoint reaches the run folder; CheckpointManager decides when and on which thread."""
+
+    def name(self, step: int) -> str:
+        """The checkpoint's name in checkpoints/ (a file or a step folder)."""
+
+    def begin(self, store: RunStore, state: dict[str, Any], step: int, inline: bool,
+              defer: Collection[int]) -> tuple[Any, PendingCopies | None]:
+        """On the training thread: take what the write needs from `state` (a payload for commit)
+        and the copies still to make before the caller may change deferred tensors."""
+
+    def commit(self, store: RunStore, payload: Any, step: int, kind: str, best: dict[str, Any] | None,
+               on_renamed: Callable[[], None]) -> CommittedCheckpoint | None:
+        """On the writer thread: finish the write through `store`; None where this process only
+        contributes its part (a rank other than 0 of a sharded save)."""
+
+
+class TorchSaveWriter:
+    """One `step_N.pt` file per checkpoint: a CPU snapshot of the state, torch.save'd by the store."""
+
+    def __init__(self) -> None:
+        self._host_buffers = HostBuffers(pin_memory=True)  # reused by every async snapshot
+
+    def name(self, step: int) -> str:
+        return checkpoint_name(step)
+
+    def begin(self, store: RunStore, state: dict[str, Any], step: int, inline: bool,
+              defer: Collection[int]) -> tuple[Any, PendingCopies | None]:
+        snapshot, pending = stage_to_cpu(_with_clean_model_keys(state), self._host_buffers,
+                                         clone_cpu=not inline, defer=() if inline else defer)
+        return snapshot, (pending if pending else None)
+
+    def commit(self, store: RunStore, payload: Any, step: int, kind: str, best: dict[str, Any] | None,
+               on_renamed: Callable[[], None]) -> CommittedCheckpoint | None:
+        return store.commit_checkpoint(step, kind, lambda file: torch.save(payload, file), best=best,
+                                       on_renamed=on_renamed)
+
+
 @dataclass
 class _WriteJob:
-    state: dict[str, Any]
+    payload: Any
     step: int
     kind: str
     best: dict[str, Any] | None
@@ -65,17 +116,20 @@ class _WriteJob:
 class CheckpointManager:
     """Saves, loads and prunes the checkpoints of one run (run_dir/checkpoints/).
 
-    `settings` is cfg["checkpoint"]: every, keep_last, keep_best, async. `on_event` receives
-    dicts such as {"event": "checkpoint", "step", "file", "kind", "bytes"}; it may be called from
-    the writer thread, so it must be thread-safe.
+    `settings` is cfg["checkpoint"]: every, keep_last, keep_best, async. `writer` gives the form of
+    a checkpoint (default TorchSaveWriter; a sharded run passes engine.sharded.StepFolderWriter, and
+    then every rank has a manager and calls save() at the same step). `on_event` receives dicts such
+    as {"event": "checkpoint", "step", "file", "kind", "bytes"}; it may be called from the writer
+    thread, so it must be thread-safe.
     """
 
     def __init__(self, run_dir: Path, run_id: str, settings: Mapping[str, Any],
-                 on_event: EventSink | None = None) -> None:
+                 on_event: EventSink | None = None, writer: CheckpointWriter | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_id = run_id
         self.directory = checkpoint_dir(self.run_dir)
         self.store = RunStore(self.run_dir)
+        self.writer: CheckpointWriter = writer if writer is not None else TorchSaveWriter()
         self.keep_last: int | None = settings.get("keep_last", 3)
         self.keep_best = bool(settings.get("keep_best", True))
         self.use_async = bool(settings.get("async", True))
@@ -90,7 +144,6 @@ class CheckpointManager:
         self._error_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._host_buffers = HostBuffers(pin_memory=True)  # reused by every async snapshot
 
     # ---------------------------------------------------------------- save
 
@@ -109,10 +162,13 @@ class CheckpointManager:
             raise RuntimeError("CheckpointManager.save() after close()")
         self.wait()
         inline = sync or not self.use_async
-        snapshot, pending = stage_to_cpu(_with_clean_model_keys(state), self._host_buffers,
-                                         clone_cpu=not inline, defer=() if inline else defer)
-        job = _WriteJob(state=snapshot, step=int(step), kind=kind, best=dict(best) if best else None,
-                        pending=pending if pending else None)
+        try:
+            payload, pending = self.writer.begin(self.store, state, int(step), inline, defer)
+        except Exception as exc:
+            raise _as_checkpoint_error(exc, self.directory / self.writer.name(int(step)),
+                                       "checkpoint not saved") from exc
+        job = _WriteJob(payload=payload, step=int(step), kind=kind, best=dict(best) if best else None,
+                        pending=pending)
         if inline:
             self._run_job(job)
             self.wait()
@@ -155,7 +211,7 @@ class CheckpointManager:
     def _ensure_writer(self) -> None:
         if self._thread is None:
             # Daemon: a process that dies without close() must not hang on the writer; an
-            # unfinished write leaves only a temp file, never a torn checkpoint.
+            # unfinished write leaves only a temp file or folder, never a torn checkpoint.
             self._thread = threading.Thread(target=self._writer_loop, name="runctl-checkpoint-writer",
                                             daemon=True)
             self._thread.start()
@@ -177,12 +233,12 @@ class CheckpointManager:
                     self._staged.set()
             self._write(job)
         except BaseException as exc:  # noqa: BLE001 - reported to the training thread, not lost
-            error = _as_checkpoint_error(exc, self.directory / checkpoint_name(job.step), job.stage)
+            error = _as_checkpoint_error(exc, self.directory / self.writer.name(job.step), job.stage)
             with self._error_lock:
                 self._error = error
             self._emit({"event": "checkpoint_failed", "step": job.step, "error": str(error)})
         finally:
-            job.state = {}
+            job.payload = None
             self._staged.set()
             self._idle.set()
 
@@ -190,8 +246,9 @@ class CheckpointManager:
         def renamed() -> None:
             job.stage = "checkpoint saved, but manifest.json not updated"
 
-        committed = self.store.commit_checkpoint(job.step, job.kind, lambda file: torch.save(job.state, file),
-                                                 best=job.best, on_renamed=renamed)
+        committed = self.writer.commit(self.store, job.payload, job.step, job.kind, job.best, renamed)
+        if committed is None:
+            return
         if committed.manifest_problem:
             self._emit({"event": "warning", "step": job.step,
                         "message": f"{committed.manifest_problem}; rewriting it with the checkpoints saved from now on"})
@@ -202,6 +259,7 @@ class CheckpointManager:
         try:
             self._apply_retention(just_written=committed.name)
             self.store.clean_temps(checkpoints_only=True)
+            self.store.clean_temp_step_folders()
         except OSError as exc:
             self._emit({"event": "warning", "step": job.step,
                         "message": f"{self.directory}: old checkpoints not cleaned up ({exc.strerror or exc})"})
@@ -210,8 +268,10 @@ class CheckpointManager:
 
     def _apply_retention(self, just_written: str) -> None:
         manifest = read_manifest(self.directory)
+        # Every checkpoint counts, whichever its form: a file, or a step folder of a sharded save.
         on_disk = {entry.name: step for entry in os.scandir(self.directory)
-                   if entry.is_file() and (step := step_from_name(entry.name)) is not None}
+                   if (step := step_from_name(entry.name)) is not None
+                   and (entry.is_file() or (is_step_folder_name(entry.name) and entry.is_dir()))}
         doomed = select_for_deletion(
             on_disk, kinds={name: e.kind for name, e in manifest.files.items()},
             keep_last=self.keep_last,

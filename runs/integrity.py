@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -52,7 +53,7 @@ __all__ = ["CHECKPOINT_FORMAT", "CRC_MISMATCH", "EMPTY", "LEVELS", "NOT_A_CHECKP
            "RESUME_KEYS",
            "SHA256_MISMATCH", "SIZE_MISMATCH", "TRUNCATED", "UNREADABLE", "UNSAFE_PICKLE",
            "CheckpointIdentity", "clear_cache", "identity_of", "in_runctl_run", "is_torch_file", "judge",
-           "not_regular_status", "verify_file"]
+           "not_regular_status", "resume_problem", "verify_file"]
 SHA256_MISMATCH = "sha256 mismatch"
 SIZE_MISMATCH = "size mismatch"
 EMPTY = "empty"
@@ -397,7 +398,7 @@ def _deep(path: Path, full: _Facts, source: Path | None = None) -> _Facts:
     identity = CheckpointIdentity(run_id=run_id if isinstance(run_id, str) else None, model_shapes=_shapes(state))
     runctl_format = isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT
     # A foreign file is judged by whether it loads; what a runctl resume needs is asked of runctl's own.
-    incompatible = _resume_problem(state) if runctl_format or in_runctl_run(path) else None
+    incompatible = resume_problem(state) if runctl_format or in_runctl_run(path) else None
     return _deep_facts(full, incompatible=incompatible, identity=identity, holds=describe(state))
 
 
@@ -405,15 +406,18 @@ def _deep_facts(full: _Facts, **kwargs: Any) -> _Facts:
     return _Facts(level="deep", sha256=full.sha256, format=full.format, **kwargs)
 
 
-def _resume_problem(state: Any) -> str | None:
+def resume_problem(state: Any, required: Iterable[str] = RESUME_KEYS) -> str | None:
+    """Why a loaded checkpoint `state` cannot start a resume (not runctl's format, or a key in
+    `required` missing), or None. A single file's state holds every key; a step folder's runctl.pt
+    holds the non-tensor ones (runs.step_folder), its tensors are DCP's."""
     if not isinstance(state, dict):
         return f"not a checkpoint dict (a {type(state).__name__})"
     if state.get("format") != CHECKPOINT_FORMAT:
         return f"format {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
-    missing = [key for key in RESUME_KEYS if key not in state]
+    missing = [key for key in required if key not in state]
     if missing:
         return f"lacks {', '.join(missing)}"
-    if not isinstance(state["model"], dict):
+    if "model" in state and not isinstance(state["model"], dict):
         return "model is not a state dict"
     return None
 

@@ -141,16 +141,11 @@ def _state_file_problem(path: Path, level: str, entry: ManifestEntry | None) -> 
 
 def resume_problem(path: Path) -> str | None:
     """Why a resume cannot use this verified step folder (torch imported here, lazily), or None."""
-    state = load_step_state(path)
-    if not isinstance(state, dict):
-        return f"{STEP_STATE} is not a checkpoint dict"
-    from runctl.runs.integrity import CHECKPOINT_FORMAT
+    from runctl.runs.integrity import resume_problem as state_problem
 
-    if state.get("format") != CHECKPOINT_FORMAT:
-        return f"{STEP_STATE}: format {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
-    missing = [key for key in STEP_STATE_KEYS if key not in state]
-    if missing:
-        return f"{STEP_STATE} lacks {', '.join(missing)}"
+    problem = state_problem(load_step_state(path), required=STEP_STATE_KEYS)
+    if problem is not None:
+        return f"{STEP_STATE}: {problem}"
     shapes = tensor_shapes(path)
     for prefix in ("model", "optimizer"):
         if not any(name.startswith(prefix + ".") for name in shapes):

@@ -27,6 +27,13 @@ commit_checkpoint
     Killed in 1: a temp file, shown as `partial` and removed by the next start or save of any
     process whose pid it does not carry. Killed after 2: a complete file with no entry, shown
     `unverified`; a resume loads it only after a deep look finds it is this run's.
+commit_step_folder (a sharded checkpoint, `step_N/`)
+    1. checkpoints/step_N.tmp.<pid>/ created and runctl.pt written in it (begin_step_folder, rank 0's
+    pid: every rank writes there)  2. each rank's shard and DCP's `.metadata` (DCP)  3. every file
+    fsynced and hashed, manifest rewritten with the entry  4. the folder renamed to step_N.
+    Killed before 3: a temp folder, removed by the next start or save once its pid is gone.
+    Killed after 3: an entry whose folder is `missing` (a resume skips it), never a folder whose
+    `.metadata` pickle nothing vouches for.
 forget_checkpoints (retention) and delete_checkpoint
     1. manifest rewritten without the entries (best's file cleared)  2. the files unlinked.
     Killed after 1: old files with no entry (`unverified`); the next retention pass removes them.
@@ -79,11 +86,13 @@ from runctl.runs.layout import (
     REASONS_JSON,
     RUN_YAML,
     STATUS_JSON,
+    STEP_STATE,
     SUPERSEDED_DIR,
     TEMP_MARKER,
     checkpoint_dir,
     checkpoint_name,
     is_step_folder_name,
+    step_folder_name,
     step_from_name,
 )
 from runctl.runs.lock import RunLock
@@ -249,15 +258,34 @@ class RunStore:
         if slow:
             time.sleep(slow)
 
+        problem = self._record(name, ManifestEntry(step=step, bytes=size, sha256=sha256, saved_at=time.time(),
+                                                   kind=kind), best)
+        return CommittedCheckpoint(name=name, step=step, bytes=size, sha256=sha256, manifest_problem=problem)
+
+    def _record(self, name: str, entry: ManifestEntry, best: Mapping[str, Any] | None) -> str | None:
+        """Add checkpoint `name`'s entry to the manifest (and make it the best); returns what was
+        wrong with the old manifest, which is rewritten from here on."""
         manifest = read_manifest(self.checkpoints)
         problem = manifest.error
-        manifest.files[name] = ManifestEntry(step=step, bytes=size, sha256=sha256,
-                                             saved_at=time.time(), kind=kind)
+        manifest.files[name] = entry
         if best is not None:
             manifest.best = {"file": name, "metric": best.get("metric"),
-                             "value": best.get("value"), "step": best.get("step", step)}
+                             "value": best.get("value"), "step": best.get("step", entry.step)}
         write_manifest(self.checkpoints, manifest)
-        return CommittedCheckpoint(name=name, step=step, bytes=size, sha256=sha256, manifest_problem=problem)
+        return problem
+
+    def begin_step_folder(self, step: int, tag: int,
+                          write_state: Callable[[IO[bytes]], None] | None = None) -> Path:
+        """Create the temp folder `step_N.tmp.<tag>/` a sharded save writes into (every rank of one
+        save passes rank 0's pid as `tag`) and, on the rank that passes `write_state`, write
+        runctl.pt in it. DCP then writes each rank's shard and `.metadata` into the folder, and
+        commit_step_folder puts it in place. Caller is a rank of the engine that holds the lock."""
+        temp = self.checkpoints / f"{step_folder_name(step)}{TEMP_MARKER}{tag}"
+        temp.mkdir(parents=True, exist_ok=True)
+        if write_state is not None:
+            with open(temp / STEP_STATE, "wb") as file:
+                write_state(file)
+        return temp
 
     def commit_step_folder(self, temp: Path, name: str, step: int, kind: str,
                            best: Mapping[str, Any] | None = None) -> CommittedCheckpoint:
@@ -273,16 +301,10 @@ class RunStore:
                 os.fsync(file.fileno())
             files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
         fsync_dir(temp)
-        manifest = read_manifest(self.checkpoints)
-        problem = manifest.error
         total = sum(f["bytes"] for f in files.values())
         metadata_sha = files.get(".metadata", {}).get("sha256", "")
-        manifest.files[name] = ManifestEntry(step=step, bytes=total, sha256=metadata_sha, saved_at=time.time(),
-                                             kind=kind, files=files)
-        if best is not None:
-            manifest.best = {"file": name, "metric": best.get("metric"),
-                             "value": best.get("value"), "step": best.get("step", step)}
-        write_manifest(self.checkpoints, manifest)
+        problem = self._record(name, ManifestEntry(step=step, bytes=total, sha256=metadata_sha, saved_at=time.time(),
+                                                   kind=kind, files=files), best)
         _pause_at("commit_folder:manifest-written")
         final = self.checkpoints / name
         if final.is_dir():  # the same step saved again (a resume --from an older step)
