@@ -37,12 +37,19 @@ def detect(path: Path) -> bool:
 
 def summarize(run_dir: Path) -> RunSummary:
     summary = common.base_summary(run_dir, LAYOUT)
-    files = [f._replace(name=f"{CHECKPOINTS}/{f.name}") for f in common.scan_files(run_dir / CHECKPOINTS)]
-    files += common.scan_files(run_dir)
-    common.fill_from_stats(summary, files, [run_dir / METRICS_CSV, run_dir / HPARAMS])
-    step, loss = last_csv_values(run_dir / METRICS_CSV)
-    if step is not None and (summary.step is None or step > summary.step):
-        summary.step = step
+    checkpoint_dir = run_dir / CHECKPOINTS
+    saved = common.scan_files(checkpoint_dir)
+    top = common.scan_files(run_dir)
+    steps = last_steps(checkpoint_dir, saved)
+    copies = last_copies(saved, steps)
+    # A symlinked last.ckpt takes no room; a byte copy does, so it counts in the size, not the count.
+    linked = {name for name in copies if os.path.islink(checkpoint_dir / name)}
+    files = [f._replace(name=f"{CHECKPOINTS}/{f.name}") for f in saved if f.name not in linked] + top
+    count = sum(1 for f in saved + top if not f.temp) - len(copies)
+    common.fill_from_stats(summary, files, [run_dir / METRICS_CSV, run_dir / HPARAMS], count=count)
+    csv_step, loss = last_csv_values(run_dir / METRICS_CSV)
+    known = [step for step in (summary.step, csv_step, *steps.values()) if step is not None]
+    summary.step = max(known) if known else None
     summary.last_loss = loss
     return summary
 
@@ -54,7 +61,36 @@ def checkpoints(run_dir: Path, level: str | None) -> list[CheckpointInfo]:
     for info in infos:
         if info.copy_of is not None and info.step is None:
             info.step = next((o.step for o in infos if o.name == info.copy_of), None)
+        elif info.kind == "last" and info.step is None and info.status not in ("partial", "corrupt"):
+            info.step = common.step_from_content(info.path)
     return common.order(infos)
+
+
+def last_steps(folder: Path, files: list[common.FileStat]) -> dict[str, int | None]:
+    """The step each `last.ckpt`-like file of checkpoints/ holds: that of the file it links to
+    (save_last="link"), else its global_step read statically (runs.pickle_peek, nothing unpickled)."""
+    named = {f.name: step for f in files if (step := common.step_from_name(f.name)) is not None}
+    steps: dict[str, int | None] = {}
+    for f in files:
+        if f.temp or common.role_from_name(f.name) != "last" or f.name in named:
+            continue
+        path = folder / f.name
+        target = os.path.realpath(path)
+        if os.path.islink(path) and os.path.dirname(target) == os.path.realpath(folder) \
+                and os.path.basename(target) in named:
+            steps[f.name] = named[os.path.basename(target)]
+        else:
+            steps[f.name] = common.step_from_content(path)
+    return steps
+
+
+def last_copies(files: list[common.FileStat], steps: dict[str, int | None]) -> set[str]:
+    """The `last` files holding a step an `epoch=E-step=S` file holds too: ModelCheckpoint(
+    save_last=True) saves the newest state again under that name (a copy, or a symlink with
+    save_last="link"), so it is that checkpoint once more, not one of its own. A `last` whose step
+    no other file has (the newest one rotated out by save_top_k) is a checkpoint of its own."""
+    named = {step for f in files if not f.temp and (step := common.step_from_name(f.name)) is not None}
+    return {name for name, step in steps.items() if step is not None and step in named}
 
 
 def last_csv_values(path: Path) -> tuple[int | None, float | None]:

@@ -43,7 +43,7 @@ def test_ls_lists_every_layout_with_its_step_and_size(root: Path) -> None:
     assert set(rows) == {trees.NANOGPT, trees.HF, trees.LIGHTNING, trees.TENSORBOARD, trees.PLAIN, trees.UUID_RUN}
     assert rows[trees.NANOGPT][1:4] == ["nanogpt", "unknown", "250/500"]
     assert rows[trees.HF][1:4] == ["hf-trainer", "finished", "8/8"]
-    assert rows[trees.LIGHTNING][1:6] == ["lightning", "unknown", "8/-", "0.65", "3"]
+    assert rows[trees.LIGHTNING][1:6] == ["lightning", "unknown", "8/-", "0.65", "2"]  # last.ckpt: a copy
     assert rows[trees.PLAIN][1:3] == ["plain", "finished"]
     document = json.loads(runctl("ls", root, "--json").stdout)
     layouts = {run["name"]: run["layout"] for run in document["runs"]}

@@ -5,6 +5,8 @@ train.py, plain scripts), and no byte written by reading them."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,7 +39,7 @@ def test_every_run_the_tools_wrote_is_found_with_its_layout(root: Path) -> None:
     assert (nano.step, nano.max_steps, nano.state) == (20, 20, "finished")
     assert nano.best["metric"] == "val/loss" and 0 < nano.best["value"] < 10
     lightning = runs["lightning/lightning_logs/version_0"]
-    assert (lightning.step, lightning.checkpoints) == (16, 3)
+    assert (lightning.step, lightning.checkpoints) == (16, 2)  # last.ckpt is epoch=1-step=16 again
     assert runs["plain/checkpoints/mlp_narrow_mnist"].step == 2000
     assert trees.tree_state(root) == before
 
@@ -57,6 +59,43 @@ def test_steps_roles_and_copies_of_the_real_files(root: Path) -> None:
     assert plain["best_model.pt"][1] == "best" and plain["final_model.pt"][1] == "final"
     assert plain["checkpoint_step_5000.pt"] == (5000, None)
     assert [(i.name, i.step) for i in run_checkpoints(root / "nanogpt/out-tiny", None)] == [("ckpt.pt", 20)]
+
+
+def _ls_row(root: Path, name: str) -> list[str]:
+    result = subprocess.run([sys.executable, "-m", "runctl", "ls", str(root)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return next(line.split() for line in result.stdout.splitlines() if line.split()[0] == name)
+
+
+@pytest.mark.parametrize("last", ["copy", "link", "rotated"])
+def test_lightning_last_ckpt_counts_once(tmp_path: Path, last: str) -> None:
+    """ModelCheckpoint(save_last=True) writes last.ckpt as a copy of the newest epoch=E-step=S file
+    (the real fixture), save_last="link" as a symlink to it; when save_top_k rotated that file out,
+    last.ckpt is the only one of its step and a checkpoint of its own."""
+    run = tmp_path / "root" / "lightning_logs" / "version_0"
+    shutil.copytree(FIXTURES / "lightning" / "lightning_logs" / "version_0", run, symlinks=True)
+    checkpoints = run / "checkpoints"
+    size = (checkpoints / "last.ckpt").stat().st_size
+    if last == "link":
+        (checkpoints / "last.ckpt").unlink()
+        (checkpoints / "last.ckpt").symlink_to("epoch=1-step=16.ckpt")
+    elif last == "rotated":
+        (checkpoints / "epoch=1-step=16.ckpt").unlink()
+    count, total = {"copy": (2, 3 * size), "link": (2, 2 * size), "rotated": (2, 2 * size)}[last]
+    (summary,) = find_runs(tmp_path / "root")
+    assert (summary.checkpoints, summary.checkpoint_bytes, summary.step) == (count, total, 16)
+    assert _ls_row(tmp_path / "root", "lightning_logs/version_0")[5] == str(count)
+    records = {i.name: i for i in run_checkpoints(run, None)}
+    assert (records["checkpoints/last.ckpt"].kind, records["checkpoints/last.ckpt"].step) == ("last", 16)
+    listed = subprocess.run([sys.executable, "-m", "runctl", "verify", "--quick", str(run)], capture_output=True,
+                            text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line for line in listed.stdout.splitlines() if "checkpoints/last.ckpt" in line]
+    if last == "rotated":
+        assert "copy of" not in row
+    else:
+        assert "last (copy of checkpoints/epoch=1-step=16.ckpt)" in row
 
 
 @pytest.mark.parametrize("run, train, val, lr", [
