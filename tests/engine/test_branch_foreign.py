@@ -150,6 +150,67 @@ def test_custom_task_from_a_lightning_checkpoint(tmp_path: Path) -> None:
     assert max_difference(final_model(run_dir, 2), stripped) < 5e-3
 
 
+HF_CHECKPOINT = FOREIGN / "hf" / "out" / "checkpoint-6"
+HF_CONFIG = "task: foreign_tasks:hf_tiny_tokens\nmax_steps: 8\ndata: {batch_size: 4}\n"
+
+
+def test_custom_task_from_a_hugging_face_checkpoint_folder(tmp_path: Path) -> None:
+    """checkpoint-6/ as the Trainer left it: the weights from model.safetensors, AdamW's state from
+    optimizer.pt (its decay and no-decay groups are runctl's) and the step from trainer_state.json."""
+    config = tmp_path / "gpt2.yaml"
+    config.write_text(HF_CONFIG)
+    result = branch(tmp_path, HF_CHECKPOINT, "--name", "gpt2", "--config", str(config), *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "hf-trainer; weights from model.safetensors; step 6" in result.stderr
+    assert "weights only" not in result.stderr
+    run_dir = tmp_path / "runs" / "gpt2"
+    parent = run_yaml(run_dir)["parent"]
+    assert (parent["path"], parent["step"], parent["weights_only"]) == (str(HF_CHECKPOINT), 6, False)
+    assert (parent["layout"], parent["weights_from"]) == ("hf-trainer", "model.safetensors")
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "train/loss" in m] == [7, 8]
+    saved = torch.load(run_dir / "checkpoints" / "step_00000008.pt", weights_only=True)
+    from safetensors.torch import load_file
+
+    assert max_difference(saved["model"], load_file(HF_CHECKPOINT / "model.safetensors")) < 5e-3
+    # AdamW went on from the Trainer's: its step count is 6 + 2 for every parameter.
+    assert {float(s["step"]) for s in saved["optimizer"]["state"].values()} == {8.0}
+
+
+def test_what_a_hugging_face_checkpoint_loads_is_the_trainer_s_model(tmp_path: Path) -> None:
+    """The weights branch takes from checkpoint-6/ give, in the custom task's model, the eval loss
+    the Trainer logged at step 6 on the same data: the model loaded is the one that was trained."""
+    sys.path.insert(0, str(HERE))
+    try:
+        from foreign_tasks import hf_tiny_tokens
+        from runctl.engine.foreign import fit_weights, read_foreign
+    finally:
+        sys.path.remove(str(HERE))
+    task = hf_tiny_tokens({})
+    model = task.build_model().eval()
+    checkpoint = read_foreign(HF_CHECKPOINT)
+    model.load_state_dict(fit_weights(model, checkpoint))
+    with torch.no_grad():
+        losses = [float(task.loss(model, task.get_batch("val", torch.arange(i, i + 4)), {})) for i in range(0, 32, 4)]
+    state = json.loads((HF_CHECKPOINT / "trainer_state.json").read_text())
+    (logged,) = [e["eval_loss"] for e in state["log_history"] if e.get("step") == 6 and "eval_loss" in e]
+    # The Trainer divides the summed token losses by every label of the batch (16 a sequence), where
+    # the shifted loss predicts 15 of them: its eval_loss is the mean token loss times 15/16.
+    assert sum(losses) / len(losses) * 15 / 16 == pytest.approx(logged, abs=1e-5)
+
+
+def test_a_hugging_face_model_file_alone_is_a_weights_only_start(tmp_path: Path) -> None:
+    config = tmp_path / "gpt2.yaml"
+    config.write_text(HF_CONFIG)
+    ckpt = HF_CHECKPOINT / "model.safetensors"
+    result = branch(tmp_path, ckpt, "--name", "weights", "--config", str(config), "--no-start")
+    assert result.returncode == 0, result.stderr
+    assert "starting from the weights only (fresh optimizer, step 0): the checkpoint has no optimizer state" \
+        in result.stderr
+    parent = run_yaml(tmp_path / "runs" / "weights")["parent"]
+    assert (parent["weights_only"], parent["weights_from"]) == (True, "model.safetensors")
+
+
 @pytest.mark.parametrize("extra", [["--from", "latest"], []])
 def test_bad_usage_is_one_line_exit_2(tmp_path: Path, extra: list[str]) -> None:
     ckpt = FOREIGN / "nanogpt" / "out-tiny" / "ckpt.pt"
