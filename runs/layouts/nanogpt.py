@@ -1,7 +1,9 @@
 """nanoGPT's out_dir: one `ckpt.pt` that train.py overwrites at each evaluation, holding
 `model`, `optimizer`, `model_args`, `iter_num`, `best_val_loss` and `config` (karpathy/nanoGPT
-train.py). The listing reads iter_num, best_val_loss and config.max_iters from the zip's data.pkl
-statically (runs.pickle_peek); the losses come from the log its output was redirected to."""
+train.py). The listing reads iter_num, best_val_loss and config (max_iters, eval_interval,
+always_save_checkpoint) from the zip's data.pkl statically (runs.pickle_peek); the losses, and how
+far the run has got between two evaluations, come from the log its output was redirected to.
+max_iters is the run's last step; the last evaluation up to it is the last step ckpt.pt can hold."""
 
 from __future__ import annotations
 
@@ -34,20 +36,40 @@ def read_ckpt(run_dir: Path) -> dict[str, Any]:
 def summarize(run_dir: Path) -> RunSummary:
     summary = common.base_summary(run_dir, LAYOUT)
     values = read_ckpt(run_dir)
-    iter_num = values.get("iter_num")
     config = values.get("config") if isinstance(values.get("config"), dict) else {}
-    max_iters = config.get("max_iters")
-    summary.step = iter_num if isinstance(iter_num, int) else None
-    summary.max_steps = max_iters if isinstance(max_iters, int) else None
+    iter_num, max_iters = _int(values.get("iter_num")), _int(config.get("max_iters"))
+    final_save = final_saved_step(max_iters, _int(config.get("eval_interval")))
+    # The log (train.py's stdout) goes on between evaluations; ckpt.pt is written at them only.
+    log_step, summary.last_loss = textlog.tail_progress(run_dir)
+    known = [step for step in (iter_num, log_step) if step is not None]
+    summary.step = max(known) if known else None
+    summary.max_steps = max_iters
     best = values.get("best_val_loss")
     if isinstance(best, int | float) and not isinstance(best, bool) and best < _NO_EVAL:
         summary.best = {"metric": "val/loss", "value": float(best), "step": None}
-    finished = summary.step is not None and summary.max_steps is not None and summary.step >= summary.max_steps
+    if log_step is not None:
+        finished = max_iters is not None and log_step >= max_iters
+    else:
+        finished = iter_num is not None and final_save is not None and iter_num >= final_save
     common.fill_from_stats(summary, common.scan_files(run_dir), textlog.log_files(run_dir), finished=finished)
-    summary.last_loss = textlog.last_train_loss(run_dir)
+    if final_save is not None and config.get("always_save_checkpoint") is True:
+        summary.checkpoints_expected = 1
+        if finished and iter_num is not None and iter_num < final_save:
+            summary.missing_steps = [final_save]
+            summary.problems.append(f"{CKPT} holds iter {iter_num}, not the last evaluation's {final_save} "
+                                    "(always_save_checkpoint)")
     if not values:
         summary.problems.append(f"{CKPT}: iter_num and config not readable without loading it")
     return summary
+
+
+def final_saved_step(max_iters: int | None, eval_interval: int | None) -> int | None:
+    """The last iteration train.py evaluates at, and so the last it can save ckpt.pt at: the last
+    multiple of eval_interval up to max_iters (the loop runs iterations 0 to max_iters; it
+    evaluates, and saves, before the step of every iter_num % eval_interval == 0 past 0)."""
+    if not max_iters or not eval_interval or max_iters <= 0 or eval_interval <= 0 or max_iters < eval_interval:
+        return None
+    return max_iters - max_iters % eval_interval
 
 
 def checkpoints(run_dir: Path, level: str | None) -> list[CheckpointInfo]:
@@ -58,6 +80,10 @@ def checkpoints(run_dir: Path, level: str | None) -> list[CheckpointInfo]:
             info.step = iter_num if isinstance(iter_num, int) else info.step
     common.mark_copies(infos, level)
     return common.order(infos)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 DETECTOR = Detector(name=LAYOUT, detect=detect, summarize=summarize, checkpoints=checkpoints,

@@ -118,6 +118,12 @@ def log_files(folder: Path) -> list[Path]:
 
 def last_train_loss(folder: Path) -> float | None:
     """The newest train loss in the logs' ends (the newest log first); reads 16 KiB a file."""
+    return tail_progress(folder)[1]
+
+
+def tail_progress(folder: Path) -> tuple[int | None, float | None]:
+    """(the highest step, the newest train loss) in the end of the newest log that has a train
+    loss there (16 KiB read a file, newest first): how far a run that logs as it goes has got."""
     for path in reversed(log_files(folder)):
         try:
             with safe_files.open_regular(path) as file:
@@ -126,11 +132,17 @@ def last_train_loss(folder: Path) -> float | None:
                 tail = file.read().decode("utf-8", "replace")
         except OSError:
             continue
+        step: int | None = None
+        loss: float | None = None
         for line in reversed(tail.splitlines()):
-            for name, _, value in parse_line(line):
-                if name in ("train/loss", "loss"):
-                    return value
-    return None
+            for name, at, value in parse_line(line):
+                if at is not None and (step is None or at > step):
+                    step = at
+                if loss is None and name in ("train/loss", "loss"):
+                    loss = value
+        if loss is not None:
+            return step, loss
+    return None, None
 
 
 def metrics(folder: Path) -> object:
