@@ -23,7 +23,7 @@ class TextLogMetrics(SeriesStore):
         super().__init__()
         self.folder = Path(folder)
         self._offsets: dict[Path, tuple[int, int]] = {}   # path -> (inode, bytes taken in)
-        self._counters: dict[str, int] = {}
+        self.unplaced = 0  # points printed without a step (the Trainer's dicts): not plotted
 
     def poll(self) -> bool:
         version = self.version
@@ -58,13 +58,14 @@ class TextLogMetrics(SeriesStore):
         for line in chunk[:end].decode("utf-8", "replace").splitlines():
             for name, step, value in textlog.parse_line(line):
                 if step is None:
-                    step = self._counters[name] = self._counters.get(name, 0) + 1
-                points.append((name, step, value))
+                    self.unplaced += 1
+                else:
+                    points.append((name, step, value))
         self.add(points)
 
     def _restart(self) -> None:
         self._offsets.clear()
-        self._counters.clear()
+        self.unplaced = 0
         self.reset()
 
 

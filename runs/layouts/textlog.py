@@ -6,8 +6,10 @@ scripts print, read into series.
 - `step N ... loss X` in any wording (`Step 500/1000 | train loss 0.12 | val_loss 0.2 | lr 3e-4`);
 - the dicts the Hugging Face Trainer prints (`{'loss': 0.69, 'grad_norm': 1.2, 'learning_rate':
   5e-05, 'epoch': 0.5}`, numbers or numeric strings), read with ast.literal_eval (never eval).
-  They carry no step unless one is in the dict: their points are then numbered 1, 2, 3 ... in the
-  order printed.
+  The Trainer prints the dict it logs without its step (Trainer.log keeps `{**logs, "step":
+  global_step}` for trainer_state.json's log_history and hands callbacks `logs` alone), so such a
+  dict's points have no step: the reader leaves them out rather than place them by print order
+  (a dict every logging_steps, an eval dict every eval_steps: counting them gives wrong steps).
 """
 
 from __future__ import annotations

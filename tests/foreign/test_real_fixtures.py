@@ -111,3 +111,27 @@ def test_each_tool_s_own_records_plot(root: Path, run: str, train: int, val: int
     assert counts == (train, val, lr)
     steps, values = reader.series("train/loss")
     assert (steps[1:] > steps[:-1]).all() and all(0 < v < 100 for v in values)
+
+
+def test_the_trainer_s_printed_dicts_are_not_numbered_by_print_order(tmp_path: Path) -> None:
+    """The real Trainer's stdout (hf/out/train.log) beside checkpoint files in a plain folder: its
+    dicts carry no step (Trainer.log prints `logs`, the step goes to log_history only), so none is
+    plotted; numbered in print order, the two eval dicts would sit at steps 1 and 2. The same run's
+    trainer_state.json places them where the Trainer logged them: eval_loss at steps 3 and 6."""
+    hf = FIXTURES / "hf" / "out"
+    folder = tmp_path / "script-out"
+    folder.mkdir()
+    shutil.copyfile(hf / "train.log", folder / "train.log")
+    shutil.copyfile(hf / "checkpoint-6" / "model.safetensors", folder / "model.safetensors")
+    printed = [line for line in (folder / "train.log").read_text().splitlines() if line.startswith("{")]
+    assert sum("'eval_loss'" in line for line in printed) == 2 and not any("'step'" in line for line in printed)
+    (run,) = find_runs(tmp_path)
+    assert run.layout == "plain"
+    reader = metrics_reader(folder)
+    reader.poll()
+    assert reader.names() == [] and reader.unplaced > 0
+    assert len(reader.series("val/loss")[0]) == len(reader.series("train/loss")[0]) == 0
+    state = metrics_reader(hf)
+    state.poll()
+    assert list(state.series("val/loss")[0]) == [3, 6]
+    assert list(state.series("train/loss")[0]) == [1, 2, 3, 4, 5, 6]
