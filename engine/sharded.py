@@ -101,7 +101,8 @@ def load_step_folder(path: Path, require: Collection[str] = RESUME_KEYS) -> dict
     except Exception as exc:  # noqa: BLE001 - the unpickler raises several types; all mean "refuse"
         raise RunctlError(f"{path / STEP_STATE}: refusing to load: not loadable with weights_only=True "
                           f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0]})") from exc
-    shapes = tensor_shapes(path)  # .metadata's sha256 matched the manifest above
+    assert entry is not None and entry.files is not None  # verified `ok` above
+    shapes = tensor_shapes(path, entry.files[DCP_METADATA]["sha256"])
     state["model"] = {key[len("model."):]: torch.empty(shape, device="meta")
                       for key, shape in shapes.items() if key.startswith("model.")}
     if any(key.startswith("optimizer.") for key in shapes):

@@ -29,7 +29,7 @@ from runctl.runs.layout import (
 )
 from runctl.runs.manifest import Manifest, ManifestEntry, read_manifest
 from runctl.runs.model import CheckpointInfo
-from runctl.runs.step_folder import folder_bytes
+from runctl.runs.step_folder import folder_bytes, folder_files, irregular_member
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 # Statuses a resume may load: intact files, with or without a manifest entry (a crash between
@@ -126,14 +126,29 @@ def _from_stat(path: Path, entry: os.DirEntry[str], manifest_entry: ManifestEntr
     except OSError as exc:
         info.reason = f"unreadable: {exc.strerror or exc.__class__.__name__}"
         return info
-    info.status, info.reason = _classify(entry.name, info.bytes, manifest_entry)
+    info.status, info.reason = _classify(entry.name, info.bytes, manifest_entry, _member_problem(entry))
     return info
 
 
-def _classify(name: str, size: int, manifest_entry: ManifestEntry | None) -> tuple[str, str | None]:
-    """Status and reason from the name, the size and the manifest alone (no bytes read)."""
+def _member_problem(entry: os.DirEntry[str]) -> str | None:
+    """Why a step folder holds something that is not a regular file (lstat only: nothing opened)."""
+    if is_temp_name(entry.name) or not (is_step_folder_name(entry.name) and entry.is_dir(follow_symlinks=False)):
+        return None
+    try:
+        member = irregular_member(Path(entry.path), folder_files(Path(entry.path)))
+    except OSError:
+        return None  # gone or unreadable: the size said what it could
+    return f"{integrity.NOT_REGULAR}: {member}" if member else None
+
+
+def _classify(name: str, size: int, manifest_entry: ManifestEntry | None,
+              member_problem: str | None = None) -> tuple[str, str | None]:
+    """Status and reason from the name, the size, a step folder's member listing and the manifest
+    alone (no bytes read)."""
     if is_temp_name(name):
         return "partial", "being written (temporary file)"
+    if member_problem is not None:
+        return "corrupt", member_problem
     if size == 0:
         return "corrupt", integrity.EMPTY
     if manifest_entry is None:
@@ -183,7 +198,7 @@ def tally_checkpoints(run_dir: Path, manifest: Manifest | None = None) -> Checkp
         except OSError as exc:
             tally.corrupt.append((entry.name, f"unreadable: {exc.strerror or exc.__class__.__name__}"))
             continue
-        status, reason = _classify(entry.name, size, manifest_entry)
+        status, reason = _classify(entry.name, size, manifest_entry, _member_problem(entry))
         if status == "partial":
             tally.partial += 1
             continue

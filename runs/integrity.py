@@ -53,7 +53,7 @@ __all__ = ["CHECKPOINT_FORMAT", "CRC_MISMATCH", "EMPTY", "LEVELS", "NOT_A_CHECKP
            "RESUME_KEYS",
            "SHA256_MISMATCH", "SIZE_MISMATCH", "TRUNCATED", "UNREADABLE", "UNSAFE_PICKLE",
            "CheckpointIdentity", "clear_cache", "identity_of", "in_runctl_run", "is_torch_file", "judge",
-           "not_regular_status", "resume_problem", "verify_file"]
+           "not_regular_status", "read_failed", "resume_problem", "verify_file"]
 SHA256_MISMATCH = "sha256 mismatch"
 SIZE_MISMATCH = "size mismatch"
 EMPTY = "empty"
@@ -122,7 +122,7 @@ def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry 
     if level not in LEVELS:
         raise ValueError(f"unknown integrity level {level!r}; expected one of {LEVELS}")
     path = Path(path)
-    if is_step_folder_name(path.name) and path.is_dir():
+    if is_step_folder_name(path.name) and path.is_dir() and not path.is_symlink():
         from runctl.runs.step_folder import verify_step_folder
 
         return verify_step_folder(path, level, manifest_entry)
@@ -150,13 +150,19 @@ def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry 
             facts = facts_for(path, file, st, level)
     except safe_files.NotRegularFile as exc:  # swapped in after the check above
         return _not_regular(info, path, exc.kind)
-    except FileNotFoundError:
-        info.status, info.reason = "missing", "file not found"
-        return info
     except OSError as exc:
-        info.reason = f"{UNREADABLE}: {exc.strerror or exc.__class__.__name__}"
-        return info
+        return read_failed(info, exc)
     return judge(info, facts, manifest_entry, reference)
+
+
+def read_failed(info: CheckpointInfo, exc: OSError, what: str = "file") -> CheckpointInfo:
+    """The verdict on a checkpoint (file or step folder) that could not be read: `missing` when it
+    is gone, else `unchecked` with why (a permission or an I/O error says nothing of its bytes)."""
+    if isinstance(exc, FileNotFoundError):
+        info.status, info.reason = "missing", f"{what} not found"
+    else:
+        info.status, info.reason = "unchecked", f"{UNREADABLE}: {exc.strerror or exc.__class__.__name__}"
+    return info
 
 
 def is_torch_file(path: Path) -> bool:

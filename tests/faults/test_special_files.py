@@ -12,17 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from .helpers import TINY_MLP, find_run_dir, records_by_name, run_cli, status, verify_json
+from .special_files import TIMEOUT, assert_extend_skips, assert_listed, make_socket, run_view_table
 
-# Far above what each command needs on a busy box, far below "for ever".
-TIMEOUT = 90.0
 NEWEST = "step_00000006.pt"
 
 
@@ -49,9 +46,7 @@ def _fifo(path: Path, run: Path) -> None:
 
 
 def _socket(path: Path, run: Path) -> None:
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))  # the socket file stays after the socket closes
-    server.close()
+    make_socket(path)
 
 
 def _link_to_fifo(path: Path, run: Path) -> None:
@@ -114,23 +109,11 @@ def test_a_special_checkpoint_is_named_and_never_opened(finished_run: Path, tmp_
         assert records["step_00000004.pt"]["status"] == "ok" and records["step_00000002.pt"]["status"] == "ok"
         assert code == (1 if expected_status == "corrupt" else 0), (level, code)
 
-    done = run_cli(["ls", tmp_path / "runs", "--json"], cwd=tmp_path, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stderr
-    listed = json.loads(done.stdout)["runs"][0]
-    if expected_status == "corrupt":
-        assert any(reason in problem for problem in listed["problems"]), listed["problems"]
-    done = run_cli(["summary", tmp_path / "runs"], cwd=tmp_path, timeout=TIMEOUT)
-    assert done.returncode == 0 and "base" in done.stdout, done.stderr
-
-    if case not in TRAINED_CASES:
-        return
+    assert_listed(tmp_path / "runs", tmp_path, reason if expected_status == "corrupt" else None)
     # extend (full verification): resume skips the special file, says why, and trains on from
     # step 4 to a final checkpoint at step 5
-    done = run_cli(["extend", run, "--steps", "1"], cwd=tmp_path, timeout=180)
-    assert done.returncode == 0, done.stderr
-    assert f"skipped checkpoint {NEWEST}: {reason}" in done.stderr, done.stderr
-    final = status(run)
-    assert final["state"] == "finished" and final["step"] == 5, final
+    if case in TRAINED_CASES:
+        assert_extend_skips(run, tmp_path, NEWEST, reason, final_step=5)
 
 
 def test_special_run_files_do_not_stop_listing(finished_run: Path, tmp_path: Path) -> None:
@@ -176,37 +159,16 @@ def test_huge_logs_are_not_slurped(finished_run: Path, tmp_path: Path) -> None:
 async def test_the_run_view_shows_special_files_and_quits(finished_run: Path, tmp_path: Path) -> None:
     """The UI: the run view of a run with a FIFO checkpoint, a FIFO metrics.jsonl and a /dev/zero
     events.jsonl opens, shows the FIFO's badge reason, and the app quits."""
-    from runctl.tui.app import make_app
-    from runctl.tui.screens.run_view import RunViewScreen
-    from runctl.tui.widgets.checkpoint_table import CheckpointTable
-
     run = copy_run(finished_run, tmp_path)
     os.mkfifo(run / "checkpoints" / NEWEST)
     (run / "metrics.jsonl").unlink()
     os.mkfifo(run / "metrics.jsonl")
     (run / "events.jsonl").unlink()
     (run / "events.jsonl").symlink_to("/dev/zero")
-    app = make_app(tmp_path / "runs", watch=False, keymap_path=tmp_path / "no-keys.yaml")
-    async with app.run_test(size=(120, 36)) as pilot:
-        app.open_run(run)
-
-        def infos() -> dict[str, Any]:
-            screen = app.screen
-            tables = screen.query(CheckpointTable) if isinstance(screen, RunViewScreen) else []
-            return tables[0].infos if tables else {}
-
-        for _ in range(1200):
-            table = infos()
-            if NEWEST in table and table["step_00000004.pt"].level in ("full", "deep"):  # verified
-                break
-            await pilot.pause(0.05)
-        table = infos()
-        assert table[NEWEST].status == "corrupt" and table[NEWEST].reason == "not a regular file: fifo"
-        assert table["step_00000004.pt"].status == "ok"
-        await pilot.press("escape")
-        await pilot.pause()
-        await pilot.press("q")
-    assert app.return_code in (0, None)
+    table = await run_view_table(tmp_path / "runs", run, tmp_path / "no-keys.yaml",
+                                 ready=lambda t: NEWEST in t and t["step_00000004.pt"].level in ("full", "deep"))
+    assert table[NEWEST].status == "corrupt" and table[NEWEST].reason == "not a regular file: fifo"
+    assert table["step_00000004.pt"].status == "ok"
 
 
 FOREIGN = Path(__file__).resolve().parents[1] / "fixtures" / "foreign"
