@@ -65,7 +65,8 @@ def _row(name: str, runctl: float | None, baseline: float | None, target: str, m
 
 async def _plot_frames(points: int, frames: int) -> dict:
     import plotext
-    from runctl.tui.widgets.loss_plot import Curve, LossPlot, PlotData
+    from runctl.runs.plot_series import Curve, PlotData
+    from runctl.tui.widgets.loss_plot import LossPlot
     from textual.app import App, ComposeResult
     from textual_plotext import PlotextPlot
 

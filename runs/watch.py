@@ -335,6 +335,11 @@ class RunWatcher:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def covers(self, run_dir: Path) -> bool:
+        """Whether changes to the files of the run in `run_dir` are reported (while running)."""
+        depth = self._depth(Path(os.path.abspath(run_dir)))
+        return self.running and depth is not None and depth <= self.depth
+
     def known_runs(self) -> list[Path]:
         """Run directories the watcher currently knows (from the dispatcher's last pass)."""
         return sorted(set(self._snapshots) | set(self._foreign))

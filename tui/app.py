@@ -17,11 +17,12 @@ from types import FrameType
 from typing import Any, ClassVar
 
 from runctl.runs.errors import RunctlError
+from runctl.runs.follower_hub import FollowerHub
 from runctl.runs.layout import DEFAULT_DEPTH
 from runctl.tui.alerts import AlertRaised, AlertSettings
 from runctl.tui.engine_host import EngineHost
 from runctl.tui.keymap import default_keymap_path, load_keymap, unknown_ids
-from runctl.tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged, WatchStarted
+from runctl.tui.messages import EngineEvent, EngineFinished, RunsChanged, WatchStarted
 from runctl.tui.palette import ScreenActionsProvider
 from runctl.tui.screens.runs_list import RunsListScreen
 from runctl.tui.watch_bridge import WatchBridge, changed_run_dirs
@@ -69,7 +70,9 @@ class RunctlApp(App[int]):
         self.selected_runs: set[Path] = set()
         self.engine_host = EngineHost(self, self.root)
         self.keymap_path = keymap_path or default_keymap_path()
-        self._bridge = WatchBridge(self, self.root, poll=poll, depth=depth) if watch else None
+        # The run views' followers; the watcher wakes them when their runs' files change.
+        self.followers = FollowerHub()
+        self._bridge = WatchBridge(self, self.root, self.followers, poll=poll, depth=depth) if watch else None
         self.watch_ready = threading.Event()  # set once the watcher runs (or failed to)
         self._watch_requested = False
         self._previous_handlers: dict[int, Any] = {}
@@ -216,16 +219,11 @@ class RunctlApp(App[int]):
         runs = self.runs_list
         if runs is not None:
             runs.mark_dirty(changed_run_dirs(message.changes))
-        self._forward(RunsChanged(message.changes))
-
-    def on_metrics_appended(self, message: MetricsAppended) -> None:
-        self._forward(MetricsAppended(message.run_dir))
 
     def on_engine_event(self, message: EngineEvent) -> None:
         runs = self.runs_list
         if runs is not None:
             runs.mark_dirty({message.run_dir})
-        self._forward(EngineEvent(message.run_dir, message.event))
 
     def on_engine_finished(self, message: EngineFinished) -> None:
         runs = self.runs_list
@@ -238,7 +236,8 @@ class RunctlApp(App[int]):
             self.refresh_bindings()
 
     def _forward(self, message: Any) -> None:
-        """Screens other than the runs list (the run view) get a copy of the news."""
+        """Screens other than the runs list (the run view) get a copy of the engine's end: what a
+        run shows as its state depends on whether it trains here."""
         if not self._screen_stack:  # news from an engine thread arriving while the app shuts down
             return
         screen = self.screen

@@ -1,7 +1,8 @@
 """The in-process engines: one Textual thread worker per training run, one Control per run.
 
-The engine never touches widgets: its on_event callback posts EngineEvent messages, and the end
-of a worker posts EngineFinished. A run trained by ANOTHER process (its lock is held, not by us)
+The engine never touches widgets: its on_event callback posts EngineEvent messages (the runs list
+reloads the run's row), and the end of a worker posts EngineFinished. What a run view shows comes
+from the run's files, which the file watcher sees this engine write like any other. A run trained by ANOTHER process (its lock is held, not by us)
 is commanded through its control folder instead (engine.control.write_command).
 
 Errors the user can fix (runs.errors.RunctlError) become one-line error notifications; the
@@ -23,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runctl.runs.errors import RunctlError
+from runctl.runs.layout import LIVE_STATES
 from runctl.runs.lock import is_locked
-from runctl.tui.messages import EngineEvent, EngineFinished, MetricsAppended
+from runctl.tui.messages import EngineEvent, EngineFinished
 
 if TYPE_CHECKING:
     from runctl.engine.control import Control
@@ -58,6 +60,14 @@ class EngineHost:
         """True while THIS process trains run_dir."""
         with self._lock:
             return Path(run_dir) in self._trainings
+
+    def shown_state(self, run_dir: Path, state: str | None) -> str:
+        """The state a run shows: "running" while THIS process trains it, whatever its files say
+        (they lag behind the engine's start and end), else the state its files give."""
+        state = state or "unknown"
+        if self.is_training(run_dir) and state not in LIVE_STATES:
+            return "running"
+        return state
 
     def training_runs(self) -> list[Path]:
         with self._lock:
@@ -295,9 +305,6 @@ class EngineHost:
                 app.notify(resume_message(run_dir, event.get("from"), skipped), markup=False, timeout=8)
             app.post_message(EngineEvent(run_dir, event))
 
-        def on_metrics(_line: dict[str, Any]) -> None:
-            app.post_message(MetricsAppended(run_dir))
-
         error: str | None = None
         try:
             from runctl.engine import api
@@ -305,7 +312,7 @@ class EngineHost:
             if prepare is not None:
                 prepare()
             result = api.train(run_dir, training.control, resume_from=resume_from,
-                               on_event=on_event, on_metrics=on_metrics)
+                               on_event=on_event)
             if result.state == "crashed":
                 error = f"crashed at step {result.step}: {result.error}"
         except RunctlError as err:  # bad input found before training began (nothing changed)

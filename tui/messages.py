@@ -53,17 +53,6 @@ class EngineEvent(Message):
         )
 
 
-class MetricsAppended(Message):
-    """New complete lines were appended to `run_dir`'s metrics.jsonl."""
-
-    def __init__(self, run_dir: Path) -> None:
-        super().__init__()
-        self.run_dir = run_dir
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, MetricsAppended) and message.run_dir == self.run_dir
-
-
 class RunRowsLoaded(Message):
     """A file-reading worker built table rows: the whole root (`complete`) or just some runs."""
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 from rich.text import Text
-from runctl.tui.widgets.loss_plot import Curve, LossPlot, Overlay, PlotData, PlotextChart
+from runctl.runs.plot_series import Curve, Overlay, PlotData
+from runctl.tui.widgets.loss_plot import LossPlot, PlotextChart
 from textual.app import App, ComposeResult
 from textual_plotext import PlotextPlot
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from runctl.runs.model import RunSummary
-from runctl.tui.screens.run_view import state_text
+from runctl.tui.widgets.run_header import state_text
 
 
 def test_the_run_header_shows_ranks_nodes_and_who_went_silent(tmp_path: Path) -> None:

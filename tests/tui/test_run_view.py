@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from run_view_fixtures import FIXED_NOW, Notifications, append_metric, engine_run, write_run
-from runctl.runs.layout import CHECKPOINT_DIR, EVENTS_JSONL, RUN_YAML, checkpoint_name
+from runctl.runs.layout import CHECKPOINT_DIR, EVENTS_JSONL, METRICS_JSONL, RUN_YAML, checkpoint_name
 from runctl.runs.manifest import read_manifest
 from runctl.tui.app import RunctlApp, make_app
-from runctl.tui.messages import EngineFinished, MetricsAppended
+from runctl.tui.messages import EngineFinished
 from runctl.tui.screens.branch_dialog import BranchDialog
 from runctl.tui.screens.confirm_delete import ConfirmDeleteScreen
 from runctl.tui.screens.extend_dialog import ExtendDialog
@@ -137,16 +137,21 @@ async def test_shows_plot_badges_events_config_overlays_and_plot_keys(tmp_path: 
         assert not isinstance(app.screen, RunViewScreen)
 
 
+def make_watching_app(root: Path, tmp_path: Path) -> RunctlApp:
+    return make_app(root, watch=True, now=lambda: FIXED_NOW, keymap_path=tmp_path / "no-keys.yaml")
+
+
 async def test_appended_metric_line_reaches_the_plot(tmp_path: Path) -> None:
+    """An interrupted run is read again only when the watcher says its files changed."""
     run = write_run(tmp_path, "alpha")
-    app = make_test_app(tmp_path, tmp_path)
+    app = make_watching_app(tmp_path, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, app.watch_ready.is_set, "the watcher to start")
         screen = await open_run(pilot, run)
         plot = screen.query_one(LossPlot)
         await wait_for(pilot, lambda: plot.data.last_step == 300, "initial metrics")
         draws = plot.draw_count
         append_metric(run, 310, 0.2)
-        app.post_message(MetricsAppended(run))  # what the watcher bridge posts
         await wait_for(pilot, lambda: plot.data.last_step == 310, "the appended line", timeout=5)
         await wait_for(pilot, lambda: plot.draw_count > draws, "a redraw", timeout=5)
         assert float(plot.data.train.values[-1]) == 0.2
@@ -298,6 +303,33 @@ async def test_r_then_R_then_e_then_b_with_the_real_engine(tmp_path: Path) -> No
                        "the branch to finish")
         text = (kid / RUN_YAML).read_text()
         assert "run_id: tiny" in text and "step_00000030.pt" in text and "lr: 0.0005" in text
+
+
+async def test_the_plot_follows_an_in_process_run_through_the_watcher(tmp_path: Path) -> None:
+    """The in-process engine sends the run view nothing: its metrics lines reach the plot the way
+    anyone's do, the watcher seeing the file grow and waking the view's follower."""
+    run = engine_run(tmp_path, "watched", max_steps=100_000, checkpoint_every=100_000, stopped_at_first_step=True)
+    app = make_watching_app(tmp_path, tmp_path)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, app.watch_ready.is_set, "the watcher to start")
+            screen = await open_run(pilot, run)
+            plot = screen.query_one(LossPlot)
+            await pilot.press("r")
+            shown: set[int | None] = set()
+
+            def followed_while_training() -> bool:
+                shown.add(plot.data.last_step)
+                return len(shown - {None, 1}) >= 3 and app.engine_host.is_training(run)
+
+            await wait_for(pilot, followed_while_training, "the plot to move on three times while the run trains")
+            await pilot.press("x")
+            await engines_done(pilot)
+            last = max(json.loads(line)["step"] for line in (run / METRICS_JSONL).read_text().splitlines())
+            await wait_for(pilot, lambda: plot.data.last_step == last, f"the plot to reach step {last}")
+    finally:
+        app.engine_host.stop_all()
+        app.engine_host.wait_all(60)
 
 
 async def test_c_checkpoints_now_and_x_stops(tmp_path: Path) -> None:

@@ -1,41 +1,29 @@
 """The run view: one run's live loss plot, checkpoints, events, config and system stats, and its keys.
 
-File reading happens off the UI thread. A `RunFollower` (no Textual) polls the run's files
-incrementally from one thread worker: it wakes on change messages (RunsChanged, EngineEvent), on
-a 0.5 s tick while the run is live, and on a slow tick otherwise, and posts one `RunUpdate` with
-whatever changed. Checkpoint verification (full in the background, deep on `v`) runs in its own
-thread workers and updates badges row by row.
+File reading happens off the UI thread. A `runs.run_follower.RunFollower` (no Textual) reads the
+run's files on its own thread when the file watcher saw them change (and on a tick for what the
+watcher cannot see); its callback posts the new points to the plot and the rest (state, config,
+events, checkpoints) to this screen. Checkpoint verification (full in the background, deep on
+`v`) runs in thread workers and updates badges row by row.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
 from runctl.runs import integrity
-from runctl.runs.checkpoints import (
-    expected_checkpoints,
-    list_checkpoints,
-    missing_checkpoints,
-    newest_valid,
-    quarantined_checkpoints,
-)
-from runctl.runs.discovery import detect, metrics_reader, run_checkpoints, summarize
+from runctl.runs.checkpoints import newest_valid
 from runctl.runs.errors import RunctlError
-from runctl.runs.events import EventsReader
-from runctl.runs.layout import CHECKPOINT_DIR, LIVE_STATES, MANIFEST_JSON, RUN_YAML, STATUS_JSON
+from runctl.runs.layout import CHECKPOINT_DIR, LIVE_STATES
 from runctl.runs.manifest import read_manifest
-from runctl.runs.metrics import MetricsReader
 from runctl.runs.model import CheckpointInfo, RunSummary
-from runctl.runs.store import RunStore
-from runctl.tui.commands.inspect import stalled_note
-from runctl.tui.messages import EngineEvent, EngineFinished, MetricsAppended, RunsChanged
+from runctl.runs.run_follower import RunFollower, RunUpdate
+from runctl.tui.messages import EngineFinished
 from runctl.tui.screens.branch_dialog import BranchDialog, BranchRequest
 from runctl.tui.screens.checkpoint_diff import CheckpointDiffScreen
 from runctl.tui.screens.confirm_delete import ConfirmDeleteScreen, delete_checkpoint
@@ -43,7 +31,8 @@ from runctl.tui.screens.extend_dialog import ExtendDialog
 from runctl.tui.widgets.checkpoint_table import MARKS, USABLE_STATUSES, CheckpointTable
 from runctl.tui.widgets.config_view import ConfigView
 from runctl.tui.widgets.events_log import EventsLog
-from runctl.tui.widgets.loss_plot import Curve, LossPlot, Overlay, PlotData
+from runctl.tui.widgets.loss_plot import LossPlot
+from runctl.tui.widgets.run_header import RunHeader
 from runctl.tui.widgets.system_stats import SystemStats
 from textual import on, work
 from textual.app import ComposeResult
@@ -52,45 +41,27 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
-LIVE_POLL_SECONDS = 0.5
-# Keys that write into the run's folder: never offered on a run another tool wrote.
 # The config a branch from another tool's checkpoint starts from in the dialog (edited to fit).
 FOREIGN_BRANCH_STARTER = "digits_mlp"
 HF_CHECKPOINT_DIR = re.compile(r"^checkpoint-\d+$")
+# Keys that write into the run's folder: never offered on a run another tool wrote.
 WRITING_ACTIONS = frozenset({"resume", "resume_from", "extend", "checkpoint_now", "stop", "delete"})
-IDLE_POLL_SECONDS = 2.0
 # Columns from which the plot and the tabs sit side by side instead of stacked.
 WIDE_COLUMNS = 150
 
-STATE_BADGES: dict[str, tuple[str, str]] = {
-    "running": ("▶", "bold green"),
-    "stalled": ("‖", "bold white on magenta"),
-    "stopped": ("■", "yellow"),
-    "interrupted": ("⚡", "bold yellow"),
-    "crashed": ("✗", "bold red"),
-    "finished": ("✓", "green"),
-    "unknown": ("?", "dim"),
-}
 
+# ------------------------------------------------------------------------------ messages
 
-# ------------------------------------------------------------------------------ reading (thread)
+class RunFilesRead(Message):
+    """The follower's news for the screen itself (state, config, events, checkpoints); the new
+    points of the plot go to the plot directly."""
 
-class RunUpdate(Message):
-    """What changed in the run's files since the follower's last look; None fields did not change."""
-
-    def __init__(self) -> None:
+    def __init__(self, update: RunUpdate) -> None:
         super().__init__()
-        self.summary: RunSummary | None = None
-        self.config: dict[str, Any] | None = None
-        self.config_text: str | None = None
-        self.plot: PlotData | None = None
-        self.new_events: list[dict[str, Any]] = []
-        self.events_reset = False
-        self.checkpoints: list[CheckpointInfo] | None = None
-        self.note: str | None = None  # said once: e.g. the package a reader of the run's metrics needs
+        self.update = update
 
 
 class CheckpointVerified(Message):
@@ -116,223 +87,7 @@ class CheckpointDeleted(Message):
         self.error = error
 
 
-def _curve(reader: Any, name: str) -> Curve | None:
-    steps, values = reader.series(name)
-    if not len(steps):
-        return None
-    # The reader's arrays are views valid only until its next poll, on another thread: copy.
-    return Curve(steps.copy(), values.copy())
-
-
-def _stat_key(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
-
-
-class RunFollower:
-    """Incremental reader of one run's files (plus overlay runs' metrics); used from one thread.
-
-    `poll()` returns a RunUpdate with only what changed, or None when nothing did.
-    """
-
-    def __init__(self, run_dir: Path, root: Path | None = None) -> None:
-        self.run_dir = run_dir
-        self.root = root
-        detector = detect(run_dir)
-        # Another tool's run: read with its layout's readers, never written.
-        self.foreign = detector is not None and not detector.writable
-        self.layout = detector.name if detector is not None else "unknown"
-        self.metrics: Any = metrics_reader(run_dir) if self.foreign else MetricsReader(run_dir)
-        self.events = EventsReader(run_dir)
-        self.overlay_dirs: tuple[Path, ...] = ()
-        self.live = False
-        self._overlay_readers: dict[Path, Any] = {}
-        self._sizes: dict[str, int] = {}
-        self._note_sent = False
-        self._overlay_labels: dict[Path, str] = {}
-        self._plot_versions: tuple[int, ...] | None = None
-        self._status_key: Any = None
-        self._config_key: Any = None
-        self._checkpoints_key: Any = None
-        self._events_generation = 0
-        self._config: dict[str, Any] = {}
-        self._summary: RunSummary | None = None
-
-    def poll(self) -> RunUpdate | None:
-        update = RunUpdate()
-        changed = False
-
-        config_key = _stat_key(self.run_dir / RUN_YAML)
-        if self.foreign and self._config_key is None:
-            self._config_key = "foreign"
-            update.config = {}
-            update.config_text = (f"# {self.run_dir}\n# A {self.layout} run written by another tool: runctl reads "
-                                  "its files and never writes into its folder.\n")
-            changed = True
-        elif not self.foreign and config_key != self._config_key:
-            self._config_key = config_key
-            store = RunStore(self.run_dir)
-            self._config, _ = store.read_config()
-            update.config = self._config
-            update.config_text = store.config_text()
-            changed = True
-
-        # The time term re-reads a quiet run now and then: a stale heartbeat turns running into interrupted.
-        status_key = (_stat_key(self.run_dir / STATUS_JSON), config_key, int(time.time() // 10))
-        if status_key != self._status_key or self.live:
-            summary = summarize(self.run_dir, self.root)
-            if self._summary is None or summary.to_json() != self._summary.to_json():
-                self._summary = summary
-                update.summary = summary
-                changed = True
-            self._status_key = status_key
-        summary = self._summary
-        self.live = summary is not None and summary.state in LIVE_STATES
-
-        new_events = self.events.poll()
-        if self.events.generation != self._events_generation:
-            self._events_generation = self.events.generation
-            update.events_reset = True
-            update.new_events = list(self.events.events)
-            changed = True
-        elif new_events:
-            update.new_events = new_events
-            changed = True
-
-        if self.foreign:
-            changed = self._poll_foreign_checkpoints(update) or changed
-            plot = self._poll_plot()
-            if plot is not None:
-                update.plot = plot
-                changed = True
-            if self.metrics.note and not self._note_sent:
-                self._note_sent = True
-                update.note = self.metrics.note
-                changed = True
-            return update if changed else None
-
-        ckpt_dir = self.run_dir / CHECKPOINT_DIR
-        expected = self._expected(summary)
-        # Not the step itself: a training run's step changes every poll, its expected list rarely.
-        checkpoints_key = (_stat_key(ckpt_dir), _stat_key(ckpt_dir / MANIFEST_JSON), tuple(expected))
-        if checkpoints_key != self._checkpoints_key:
-            self._checkpoints_key = checkpoints_key
-            infos = list_checkpoints(self.run_dir, level="quick")
-            # Files on disk (a best one, say) compete for keep_last places, as in the engine.
-            present = [info.step for info in infos if info.step is not None]
-            expected = self._expected(summary, present)
-            update.checkpoints = (infos + missing_checkpoints(expected, infos, ckpt_dir)
-                                  + quarantined_checkpoints(self.run_dir))
-            changed = True
-
-        plot = self._poll_plot()
-        if plot is not None:
-            update.plot = plot
-            changed = True
-        return update if changed else None
-
-    def _poll_foreign_checkpoints(self, update: RunUpdate) -> bool:
-        """Another tool's checkpoints: stat them all (cheap), read them again when any changed. A
-        file whose size changed since the last look is still being written."""
-        listed = run_checkpoints(self.run_dir, None)
-        key = tuple((i.name, i.bytes, i.mtime, i.status) for i in listed)
-        if key == self._checkpoints_key:
-            return False
-        self._checkpoints_key = key
-        infos = run_checkpoints(self.run_dir, "quick")
-        growing = {i.name for i in listed if i.name in self._sizes and self._sizes[i.name] != i.bytes}
-        self._sizes = {i.name: i.bytes for i in listed}
-        for index, info in enumerate(infos):
-            if info.name in growing:
-                infos[index] = replace(info, status="partial", reason="still being written (it grew since the last look)")
-        update.checkpoints = infos
-        return True
-
-    def _expected(self, summary: RunSummary | None, present: list[int] = ()) -> list[int]:
-        """Steps whose checkpoints should exist now (runs.checkpoints' rule, which also allows for
-        a save still in flight on a running run), for the missing rows."""
-        if not self._config or summary is None:
-            return []
-        return expected_checkpoints(self._config, summary.state, summary.step, present=present)
-
-    def _poll_plot(self) -> PlotData | None:
-        self.metrics.poll()
-        parent = self._parent_dir()
-        wanted = [d for d in (parent, *self.overlay_dirs) if d is not None and d != self.run_dir]
-        wanted = list(dict.fromkeys(wanted))
-        for stale in set(self._overlay_readers) - set(wanted):
-            del self._overlay_readers[stale]
-        for run_dir in wanted:
-            if run_dir not in self._overlay_readers:
-                self._overlay_readers[run_dir] = metrics_reader(run_dir)
-                label, _ = RunStore(run_dir).read_config()
-                prefix = "parent " if run_dir == parent else ""
-                self._overlay_labels[run_dir] = prefix + str(label.get("name") or self._relative_name(run_dir))
-            self._overlay_readers[run_dir].poll()
-        versions = (self.metrics.version, *(hash(d) for d in wanted),
-                    *(self._overlay_readers[d].version for d in wanted))
-        if versions == self._plot_versions:
-            return None
-        self._plot_versions = versions
-        overlays = tuple(
-            Overlay(self._overlay_labels[d], _curve(self._overlay_readers[d], "train/loss"),
-                    _curve(self._overlay_readers[d], "val/loss"))
-            for d in wanted
-        )
-        return PlotData(train=_curve(self.metrics, "train/loss"), val=_curve(self.metrics, "val/loss"),
-                        lr=_curve(self.metrics, "lr"), overlays=overlays)
-
-    def _relative_name(self, run_dir: Path) -> str:
-        if self.root is not None:
-            try:
-                return run_dir.relative_to(self.root).as_posix()
-            except ValueError:
-                pass
-        return run_dir.name
-
-    def _parent_dir(self) -> Path | None:
-        parent = self._config.get("parent")
-        if not isinstance(parent, dict) or not parent.get("run_id"):
-            return None
-        candidate = self.run_dir.parent / str(parent["run_id"])
-        return candidate if candidate.is_dir() else None
-
-
 # ------------------------------------------------------------------------------ the screen
-
-def state_text(summary: RunSummary | None) -> Text:
-    if summary is None:
-        return Text("loading…", style="dim")
-    symbol, style = STATE_BADGES.get(summary.state, STATE_BADGES["unknown"])
-    text = Text()
-    text.append(summary.name, style="bold")
-    text.append("  ")
-    text.append(f"{symbol} {summary.state}", style=style)
-    if summary.step is not None:
-        text.append(f"  step {summary.step}" + (f"/{summary.max_steps}" if summary.max_steps else ""))
-    if summary.last_loss is not None:
-        text.append(f"  loss {summary.last_loss:.4g}")
-    if summary.best and isinstance(summary.best.get("value"), int | float):
-        text.append(f"  best {summary.best.get('metric', '?')} {summary.best['value']:.4g}"
-                    f" @ {summary.best.get('step', '?')}")
-    if summary.parent:
-        text.append(f"  ⑂ {summary.parent.get('run_id', '?')}", style="dim")
-    if summary.layout not in ("runctl", "unknown"):
-        text.append(f"  {summary.layout} · read-only", style="dim italic")
-    if summary.world_size > 1:
-        nodes = f" on {summary.nodes} nodes" if summary.nodes > 1 else ""
-        text.append(f"  {summary.world_size} ranks{nodes}", style="dim")
-    for silent in summary.silent_ranks:
-        text.append(f"\n{silent}", style="yellow")
-    if summary.error:
-        text.append(f"\n{summary.error}", style="red")
-    if summary.stalled:
-        text.append(f"\n{stalled_note(summary.stalled, time.time())} (stacks: Events tab)", style="magenta")
-    return text
-
 
 class RunViewScreen(Screen):
     """One run: Enter on the runs list pushes it, escape pops it."""
@@ -366,13 +121,11 @@ class RunViewScreen(Screen):
         self.summary: RunSummary | None = None
         self.run_cfg: dict[str, Any] = {}
         self._follower = RunFollower(self.run_dir)
-        self._wake = threading.Event()
-        self._closing = False
         self._bindings_key: tuple[str, str] | None = None
 
     # --- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield Static(state_text(None), id="run-header")
+        yield RunHeader(id="run-header")
         with Vertical(id="run-body"):
             yield LossPlot(id="loss-plot")
             with TabbedContent(id="run-tabs", initial="tab-checkpoints"):
@@ -388,23 +141,40 @@ class RunViewScreen(Screen):
 
     def on_mount(self) -> None:
         self.sub_title = str(self.run_dir)
-        self._follower.root = getattr(self.app, "root", None)
-        self._follower.overlay_dirs = self._selected_overlays()
-        self._follow()
+        follower = self._follower
+        follower.root = getattr(self.app, "root", None)
+        follower.set_overlays(self._selected_overlays())
+        plot = self.query_one(LossPlot)
+
+        # On the follower's thread: post_message is thread-safe, and the points go to the plot.
+        def deliver(update: RunUpdate) -> None:
+            if update.plot is not None:
+                plot.post_message(LossPlot.Points(update.plot))
+                update.plot = None
+            if update != RunUpdate():
+                self.post_message(RunFilesRead(update))
+
+        follower.on_update = deliver
+        follower.on_error = lambda exc: self.app.notify(f"reading {self.run_dir}: {exc}", severity="error",
+                                                         markup=False)
+        followers = getattr(self.app, "followers", None)
+        if followers is not None:
+            followers.add(follower)
+        follower.start()
         self.query_one(CheckpointTable).focus()
 
     def on_unmount(self) -> None:
-        # Let the follower thread see its cancellation now rather than at the end of its wait.
-        self._closing = True
-        self._wake.set()
+        followers = getattr(self.app, "followers", None)
+        if followers is not None:
+            followers.remove(self._follower)
+        self._follower.stop()
 
     def on_resize(self) -> None:
         self.set_class(self.size.width >= WIDE_COLUMNS, "-wide")
 
     def on_screen_resume(self) -> None:
         # Back from a dialog or from the runs list with a new selection for the overlay.
-        self._follower.overlay_dirs = self._selected_overlays()
-        self.wake()
+        self._follower.set_overlays(self._selected_overlays())
 
     def _selected_overlays(self) -> tuple[Path, ...]:
         selected: Iterable[Any] = getattr(self.app, "selected_runs", None) or ()
@@ -418,49 +188,24 @@ class RunViewScreen(Screen):
     def engine_host(self) -> Any:
         return self.app.engine_host  # type: ignore[attr-defined]
 
-    # --- following the run's files --------------------------------------------------------
+    # --- what the follower read -----------------------------------------------------------
     def wake(self) -> None:
-        """Ask the follower thread to look at the files now."""
-        self._wake.set()
+        """Read the run's files now (the user just acted on the run)."""
+        self._follower.wake()
 
-    @work(thread=True, exclusive=True, group="follow", exit_on_error=False)
-    def _follow(self) -> None:
-        worker = get_current_worker()
-        while not (worker.is_cancelled or self._closing):
-            self._wake.clear()
-            update = self._follower.poll()
-            if update is not None and not worker.is_cancelled:
-                self.post_message(update)
-            live = self._follower.live or self._is_training_here()
-            self._wake.wait(LIVE_POLL_SECONDS if live else IDLE_POLL_SECONDS)
-
-    def _is_training_here(self) -> bool:
-        host = getattr(self.app, "engine_host", None)
-        return bool(host is not None and host.is_training(self.run_dir))
-
-    # The app forwards its news to the active screen; stop() keeps a copy from bubbling back to it.
-    @on(RunsChanged)
-    def _runs_changed(self, message: RunsChanged) -> None:
-        message.stop()
-        self.wake()
-
-    @on(EngineEvent)
-    @on(MetricsAppended)
     @on(EngineFinished)
-    def _run_news(self, message: EngineEvent | MetricsAppended | EngineFinished) -> None:
+    def _engine_finished(self, message: EngineFinished) -> None:
+        # The app forwards the engine's end to the active screen; stop() keeps the copy from
+        # bubbling back to it. The files may say nothing new after it, yet the run no longer
+        # trains here: the state shown (and r/R) change now.
         message.stop()
-        if Path(message.run_dir) != self.run_dir:
-            return
-        if isinstance(message, EngineFinished) and self.summary is not None:
-            # The final summary often arrives while the engine thread is still registered, so it
-            # set "running"; when nothing on disk changes after that, no later update would clear
-            # it and r/R would stay disabled.
+        if Path(message.run_dir) == self.run_dir:
             self.state = self._shown_state(self.summary)
             self.refresh_bindings()
-        self.wake()
 
-    @on(RunUpdate)
-    def _apply_update(self, update: RunUpdate) -> None:
+    @on(RunFilesRead)
+    def _apply_update(self, message: RunFilesRead) -> None:
+        update = message.update
         if update.config is not None:
             self.run_cfg = update.config
         if update.config_text is not None:
@@ -468,13 +213,11 @@ class RunViewScreen(Screen):
         if update.summary is not None:
             self.summary = update.summary
             self.state = self._shown_state(update.summary)
-            self.query_one("#run-header", Static).update(state_text(update.summary))
+            self.query_one(RunHeader).show(update.summary)
         if update.events_reset:
             self.query_one(EventsLog).reset()
         if update.new_events:
             self.query_one(EventsLog).add_events(update.new_events)
-        if update.plot is not None:
-            self.query_one(LossPlot).set_data(update.plot)
         if update.note is not None:
             self.notify(update.note, severity="warning", markup=False)
         if update.checkpoints is not None:
@@ -570,14 +313,10 @@ class RunViewScreen(Screen):
         return self.query_one(CheckpointTable).selected
 
     def _training(self) -> bool:
-        return self.state in LIVE_STATES or self._is_training_here()
+        return self.engine_host.shown_state(self.run_dir, self.state) in LIVE_STATES
 
     def _shown_state(self, summary: RunSummary | None) -> str:
-        """The files' state, except that a run training in this process is live whatever they say."""
-        state = summary.state if summary is not None else "unknown"
-        if self._is_training_here() and state not in LIVE_STATES:
-            return "running"
-        return state
+        return self.engine_host.shown_state(self.run_dir, summary.state if summary is not None else None)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         selected = self.selected_checkpoint if self.is_mounted else None

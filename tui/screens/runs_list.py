@@ -246,13 +246,14 @@ class RunsListScreen(Screen):
         host = self.rapp.engine_host
         if action in WRITING_ACTIONS and run is not None and run.foreign:
             return None  # another tool's run: runctl never writes into its folder
+        state = host.shown_state(run.path, run.state) if run is not None else None
         if action in {"stop", "checkpoint"}:
-            return True if run is not None and (host.is_training(run.path) or run.state in LIVE_STATES) else None
+            return True if state in LIVE_STATES else None
         if action == "resume":
-            return True if run is not None and run.state in RESUMABLE and not host.is_training(run.path) else None
+            return True if state in RESUMABLE else None
         if action == "start":
-            never_trained = run is not None and not run.step and run.state not in {*LIVE_STATES, "finished"}
-            return True if never_trained and not host.is_training(run.path) else None
+            never_trained = run is not None and not run.step and state not in {*LIVE_STATES, "finished"}
+            return True if never_trained else None
         if action in {"extend", "open_run", "select"}:
             return True if run is not None else None
         return True

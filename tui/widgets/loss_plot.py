@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import groupby
 
@@ -21,10 +20,12 @@ from rich.ansi import AnsiDecoder
 from rich.style import Style
 from rich.text import Span, Text
 from runctl.runs.metrics import downsample_minmax, ema_smooth
+from runctl.runs.plot_series import Curve, PlotData, PlotDelta, PlotSeries
 from runctl.tui.widgets.plotext_adapter import build_matrix, colors_to_ansi, set_size
 from runctl.tui.widgets.plotext_fast import faster_plotext
 from textual.app import ComposeResult, RenderResult
 from textual.containers import Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.timer import Timer
 from textual_plotext import PlotextPlot
@@ -40,56 +41,23 @@ _AXIS_COLUMNS = 10
 _OVERLAY_COLORS = ("magenta", "yellow", "green", "red", "blue", "white")
 
 
-@dataclass(frozen=True)
-class Curve:
-    """One metric of one run, as plot-ready arrays (steps ascending)."""
-
-    steps: np.ndarray
-    values: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.steps.shape[0])
-
-
-@dataclass(frozen=True)
-class Overlay:
-    """Another run drawn for comparison: its train loss and, if any, its val loss."""
-
-    label: str
-    train: Curve | None
-    val: Curve | None = None
-
-
-@dataclass(frozen=True)
-class PlotData:
-    """Everything the plot shows; replaced whole by the run view whenever new metrics arrive."""
-
-    train: Curve | None = None
-    val: Curve | None = None
-    lr: Curve | None = None
-    overlays: tuple[Overlay, ...] = field(default=())
-
-    @property
-    def last_step(self) -> int | None:
-        ends = [int(c.steps[-1]) for c in (self.train, self.val, self.lr) if c is not None and len(c)]
-        return max(ends) if ends else None
-
-
 class _SmoothingCache:
-    """EMA results keyed by curve identity, length and factor, so redraws do not recompute them."""
+    """EMA results keyed by curve and factor, so redraws do not recompute them. An entry holds
+    the values array it was computed from: compared by identity, it cannot be mistaken for a new
+    array at the same address."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[int, int, float, np.ndarray]] = {}
+        self._entries: dict[str, tuple[np.ndarray, float, np.ndarray]] = {}
 
     def smoothed(self, key: str, curve: Curve, factor: float) -> np.ndarray:
         if factor <= 0.0:
             return curve.values
         entry = self._entries.get(key)
-        if entry is not None and entry[0] == id(curve.values) and entry[1] == len(curve) and entry[2] == factor:
-            return entry[3]
+        if entry is not None and entry[0] is curve.values and entry[1] == factor:
+            return entry[2]
         # ema_smooth takes the weight of the newest value; the factor here is TensorBoard-style smoothing.
         values = np.asarray(ema_smooth(curve.values, 1.0 - factor), dtype=float)
-        self._entries[key] = (id(curve.values), len(curve), factor, values)
+        self._entries[key] = (curve.values, factor, values)
         return values
 
 
@@ -209,6 +177,13 @@ class LossPlot(Vertical):
     LossPlot.-show-lr > #lr-chart { display: block; }
     """
 
+    class Points(Message):
+        """New points of the plotted series, read by a follower thread (runs.run_follower)."""
+
+        def __init__(self, delta: PlotDelta) -> None:
+            super().__init__()
+            self.delta = delta
+
     smoothing: reactive[float] = reactive(0.0)
     log_y: reactive[bool] = reactive(False)
     window_steps: reactive[int | None] = reactive(None)
@@ -219,6 +194,7 @@ class LossPlot(Vertical):
         super().__init__(id=id, classes=classes)
         self.window_size = window_size
         self.data = PlotData()
+        self._series = PlotSeries()
         self.draw_count = 0
         self._cache = _SmoothingCache()
         self._last_draw = 0.0
@@ -262,6 +238,9 @@ class LossPlot(Vertical):
     def set_data(self, data: PlotData) -> None:
         self.data = data
         self.request_redraw()
+
+    def on_loss_plot_points(self, message: LossPlot.Points) -> None:
+        self.set_data(self._series.apply(message.delta))
 
     def request_redraw(self) -> None:
         """Redraw now if the last frame is old enough, else once when the throttle interval ends."""
