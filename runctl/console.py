@@ -9,15 +9,29 @@ signal handler writing while another thread writes hits no reentrant buffer) and
 once the terminal is gone, what would have gone to it goes to the run's own log
 (`keep_output_in(RUN/train.log)`), or nowhere when no run is known.
 
+A terminal can also stop taking output without going away: the user pressed Ctrl-S (XOFF) in an
+SSH session, or the connection stalls and sshd's buffers fill. A write to it then blocks until the
+terminal drains, and a training loop that prints progress would stop with it. So output for a
+terminal, a pipe or a socket is written by one background thread (`_Pump`) from a bounded queue:
+a write() only queues. When the queue is full, what does not fit is not shown: it goes to the run's
+log (with a note saying the terminal is not taking output) and is counted, and once the terminal
+takes output again it shows one line saying how many lines it missed and where they are. At exit
+the queue is given to the terminal while it takes it; a terminal that takes nothing for
+`DRAIN_STALL_S` seconds gets nothing more, and the rest goes to the run's log. Output to a regular
+file (a redirect) is written directly, as it cannot block for long.
+
 No torch here: every runctl process installs this first thing (`python -m runctl`, the console
 script, torchrun's agent), before anything can print.
 """
 
 from __future__ import annotations
 
+import atexit
+import collections
 import errno
 import io
 import os
+import stat
 import sys
 import threading
 import time
@@ -26,6 +40,12 @@ from typing import TextIO
 
 # The terminal (or the reader of the pipe) is gone for good: stop trying it.
 GONE_ERRNOS = frozenset({errno.EIO, errno.EPIPE, errno.ENXIO, errno.EBADF, errno.ECONNRESET, errno.ENODEV})
+# Writes waiting for a terminal that is not taking output; beyond this, they are not shown.
+QUEUE_WRITES = 1000
+# Test-only: a smaller queue, so a test fills it with a few hundred lines.
+QUEUE_ENV = "RUNCTL_TEST_CONSOLE_QUEUE"
+# At exit, a terminal that has taken nothing for this long gets nothing more.
+DRAIN_STALL_S = 2.0
 
 
 class ConsoleStream(io.TextIOBase):
@@ -41,6 +61,10 @@ class ConsoleStream(io.TextIOBase):
         self.original = original
         self.fd = fd
         self.gone: str | None = None                  # why the descriptor is no longer written
+        # A terminal, pipe or socket can block a write: written by the pump thread, not the caller.
+        self.queued = fd is not None and not _is_regular_file(fd)
+        self.not_shown = 0                            # lines the terminal was not taking, in total
+        self._missed = 0                              # ... since it last took output
         self._tty = _isatty(original)
         self._encoding = getattr(original, "encoding", None) or "utf-8"
         self._errors = getattr(original, "errors", None) or "backslashreplace"
@@ -90,7 +114,9 @@ class ConsoleStream(io.TextIOBase):
         except UnicodeEncodeError:  # a terminal that cannot show a character gets its escape
             data = text.encode(self._encoding, "backslashreplace")
         with self._lock:
-            if self.gone is None:
+            if self.gone is None and self.queued:
+                data = b"" if _pump().put(self, data) else self._not_taken(data)
+            elif self.gone is None:
                 data = self._write_original(text, data)
             if data:
                 self._write_fallback(data)
@@ -103,6 +129,46 @@ class ConsoleStream(io.TextIOBase):
                 os.close(self._fallback_fd)
                 self._fallback_fd = None
             self._fallback = path
+
+    # -- the pump's side (its thread) and what it could not deliver
+    def deliver(self, data: bytes) -> None:
+        """Write queued `data` to the descriptor (blocking; the pump's thread only). The lock is
+        not held while writing: a caller never waits for the terminal."""
+        assert self.fd is not None
+        if self.gone is None:
+            try:
+                while data:
+                    data = data[os.write(self.fd, data):]
+                return
+            except OSError as exc:
+                if exc.errno not in GONE_ERRNOS:
+                    return  # this write is lost; the next one tries again
+                with self._lock:
+                    if self.gone is None:
+                        self._mark_gone(exc)
+        with self._lock:
+            self._write_fallback(data)
+
+    def caught_up(self) -> None:
+        """The queue is empty again: say how many lines the terminal missed, once."""
+        with self._lock:
+            missed, self._missed = self._missed, 0
+        if missed and self.gone is None:
+            where = f"; they are in {self._fallback}" if self._fallback is not None else ""
+            start = "\r\x1b[2K" if self._tty else ""
+            self.deliver(f"{start}runctl: {missed} line(s) of output not shown while the terminal was not "
+                         f"taking output{where}\n".encode(self._encoding, "backslashreplace"))
+
+    def _not_taken(self, data: bytes) -> bytes:
+        """`data` does not fit in the queue: counted, and returned for the fallback."""
+        lines = max(1, data.count(b"\n") + data.count(b"\r"))
+        if self._missed == 0:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            self._write_fallback(f"runctl (pid {os.getpid()}): {stamp}: {self.name} is not taking output; "
+                                 "what it does not take continues here\n".encode())
+        self._missed += lines
+        self.not_shown += lines
+        return data
 
     # -- internals
     def _write_original(self, text: str, data: bytes) -> bytes:
@@ -139,6 +205,114 @@ class ConsoleStream(io.TextIOBase):
             pass  # the run folder is unwritable too (a full disk): nothing is left to tell
 
 
+class _Pump:
+    """The one thread that writes queued output to terminals, pipes and sockets, in order.
+
+    Callers (any thread, a signal handler included) only append to a deque and write one byte to a
+    non-blocking wake-up pipe: no lock is shared with the thread, which may block in write() for as
+    long as the terminal does not drain."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: collections.deque[tuple[ConsoleStream, bytes]] = collections.deque()
+        self.in_flight: tuple[ConsoleStream, bytes] | None = None
+        self.delivered = 0                            # writes done, for the exit's progress check
+        self.abandoned: tuple[ConsoleStream, bytes] | None = None
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
+        self._thread = threading.Thread(target=self._run, name="runctl-console", daemon=True)
+        self._thread.start()
+        atexit.register(self.drain)
+
+    def put(self, stream: ConsoleStream, data: bytes) -> bool:
+        """Queue `data` for `stream`; False when the queue is full (nothing queued)."""
+        if len(self.items) >= self.limit:
+            return False
+        self.items.append((stream, data))
+        try:
+            os.write(self._wake_write, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+        return True
+
+    def _run(self) -> None:
+        waiting: set[ConsoleStream] = set()
+        while True:
+            os.read(self._wake_read, 4096)
+            while True:
+                try:
+                    self.in_flight = self.items.popleft()
+                except IndexError:
+                    break
+                stream, data = self.in_flight
+                stream.deliver(data)
+                waiting.add(stream)
+                self.in_flight = None
+                self.delivered += 1
+            for stream in waiting:
+                stream.caught_up()
+            waiting.clear()
+
+    def drain(self, stall_s: float = DRAIN_STALL_S) -> None:
+        """At exit: let the queue reach the terminal while it takes it; what a terminal that takes
+        nothing for `stall_s` seconds would have shown goes to the fallback instead."""
+        seen, since = self.delivered, time.monotonic()
+        while self.items or (self.in_flight is not None and self.in_flight is not self.abandoned):
+            if self.delivered != seen:
+                seen, since = self.delivered, time.monotonic()
+            elif time.monotonic() - since > stall_s:
+                break
+            time.sleep(0.01)
+        stuck = self.in_flight
+        left = [stuck] if stuck is not None and stuck is not self.abandoned else []
+        self.abandoned = stuck  # given up on: a later drain neither waits for it nor logs it again
+        while True:
+            try:
+                left.append(self.items.popleft())
+            except IndexError:
+                break
+        for stream, data in left:
+            with stream._lock:
+                stream._write_fallback(stream._not_taken(data))
+
+
+_the_pump: _Pump | None = None
+_pump_lock = threading.Lock()
+
+
+def _pump() -> _Pump:
+    global _the_pump
+    if _the_pump is None:
+        with _pump_lock:
+            if _the_pump is None:
+                _the_pump = _Pump(_queue_limit())
+    return _the_pump
+
+
+def _forget_pump() -> None:
+    """In a forked child the pump's thread does not exist: the child starts its own."""
+    global _the_pump, _pump_lock
+    _the_pump = None
+    _pump_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pump)
+
+
+def _queue_limit() -> int:
+    try:
+        return max(1, int(os.environ.get(QUEUE_ENV, QUEUE_WRITES)))
+    except ValueError:
+        return QUEUE_WRITES
+
+
+def _is_regular_file(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 def _isatty(stream: TextIO) -> bool:
     try:
         return bool(stream.isatty())
@@ -167,6 +341,19 @@ def guard_console() -> None:
         except (OSError, ValueError):
             pass
         setattr(sys, name, ConsoleStream(stream, _fd_of(stream)))
+
+
+def wait_delivered(timeout: float) -> bool:
+    """Wait (at most `timeout` seconds) until every queued write has been written or set aside;
+    False if the terminal still holds some back. For a caller that must know the terminal has
+    been tried (a test, a last message before the process is replaced)."""
+    pump = _the_pump
+    deadline = time.monotonic() + timeout
+    while pump is not None and (pump.items or pump.in_flight is not None):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def keep_output_in(path: Path | None) -> None:

@@ -42,9 +42,13 @@ class Terminal:
     """`runctl ARGS` in a pseudo-terminal; duck-types helpers.Engine for `wait_for(alive=...)`."""
 
     def __init__(self, args: Sequence[str | os.PathLike[str]], *, cwd: Path, env: dict[str, str],
-                 ignore_hangups: bool = False) -> None:
+                 ignore_hangups: bool = False, read: bool = True) -> None:
+        """`read=False`: nobody reads the master side, as when sshd cannot send (a stalled link):
+        once the pty's buffer is full, every write to the terminal blocks."""
         self.args = [str(a) for a in args]
         self.master, slave = os.openpty()
+        self.slave_name = os.ttyname(slave)
+        self.hung_up = False
         try:
             self.proc = subprocess.Popen([*RUNCTL, *self.args], cwd=cwd, env={**env, "TERM": "xterm"},
                                          stdin=slave, stdout=slave, stderr=slave,
@@ -57,7 +61,10 @@ class Terminal:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._reader = threading.Thread(target=self._read, name="pty-reader", daemon=True)
-        self._reader.start()
+        if read:
+            self._reader.start()
+        else:
+            self._closing.set()
 
     @property
     def pid(self) -> int:
@@ -96,11 +103,38 @@ class Terminal:
         except psutil.NoSuchProcess:
             return []
 
+    def type(self, keys: bytes) -> None:
+        """What the user types (Ctrl-S is b"\\x13", XOFF: the terminal stops taking output;
+        Ctrl-Q, b"\\x11", XON, resumes it)."""
+        os.write(self.master, keys)
+
+    def fill(self) -> int:
+        """Fill the terminal's output buffer (through a descriptor of our own, non-blocking) until
+        it takes no more; returns the bytes it took. Nothing reads them unless `read` is on. The
+        kernel moves written bytes on to the master side's buffer a moment later, which makes room
+        again: it is full once five tries 20 ms apart find no room."""
+        fd = os.open(self.slave_name, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        taken, refused = 0, 0
+        try:
+            while refused < 5:
+                try:
+                    taken += os.write(fd, b"." * 512)
+                    refused = 0
+                except BlockingIOError:
+                    refused += 1
+                    select.select([], [], [], 0.02)
+        finally:
+            os.close(fd)
+        return taken
+
     def hang_up(self) -> None:
         """Close the master side, as sshd does when the connection drops."""
         self._closing.set()
-        self._reader.join(timeout=10)
-        os.close(self.master)
+        if self._reader.is_alive():
+            self._reader.join(timeout=10)
+        if not self.hung_up:
+            self.hung_up = True
+            os.close(self.master)
 
     def wait(self, timeout: float) -> int:
         try:
@@ -119,8 +153,7 @@ class Terminal:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
-        if not self._closing.is_set():
-            self.hang_up()
+        self.hang_up()
 
 
 def alive(processes: Sequence[psutil.Process]) -> list[psutil.Process]:

@@ -230,7 +230,7 @@ def train_log(run_dir: Path) -> str:
 def test_console_stream_sends_what_a_closed_pipe_cannot_take_to_the_run_log(tmp_path: Path) -> None:
     """The stream itself, on a pipe whose reader is gone (EPIPE): no exception, ever, and the
     text that could not be shown is in the fallback file after a one-line note."""
-    from runctl.console import ConsoleStream
+    from runctl.console import ConsoleStream, wait_delivered
 
     read_end, write_end = os.pipe()
     with os.fdopen(write_end, "w") as original:
@@ -246,6 +246,7 @@ def test_console_stream_sends_what_a_closed_pipe_cannot_take_to_the_run_log(tmp_
         for line in ("lost on the terminal\n", "and this\n"):
             assert stream.write(line) == len(line)
         stream.flush()
+        assert wait_delivered(10)  # a pipe's writes are the console's thread's (never the caller's)
         assert stream.gone == "Broken pipe" and not stream.isatty()
         stream.keep_in(None)
     log = (tmp_path / "train.log").read_text().splitlines()
