@@ -562,11 +562,11 @@ class RunWatcher:
         except RunctlError:
             return []
 
-    def _rescan_foreign(self, run_dir: Path) -> list[Change]:
+    def _rescan_foreign(self, run_dir: Path, detector: Any = None) -> list[Change]:
         if any(parent in self._snapshots or parent in self._foreign for parent in run_dir.parents):
             return []  # inside a known run: not a run of its own to a listing
         old = self._foreign.get(run_dir)
-        new = snapshot_foreign(run_dir)
+        new = snapshot_foreign(run_dir, detector)
         if new is None:
             self._foreign.pop(run_dir, None)
         else:
@@ -628,11 +628,11 @@ class RunWatcher:
         self._discovery_seconds = self._discovered_at - started
         baseline = not self._discovered_once
         self._discovered_once = True
-        foreign = {run_dir for run_dir, detector in found if not detector.writable}
+        foreign = {run_dir: detector for run_dir, detector in found if not detector.writable}
         deep = {run_dir for run_dir, detector in found if detector.writable and run_dir not in self._snapshots}
         changes: list[Change] = []
-        for run_dir in sorted(foreign ^ set(self._foreign)):
-            rescanned = self._rescan_foreign(run_dir)
+        for run_dir in sorted(foreign.keys() ^ self._foreign.keys()):
+            rescanned = self._rescan_foreign(run_dir, foreign.get(run_dir))
             if not baseline:
                 changes += rescanned
         if deep:

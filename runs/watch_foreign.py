@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from runctl.runs.discovery import recognise_folder, run_folders
+from runctl.runs.discovery import Detector, recognise_folder, run_folders
 from runctl.runs.layout import RUN_YAML, STATUS_JSON
 from runctl.runs.layouts import common, hf_trainer, lightning, tensorboard
 
@@ -38,10 +38,11 @@ class ForeignSnapshot:
     files: dict[str, Signature]        # path relative to the run folder -> signature
 
 
-def snapshot_foreign(run_dir: Path) -> ForeignSnapshot | None:
-    """Stat the files of another tool's run; None when `run_dir` is not (or no longer) one."""
+def snapshot_foreign(run_dir: Path, detector: Detector | None = None) -> ForeignSnapshot | None:
+    """Stat the files of another tool's run; None when `run_dir` is not (or no longer) one. With
+    `detector` (a walk just recognised the folder), the folder is not recognised again."""
     run_dir = Path(run_dir)
-    detector = recognise_folder(run_dir)
+    detector = detector or recognise_folder(run_dir)
     if detector is None or detector.writable:
         return None
     folders = tuple(run_folders(run_dir, detector))

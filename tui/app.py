@@ -75,6 +75,7 @@ class RunctlApp(App[int]):
         self._bridge = WatchBridge(self, self.root, self.followers, poll=poll, depth=depth) if watch else None
         self.watch_ready = threading.Event()  # set once the watcher runs (or failed to)
         self._watch_requested = False
+        self._alerts_started = False
         self._previous_handlers: dict[int, Any] = {}
         self._quitting = False
 
@@ -83,8 +84,6 @@ class RunctlApp(App[int]):
         self._apply_keymap()
         self.push_screen(RunsListScreen())
         self._install_signal_handlers()
-        if self.alert_settings is not None and self.alert_settings.enabled:
-            self._scan_alerts()
 
     # ------------------------------------------------------------ alerts
     @work(thread=True, exclusive=True, exit_on_error=False, group="alerts")
@@ -114,8 +113,13 @@ class RunctlApp(App[int]):
             self._driver.write(sequence)
 
     def start_watching(self) -> None:
-        """Called by the runs list once its first full listing is in: the watcher's own first scan
-        of a big root would otherwise compete with that listing (first paint)."""
+        """Called by the runs list once its first full listing is painted: the watcher's and the
+        alert scanner's own first walks of a big root would otherwise compete with that listing
+        (first paint). Alerts are history until then anyway (a scan's first pass only learns
+        where each events.jsonl ends)."""
+        if self.alert_settings is not None and self.alert_settings.enabled and not self._alerts_started:
+            self._alerts_started = True
+            self._scan_alerts()
         if self._bridge is not None and not self._watch_requested:
             self._watch_requested = True
             self._start_watching()

@@ -39,11 +39,25 @@ _ROLES = (
 )
 
 
+# Every checkpoint-like name has a checkpoint suffix at its end or before a temporary marker: a
+# search for it turns away the other names (images, code) without a Python loop over them.
+_MAYBE_CHECKPOINT = re.compile(r"\.(?:pt|pth|ckpt|bin|safetensors)(?:\Z|\.tmp|\.part)", re.IGNORECASE)
+
+
 def is_checkpoint_name(name: str) -> bool:
+    """`x.pt`, `x.safetensors` ..., and their temporary names (`x.pt.tmp.123`, `x.ckpt.part`)."""
+    if _MAYBE_CHECKPOINT.search(name) is None:
+        return False
     lower = name.lower()
     if lower.endswith(CHECKPOINT_SUFFIXES):
         return True
     return ("tmp" in lower or "part" in lower) and strip_temp(lower).endswith(CHECKPOINT_SUFFIXES)
+
+
+def any_checkpoint_name(names: Iterable[str]) -> bool:
+    """Whether any of `names` is checkpoint-like (a folder of 1,000 images is looked at by every
+    listing: the search runs over them in C, the full check only on the few it lets through)."""
+    return any(is_checkpoint_name(name) for name in filter(_MAYBE_CHECKPOINT.search, names))
 
 
 def is_temp(name: str) -> bool:

@@ -15,7 +15,7 @@ LAYOUT = "plain"
 
 
 def recognise(folder: Folder) -> bool:
-    return any(common.is_checkpoint_name(name) for name in folder.files)
+    return common.any_checkpoint_name(folder.files)
 
 
 def detect(path: Path) -> bool:

@@ -6,6 +6,7 @@ plot reads the scalars with the `tensorboard` package's event reader, an optiona
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from runctl.runs.discovery import Detector, Folder
@@ -14,11 +15,12 @@ from runctl.runs.model import CheckpointInfo, RunSummary
 
 LAYOUT = "tensorboard"
 EVENTS_PREFIX = "events.out.tfevents."
+_EVENTS_NAME = re.compile(re.escape(EVENTS_PREFIX))
 INSTALL_NOTE = "TensorBoard scalars need the tensorboard package: pip install 'runctl[tensorboard]'"
 
 
 def recognise(folder: Folder) -> bool:
-    return any(name.startswith(EVENTS_PREFIX) for name in folder.files)
+    return any(map(_EVENTS_NAME.match, folder.files))
 
 
 def detect(path: Path) -> bool:

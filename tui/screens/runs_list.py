@@ -181,6 +181,10 @@ class RunsListScreen(Screen):
         if changed:
             self.app.call_from_thread(self.mark_dirty, changed)
 
+    def _start_watching_after_paint(self) -> None:
+        # The refresh that follows set_rows lays out the new rows; their paint is the next one.
+        self.table.call_after_refresh(self.rapp.start_watching)
+
     def on_run_rows_loaded(self, message: RunRowsLoaded) -> None:
         if message.complete:
             # The first full listing replaces the newest screenful: a cursor the user has not
@@ -190,7 +194,7 @@ class RunsListScreen(Screen):
             self.table.set_rows(message.rows, follow_cursor=follow)
             # After the table's paint: the watcher's first scan of a big root would compete with
             # it for the GIL. Runs that change before it runs are caught up when it starts.
-            self.table.call_after_refresh(self.rapp.start_watching)
+            self.table.call_after_refresh(self._start_watching_after_paint)
             if getattr(self, "_catch_up_pending", False):
                 self._catch_up(self.table.known_paths())
         else:
