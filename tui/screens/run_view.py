@@ -9,24 +9,18 @@ events, checkpoints) to this screen. Checkpoint verification (full in the backgr
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from runctl.runs import integrity
-from runctl.runs.checkpoints import newest_valid
-from runctl.runs.errors import RunctlError
-from runctl.runs.layout import CHECKPOINT_DIR, LIVE_STATES
-from runctl.runs.manifest import read_manifest
+from runctl.runs.layout import LIVE_STATES
 from runctl.runs.model import CheckpointInfo, RunSummary
 from runctl.runs.run_follower import RunFollower, RunUpdate
 from runctl.tui.messages import EngineFinished
-from runctl.tui.screens.branch_dialog import BranchDialog, BranchRequest
+from runctl.tui.screens.branching import ask_branch
 from runctl.tui.screens.checkpoint_diff import CheckpointDiffScreen
-from runctl.tui.screens.confirm_delete import ConfirmDeleteScreen, delete_checkpoint
+from runctl.tui.screens.confirm_delete import ask_delete
 from runctl.tui.screens.extend_dialog import ExtendDialog
 from runctl.tui.widgets.checkpoint_table import MARKS, USABLE_STATUSES, CheckpointTable
 from runctl.tui.widgets.config_view import ConfigView
@@ -34,7 +28,7 @@ from runctl.tui.widgets.events_log import EventsLog
 from runctl.tui.widgets.loss_plot import LossPlot
 from runctl.tui.widgets.run_header import RunHeader
 from runctl.tui.widgets.system_stats import SystemStats
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -42,11 +36,8 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, TabbedContent, TabPane
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, WorkerState
 
-# The config a branch from another tool's checkpoint starts from in the dialog (edited to fit).
-FOREIGN_BRANCH_STARTER = "digits_mlp"
-HF_CHECKPOINT_DIR = re.compile(r"^checkpoint-\d+$")
 # Keys that write into the run's folder: never offered on a run another tool wrote.
 WRITING_ACTIONS = frozenset({"resume", "resume_from", "extend", "checkpoint_now", "stop", "delete"})
 # Columns from which the plot and the tabs sit side by side instead of stacked.
@@ -62,29 +53,6 @@ class RunFilesRead(Message):
     def __init__(self, update: RunUpdate) -> None:
         super().__init__()
         self.update = update
-
-
-class CheckpointVerified(Message):
-    def __init__(self, info: CheckpointInfo, level: str) -> None:
-        super().__init__()
-        self.info = info
-        self.level = level
-
-
-class DeleteChecked(Message):
-    """The newest valid checkpoint was determined for a delete request of `info`."""
-
-    def __init__(self, info: CheckpointInfo, newest: CheckpointInfo | None) -> None:
-        super().__init__()
-        self.info = info
-        self.newest = newest
-
-
-class CheckpointDeleted(Message):
-    def __init__(self, name: str, error: str | None) -> None:
-        super().__init__()
-        self.name = name
-        self.error = error
 
 
 # ------------------------------------------------------------------------------ the screen
@@ -130,7 +98,7 @@ class RunViewScreen(Screen):
             yield LossPlot(id="loss-plot")
             with TabbedContent(id="run-tabs", initial="tab-checkpoints"):
                 with TabPane("Checkpoints", id="tab-checkpoints"):
-                    yield CheckpointTable(id="checkpoints")
+                    yield CheckpointTable(self.run_dir, foreign=self.foreign, id="checkpoints")
                 with TabPane("Events", id="tab-events"):
                     yield EventsLog(id="events")
                 with TabPane("Config", id="tab-config"):
@@ -224,68 +192,19 @@ class RunViewScreen(Screen):
             table = self.query_one(CheckpointTable)
             table.show(update.checkpoints, self._now())
             self._sync_selection()
-            self._verify_all([i for i in update.checkpoints
-                              if i.status not in ("missing", "partial", "quarantined")])
-
-    # --- checkpoint verification ----------------------------------------------------------
-    @work(thread=True, exclusive=True, group="verify", exit_on_error=False)
-    def _verify_all(self, infos: list[CheckpointInfo]) -> None:
-        """Full verification (CRC of every record + sha256), newest first: it is the one resume needs."""
-        worker = get_current_worker()
-        manifest = read_manifest(self.run_dir / CHECKPOINT_DIR)
-        for info in sorted(infos, key=lambda i: i.step or 0, reverse=True):
-            if worker.is_cancelled:
-                return
-            if info.status == "corrupt" or info.level in ("full", "deep"):
-                continue
-            verified = integrity.verify_file(info.path, "full", manifest.files.get(info.name))
-            self.post_message(CheckpointVerified(self._as_listed(info, verified), "full"))
-
-    @work(thread=True, group="deep-verify", exit_on_error=False)
-    def _verify_deep(self, info: CheckpointInfo, others: list[Path]) -> None:
-        """Load `info` (weights_only) and compare it with the newest other intact checkpoint's identity
-        (run_id, model shapes), so a file from another run or model shows as incompatible."""
-        if self.foreign:
-            # Another tool's files: no run identity to compare with, no manifest.
-            verified = integrity.verify_file(info.path, "deep")
-            self.post_message(CheckpointVerified(self._as_listed(info, verified), "deep"))
-            return
-        manifest = read_manifest(self.run_dir / CHECKPOINT_DIR)
-        reference = None
-        for path in others:
-            # identity_of answers from the deep-verify cache: make sure the reference was read.
-            if integrity.verify_file(path, "deep", manifest.files.get(path.name)).status == "ok":
-                reference = integrity.identity_of(path)
-                break
-        verified = integrity.verify_file(info.path, "deep", manifest.files.get(info.name), reference=reference)
-        self.post_message(CheckpointVerified(verified, "deep"))
+            table.verify_rows()
 
     @property
     def foreign(self) -> bool:
         return self._follower.foreign
-
-    def _as_listed(self, listed: CheckpointInfo, verified: CheckpointInfo) -> CheckpointInfo:
-        """A verification of another tool's file keeps what its layout said (the table's name
-        for it, its step and role, the copy it is); no manifest is expected beside it."""
-        if not self.foreign:
-            return verified
-        reason = None if verified.reason == "no manifest entry" else verified.reason
-        return replace(verified, name=listed.name, step=listed.step if listed.step is not None else verified.step,
-                       kind=listed.kind, copy_of=listed.copy_of, reason=reason)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A file-reading worker that failed says so instead of leaving a badge or a plot stale."""
         if event.state == WorkerState.ERROR:
             self.notify(f"{event.worker.name}: {event.worker.error}", severity="error", markup=False)
 
-    @on(CheckpointVerified)
-    def _checkpoint_verified(self, message: CheckpointVerified) -> None:
-        table = self.query_one(CheckpointTable)
-        current = table.infos.get(message.info.name)
-        # A background full pass must not overwrite a deep result that arrived first.
-        if current is not None and current.level == "deep" and message.level == "full":
-            return
-        table.update_info(message.info)
+    @on(CheckpointTable.Verified)
+    def _checkpoint_verified(self, message: CheckpointTable.Verified) -> None:
         if message.level == "deep":
             info = message.info
             severity = "information" if info.status in USABLE_STATUSES else "error"
@@ -372,62 +291,9 @@ class RunViewScreen(Screen):
 
     def action_branch(self) -> None:
         selected = self.selected_checkpoint
-        if selected is None:
-            return
-        name = self.summary.name if self.summary else self.run_dir.name
-        if self.foreign:
-            self._ask_foreign_branch(selected, name)
-            return
-
-        def branch(request: BranchRequest | None) -> None:
-            if request is not None:
-                self.notify(f"branching {name} @ {selected.name}…", markup=False)
-                self._branch(selected, request, name)
-
-        self.app.push_screen(BranchDialog(name, selected.name, selected.step, self.run_cfg), branch)
-
-    @work(thread=True, group="branch", exit_on_error=False)
-    def _branch(self, selected: CheckpointInfo, request: BranchRequest, name: str) -> None:
-        """Creating the branch verifies and reads the checkpoint (seconds for a big one): off the
-        UI thread. Training it and opening its view happen back on the UI thread."""
-        new_dir = self.engine_host.branch(self.run_dir, selected.path, request.name,
-                                          overrides=request.overrides, config_yaml=request.config_yaml,
-                                          weights_only=request.weights_only, start=False)
-        if new_dir is not None:
-            self.app.call_from_thread(self._open_branch, Path(new_dir), f"{name} @ {selected.name}")
-
-    def _ask_foreign_branch(self, selected: CheckpointInfo, name: str) -> None:
-        """Another tool's checkpoint: the dialog starts from a built-in config for the user to fit
-        to the checkpoint's model (task, model sizes); a file of a checkpoint-N/ folder means the folder."""
-        from runctl.engine.config import load_config
-        from runctl.tui.screens.branch_dialog import config_text
-
-        starter = load_config(FOREIGN_BRANCH_STARTER)
-        source = selected.path.parent if HF_CHECKPOINT_DIR.match(selected.path.parent.name) else selected.path
-
-        def branch(request: BranchRequest | None) -> None:
-            if request is not None:
-                self.notify(f"branching {name} @ {selected.name}…", markup=False)
-                self._branch_foreign(source, request, request.config_yaml or config_text(starter),
-                                     f"{name} @ {selected.name}")
-
-        self.app.push_screen(BranchDialog(name.replace("/", "-"), selected.name, selected.step, starter), branch)
-
-    @work(thread=True, group="branch", exit_on_error=False)
-    def _branch_foreign(self, source: Path, request: BranchRequest, config_yaml: str, origin: str) -> None:
-        new_dir = self.engine_host.branch_foreign(source, request.name, config_yaml, request.overrides,
-                                                  weights_only=request.weights_only)
-        if new_dir is not None:
-            self.app.call_from_thread(self._open_branch, Path(new_dir), origin)
-
-    def _open_branch(self, new_dir: Path, origin: str) -> None:
-        self.engine_host.start(new_dir)
-        self.notify(f"branched {origin} -> {new_dir.name}", markup=False)
-        view = RunViewScreen(new_dir)
-        if self.app.screen is self:
-            self.app.switch_screen(view)
-        else:  # the user moved on while the branch was made: do not replace what they look at
-            self.app.push_screen(view)
+        if selected is not None:
+            name = self.summary.name if self.summary else self.run_dir.name
+            ask_branch(self, selected, name, RunViewScreen)
 
     def action_checkpoint_now(self) -> None:
         self._after_command(self.engine_host.checkpoint_now(self.run_dir))
@@ -440,10 +306,7 @@ class RunViewScreen(Screen):
         if selected is None or selected.status == "missing":
             return
         self.notify(f"deep-verifying {selected.name}…", markup=False)
-        table = self.query_one(CheckpointTable)
-        others = [i.path for i in sorted(table.infos.values(), key=lambda i: i.step or 0, reverse=True)
-                  if i.name != selected.name and i.status == "ok"]
-        self._verify_deep(selected, others)
+        self.query_one(CheckpointTable).verify_deep(selected)
 
     def action_delete(self) -> None:
         selected = self.selected_checkpoint
@@ -453,7 +316,7 @@ class RunViewScreen(Screen):
             self.notify("refusing to delete a checkpoint while the run trains: the engine owns its "
                         "manifest; stop it first (x)", severity="warning", markup=False)
             return
-        self._check_delete(selected)
+        ask_delete(self, self.run_dir, selected, self.wake)
 
     def action_mark(self) -> None:
         selected = self.selected_checkpoint
@@ -468,45 +331,6 @@ class RunViewScreen(Screen):
             self.notify("mark two checkpoints with space first", severity="warning", markup=False)
             return
         self.app.push_screen(CheckpointDiffScreen(marked[0].path, marked[1].path))
-
-    @work(thread=True, group="delete", exit_on_error=False)
-    def _check_delete(self, info: CheckpointInfo) -> None:
-        newest, _ = newest_valid(self.run_dir)
-        self.post_message(DeleteChecked(info, newest))
-
-    @on(DeleteChecked)
-    def _ask_delete(self, message: DeleteChecked) -> None:
-        info, newest = message.info, message.newest
-        if newest is not None and newest.name == info.name:
-            self.notify(f"refusing to delete {info.name}: it is the newest valid checkpoint, the one "
-                        "resume (r) would use", severity="error", markup=False)
-            return
-        detail = f"step {info.step}, {info.kind or 'unknown kind'}, status {info.status}"
-        if newest is not None:
-            detail += f"; resume will still use {newest.name}"
-
-        def delete(confirmed: bool | None) -> None:
-            if confirmed:
-                self._delete(info.name)
-
-        self.app.push_screen(ConfirmDeleteScreen(info.name, detail), delete)
-
-    @work(thread=True, group="delete", exit_on_error=False)
-    def _delete(self, name: str) -> None:
-        try:
-            delete_checkpoint(self.run_dir, name)
-        except (RunctlError, OSError) as err:
-            self.post_message(CheckpointDeleted(name, str(err)))
-            return
-        self.post_message(CheckpointDeleted(name, None))
-
-    @on(CheckpointDeleted)
-    def _deleted(self, message: CheckpointDeleted) -> None:
-        if message.error:
-            self.notify(f"could not delete {message.name}: {message.error}", severity="error", markup=False)
-        else:
-            self.notify(f"deleted {message.name}", markup=False)
-        self.wake()
 
     # --- plot keys ------------------------------------------------------------------------
     def action_smoothing(self) -> None:
