@@ -163,7 +163,16 @@ class RunFollower:
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
-                update = self.poll() if woken or not self._watched() else self.poll_status()
+                if woken or not self._watched():
+                    update = self.poll()
+                else:
+                    update = self.poll_status()
+                    if update is not None:
+                        # The state changed: what depends on it (the expected checkpoints) may too.
+                        rest = self.poll()
+                        if rest is not None:
+                            rest.summary = rest.summary or update.summary
+                            update = rest
                 if update is not None and not self._stopping.is_set() and self.on_update is not None:
                     self.on_update(update)
                 woken = self._wake.wait(self._interval())

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 from runctl.runs.atomic import atomic_write_json, atomic_write_text
 from runctl.runs.follower_hub import FollowerHub
 from runctl.runs.layout import METRICS_JSONL, RUN_YAML, STATUS_JSON
+from runctl.runs.lock import RunLock
 from runctl.runs.metrics import MetricsReader
 from runctl.runs.plot_series import PlotDelta, PlotSeries, SeriesSender
 from runctl.runs.run_follower import RunFollower, RunUpdate
@@ -50,6 +53,7 @@ class Plot:
         self.updates = 0
         self.threads: set[str] = set()
         self.wakes: list[set[Path]] = []  # the runs of each batch of the watcher's changes
+        self.states: list[str] = []  # the state of each summary delivered
         self._cond = threading.Condition()
 
     def watcher_changed(self, run_dirs: set[Path]) -> None:
@@ -61,6 +65,8 @@ class Plot:
         with self._cond:
             self.updates += 1
             self.threads.add(threading.current_thread().name)
+            if update.summary is not None:
+                self.states.append(update.summary.state)
             if update.plot is not None:
                 self.deltas.append(update.plot)
                 self.series.apply(update.plot)
@@ -194,3 +200,34 @@ def test_sender_and_receiver_agree_through_resumes_and_nan() -> None:
         # A curve handed out earlier (the plot may still draw it) never changes afterwards.
         for array, expected in handed_out:
             np.testing.assert_array_equal(array, np.array(expected))
+
+
+def test_a_live_run_whose_engine_is_gone_turns_interrupted_without_a_write(tmp_path: Path) -> None:
+    """Nothing is written when an engine dies (its lock is freed): the watcher has nothing to say,
+    so a live run's status is re-read on the follower's short tick."""
+    root = tmp_path / "runs"
+    run_dir = make_run(root, "live", line(1, 2.0))
+    atomic_write_json(run_dir / STATUS_JSON, {"state": "running", "step": 1, "max_steps": 100, "pid": os.getpid(),
+                                              "host": socket.gethostname(), "heartbeat_at": time.time()})
+    lock = RunLock(run_dir)
+    lock.acquire()
+    hub, plot = FollowerHub(), Plot()
+
+    def changed(changes: list) -> None:
+        plot.watcher_changed({c.run_dir for c in changes})
+        hub.changed(changes)
+
+    follower = RunFollower(run_dir, root, on_update=plot, live_poll=0.05, idle_poll=NO_TICK)
+    try:
+        with RunWatcher(root, changed) as watcher:
+            hub.watching(watcher.covers)
+            hub.add(follower)
+            follower.start()
+            plot.wait(lambda: plot.states[-1:] == ["running"], "the running state")
+            wakes = len(plot.wakes)
+            lock.release()
+            plot.wait(lambda: plot.states[-1:] == ["interrupted"], "the interrupted state")
+            assert len(plot.wakes) == wakes  # the watcher saw nothing: the tick found it
+            follower.stop(timeout=WAIT)
+    finally:
+        lock.release()
