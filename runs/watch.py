@@ -513,10 +513,13 @@ class RunWatcher:
         runs = dict(runs)
         foreign: set[Path] = set()
         deep: set[Path] = set()  # runctl runs below the root's children, found by discovery
+        looked_at: dict[Path, Any] = {}  # folder -> run_on_path's answer (a burst writes many files there)
         for path in loose:
             known = self._known_run_of(path)
             if known is None:
-                found = run_on_path(self.root, path.parent, self.depth)
+                if path.parent not in looked_at:
+                    looked_at[path.parent] = run_on_path(self.root, path.parent, self.depth)
+                found = looked_at[path.parent]
                 if found is None:
                     continue
                 known = (found[0], False) if found[1].writable else None
