@@ -105,25 +105,21 @@ def test_alerts_reach_an_http_endpoint_and_a_command(tmp_path: Path, endpoint) -
 
 
 def test_runs_deeper_than_the_root_s_children_alert_under_their_path(tmp_path: Path) -> None:
-    """As `runctl ls` finds them: a run in ROOT/team/exp/ that is there at start and one that
-    appears later, both named by their path under ROOT."""
-    root, out = tmp_path / "runs", tmp_path / "alerts.txt"
-    exp = root / "team" / "exp"
-    exp.mkdir(parents=True)
-    assert runctl("train", config(tmp_path / "ok.yaml"), "--root", exp, "--name", "old", cwd=tmp_path).returncode == 0
+    """As `runctl ls` finds them: a run that appears in ROOT/team/exp/ while watching is found there
+    and named by its path under ROOT (its events are news from the first line: it finished)."""
+    root, out, elsewhere = tmp_path / "runs", tmp_path / "alerts.txt", tmp_path / "elsewhere"
+    (root / "team" / "exp").mkdir(parents=True)
+    elsewhere.mkdir()
+    assert runctl("train", config(tmp_path / "ok.yaml"), "--root", elsewhere, "--name", "new",
+                  cwd=tmp_path).returncode == 0
     command = f'printf "%s|%s|%s\\n" "$RUNCTL_RUN" "$RUNCTL_EVENT" "$RUNCTL_RUN_DIR" >> {out}'
     watch = subprocess.Popen([sys.executable, "-m", "runctl", "watch", root, "--exec", command, "--interval", "0.2"],
                              cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     try:
         assert watch.stdout.readline().startswith(f"watching {root}")
-        assert runctl("extend", exp / "old", "--root", exp, "--steps", "1", cwd=tmp_path).returncode == 0
-        wait_until(lambda: out.exists() and "team/exp/old|finished" in out.read_text(), "the nested run's alert")
-        later = root / "other" / "deeper"
-        later.mkdir(parents=True)
-        assert runctl("train", config(tmp_path / "ok.yaml"), "--root", later, "--name", "new",
-                      cwd=tmp_path).returncode == 0
-        wait_until(lambda: "other/deeper/new|finished" in out.read_text(), "the later run's alert")
+        os.rename(elsewhere / "new", root / "team" / "exp" / "new")
+        wait_until(lambda: out.exists() and "team/exp/new|finished" in out.read_text(), "the nested run's alert")
         watch.send_signal(signal.SIGTERM)
         assert watch.wait(30) == 0
     finally:
@@ -131,5 +127,4 @@ def test_runs_deeper_than_the_root_s_children_alert_under_their_path(tmp_path: P
             os.killpg(watch.pid, signal.SIGKILL)
             watch.wait()
     rows = [line.split("|") for line in out.read_text().splitlines()]
-    assert rows == [["team/exp/old", "finished", str(exp / "old")],
-                    ["other/deeper/new", "finished", str(later / "new")]]
+    assert rows == [["team/exp/new", "finished", str(root / "team" / "exp" / "new")]]
