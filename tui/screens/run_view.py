@@ -2,8 +2,8 @@
 
 File reading happens off the UI thread. A `runs.run_follower.RunFollower` (no Textual) reads the
 run's files on its own thread when the file watcher saw them change (and on a tick for what the
-watcher cannot see); its callback posts the new points to the plot and the rest (state, config,
-events, checkpoints) to this screen. Checkpoint verification (full in the background, deep on
+watcher cannot see); its callback posts the new points to the plot, new events to the events log
+and the rest (state, config, checkpoint rows) to this screen. Checkpoint verification (full in the background, deep on
 `v`) runs in thread workers and updates badges row by row.
 """
 
@@ -47,8 +47,8 @@ WIDE_COLUMNS = 150
 # ------------------------------------------------------------------------------ messages
 
 class RunFilesRead(Message):
-    """The follower's news for the screen itself (state, config, events, checkpoints); the new
-    points of the plot go to the plot directly."""
+    """The follower's news for the screen itself (state, config, checkpoint rows); new points go
+    to the plot and new events to the log directly."""
 
     def __init__(self, update: RunUpdate) -> None:
         super().__init__()
@@ -112,13 +112,17 @@ class RunViewScreen(Screen):
         follower = self._follower
         follower.root = getattr(self.app, "root", None)
         follower.set_overlays(self._selected_overlays())
-        plot = self.query_one(LossPlot)
+        plot, events = self.query_one(LossPlot), self.query_one(EventsLog)
 
-        # On the follower's thread: post_message is thread-safe, and the points go to the plot.
+        # On the follower's thread (post_message is thread-safe): new points go to the plot, new
+        # events to the log, the rest (state, config, checkpoint rows) to this screen.
         def deliver(update: RunUpdate) -> None:
             if update.plot is not None:
                 plot.post_message(LossPlot.Points(update.plot))
                 update.plot = None
+            if update.new_events or update.events_reset:
+                events.post_message(EventsLog.Read(update.new_events, update.events_reset))
+                update.new_events, update.events_reset = [], False
             if update != RunUpdate():
                 self.post_message(RunFilesRead(update))
 
@@ -182,10 +186,6 @@ class RunViewScreen(Screen):
             self.summary = update.summary
             self.state = self._shown_state(update.summary)
             self.query_one(RunHeader).show(update.summary)
-        if update.events_reset:
-            self.query_one(EventsLog).reset()
-        if update.new_events:
-            self.query_one(EventsLog).add_events(update.new_events)
         if update.note is not None:
             self.notify(update.note, severity="warning", markup=False)
         if update.checkpoints is not None:

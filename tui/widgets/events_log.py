@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.text import Text
+from textual.message import Message
 from textual.widgets import RichLog
 
 # event -> style of its name; events not listed use the default style.
@@ -96,10 +97,24 @@ class EventsLog(RichLog):
     EventsLog { height: 1fr; }
     """
 
+    class Read(Message):
+        """New events read by a follower thread (runs.run_follower); `reset`: the file was
+        replaced, and `events` is all of it."""
+
+        def __init__(self, events: list[dict[str, Any]], reset: bool) -> None:
+            super().__init__()
+            self.events = events
+            self.reset = reset
+
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, wrap=False, markup=False, highlight=False,
                          auto_scroll=True, max_lines=10_000)
         self.event_count = 0
+
+    def on_events_log_read(self, message: Read) -> None:
+        if message.reset:
+            self.reset()
+        self.add_events(message.events)
 
     def add_events(self, events: Iterable[dict[str, Any]]) -> None:
         for event in events:
