@@ -46,6 +46,11 @@ class EventsReader:
     def error(self) -> str | None:
         return self._tail.error
 
+    @property
+    def note(self) -> str | None:
+        """What reading left out (a file too large to read whole, a line too long), else None."""
+        return self._tail.note
+
     def poll(self) -> list[dict[str, Any]]:
         self._new = []
         self._tail.poll(self._on_restart, self._on_lines)

@@ -25,6 +25,19 @@ MAX_HISTORY_BYTES = safe_files.MAX_HISTORY_BYTES
 MAX_LINE_BYTES = safe_files.MAX_LINE_BYTES
 
 
+def history_note(path: Path, size: int, limit: int = MAX_HISTORY_BYTES) -> str | None:
+    """What a reader says of a log larger than `limit`: only its end is read (None when it fits)."""
+    if size <= limit:
+        return None
+    return (f"{path}: {size / 2**20:.0f} MiB; only its last {limit / 2**20:.0f} MiB are read "
+            "(older lines are left out)")
+
+
+def long_line_note(path: Path) -> str:
+    """What a reader says when it skipped a line longer than MAX_LINE_BYTES."""
+    return f"{path}: skipped a line longer than {MAX_LINE_BYTES >> 20} MiB"
+
+
 def parse_json_line(line: bytes) -> object:
     """Parse one JSON line; raises ValueError when it is not JSON.
 
@@ -106,8 +119,7 @@ class JsonlTail:
             # Too long a history to hold: start that far before the end, at the next line.
             self.offset = consumed = st.st_size - self.max_history_bytes
             self._skipping_line = True
-            self.note = (f"{self.path}: {st.st_size / 2**20:.0f} MiB; only its last "
-                         f"{self.max_history_bytes / 2**20:.0f} MiB are read")
+            self.note = history_note(self.path, st.st_size, self.max_history_bytes)
         f.seek(self.offset)
         pending = b""
         while True:
@@ -133,7 +145,7 @@ class JsonlTail:
                     consumed += len(pending)
                     pending = b""
                     self._skipping_line = True
-                    self.note = f"{self.path}: skipped a line longer than {MAX_LINE_BYTES >> 20} MiB"
+                    self.note = long_line_note(self.path)
                 continue
             pending = data[cut + 1 :]
             lines = data[:cut].split(b"\n")

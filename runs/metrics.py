@@ -142,6 +142,12 @@ class MetricsReader:
         return self._tail.error or self._events.error
 
     @property
+    def note(self) -> str | None:
+        """What reading left out of metrics.jsonl or events.jsonl (too large to read whole, a
+        line too long), else None."""
+        return self._tail.note or self._events.note
+
+    @property
     def resumes(self) -> list[ResumePoint]:
         return list(self._resumes)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runctl.runs import safe_files
+from runctl.runs.jsonl_tail import history_note, long_line_note
 from runctl.runs.safe_files import MAX_HISTORY_BYTES, MAX_LINE_BYTES
 
 # How much of metrics.jsonl's end to read for the last train loss, first and at most.
@@ -58,18 +59,22 @@ def _malformed_problem(path: Path, count: int) -> str | None:
     return f"{path}: {count} malformed line(s) at its end" if count else None
 
 
-def best_from_metrics(path: Path, metric: str, mode: str = "min") -> dict[str, Any] | None:
-    """{"metric", "value", "step"} of the best `metric` in metrics.jsonl (reads the whole file, or
-    its last MAX_HISTORY_BYTES; lines longer than MAX_LINE_BYTES are skipped)."""
+def best_from_metrics(path: Path, metric: str, mode: str = "min") -> tuple[dict[str, Any] | None, str | None]:
+    """({"metric", "value", "step"} of the best `metric` in metrics.jsonl, or None; what was left
+    out, or None). It reads the whole file, or its last MAX_HISTORY_BYTES; lines longer than
+    MAX_LINE_BYTES are skipped; the note says so (runs.jsonl_tail's wording)."""
     best: dict[str, Any] | None = None
     key = metric.encode()
+    skipped: list[int] = []
+    note = None
     try:
         with safe_files.open_regular(path) as file:
             size = os.fstat(file.fileno()).st_size
+            note = history_note(path, size)
             if size > MAX_HISTORY_BYTES:
                 file.seek(size - MAX_HISTORY_BYTES)
                 file.readline(MAX_LINE_BYTES)  # the line cut by the seek
-            for line in _bounded_lines(file):
+            for line in _bounded_lines(file, skipped):
                 if key not in line:
                     continue
                 try:
@@ -82,17 +87,19 @@ def best_from_metrics(path: Path, metric: str, mode: str = "min") -> dict[str, A
                 if best is None or (value < best["value"] if mode == "min" else value > best["value"]):
                     best = {"metric": metric, "value": float(value), "step": record.get("step")}
     except OSError:
-        return None
-    return best
+        return None, note
+    return best, note or (long_line_note(path) if skipped else None)
 
 
-def _bounded_lines(file: Any) -> Iterator[bytes]:
-    """The file's lines from where it stands; a line longer than MAX_LINE_BYTES is skipped."""
+def _bounded_lines(file: Any, skipped: list[int]) -> Iterator[bytes]:
+    """The file's lines from where it stands; a line longer than MAX_LINE_BYTES is skipped (and
+    its offset added to `skipped`)."""
     while True:
         line = file.readline(MAX_LINE_BYTES)
         if not line:
             return
         if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
+            skipped.append(file.tell())
             while (rest := file.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
                 pass
             continue

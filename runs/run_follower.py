@@ -65,7 +65,9 @@ class RunUpdate:
     new_events: list[dict[str, Any]] = field(default_factory=list)
     events_reset: bool = False
     checkpoints: list[CheckpointInfo] | None = None
-    note: str | None = None  # said once: e.g. the package a reader of the run's metrics needs
+    # Said once, a line each: what reading the run left out (a log too large to read whole, a line
+    # too long) or needs (the package a reader of another tool's metrics needs).
+    note: str | None = None
 
 
 def _stat_key(path: Path) -> tuple[int, int] | None:
@@ -118,7 +120,7 @@ class RunFollower:
         self._plot = SeriesSender()
         self._plot_versions: tuple[int, ...] | None = None
         self._sizes: dict[str, int] = {}
-        self._note_sent = False
+        self._notes_sent: set[str] = set()
         self._status_key: Any = None
         self._config_key: Any = None
         self._checkpoints_key: Any = None
@@ -232,15 +234,16 @@ class RunFollower:
 
         if self.foreign:
             changed = self._poll_foreign_checkpoints(update) or changed
-            if self.metrics.note and not self._note_sent:
-                self._note_sent = True
-                update.note = self.metrics.note
-                changed = True
         else:
             changed = self._poll_checkpoints(update, summary) or changed
 
         update.plot = self._poll_plot()
-        changed = changed or update.plot is not None
+        notes = [note for note in (getattr(self.metrics, "note", None), self.events.note)
+                 if note and note not in self._notes_sent]
+        if notes:
+            self._notes_sent.update(notes)
+            update.note = "\n".join(dict.fromkeys(notes))
+        changed = changed or update.plot is not None or update.note is not None
         return update if changed else None
 
     def _read_config_key(self) -> tuple[int, int] | None:

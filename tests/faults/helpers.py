@@ -225,6 +225,18 @@ def find_run_dir(root: Path) -> Path | None:
     return runs[0] if runs else None
 
 
+def train_finished_run(tmp: Path, sets: Sequence[str], timeout: float = 240.0) -> Path:
+    """`runctl train digits_mlp --name base` under tmp/runs with TINY_MLP and `sets` (KEY=VALUE),
+    to its end; the run's folder."""
+    args = [a for s in [*TINY_MLP, *sets] for a in ("--set", s)]
+    done = run_cli(["train", "digits_mlp", "--root", tmp / "runs", "--name", "base", *args], cwd=tmp,
+                   timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    run_dir = find_run_dir(tmp / "runs")
+    assert run_dir is not None and status(run_dir)["state"] == "finished"
+    return run_dir
+
+
 def wait_run_dir(root: Path, engine: Engine, timeout: float = 60.0) -> Path:
     return wait_for(lambda: find_run_dir(root), timeout=timeout, what=f"a run directory under {root}",
                     alive=engine)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import TINY_MLP, find_run_dir, records_by_name, run_cli, status, verify_json
+from .helpers import records_by_name, run_cli, train_finished_run, verify_json
 from .special_files import TIMEOUT, assert_extend_skips, assert_listed, make_socket, run_view_table
 
 NEWEST = "step_00000006.pt"
@@ -25,14 +25,8 @@ NEWEST = "step_00000006.pt"
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("special")
-    sets = [a for s in [*TINY_MLP, "max_steps=4", "checkpoint.every=2", "checkpoint.async=false"]
-            for a in ("--set", s)]
-    done = run_cli(["train", "digits_mlp", "--root", tmp / "runs", "--name", "base", *sets], cwd=tmp, timeout=180)
-    assert done.returncode == 0, done.stderr
-    run_dir = find_run_dir(tmp / "runs")
-    assert run_dir is not None and status(run_dir)["state"] == "finished"
-    return run_dir
+    return train_finished_run(tmp_path_factory.mktemp("special"),
+                              ["max_steps=4", "checkpoint.every=2", "checkpoint.async=false"])
 
 
 def copy_run(finished_run: Path, tmp_path: Path) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import TINY_MLP, find_run_dir, records_by_name, run_cli, status, verify_json
+from .helpers import records_by_name, train_finished_run, verify_json
 from .special_files import assert_extend_skips, assert_listed, make_socket, run_view_table
 
 NEWEST = "step_00000004"
@@ -29,13 +29,9 @@ SHARD = "__0_0.distcp"
 
 @pytest.fixture(scope="module")
 def sharded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("special-step-folders")
-    sets = [a for s in [*TINY_MLP, "max_steps=4", "checkpoint.every=2", "checkpoint.keep_last=5",
-                        "parallel.strategy=fsdp", "device=cpu"] for a in ("--set", s)]
-    done = run_cli(["train", "digits_mlp", "--root", tmp / "runs", "--name", "base", *sets], cwd=tmp, timeout=240)
-    assert done.returncode == 0, done.stderr
-    run_dir = find_run_dir(tmp / "runs")
-    assert run_dir is not None and status(run_dir)["state"] == "finished"
+    run_dir = train_finished_run(tmp_path_factory.mktemp("special-step-folders"),
+                                 ["max_steps=4", "checkpoint.every=2", "checkpoint.keep_last=5",
+                                  "parallel.strategy=fsdp", "device=cpu"])
     for step_folder in (OLDER, NEWEST):
         names = sorted(p.name for p in (run_dir / "checkpoints" / step_folder).iterdir())
         assert names == [".metadata", SHARD, "runctl.pt"], names  # what DCP and runctl wrote

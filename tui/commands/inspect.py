@@ -22,7 +22,8 @@ from runctl.runs.discovery import best_from_metrics, detect, find_runs, read_run
 from runctl.runs.errors import RunctlError
 from runctl.runs.humanize import human_age, human_bytes
 from runctl.runs.integrity import verify_file
-from runctl.runs.layout import CHECKPOINT_DIR, MANIFEST_JSON, METRICS_JSONL, RUN_YAML
+from runctl.runs.jsonl_tail import history_note
+from runctl.runs.layout import CHECKPOINT_DIR, EVENTS_JSONL, MANIFEST_JSON, METRICS_JSONL, RUN_YAML
 from runctl.runs.manifest import read_manifest
 from runctl.runs.model import CheckpointInfo, RunSummary
 
@@ -97,6 +98,9 @@ def summary(args: argparse.Namespace) -> int:
         rows.append([rec["name"], rec["state"], _text(rec["step"]) + "/" + _text(rec["max_steps"]),
                      best_text, _number(rec["final_loss"]), ckpts, missing])
     _print_table(["NAME", "STATE", "STEPS", "BEST", "FINAL LOSS", "CKPTS", "MISSING"], rows)
+    for rec in records:
+        for note in rec["notes"]:
+            print(f"{rec['name']}: {note.replace(rec['path'] + os.sep, '')}")
     present = sum(rec["checkpoints_present"] for rec in records)
     expected_total = sum(rec["checkpoints_expected"] or 0 for rec in records)
     print(f"Total checkpoints: {present} (expected: {expected_total})")
@@ -162,16 +166,34 @@ def _verify_target(path: Path, level: str, depth: int) -> tuple[list[tuple[str |
 
 def _summary_record(run: RunSummary) -> dict[str, Any]:
     best = run.best
+    notes = _log_notes(run)
     if best is None and run.layout == "runctl":
         cfg, _ = read_run_yaml(run.path)
         eval_cfg = cfg.get("eval") if isinstance(cfg.get("eval"), dict) else {}
         metric = eval_cfg.get("metric") if isinstance(eval_cfg.get("metric"), str) else "val/loss"
         mode = eval_cfg.get("mode") if eval_cfg.get("mode") in ("min", "max") else "min"
-        best = best_from_metrics(run.path / METRICS_JSONL, metric, mode)
+        best, note = best_from_metrics(run.path / METRICS_JSONL, metric, mode)
+        if note is not None and note not in notes:
+            notes.append(note)
     return {"run_id": run.run_id, "name": run.name, "path": str(run.path), "state": run.state,
             "step": run.step, "max_steps": run.max_steps, "best": best, "final_loss": run.last_loss,
             "checkpoints_present": run.checkpoints, "checkpoints_expected": run.checkpoints_expected,
-            "missing_steps": run.missing_steps, "error": run.error, "problems": run.problems}
+            "missing_steps": run.missing_steps, "error": run.error, "problems": run.problems, "notes": notes}
+
+
+def _log_notes(run: RunSummary) -> list[str]:
+    """A runctl run's logs too large to read whole: what the plot, the events and `best` leave out."""
+    if run.layout != "runctl":
+        return []
+    notes = []
+    for name in (METRICS_JSONL, EVENTS_JSONL):
+        try:
+            note = history_note(run.path / name, os.stat(run.path / name).st_size)
+        except OSError:
+            continue
+        if note is not None:
+            notes.append(note)
+    return notes
 
 
 # -------------------------------------------------------------------------------------- formatting

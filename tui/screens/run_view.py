@@ -187,6 +187,7 @@ class RunViewScreen(Screen):
             self.state = self._shown_state(update.summary)
             self.query_one(RunHeader).show(update.summary)
         if update.note is not None:
+            self.query_one(EventsLog).add_notes(update.note.splitlines())
             self.notify(update.note, severity="warning", markup=False)
         if update.checkpoints is not None:
             table = self.query_one(CheckpointTable)

@@ -110,6 +110,9 @@ class EventsLog(RichLog):
         super().__init__(id=id, classes=classes, wrap=False, markup=False, highlight=False,
                          auto_scroll=True, max_lines=10_000)
         self.event_count = 0
+        # What reading the run's logs left out ("metrics.jsonl: 1100 MiB; only its last 1024 MiB
+        # are read"): shown where the events are, and again after a reset.
+        self.notes: list[str] = []
 
     def on_events_log_read(self, message: Read) -> None:
         if message.reset:
@@ -122,7 +125,19 @@ class EventsLog(RichLog):
             for line in event_lines(event):
                 self.write(line)
 
+    def add_notes(self, notes: Iterable[str]) -> None:
+        for note in notes:
+            if note not in self.notes:
+                self.notes.append(note)
+                self.write(note_line(note))
+
     def reset(self) -> None:
-        """Forget everything shown (events.jsonl shrank: it was replaced)."""
+        """Forget the events shown (events.jsonl shrank: it was replaced); the notes stay."""
         self.clear()
         self.event_count = 0
+        for note in self.notes:
+            self.write(note_line(note))
+
+
+def note_line(note: str) -> Text:
+    return Text(f"note: {note}", style="yellow")
