@@ -16,6 +16,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -413,6 +414,26 @@ def _choose_start(run_dir: Path, cfg: dict[str, Any], resume_from: str | Path | 
     return _Start(skipped=skipped_pairs, quarantine=damaged)
 
 
+def _choose_and_verify_start(run_dir: Path, cfg: dict[str, Any], resume_from: str | Path | None) -> _Start:
+    """_choose_start, and the full verification of a runctl checkpoint it names (the verdict is
+    cached for load_checkpoint, which refuses the file if it failed)."""
+    from runctl.engine.checkpoint import verification_failure
+
+    start = _choose_start(run_dir, cfg, resume_from)
+    if start.path is not None and not start.foreign and not start.path.is_dir():
+        verification_failure(start.path)
+    return start
+
+
+def _in_background(function: Callable[..., Any], *args: Any) -> Future[Any]:
+    """`function(*args)` on a thread of its own; the future gives its result or raises its error."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runctl-start")
+    try:
+        return executor.submit(function, *args)
+    finally:
+        executor.shutdown(wait=False)  # the thread ends after its one job
+
+
 def _set_aside_newer(run_dir: Path, step: int, runlog: Any) -> None:
     """Resuming --from an older checkpoint starts a new timeline: the old one's newer checkpoints
     would be overwritten by the new saves of the same steps (or chosen by the next plain resume),
@@ -482,15 +503,44 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
             _refuse_if_locked(run_dir)
         listing = _checkpoint_listing(run_dir)
         previous = read_status(run_dir) if dist.is_main else {}
-        start = _choose_start(run_dir, cfg, resume_from) if dist.is_main else _Start()
+        # The start is chosen and its checkpoint verified (every zip CRC and the sha256 against the
+        # manifest: seconds for a large file) on a thread while this one loads the task's data and
+        # builds the model; the checkpoint is unpickled only after that verdict (load_checkpoint
+        # asks for it again and finds it cached).
+        choosing = _in_background(_choose_and_verify_start, run_dir, cfg, resume_from) if dist.is_main else None
+        try:
+            runtime = make_runtime(settings, dist.local_rank, origin=str(run_dir / RUN_YAML))
+            dist.init(runtime.device)
+            task = build_task(cfg)
+            runlog = RunLog(run_dir, max_steps=settings.max_steps, world_size=dist.world_size,
+                            on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main, rank=dist.rank,
+                            local_rank=dist.local_rank, node_rank=dist.node_rank, nodes=dist.nodes)
+            if settings.parallel.strategy == "fsdp":  # every rank writes its shard; rank 0 commits
+                from runctl.engine.sharded import StepFolderWriter
+
+                writer = StepFolderWriter(rank=dist.rank, temp_tag=dist.broadcast_object(os.getpid()),
+                                          on_cuda=runtime.is_cuda)
+                checkpoints = CheckpointManager(run_dir, run_id, settings.checkpoint.to_dict(),
+                                                on_event=runlog.record_event, writer=writer)
+            elif dist.is_main:
+                checkpoints = CheckpointManager(run_dir, run_id, settings.checkpoint.to_dict(),
+                                                on_event=runlog.record_event)
+            control_folder = ControlFolder(run_dir, control, ignore_before=previous.get("updated_at")) \
+                if dist.is_main else None
+            trainer = Trainer(cfg=settings, run_id=run_id, task=task, runtime=runtime, dist=dist, runlog=runlog,
+                              checkpoints=checkpoints, control=control, control_folder=control_folder,
+                              write_config=lambda new_cfg: write_run_config(run_dir, new_cfg))
+        except BaseException:
+            if choosing is not None:
+                choosing.result()  # a refused start is said first: nothing changed, the user fixes that
+            raise
+        start = choosing.result() if choosing is not None else _Start()
         if not dist.enabled and start.own and (start.step or 0) >= settings.max_steps:
+            _release(checkpoints, None, dist)
             return _already_finished(run_dir, start.step or 0, settings.max_steps)
-        runtime = make_runtime(settings, dist.local_rank, origin=str(run_dir / RUN_YAML))
-        dist.init(runtime.device)
         start = dist.broadcast_object(start)
 
         state = None
-        task = build_task(cfg)
         if start.path is not None and start.foreign:
             import torch
             from runctl.engine.foreign import read_foreign, start_state
@@ -500,24 +550,6 @@ def train(run_dir: str | Path, control: Control | None = None, resume_from: str 
             state = start_state(read_foreign(start.path), shapes_model, start.weights_only)
         elif start.path is not None:
             state = load_checkpoint(start.path, require=("model",) if start.weights_only else RESUME_KEYS)
-        runlog = RunLog(run_dir, max_steps=settings.max_steps, world_size=dist.world_size,
-                        on_event=on_event, on_metrics=on_metrics, enabled=dist.is_main, rank=dist.rank,
-                        local_rank=dist.local_rank, node_rank=dist.node_rank, nodes=dist.nodes)
-        if settings.parallel.strategy == "fsdp":  # every rank writes its shard; rank 0 commits
-            from runctl.engine.sharded import StepFolderWriter
-
-            writer = StepFolderWriter(rank=dist.rank, temp_tag=dist.broadcast_object(os.getpid()),
-                                      on_cuda=runtime.is_cuda)
-            checkpoints = CheckpointManager(run_dir, run_id, settings.checkpoint.to_dict(),
-                                            on_event=runlog.record_event, writer=writer)
-        elif dist.is_main:
-            checkpoints = CheckpointManager(run_dir, run_id, settings.checkpoint.to_dict(),
-                                            on_event=runlog.record_event)
-        control_folder = ControlFolder(run_dir, control, ignore_before=previous.get("updated_at")) \
-            if dist.is_main else None
-        trainer = Trainer(cfg=settings, run_id=run_id, task=task, runtime=runtime, dist=dist, runlog=runlog,
-                          checkpoints=checkpoints, control=control, control_folder=control_folder,
-                          write_config=lambda new_cfg: write_run_config(run_dir, new_cfg))
         runlog.watch_stalls(StallWatch(settings.stall.after_s, settings.stall.grace_s),
                             _stop_requested(control, control_folder))
         warnings: list[str] = []

@@ -349,7 +349,7 @@ def load_checkpoint(path: Path | str, require: Iterable[str] = RESUME_KEYS) -> d
         from runctl.engine.sharded import load_step_folder
 
         return load_step_folder(path, require=tuple(require))
-    reason = _verification_failure(path)
+    reason = verification_failure(path)
     if reason is not None:
         raise RunctlError(f"{path}: refusing to load: {reason}")
     try:
@@ -372,7 +372,7 @@ def load_checkpoint(path: Path | str, require: Iterable[str] = RESUME_KEYS) -> d
     return state
 
 
-def _verification_failure(path: Path) -> str | None:
+def verification_failure(path: Path) -> str | None:
     """Why `path` must not be loaded (full level: every zip CRC, sha256 against the manifest), or None.
 
     A file with no manifest entry (written before the manifest update, or by another tool) is

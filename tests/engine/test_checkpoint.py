@@ -408,7 +408,7 @@ def test_load_never_unpickles_a_malicious_file(tmp_path: Path, monkeypatch: pyte
         load_checkpoint(path)
     assert not marker.exists()
     # Second line of defence: with verification skipped, torch's weights-only unpickler refuses too.
-    monkeypatch.setattr(checkpoint_module, "_verification_failure", lambda path: None)
+    monkeypatch.setattr(checkpoint_module, "verification_failure", lambda path: None)
     with pytest.raises(RunctlError, match="not loadable with weights_only=True"):
         load_checkpoint(path)
     assert not marker.exists()
