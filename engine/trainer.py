@@ -61,16 +61,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds every CUDA device too
 
 
-def build_optimizer(model: nn.Module, optim: Optim) -> torch.optim.Optimizer:
-    """AdamW or SGD; weight decay on matrices and embeddings only, not on biases and norms (nanoGPT)."""
+def build_optimizer(model: nn.Module, optim: Optim, fused: bool = True) -> torch.optim.Optimizer:
+    """AdamW or SGD; weight decay on matrices and embeddings only, not on biases and norms (nanoGPT).
+
+    AdamW runs fused (one kernel per parameter instead of a dozen Python-dispatched ops) when every
+    parameter is a plain floating-point tensor on a device with the fused kernel; on a small model
+    that is a sixth of a CPU step. A checkpoint carries the choice in its param_groups, so a resume
+    continues with the implementation the run was saved with."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": optim.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     if optim.name == "adamw":
-        return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas))
+        return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas),
+                                 fused=fused and _fused_kernels_fit(params))
     return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum)
+
+
+def _fused_kernels_fit(params: list[torch.Tensor]) -> bool:
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    devices = _get_fused_kernels_supported_devices()
+    return bool(params) and all(type(p) is nn.Parameter and p.is_floating_point() and p.device.type in devices
+                                for p in params)
 
 
 def apply_optim_settings(optimizer: torch.optim.Optimizer, optim: Optim) -> None:
@@ -186,9 +200,13 @@ class Trainer:
             self.model = runtime.prepare(shard_model(self.raw_model))
         else:
             self.model = runtime.prepare(dist.wrap(self.raw_model, runtime.device))
-        self.optimizer = build_optimizer(self.raw_model, cfg.optim)
+        self.optimizer = build_optimizer(self.raw_model, cfg.optim, fused=not self.sharded)
         # Listed once: model.parameters() walks every submodule, ~0.1 ms a step on a small model.
         self._parameters = list(self.raw_model.parameters())
+        # Plain tensors of one device and dtype (not FSDP's DTensors): the gradient norm and
+        # clipping are three foreach calls (_gradient_norm) instead of clip_grad_norm_'s grouping.
+        self._one_kind_of_parameters = not self.sharded and len({(p.device, p.dtype) for p in self._parameters}) == 1 \
+            and all(type(p) is nn.Parameter for p in self._parameters)
         self.schedule = Schedule.from_config(cfg)
         self.sampler = EpochSampler(task.train_size, cfg.data.batch_size, cfg.seed)
         self.ema = WeightEMA(self.raw_model, cfg.ema.decay) if cfg.ema.enabled else None
@@ -431,7 +449,9 @@ class Trainer:
         if scaler_enabled:
             self.runtime.scaler.unscale_(self.optimizer)
         clip = self._grad_clip
-        if clip:  # clip_grad_norm_ skips parameters without a gradient itself; its result has no graph
+        if self._one_kind_of_parameters:
+            grad_norm = self._gradient_norm(clip)
+        elif clip:  # clip_grad_norm_ skips parameters without a gradient itself; its result has no graph
             grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters, clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._parameters if p.grad is not None])
@@ -449,6 +469,19 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.raw_model)
         return grad_norm
+
+    @torch.no_grad()
+    def _gradient_norm(self, clip: float | None) -> torch.Tensor:
+        """The total 2-norm of the gradients, scaled down to `clip` when it is larger: the same
+        arithmetic as clip_grad_norm_ (norm of the per-tensor norms; coefficient clip / (norm +
+        1e-6) clamped to 1, always multiplied, so no device sync), for parameters of one kind."""
+        grads = [p.grad for p in self._parameters if p.grad is not None]
+        if not grads:
+            return torch.tensor(0.0)
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+        if clip:
+            torch._foreach_mul_(grads, torch.clamp(clip / (total + 1e-6), max=1.0))
+        return total
 
     # ---------------------------------------------------------------- commands
 
