@@ -8,6 +8,7 @@ import os
 import tempfile
 
 import pytest
+from support.torch_threads import one_torch_thread  # noqa: F401  (a fixture, for every test folder)
 
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="runctl-test-cache-")
 

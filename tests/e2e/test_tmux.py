@@ -7,39 +7,30 @@ Skipped when tmux is missing. Uses its own tmux server socket, so it never touch
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from support.cli import cli_env, start_cli
+from support.configs import write_task_config
+from support.run_files import events, manifest_files
+from support.waiting import WaitTimeout, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
-TESTS_TUI = Path(__file__).resolve().parent.parent / "tui"  # tui_test_task.py lives there
 WAIT_SECONDS = 90.0
 
 
 def _config(path: Path) -> Path:
     # Sleep-paced steps: the run is still training when it is killed, and resumes in a few seconds.
-    cfg = {"task": "tui_test_task:factory", "seed": 0, "max_steps": 60, "model": {"step_sleep": 0.03},
-           "data": {"batch_size": 32}, "log": {"every": 5}, "eval": {"every": 40, "batches": 1},
-           "checkpoint": {"every": 10, "keep_last": 3, "keep_best": False, "async": False},
-           "schedule": {"name": "constant", "warmup_steps": 0}}
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
-
-
-def _manifest_files(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "checkpoints" / "manifest.json").read_text()).get("files", {})
-    except (OSError, ValueError):
-        return {}
+    return write_task_config(path, max_steps=60, step_sleep=0.03, log_every=5, eval_every=40, checkpoint_every=10,
+                             keep_last=3)
 
 
 def _decoy(root: Path, name: str) -> None:
@@ -73,28 +64,27 @@ class Tmux:
             if text != last:
                 last, since = text, time.monotonic()
 
-    def press_until(self, key: str, predicate, what: str, tries: int = 3) -> str:
+    def showing(self, predicate: Callable[[str], bool]) -> str | None:
+        """The screen, if `predicate` holds for it."""
+        text = self.screen()
+        return text if predicate(text) else None
+
+    def press_until(self, key: str, predicate: Callable[[str], bool], what: str, tries: int = 3) -> str:
         """Press `key` until the screen shows its effect. Under heavy load a key sent while the
         terminal is still answering the app's start-up queries has been seen to go missing."""
         for _ in range(tries):
             self("send-keys", "-t", "ui", key)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                text = self.screen()
-                if predicate(text):
-                    return text
-                time.sleep(0.2)
+            try:
+                return wait_for(lambda: self.showing(predicate), 10, what, interval=0.2)
+            except WaitTimeout:
+                continue
         raise AssertionError(f"{key!r} never showed {what}; screen:\n{self.screen()}")
 
-    def wait_for(self, predicate, what: str) -> str:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while True:
-            text = self.screen()
-            if predicate(text):
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; screen:\n{text}")
-            time.sleep(0.2)
+    def wait_for(self, predicate: Callable[[str], bool], what: str) -> str:
+        try:
+            return wait_for(lambda: self.showing(predicate), WAIT_SECONDS, what, interval=0.2)
+        except WaitTimeout as exc:
+            raise AssertionError(f"{exc}; screen:\n{self.screen()}") from None
 
 
 def _footer(text: str) -> str:
@@ -111,20 +101,15 @@ def test_killed_run_resumes_to_the_end_from_the_ui(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     root.mkdir()
     # COLUMNS/LINES (pytest may export them) would override the pane's real size.
-    base_env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    env = {**base_env, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_TUI), os.environ.get("PYTHONPATH")])),
-           "RUNCTL_KEYS": str(tmp_path / "no-keys.yaml")}
-    trainer = subprocess.Popen([sys.executable, "-m", "runctl", "train", str(_config(tmp_path / "e2e.yaml")),
-                                "--root", str(root), "--name", "victim"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base_env = {k: v for k, v in cli_env().items() if k not in ("COLUMNS", "LINES")}
+    env = {**base_env, "RUNCTL_KEYS": str(tmp_path / "no-keys.yaml")}
+    trainer = start_cli(["train", _config(tmp_path / "e2e.yaml"), "--root", root, "--name", "victim"],
+                        cwd=tmp_path, log_dir=tmp_path / "logs", env=env)
     run_dir = root / "victim"
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not _manifest_files(run_dir):
-        assert trainer.poll() is None, "the training process ended before its first checkpoint"
-        assert time.monotonic() < deadline, "no first checkpoint"
-        time.sleep(0.05)
-    os.kill(trainer.pid, signal.SIGKILL)
-    trainer.wait()
+    try:
+        wait_for(lambda: manifest_files(run_dir), WAIT_SECONDS, "the first checkpoint", interval=0.05, alive=trainer)
+    finally:
+        trainer.kill9()
     _decoy(root, "other")
     _decoy(root, "baseline")
 
@@ -135,8 +120,8 @@ def test_killed_run_resumes_to_the_end_from_the_ui(tmp_path: Path) -> None:
     ])
     tmux("new-session", "-d", "-s", "ui", "-x", "120", "-y", "40", command)
     try:
-        text = tmux.wait_for(lambda t: "interrupted" in _row(t, "victim") and "other" in t,
-                             "the killed run to show as interrupted")
+        tmux.wait_for(lambda t: "interrupted" in _row(t, "victim") and "other" in t,
+                      "the killed run to show as interrupted")
         tmux.settle()
         tmux.press_until("/", lambda t: "filter by name" in t, "the filter box")
         tmux("send-keys", "-t", "ui", "-l", "victim")
@@ -147,13 +132,10 @@ def test_killed_run_resumes_to_the_end_from_the_ui(tmp_path: Path) -> None:
         tmux.press_until("r", lambda t: "interrupted" not in _row(t, "victim"), "the run leaving interrupted")
         tmux.wait_for(lambda t: "finished" in _row(t, "victim") and "60/60" in _row(t, "victim"),
                       "the resumed run to finish")
-        events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-        resumed = [e for e in events if e["event"] == "resumed"]
+        resumed = events(run_dir, "resumed")
         assert resumed and resumed[-1]["from"].startswith("step_")
         tmux("send-keys", "-t", "ui", "q")  # nothing trains now: quits at once
-        deadline = time.monotonic() + 30
-        while "ui" in subprocess.run(["tmux", "-L", tmux.socket, "ls"], capture_output=True, text=True).stdout:
-            assert time.monotonic() < deadline, f"the UI did not quit; screen:\n{text}"
-            time.sleep(0.2)
+        wait_for(lambda: "ui" not in subprocess.run(["tmux", "-L", tmux.socket, "ls"], capture_output=True,
+                                                    text=True).stdout, 30, "the UI to quit", interval=0.2)
     finally:
         subprocess.run(["tmux", "-L", tmux.socket, "kill-server"], capture_output=True)

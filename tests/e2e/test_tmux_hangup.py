@@ -9,78 +9,39 @@ Skipped when tmux is missing. Uses its own tmux server socket, so it never touch
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
-import yaml
+from support.cli import cli_env, run_cli
+from support.configs import write_task_config
+from support.run_files import manifest_files, read_jsonl, status
+from support.terminal import wait_all_gone
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
-TESTS_TUI = Path(__file__).resolve().parent.parent / "tui"  # tui_test_task.py lives there
 WAIT_SECONDS = 180.0
 MAX_STEPS = 200
 
 
+def _env() -> dict[str, str]:
+    """COLUMNS/LINES (pytest may export them) would override the pane's real size."""
+    return {k: v for k, v in cli_env({"TERM": "xterm-256color"}).items() if k not in ("COLUMNS", "LINES")}
+
+
 def _config(path: Path) -> Path:
     # Sleep-paced steps: still training at the hang-up, and the resume ends in seconds.
-    cfg = {"task": "tui_test_task:factory", "seed": 0, "max_steps": MAX_STEPS, "model": {"step_sleep": 0.02},
-           "data": {"batch_size": 32}, "log": {"every": 1}, "eval": {"every": 1000, "batches": 1},
-           "checkpoint": {"every": 1000, "keep_last": 3, "keep_best": False, "async": True},
-           "schedule": {"name": "constant", "warmup_steps": 0}, "device": "cpu"}
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "RUNCTL_TEST_SLOW_WRITE")}
-    env.update({"PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_TUI), os.environ.get("PYTHONPATH")])),
-                "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "TERM": "xterm-256color"})
-    return env
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in lines if line.endswith("}")]
-
-
-def _status(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "status.json").read_text())
-
-
-def _wait(condition: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _running(processes: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for process in processes:
-        try:
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
+    return write_task_config(path, max_steps=MAX_STEPS, step_sleep=0.02, eval_every=1000, checkpoint_every=1000,
+                             keep_last=3, checkpoint_async=True)
 
 
 class Tmux:
@@ -115,7 +76,7 @@ def _train_command(tmp_path: Path, nproc: int) -> str:
 
 def _training_tree(tmux: Tmux, session: str, run_dir: Path, nproc: int) -> list[psutil.Process]:
     """Once the run is past step 5: the pane's process and everything under it (launcher, agent, ranks)."""
-    _wait(lambda: len(_read_jsonl(run_dir / "metrics.jsonl")) > 5, f"{run_dir.name} past step 5")
+    wait_for(lambda: len(read_jsonl(run_dir / "metrics.jsonl")) > 5, WAIT_SECONDS, f"{run_dir.name} past step 5")
     shell = psutil.Process(tmux.pane_pid(session))
     processes = [shell, *shell.children(recursive=True)]
     assert len(processes) >= (1 if nproc == 1 else 4), processes
@@ -123,18 +84,17 @@ def _training_tree(tmux: Tmux, session: str, run_dir: Path, nproc: int) -> list[
 
 
 def _check_interrupted_and_resume(run_dir: Path, processes: list[psutil.Process], tmp_path: Path) -> None:
-    _wait(lambda: not _running(processes), f"every process to exit (left: {_running(processes)})")
-    events = _read_jsonl(run_dir / "events.jsonl")
+    wait_all_gone(processes, WAIT_SECONDS, "every process")
+    events = read_jsonl(run_dir / "events.jsonl")
     assert not [e for e in events if e["event"] == "crashed"], events[-1]
-    status = _status(run_dir)
-    assert status["state"] == "interrupted", status
+    st = status(run_dir)
+    assert st["state"] == "interrupted", st
     assert [e for e in events if e["event"] == "interrupted"][-1]["signal"] == "SIGHUP"
-    manifest = json.loads((run_dir / "checkpoints" / "manifest.json").read_text())["files"]
-    assert manifest[f"step_{status['step']:08d}.pt"]["kind"] == "interrupt", manifest
-    done = subprocess.run([sys.executable, "-m", "runctl", "resume", str(run_dir)], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=WAIT_SECONDS)
+    manifest = manifest_files(run_dir)
+    assert manifest[f"step_{st['step']:08d}.pt"]["kind"] == "interrupt", manifest
+    done = run_cli(["resume", run_dir], tmp_path, env=_env(), timeout=WAIT_SECONDS)
     assert done.returncode == 0, done.stderr
-    assert _status(run_dir)["state"] == "finished" and _status(run_dir)["step"] == MAX_STEPS
+    assert status(run_dir)["state"] == "finished" and status(run_dir)["step"] == MAX_STEPS
 
 
 @pytest.mark.parametrize("nproc", [1, 2])

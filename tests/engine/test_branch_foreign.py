@@ -5,37 +5,24 @@ fixture tree is compared (paths, sizes, mtimes) before and after every command."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from support.cli import run_cli
+from support.filesystems import tree_snapshot
 
 FOREIGN = Path(__file__).resolve().parents[1] / "fixtures" / "foreign"
-HERE = Path(__file__).resolve().parent
 TINY = ["--set", "eval.every=1", "--set", "eval.batches=1", "--set", "log.every=1",
         "--set", "checkpoint.async=false"]
 
 
-def tree_state(root: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            st = (Path(folder) / name).lstat()
-            out[os.path.relpath(os.path.join(folder, name), root)] = (st.st_size if name in files else 0,
-                                                                      st.st_mtime_ns)
-    return out
-
-
 def branch(tmp_path: Path, ckpt: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    before = tree_state(FOREIGN)
-    env = dict(os.environ, PYTHONPATH=str(HERE))
-    result = subprocess.run([sys.executable, "-m", "runctl", "branch", str(ckpt), "--root", str(tmp_path / "runs"),
-                             *args], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env, check=False)
-    assert tree_state(FOREIGN) == before, "runctl wrote into a foreign folder"
+    before = tree_snapshot(FOREIGN)
+    result = run_cli(["branch", ckpt, "--root", tmp_path / "runs", *args], tmp_path, timeout=300)
+    assert tree_snapshot(FOREIGN) == before, "runctl wrote into a foreign folder"
     return result
 
 
@@ -138,7 +125,7 @@ def test_nanogpt_checkpoint_continues_with_its_optimizer_and_step(tmp_path: Path
 
 def test_custom_task_from_a_lightning_checkpoint(tmp_path: Path) -> None:
     config = tmp_path / "lightning.yaml"
-    config.write_text("task: foreign_tasks:lightning_digits\nmodel: {hidden: 32}\nmax_steps: 2\n")
+    config.write_text("task: support.tasks:lightning_digits\nmodel: {hidden: 32}\nmax_steps: 2\n")
     ckpt = FOREIGN / "lightning" / "lightning_logs" / "version_0" / "checkpoints" / "epoch=1-step=16.ckpt"
     result = branch(tmp_path, ckpt, "--name", "lit", "--config", str(config), *TINY)
     assert result.returncode == 0, result.stderr
@@ -151,7 +138,7 @@ def test_custom_task_from_a_lightning_checkpoint(tmp_path: Path) -> None:
 
 
 HF_CHECKPOINT = FOREIGN / "hf" / "out" / "checkpoint-6"
-HF_CONFIG = "task: foreign_tasks:hf_tiny_tokens\nmax_steps: 8\ndata: {batch_size: 4}\n"
+HF_CONFIG = "task: support.tasks:hf_tiny_tokens\nmax_steps: 8\ndata: {batch_size: 4}\n"
 
 
 def test_custom_task_from_a_hugging_face_checkpoint_folder(tmp_path: Path) -> None:
@@ -180,12 +167,9 @@ def test_custom_task_from_a_hugging_face_checkpoint_folder(tmp_path: Path) -> No
 def test_what_a_hugging_face_checkpoint_loads_is_the_trainer_s_model(tmp_path: Path) -> None:
     """The weights branch takes from checkpoint-6/ give, in the custom task's model, the eval loss
     the Trainer logged at step 6 on the same data: the model loaded is the one that was trained."""
-    sys.path.insert(0, str(HERE))
-    try:
-        from foreign_tasks import hf_tiny_tokens
-        from runctl.engine.foreign import fit_weights, read_foreign
-    finally:
-        sys.path.remove(str(HERE))
+    from runctl.engine.foreign import fit_weights, read_foreign
+    from support.tasks import hf_tiny_tokens
+
     task = hf_tiny_tokens({})
     model = task.build_model().eval()
     checkpoint = read_foreign(HF_CHECKPOINT)

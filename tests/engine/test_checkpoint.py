@@ -10,7 +10,6 @@ import random
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from runctl.engine.snapshot import HostBuffers, snapshot_to_cpu
 from runctl.runs.errors import RunctlError
 from runctl.runs.layout import checkpoint_name
 from runctl.runs.manifest import read_manifest
+from support.waiting import wait_for
 
 SETTINGS = {"every": 10, "keep_last": 3, "keep_best": True, "async": True}
 
@@ -526,19 +526,20 @@ def _start_saver(run_dir: Path, step: int) -> subprocess.Popen[bytes]:
 def _kill_each_when_ready(savers: list[tuple[subprocess.Popen[bytes], Any]]) -> None:
     """SIGKILL each saver as soon as its `ready()` holds; all are watched at once."""
     waiting = list(savers)
+
+    def kill_the_ready() -> bool:
+        for proc, ready in list(waiting):
+            if ready():
+                proc.kill()
+                waiting.remove((proc, ready))
+            else:
+                assert proc.poll() is None, "a saver exited before reaching its window"
+        return not waiting
+
     try:
         # Two cold torch imports at once, beside other tests' subprocesses under pytest-xdist on a
         # loaded 2-core box: a bound for a hang, not a speed check.
-        deadline = time.monotonic() + 240
-        while waiting:
-            for proc, ready in list(waiting):
-                if ready():
-                    proc.kill()
-                    waiting.remove((proc, ready))
-                else:
-                    assert proc.poll() is None, "a saver exited before reaching its window"
-            assert time.monotonic() < deadline, "a saver never reached its window"
-            time.sleep(0.01)
+        wait_for(kill_the_ready, 240, "every saver to reach its window")
     finally:
         for proc, _ in savers:
             proc.kill()

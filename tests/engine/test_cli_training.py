@@ -16,25 +16,17 @@ from runctl.engine.api import read_run_config
 from runctl.engine.schedule import Schedule
 from runctl.runs.lock import is_locked, read_holder
 from runctl.tui.commands.training import HeadlessProgress
-from training_helpers import (
-    assert_bit_identical,
-    events,
-    final_checkpoint,
-    load,
-    manifest_files,
-    overrides,
-    read_jsonl,
-    runctl,
-    start_runctl,
-    status,
-    wait_until,
-)
+from support.checkpoints import assert_bit_identical, final_checkpoint, load_state
+from support.cli import run_cli, start_runctl
+from support.configs import overrides
+from support.run_files import events, manifest_files, read_jsonl, status
+from support.waiting import wait_for
 
 SETS = [arg for item in overrides("digits_mlp", "max_steps=20") for arg in ("--set", item)]
 
 
 def _train(root: Path, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    result = runctl(["train", "digits_mlp", "--root", root, "--name", name, *SETS, *extra], root)
+    result = run_cli(["train", "digits_mlp", "--root", root, "--name", name, *SETS, *extra], root)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -75,7 +67,7 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path: Path, traine
         cases += [["train", "digits_mlp", "--root", root, "--set", "device=cuda"],
                   ["train", "digits_mlp", "--root", root, "--set", "precision=fp16"]]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda args: runctl(args, tmp_path), cases))
+        results = list(pool.map(lambda args: run_cli(args, tmp_path), cases))
     for args, result in zip(cases, results, strict=True):
         assert result.returncode == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
@@ -91,7 +83,7 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path: Path, traine
 
 def test_resume_of_a_finished_run_changes_nothing(trained: Path) -> None:
     before = (trained / "events.jsonl").read_bytes()
-    result = runctl(["resume", trained], trained.parent)
+    result = run_cli(["resume", trained], trained.parent)
     assert result.returncode == 0 and "already at step 20" in result.stderr
     assert (trained / "events.jsonl").read_bytes() == before
 
@@ -99,7 +91,7 @@ def test_resume_of_a_finished_run_changes_nothing(trained: Path) -> None:
 def test_extend_a_finished_run_continues_the_schedule_without_warmup(tmp_path: Path, trained: Path) -> None:
     run_dir = tmp_path / "ext"
     shutil.copytree(trained, run_dir)
-    result = runctl(["extend", run_dir, "--steps", "10"], tmp_path)
+    result = run_cli(["extend", run_dir, "--steps", "10"], tmp_path)
     assert result.returncode == 0, result.stderr
     cfg = read_run_config(run_dir)
     assert cfg["max_steps"] == 30 and cfg["extensions"] == [{"at_step": 20, "max_steps": 30, "from_max_steps": 20}]
@@ -116,7 +108,7 @@ def test_branch_full_and_weights_only(tmp_path: Path, trained: Path) -> None:
     root = tmp_path
     shutil.copytree(trained, root / "base")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        full, fresh = pool.map(lambda args: runctl(args, root), [
+        full, fresh = pool.map(lambda args: run_cli(args, root), [
             ["branch", "base", "--root", root, "--from", "10", "--name", "ab", "--set", "data.batch_size=32",
              "--set", "curriculum=[{at_step: 12, set: {loss.aux_weight: 0.5}}]"],
             ["branch", "base", "--root", root, "--from", "step_00000010.pt", "--name", "fresh", "--weights-only",
@@ -151,10 +143,10 @@ def test_branch_full_and_weights_only(tmp_path: Path, trained: Path) -> None:
 def test_checkpoint_without_optimizer_state_needs_weights_only(tmp_path: Path, trained: Path) -> None:
     run_dir = tmp_path / "bare"
     shutil.copytree(trained, run_dir)
-    state = load(run_dir / "checkpoints" / "step_00000010.pt")
+    state = load_state(run_dir / "checkpoints" / "step_00000010.pt")
     del state["optimizer"]
     torch.save(state, run_dir / "checkpoints" / "step_00000011.pt")
-    result = runctl(["resume", run_dir, "--from", "step_00000011.pt"], tmp_path)
+    result = run_cli(["resume", run_dir, "--from", "step_00000011.pt"], tmp_path)
     assert result.returncode == 2 and "--weights-only" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -162,12 +154,12 @@ def test_checkpoint_without_optimizer_state_needs_weights_only(tmp_path: Path, t
 def test_corrupt_newest_checkpoint_is_skipped_and_named(tmp_path: Path, trained: Path) -> None:
     run_dir = tmp_path / "corrupt"
     shutil.copytree(trained, run_dir)
-    original_final = load(run_dir / "checkpoints" / "step_00000020.pt")
+    original_final = load_state(run_dir / "checkpoints" / "step_00000020.pt")
     path = run_dir / "checkpoints" / "step_00000020.pt"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    result = runctl(["resume", run_dir], tmp_path)
+    result = run_cli(["resume", run_dir], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "skipped checkpoint step_00000020.pt" in result.stderr
     skipped = events(run_dir, "skipped_checkpoint")
@@ -179,19 +171,19 @@ def test_corrupt_newest_checkpoint_is_skipped_and_named(tmp_path: Path, trained:
 def test_detach_then_stop_wait_and_live_extend(tmp_path: Path) -> None:
     sets = [arg for item in overrides("digits_mlp", "max_steps=1000000", "checkpoint.every=100000",
                                       "eval.every=100000", "log.every=50") for arg in ("--set", item)]
-    result = runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "bg", "--detach", *sets], tmp_path)
+    result = run_cli(["train", "digits_mlp", "--root", tmp_path, "--name", "bg", "--detach", *sets], tmp_path)
     assert result.returncode == 0, result.stderr
     run_dir = Path(result.stdout.strip())
     assert run_dir == tmp_path / "bg"
     try:
-        wait_until(lambda: (run_dir / "status.json").exists() and status(run_dir)["step"] > 0, 90,
+        wait_for(lambda: (run_dir / "status.json").exists() and status(run_dir)["step"] > 0, 90,
                    "training to start")
-        checkpoint = runctl(["stop", "bg", "--root", tmp_path, "--checkpoint-only", "--wait", "60"], tmp_path)
+        checkpoint = run_cli(["stop", "bg", "--root", tmp_path, "--checkpoint-only", "--wait", "60"], tmp_path)
         assert checkpoint.returncode == 0, checkpoint.stderr
-        extend = runctl(["extend", "bg", "--root", tmp_path, "--to", "2000000"], tmp_path)
+        extend = run_cli(["extend", "bg", "--root", tmp_path, "--to", "2000000"], tmp_path)
         assert extend.returncode == 0 and "asked the running engine" in extend.stderr, extend.stderr
-        wait_until(lambda: events(run_dir, "extended"), 60, "the engine to extend")
-        stop = runctl(["stop", "bg", "--root", tmp_path, "--wait", "60"], tmp_path)
+        wait_for(lambda: events(run_dir, "extended"), 60, "the engine to extend")
+        stop = run_cli(["stop", "bg", "--root", tmp_path, "--wait", "60"], tmp_path)
         assert stop.returncode == 0, stop.stderr
     finally:  # never leave a million-step engine behind
         if is_locked(run_dir):
@@ -211,12 +203,12 @@ def test_second_engine_on_a_running_run_is_refused(tmp_path: Path) -> None:
     first = start_runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "busy", *sets], tmp_path)
     try:
         run_dir = tmp_path / "busy"
-        wait_until(lambda: (run_dir / "status.json").exists(), 90, "the first engine to start")
-        second = runctl(["resume", run_dir], tmp_path)
+        wait_for(lambda: (run_dir / "status.json").exists(), 90, "the first engine to start")
+        second = run_cli(["resume", run_dir], tmp_path)
         assert second.returncode == 2
         assert f"pid {first.pid}" in second.stderr and "host" in second.stderr
     finally:
-        stop = runctl(["stop", tmp_path / "busy", "--wait", "60"], tmp_path)
+        stop = run_cli(["stop", tmp_path / "busy", "--wait", "60"], tmp_path)
         first.communicate(timeout=60)
     assert stop.returncode == 0 and first.returncode == 0
 
@@ -241,7 +233,7 @@ def test_progress_is_one_updating_line_on_a_tty_and_plain_lines_otherwise() -> N
 
 
 def test_a_crash_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    result = runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "boom", "--set", "task=training_faults:factory",
+    result = run_cli(["train", "digits_mlp", "--root", tmp_path, "--name", "boom", "--set", "task=support.tasks:factory",
                      "--set", "model={}", "--set", "max_steps=20", "--set", "loss={poison: 0}",
                      "--set", "curriculum=[{at_step: 3, set: {loss.poison: 3}}]"], tmp_path)
     assert result.returncode == 1

@@ -19,9 +19,9 @@ from runctl.engine.config import (
     validate_config,
 )
 from runctl.runs.errors import RunctlError
-from torch_free import cli_stdout_without_torch
+from support import REPO
+from support.cli import cli_stdout_without_torch, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
 BUILTINS = ("digits_mlp", "digits_cnn", "digits_vit", "char_gpt")
 
 
@@ -360,13 +360,8 @@ def test_warmup_longer_than_run_is_allowed() -> None:
     assert cfg["schedule"]["warmup_steps"] > cfg["max_steps"]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runctl", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
-
-
 def test_runctl_configs_lists_builtins() -> None:
-    result = run_cli("configs")
+    result = run_cli(["configs"], REPO)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["NAME", "TASK", "STEPS"]

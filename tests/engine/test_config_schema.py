@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
@@ -16,9 +13,8 @@ from runctl.engine.config import CONFIG_KEYS, builtin_configs, load_config
 from runctl.engine.fields import Section
 from runctl.engine.schema import Config, first_problem
 from runctl.engine.tasks.specs import MODEL_SPECS
-from torch_free import cli_stdout_without_torch
-
-REPO = Path(__file__).resolve().parents[2]
+from support import REPO
+from support.cli import cli_stdout_without_torch, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +26,7 @@ def schema() -> dict[str, Any]:
 
 
 def test_runctl_schema_through_the_cli() -> None:
-    result = subprocess.run([sys.executable, "-m", "runctl", "schema"], cwd=REPO, capture_output=True,
-                            text=True, timeout=60)
+    result = run_cli(["schema"], REPO)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["title"] == "runctl config"
 

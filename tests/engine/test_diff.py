@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import overrides, runctl
+from support.cli import run_cli
+from support.configs import overrides
 
 SETS = [arg for item in overrides("digits_mlp", "max_steps=20") for arg in ("--set", item)]
 
@@ -16,7 +17,7 @@ SETS = [arg for item in overrides("digits_mlp", "max_steps=20") for arg in ("--s
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 20-step run with checkpoints at steps 10 and 20."""
     root = tmp_path_factory.mktemp("diff")
-    result = runctl(["train", "digits_mlp", "--root", root, "--name", "base", *SETS], root)
+    result = run_cli(["train", "digits_mlp", "--root", root, "--name", "base", *SETS], root)
     assert result.returncode == 0, result.stderr
     return root / "base"
 
@@ -27,7 +28,7 @@ def ckpt(run: Path, step: int) -> Path:
 
 def test_json_matches_the_tensors_of_both_files(run: Path) -> None:
     a, b = ckpt(run, 10), ckpt(run, 20)
-    result = runctl(["diff", a, b, "--json"], run)
+    result = run_cli(["diff", a, b, "--json"], run)
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     model_a = torch.load(a, weights_only=True)["model"]
@@ -50,7 +51,7 @@ def test_json_matches_the_tensors_of_both_files(run: Path) -> None:
 
 
 def test_table_ends_with_one_total_line(run: Path) -> None:
-    result = runctl(["diff", ckpt(run, 20), ckpt(run, 20)], run)
+    result = run_cli(["diff", ckpt(run, 20), ckpt(run, 20)], run)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["TENSOR", "SHAPE", "REL", "L2", "COSINE", "MAX", "|Δ|"]
@@ -68,7 +69,7 @@ def test_another_model_is_one_line_naming_the_keys(run: Path, tmp_path: Path) ->
     model[reshaped] = torch.zeros(*model[reshaped].shape, 2)
     other = tmp_path / "other.pt"
     torch.save(state, other)
-    result = runctl(["diff", ckpt(run, 10), other], run)
+    result = run_cli(["diff", ckpt(run, 10), other], run)
     assert result.returncode == 2
     assert result.stdout == "" and len(result.stderr.splitlines()) == 1
     assert f"lacks {dropped}" in result.stderr and f"shape of {reshaped}" in result.stderr
@@ -84,7 +85,7 @@ def test_a_damaged_file_is_refused_before_loading(run: Path, tmp_path: Path, dam
     if damage == "bitflip":
         data[len(data) // 2] ^= 0xFF
         target.write_bytes(bytes(data))
-    result = runctl(["diff", ckpt(run, 10), target], run)
+    result = run_cli(["diff", ckpt(run, 10), target], run)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert str(target) in result.stderr
     assert ("corrupt" if damage == "bitflip" else "no such checkpoint file") in result.stderr

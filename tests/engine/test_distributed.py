@@ -4,47 +4,34 @@ signals relayed once to every rank, and a two-rank checkpoint resumed by one pro
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from runctl.engine import api
-from training_helpers import (
-    events,
-    final_checkpoint,
-    manifest_files,
-    one_torch_thread,
-    read_jsonl,
-    runctl_here,
-    start_runctl,
-    status,
-    subprocess_env,
-    wait_until,
-)
+from support.checkpoints import final_checkpoint
+from support.cli import cli_env, runctl_here, start_runctl
+from support.configs import set_args, task_sets
+from support.run_files import events, manifest_files, read_jsonl, status
+from support.waiting import wait_for
 
-SETS = ["task=training_faults:factory", "model={}", "max_steps=30", "checkpoint.every=100", "log.every=1",
-        "eval.every=100", "eval.batches=2", "data.batch_size=16", "schedule.warmup_steps=5", "device=cpu"]
+SETS = task_sets(max_steps=30, checkpoint_every=100)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_two_ranks_train_like_one_stop_on_a_signal_and_resume_in_one_process(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = ["train", "digits_mlp", "--root", tmp_path, "--name", "ddp", "--nproc", "2",
-            *[a for s in SETS for a in ("--set", s)]]
-    launcher = start_runctl(args, tmp_path, env=subprocess_env({"TRAINING_FAULTS_STEP_SLEEP": "0.05"}))
+            *set_args(SETS)]
+    launcher = start_runctl(args, tmp_path, env=cli_env({"TEST_TASK_STEP_SLEEP": "0.05"}))
     run_dir = tmp_path / "ddp"
 
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
     single = api.new_run("digits_mlp", tmp_path, name="single", overrides=SETS)
     assert api.train(single).state == "finished"  # the reference, while the ranks start up
 
-    wait_until(lambda: len(read_jsonl(run_dir / "metrics.jsonl")) >= 5, 120, "five steps on two ranks")
+    wait_for(lambda: len(read_jsonl(run_dir / "metrics.jsonl")) >= 5, 120, "five steps on two ranks")
     assert status(run_dir)["world_size"] == 2
     launcher.send_signal(signal.SIGTERM)
     out, err = launcher.communicate(timeout=120)
@@ -69,8 +56,8 @@ def test_two_ranks_train_like_one_stop_on_a_signal_and_resume_in_one_process(
 
 def test_one_rank_crashing_ends_the_run_crashed_and_names_the_rank_and_its_error(tmp_path: Path) -> None:
     args = ["train", "digits_mlp", "--root", tmp_path, "--name", "ddp", "--nproc", "2",
-            *[a for s in SETS for a in ("--set", s)], "--set", "checkpoint.every=5"]
-    launcher = start_runctl(args, tmp_path, env=subprocess_env({"TRAINING_FAULTS_CRASH_RANK_AT": "1:8"}))
+            *set_args(SETS), "--set", "checkpoint.every=5"]
+    launcher = start_runctl(args, tmp_path, env=cli_env({"TEST_TASK_CRASH_RANK_AT": "1:8"}))
     out, err = launcher.communicate(timeout=180)
     assert launcher.returncode == 1, err
     assert "rank 1 crashed at step 7: RuntimeError: rank 1 poisoned at its loss call 8" in err

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from runctl.engine import api
-from training_helpers import final_checkpoint, load, overrides
+from support.checkpoints import final_checkpoint, load_state
+from support.configs import overrides
 
 pytestmark = pytest.mark.gpu
 
@@ -37,7 +38,7 @@ def test_resume_on_cuda_continues_from_the_checkpoint(tmp_path: Path) -> None:
     api.extend_run(run_dir, to=30)
     result = api.train(run_dir, resume_from="auto")
     assert (result.state, result.step) == ("finished", 30)
-    assert load(run_dir / "checkpoints" / "step_00000030.pt")["step"] == 30
+    assert load_state(run_dir / "checkpoints" / "step_00000030.pt")["step"] == 30
 
 
 def test_cuda_is_what_auto_picks() -> None:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from training_helpers import read_jsonl, status
+from support.run_files import read_jsonl, status
 
 import runctl
 

@@ -8,72 +8,43 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from runctl.engine import api
 from runctl.runs.discovery import summarize
-from training_helpers import (
-    events,
-    final_checkpoint,
-    one_torch_thread,
-    read_jsonl,
-    runctl,
-    runctl_here,
-    start_runctl,
-    status,
-    subprocess_env,
-    wait_until,
-)
+from support.checkpoints import final_checkpoint
+from support.cli import cli_env, end_process, free_port, run_cli, runctl_here, start_runctl
+from support.configs import set_args, task_sets
+from support.run_files import events, read_jsonl, status
+from support.waiting import wait_for
 
-SETS = ["task=training_faults:factory", "model={}", "max_steps=400", "checkpoint.every=100", "log.every=1",
-        "eval.every=100", "eval.batches=2", "data.batch_size=16", "schedule.warmup_steps=5", "device=cpu"]
+SETS = task_sets(max_steps=400, checkpoint_every=100)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with one_torch_thread():
-        yield
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _end(launcher: subprocess.Popen[str]) -> None:
-    """A launcher a failed test left running: its torchrun (a session of its own) goes too."""
-    for _ in range(2):
-        if launcher.poll() is not None:
-            return
-        launcher.send_signal(signal.SIGTERM)
-        try:
-            launcher.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            continue
-    launcher.kill()
+def start_two_nodes(tmp_path: Path) -> list[subprocess.Popen[str]]:
+    """The launchers of nodes 0 and 1 of the run `two`, meeting at a rendezvous on the loopback;
+    each step sleeps 0.1 s, so the run is still training when the test acts on it."""
+    rdzv = f"127.0.0.1:{free_port()}"
+    env = cli_env({"TEST_TASK_STEP_SLEEP": "0.1"})
+    return [start_runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "two", *set_args(SETS),
+                          "--nnodes", "2", "--node-rank", str(node), "--rdzv", rdzv], tmp_path, env=env)
+            for node in (0, 1)]
 
 
 def test_two_launchers_train_one_run_as_two_nodes_a_silent_rank_is_named_and_one_process_resumes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rdzv = f"127.0.0.1:{_free_port()}"
-    sets = [a for s in SETS for a in ("--set", s)]
-    env = subprocess_env({"TRAINING_FAULTS_STEP_SLEEP": "0.1"})
-    launchers = [start_runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "two", *sets,
-                               "--nnodes", "2", "--node-rank", str(node), "--rdzv", rdzv], tmp_path, env=env)
-                 for node in (0, 1)]
+    launchers = start_two_nodes(tmp_path)
     run_dir = tmp_path / "two"
     try:
-        monkeypatch.syspath_prepend(str(Path(__file__).parent))
         single = api.new_run("digits_mlp", tmp_path, name="single", overrides=SETS)
         assert api.train(single).state == "finished"  # the reference, while the nodes meet
 
-        wait_until(lambda: len(read_jsonl(run_dir / "metrics.jsonl")) >= 3, 180, "three steps on two nodes")
+        wait_for(lambda: len(read_jsonl(run_dir / "metrics.jsonl")) >= 3, 180, "three steps on two nodes")
         st = status(run_dir)
         assert st["world_size"] == 2 and st["nodes"] == 2 and st["silent_ranks"] == []
         beats = {rank: json.loads((run_dir / "ranks" / f"{rank}.json").read_text()) for rank in (0, 1)}
@@ -83,23 +54,23 @@ def test_two_launchers_train_one_run_as_two_nodes_a_silent_rank_is_named_and_one
         # rank 0 waits for it in the next all-reduce but keeps beating and names it.
         os.kill(beats[1]["pid"], signal.SIGSTOP)
         try:
-            silent = wait_until(lambda: status(run_dir)["silent_ranks"], 60, "rank 1 named silent")
+            silent = wait_for(lambda: status(run_dir)["silent_ranks"], 60, "rank 1 named silent")
             assert [s["rank"] for s in silent] == [1] and silent[0]["node"] == beats[1]["node"]
             summary = summarize(run_dir)
             assert summary.state == "running" and summary.nodes == 2
             assert summary.silent_ranks and summary.silent_ranks[0].startswith("rank 1 on ")
         finally:
             os.kill(beats[1]["pid"], signal.SIGCONT)
-        wait_until(lambda: status(run_dir)["silent_ranks"] == [], 60, "rank 1 beating again")
+        wait_for(lambda: status(run_dir)["silent_ranks"] == [], 60, "rank 1 beating again")
 
-        stop = runctl(["stop", run_dir], tmp_path)  # the control folder: rank 0 reads it, every rank stops
+        stop = run_cli(["stop", run_dir], tmp_path)  # the control folder: rank 0 reads it, every rank stops
         assert stop.returncode == 0, stop.stderr
         for launcher in launchers:
             out, err = launcher.communicate(timeout=120)
             assert launcher.returncode == 0, err
     finally:
         for launcher in launchers:
-            _end(launcher)
+            end_process(launcher)
     st = status(run_dir)
     assert st["state"] == "stopped" and 3 <= st["step"] < 400
     assert [e["world_size"] for e in events(run_dir, "started")] == [2]
@@ -118,22 +89,17 @@ def test_two_launchers_train_one_run_as_two_nodes_a_silent_rank_is_named_and_one
 
 
 def test_a_signal_to_one_nodes_runctl_interrupts_every_rank_and_the_other_node_does_not_hang(tmp_path: Path) -> None:
-    rdzv = f"127.0.0.1:{_free_port()}"
-    sets = [a for s in SETS for a in ("--set", s)]
-    env = subprocess_env({"TRAINING_FAULTS_STEP_SLEEP": "0.1"})
-    launchers = [start_runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "two", *sets,
-                               "--nnodes", "2", "--node-rank", str(node), "--rdzv", rdzv], tmp_path, env=env)
-                 for node in (0, 1)]
+    launchers = start_two_nodes(tmp_path)
     run_dir = tmp_path / "two"
     try:
-        wait_until(lambda: len(read_jsonl(run_dir / "metrics.jsonl")) >= 3, 180, "three steps on two nodes")
+        wait_for(lambda: len(read_jsonl(run_dir / "metrics.jsonl")) >= 3, 180, "three steps on two nodes")
         launchers[1].send_signal(signal.SIGTERM)  # Ctrl-C, an SSH drop or SLURM's SIGTERM on one node
         # The other node's torchrun agent would wait 300 s in torch's exit barrier for the
         # signalled one; its runctl ends that wait once the run has ended.
         results = [launcher.communicate(timeout=120) for launcher in launchers]
     finally:
         for launcher in launchers:
-            _end(launcher)
+            end_process(launcher)
     assert launchers[1].returncode == 128 + signal.SIGTERM, results[1][1]
     assert launchers[0].returncode == 1 and "the run ended interrupted at step" in results[0][1], results[0][1]
     st = status(run_dir)
@@ -151,7 +117,7 @@ def test_a_signal_to_one_nodes_runctl_interrupts_every_rank_and_the_other_node_d
 ])
 def test_bad_launch_flags_are_one_line_and_exit_2_with_nothing_created(
         tmp_path: Path, flags: list[str], message: str) -> None:
-    result = runctl(["train", "digits_mlp", "--root", tmp_path / "root", *flags], tmp_path)
+    result = run_cli(["train", "digits_mlp", "--root", tmp_path / "root", *flags], tmp_path)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "root").exists()

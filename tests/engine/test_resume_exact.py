@@ -5,28 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from runctl.engine import api
 from runctl.engine.control import Control
-from training_helpers import (
-    FAMILIES,
-    assert_bit_identical,
-    events,
-    final_checkpoint,
-    manifest_files,
-    one_torch_thread,
-    overrides,
-    read_jsonl,
-    runctl_here,
-    start_runctl,
-    status,
-    subprocess_env,
-    wait_until,
-)
+from support.checkpoints import assert_bit_identical, final_checkpoint
+from support.cli import cli_env, runctl_here, start_runctl
+from support.configs import FAMILIES, overrides
+from support.run_files import events, manifest_files, read_jsonl, status
+from support.torch_threads import single_torch_thread
+from support.waiting import wait_for
 
 VARIANTS = {
     **{family: (family, []) for family in FAMILIES},
@@ -37,10 +26,7 @@ VARIANTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
@@ -49,7 +35,7 @@ def references(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Uninterrupted runs (0 -> 30 in one go, in this process) to compare the others against."""
     root = tmp_path_factory.mktemp("references")
     runs = {}
-    with one_torch_thread():
+    with single_torch_thread():
         for variant, (family, extra) in VARIANTS.items():
             runs[variant] = api.new_run(family, root, name=variant, overrides=overrides(family, *extra))
             assert api.train(runs[variant]).state == "finished"
@@ -87,11 +73,13 @@ def test_kill9_mid_run_then_resume_is_bit_identical_for_every_family(
     lands mid-run, often mid-write), then `runctl resume` (in this process, like the references):
     all families run side by side, and exactness holds across processes."""
     common = ["--root", tmp_path, "--set", "checkpoint.every=5"]
-    slow = subprocess_env({"RUNCTL_TEST_SLOW_WRITE": "0.15"})
+    slow = cli_env({"RUNCTL_TEST_SLOW_WRITE": "0.15"})
     killed = {f: start_runctl(["train", f, "--name", f"{f}-kill", *common, *_sets(f)], tmp_path, env=slow)
               for f in FAMILIES}
     pending = dict(killed)
-    while pending:  # kill each run as soon as its first checkpoint is listed, all polled together
+
+    def kill_those_with_a_checkpoint() -> bool:
+        """Kill each run as soon as its first checkpoint is listed, all polled together."""
         for family, proc in list(pending.items()):
             run_dir = tmp_path / f"{family}-kill"
             if manifest_files(run_dir):
@@ -100,7 +88,9 @@ def test_kill9_mid_run_then_resume_is_bit_identical_for_every_family(
                 del pending[family]
             else:
                 assert proc.poll() is None, f"{family}: exited before its first checkpoint: {proc.stderr.read()}"
-        time.sleep(0.005)
+        return not pending
+
+    wait_for(kill_those_with_a_checkpoint, 180, "every run's first checkpoint", interval=0.005)
     for family in FAMILIES:
         run_dir = tmp_path / f"{family}-kill"
         assert status(run_dir)["state"] == "running"  # as a kill -9 leaves it
@@ -117,15 +107,14 @@ def test_kill9_mid_run_then_resume_is_bit_identical_for_every_family(
 def test_killed_before_first_checkpoint_starts_again_from_step_zero(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    sets = ["--set", "task=training_faults:factory", "--set", "model={}", "--set", "checkpoint.every=1000",
+    sets = ["--set", "task=support.tasks:factory", "--set", "model={}", "--set", "checkpoint.every=1000",
             "--set", "max_steps=30", "--set", "log.every=1", "--set", "data.batch_size=16"]
     reference = api.new_run("digits_mlp", tmp_path, name="ref", overrides=sets[1::2])
     assert api.train(reference).state == "finished"
-    slow = subprocess_env({"TRAINING_FAULTS_STEP_SLEEP": "0.05"})
+    slow = cli_env({"TEST_TASK_STEP_SLEEP": "0.05"})
     proc = start_runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "early", *sets], tmp_path, env=slow)
     run_dir = tmp_path / "early"
-    wait_until(lambda: len(read_jsonl(run_dir / "metrics.jsonl")) >= 3, timeout=90, what="three metrics lines")
+    wait_for(lambda: len(read_jsonl(run_dir / "metrics.jsonl")) >= 3, timeout=90, what="three metrics lines")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not manifest_files(run_dir)

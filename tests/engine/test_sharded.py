@@ -9,7 +9,6 @@ import hashlib
 import json
 import pickle
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,34 +16,17 @@ import pytest
 import torch
 from runctl.engine import api
 from runctl.runs.checkpoints import list_checkpoints, newest_valid
-from training_helpers import (
-    events,
-    final_checkpoint,
-    manifest_files,
-    one_torch_thread,
-    read_jsonl,
-    runctl,
-    runctl_here,
-    start_runctl,
-    status,
-    subprocess_env,
-    wait_until,
-)
+from support.checkpoints import final_checkpoint
+from support.cli import cli_env, run_cli, runctl_here, start_runctl
+from support.configs import set_args, task_sets
+from support.run_files import events, manifest_files, read_jsonl, status
+from support.waiting import wait_for
 
-SETS = ["task=training_faults:factory", "model={}", "max_steps=20", "checkpoint.every=5", "log.every=1",
-        "eval.every=100", "eval.batches=2", "data.batch_size=16", "schedule.warmup_steps=5", "device=cpu"]
+SETS = task_sets(max_steps=20, checkpoint_every=5)
 FSDP = [*SETS, "parallel.strategy=fsdp"]
-HERE = Path(__file__).parent
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with one_torch_thread():
-        yield
-
-
-def _sets(values: list[str]) -> list[str]:
-    return [a for s in values for a in ("--set", s)]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _step_tensors(folder: Path, tmp_path: Path) -> dict[str, Any]:
@@ -62,16 +44,16 @@ def _sha256(path: Path) -> str:
 
 def test_fsdp_two_ranks_save_async_step_folders_resume_on_one_and_four_and_exactly_on_two(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    env = subprocess_env({"TRAINING_FAULTS_STEP_SLEEP": "0.05"})
+    env = cli_env({"TEST_TASK_STEP_SLEEP": "0.05"})
     # Stopped mid-run and resumed on two ranks, while the uninterrupted reference trains beside it.
     stopped = start_runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "stopped", "--nproc", "2",
-                            *_sets(FSDP)], tmp_path, env=env)
-    straight = runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "f", "--nproc", "2", *_sets(FSDP)],
+                            *set_args(FSDP)], tmp_path, env=env)
+    straight = run_cli(["train", "digits_mlp", "--root", tmp_path, "--name", "f", "--nproc", "2", *set_args(FSDP)],
                       tmp_path, timeout=400)
     assert straight.returncode == 0, straight.stderr
-    wait_until(lambda: status(tmp_path / "stopped").get("state") == "finished" or
+    wait_for(lambda: status(tmp_path / "stopped").get("state") == "finished" or
                len(read_jsonl(tmp_path / "stopped" / "metrics.jsonl")) >= 7, 300, "seven steps")
-    runctl(["stop", tmp_path / "stopped"], tmp_path)
+    run_cli(["stop", tmp_path / "stopped"], tmp_path)
     _, err = stopped.communicate(timeout=300)
     assert stopped.returncode == 0, err
 
@@ -87,7 +69,7 @@ def test_fsdp_two_ranks_save_async_step_folders_resume_on_one_and_four_and_exact
     assert entry["bytes"] == sum(f["bytes"] for f in entry["files"].values())
     assert [e["file"] for e in events(run, "checkpoint")] == [f"step_{s:08d}" for s in (5, 10, 15, 20)]
     assert not [p for p in (run / "checkpoints").iterdir() if ".tmp." in p.name]
-    verify = runctl(["verify", run, "--deep", "--json"], tmp_path)
+    verify = run_cli(["verify", run, "--deep", "--json"], tmp_path)
     assert verify.returncode == 0, verify.stderr
     assert {c["status"] for c in json.loads(verify.stdout)["checkpoints"]} == {"ok"}
 
@@ -95,7 +77,7 @@ def test_fsdp_two_ranks_save_async_step_folders_resume_on_one_and_four_and_exact
     st = status(tmp_path / "stopped")
     if st["state"] == "stopped":
         assert 7 <= st["step"] < 20
-        resumed = runctl(["resume", tmp_path / "stopped", "--nproc", "2"], tmp_path, timeout=400)
+        resumed = run_cli(["resume", tmp_path / "stopped", "--nproc", "2"], tmp_path, timeout=400)
         assert resumed.returncode == 0, resumed.stderr
     exact = _step_tensors(tmp_path / "stopped" / "checkpoints" / "step_00000020", tmp_path)
     straight_20 = _step_tensors(folder, tmp_path)
@@ -106,10 +88,9 @@ def test_fsdp_two_ranks_save_async_step_folders_resume_on_one_and_four_and_exact
             assert torch.equal(exact["optimizer"]["state"][name][moment], value), (name, moment)
 
     # 2 -> 1 (in this process), then 1 -> 4 ranks: DCP reshards.
-    monkeypatch.syspath_prepend(str(HERE))
     assert runctl_here(["extend", run, "--steps", "10"]) == 0
     assert sorted(manifest_files(run)["step_00000030"]["files"]) == [".metadata", "__0_0.distcp", "runctl.pt"]
-    four = runctl(["extend", run, "--steps", "10", "--nproc", "4"], tmp_path, timeout=400)
+    four = run_cli(["extend", run, "--steps", "10", "--nproc", "4"], tmp_path, timeout=400)
     assert four.returncode == 0, four.stderr
     assert sorted(manifest_files(run)["step_00000040"]["files"]) == [
         ".metadata", "__0_0.distcp", "__1_0.distcp", "__2_0.distcp", "__3_0.distcp", "runctl.pt"]
@@ -130,7 +111,6 @@ def test_fsdp_two_ranks_save_async_step_folders_resume_on_one_and_four_and_exact
 
 
 def _one_process_fsdp_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str = "one") -> Path:
-    monkeypatch.syspath_prepend(str(HERE))
     run = api.new_run("digits_mlp", tmp_path, name=name, overrides=[*FSDP, "max_steps=10"])
     assert api.train(run).state == "finished"
     return run
@@ -160,12 +140,12 @@ def test_step_folder_damage_is_found_at_the_right_level_and_metadata_is_never_un
             return (Path.touch, (marker,))
 
     (ckpt / "step_00000005" / ".metadata").write_bytes(pickle.dumps(Evil()))
-    verify = runctl(["verify", run, "--deep", "--json"], tmp_path)
+    verify = run_cli(["verify", run, "--deep", "--json"], tmp_path)
     assert verify.returncode == 1
     reasons = {c["name"]: c["reason"] for c in json.loads(verify.stdout)["checkpoints"]}
     assert reasons["step_00000005"].startswith(("truncated: .metadata", "size mismatch: .metadata",
                                                 "sha256 mismatch: .metadata"))
-    refused = runctl(["resume", run, "--from", "step_00000005"], tmp_path)
+    refused = run_cli(["resume", run, "--from", "step_00000005"], tmp_path)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "refusing to load" in refused.stderr
     assert not marker.exists()
 
@@ -185,16 +165,16 @@ def test_step_folders_export_import_list_and_branch_to_ddp(tmp_path: Path, monke
     (run / "checkpoints" / "step_00000012.tmp.999999" / "__0_0.distcp").write_bytes(b"x")
     listed = {i.name: i.status for i in list_checkpoints(run, level="quick")}
     assert listed == {"step_00000005": "ok", "step_00000010": "ok", "step_00000012.tmp.999999": "partial"}
-    ls = json.loads(runctl(["ls", tmp_path, "--json"], tmp_path).stdout)
+    ls = json.loads(run_cli(["ls", tmp_path, "--json"], tmp_path).stdout)
     (summary,) = [r for r in ls["runs"] if r["name"] == "one"] if isinstance(ls, dict) else \
         [r for r in ls if r["name"] == "one"]
     assert summary["checkpoints"] == 2
     assert summary["checkpoint_bytes"] == sum(e["bytes"] for e in manifest_files(run).values())
 
     archive = tmp_path / "one.zip"
-    assert runctl(["export", run, "--out", archive], tmp_path).returncode == 0
+    assert run_cli(["export", run, "--out", archive], tmp_path).returncode == 0
     imported_root = tmp_path / "elsewhere"
-    imported = runctl(["import", archive, "--root", imported_root], tmp_path)
+    imported = run_cli(["import", archive, "--root", imported_root], tmp_path)
     assert imported.returncode == 0, imported.stderr
     copy = imported_root / "one"
     assert {i.name: i.status for i in list_checkpoints(copy, level="full")} == \

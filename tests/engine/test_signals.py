@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,38 +13,26 @@ from runctl.engine import api
 from runctl.engine.control import Control
 from runctl.engine.signals import stop_on_signals
 from runctl.runs.integrity import verify_file
-from training_helpers import (
-    assert_bit_identical,
-    events,
-    final_checkpoint,
-    manifest_files,
-    one_torch_thread,
-    read_jsonl,
-    runctl_here,
-    start_runctl,
-    status,
-    subprocess_env,
-    wait_until,
-)
+from support.checkpoints import assert_bit_identical, final_checkpoint
+from support.cli import cli_env, runctl_here, start_runctl
+from support.configs import set_args
+from support.run_files import events, manifest_files, read_jsonl, status, temp_files
+from support.waiting import wait_for
 
-SETS = ["task=training_faults:factory", "model={}", "max_steps=200", "checkpoint.every=20", "log.every=1",
+SETS = ["task=support.tasks:factory", "model={}", "max_steps=200", "checkpoint.every=20", "log.every=1",
         "eval.every=50", "eval.batches=2", "data.batch_size=16", "schedule.warmup_steps=5"]
-SLOW_STEPS = {"TRAINING_FAULTS_STEP_SLEEP": "0.02"}
+SLOW_STEPS = {"TEST_TASK_STEP_SLEEP": "0.02"}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _start(root: Path, name: str, env_extra: dict[str, str], stderr_file: Path | None = None):
-    args = ["train", "digits_mlp", "--root", root, "--name", name, *[a for s in SETS for a in ("--set", s)]]
-    return start_runctl(args, root, env=subprocess_env(env_extra), stderr_file=stderr_file)
+    args = ["train", "digits_mlp", "--root", root, "--name", name, *set_args(SETS)]
+    return start_runctl(args, root, env=cli_env(env_extra), stderr_file=stderr_file)
 
 
 def test_each_signal_checkpoints_and_exits_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
     reference = api.new_run("digits_mlp", tmp_path, name="reference", overrides=SETS)
     signals = {"term": signal.SIGTERM, "int": signal.SIGINT, "hup": signal.SIGHUP}
     procs = {name: _start(tmp_path, name, SLOW_STEPS) for name in signals}
@@ -60,7 +46,7 @@ def test_each_signal_checkpoints_and_exits_interrupted(tmp_path: Path, monkeypat
                 del pending[name]
         return not pending
 
-    wait_until(signal_the_ready_ones, 90, "every run to train 25 steps")
+    wait_for(signal_the_ready_ones, 90, "every run to train 25 steps")
     for name, signum in signals.items():
         run_dir = tmp_path / name
         out, err = procs[name].communicate(timeout=60)
@@ -77,17 +63,16 @@ def test_each_signal_checkpoints_and_exits_interrupted(tmp_path: Path, monkeypat
 
 def test_second_signal_exits_at_once_without_corrupting_anything(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
     stderr = tmp_path / "twice.err"
     proc = _start(tmp_path, "twice", {**SLOW_STEPS, "RUNCTL_TEST_SLOW_WRITE": "1.0"}, stderr_file=stderr)
     run_dir = tmp_path / "twice"
-    wait_until(lambda: manifest_files(run_dir), 90, "the first checkpoint")
+    wait_for(lambda: manifest_files(run_dir), 90, "the first checkpoint")
     proc.send_signal(signal.SIGTERM)
     # Two pending signals of one kind merge into one: send the second once the first was handled.
     # The engine then spends >= 2 s on checkpoint writes (the interrupt one, or the periodic one in
     # flight), so the second signal lands while a write is under way.
-    wait_until(lambda: "finishing this step" in stderr.read_text(), 60, "the first signal to be handled")
-    time.sleep(0.3)
+    wait_for(lambda: "finishing this step" in stderr.read_text(), 60, "the first signal to be handled")
+    wait_for(lambda: temp_files(run_dir), 60, "a checkpoint write under way")
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
@@ -115,6 +100,6 @@ def test_handlers_are_restored_after_training() -> None:
     with stop_on_signals(control) as installed:
         assert installed
         os.kill(os.getpid(), signal.SIGHUP)
-        wait_until(lambda: control.stop_requested, 5, "the handler to run")
+        wait_for(lambda: control.stop_requested, 5, "the handler to run")
     assert control.take().signal == "SIGHUP"
     assert {sig: signal.getsignal(sig) for sig in before} == before

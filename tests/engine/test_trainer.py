@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,25 +16,14 @@ from runctl.engine.runtime import make_runtime
 from runctl.engine.schedule import Schedule
 from runctl.runs.errors import RunctlError
 from runctl.runs.lock import RunLock
-from training_helpers import (
-    assert_bit_identical,
-    events,
-    final_checkpoint,
-    load,
-    manifest_files,
-    one_torch_thread,
-    overrides,
-    read_jsonl,
-    status,
-)
+from support.checkpoints import assert_bit_identical, final_checkpoint, load_state
+from support.configs import overrides
+from support.run_files import events, manifest_files, read_jsonl, status
 
-FAULT_TASK = "training_faults:factory"
+FAULT_TASK = "support.tasks:factory"
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
@@ -91,7 +79,7 @@ def test_best_checkpoint_tracks_the_eval_metric(tmp_path: Path) -> None:
     recorded = json.loads(manifest)["best"]
     assert recorded["step"] == best["step"] and recorded["value"] == best["val/loss"]
     assert (run_dir / "checkpoints" / recorded["file"]).is_file()
-    assert load(run_dir / "checkpoints" / recorded["file"])["best"]["value"] == best["val/loss"]
+    assert load_state(run_dir / "checkpoints" / recorded["file"])["best"]["value"] == best["val/loss"]
 
 
 def test_grad_accum_draws_accum_batches_per_step_and_ema_is_saved(tmp_path: Path) -> None:
@@ -119,7 +107,7 @@ def test_staged_async_checkpoints_hold_exactly_their_steps_state(tmp_path: Path,
         copy(self)
 
     monkeypatch.setattr(PendingCopies, "run", slow_copy)
-    common = ["task=training_faults:factory", "model.batchnorm=true", "max_steps=8", "checkpoint.every=1",
+    common = ["task=support.tasks:factory", "model.batchnorm=true", "max_steps=8", "checkpoint.every=1",
               "checkpoint.keep_last=100", "ema.enabled=true", "ema.decay=0.9", "eval.every=100"]
     runs = {}
     for mode in ("true", "false"):
@@ -135,7 +123,7 @@ def test_staged_async_checkpoints_hold_exactly_their_steps_state(tmp_path: Path,
 def test_curriculum_stage_applies_at_its_step_and_is_saved(tmp_path: Path) -> None:
     run_dir, _ = _run(tmp_path, "max_steps=20", "checkpoint.every=10",
                       "curriculum=[{at_step: 12, set: {optim.weight_decay: 0.5, loss.aux_weight: 0.1}}]")
-    at_10 = load(run_dir / "checkpoints" / "step_00000010.pt")
+    at_10 = load_state(run_dir / "checkpoints" / "step_00000010.pt")
     at_20 = final_checkpoint(run_dir, 20)
     assert at_10["curriculum_stage"] == 0 and at_20["curriculum_stage"] == 1
     assert at_10["optimizer"]["param_groups"][0]["weight_decay"] == pytest.approx(0.01)
@@ -161,7 +149,6 @@ def test_fp16_needs_cuda_and_the_scaler_is_off_on_cpu() -> None:
 
 
 def _fault_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra: str, name: str = "f") -> Path:
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
     return api.new_run("digits_mlp", tmp_path, name=name, overrides=[
         f"task={FAULT_TASK}", "model={}", *[o for o in overrides("digits_mlp") if not o.startswith("model.")],
         *extra])

@@ -13,24 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.checkpoints import all_finite, load_state
+from support.cli import run_cli
+from support.configs import TINY_MLP
+from support.filesystems import diff_snapshots, tree_snapshot
+from support.run_files import events, find_run_dir, manifest, read_jsonl, status, strict_json
 
-from .helpers import (
-    TINY_MLP,
-    all_finite,
-    base_env,
-    diff_snapshots,
-    events,
-    find_run_dir,
-    load_state,
-    manifest,
-    read_jsonl,
-    run_cli,
-    status,
-    strict_json,
-    tree_snapshot,
-)
-
-FAULTS_DIR = Path(__file__).resolve().parent
 SMALL = "task: digits_mlp\nmax_steps: 4\nmodel: {hidden: 16, depth: 1}\n"
 
 # id -> (config file text, substrings of which at least one must appear in the error line)
@@ -69,7 +57,7 @@ BAD_CONFIGS: dict[str, tuple[str | bytes, tuple[str, ...]]] = {
     "curriculum_changes_the_model": (SMALL + "curriculum: [{at_step: 2, set: {model.hidden: 32}}]\n",
                                      ("curriculum[0]",)),
     "custom_task_module_missing": ('task: "no_such_module_xyz:factory"\nmax_steps: 4\n', ("no_such_module_xyz",)),
-    "custom_task_factory_missing": ('task: "fault_task:no_such_factory"\nmax_steps: 4\n', ("no_such_factory",)),
+    "custom_task_factory_missing": ('task: "support.tasks:no_such_factory"\nmax_steps: 4\n', ("no_such_factory",)),
 }
 
 
@@ -108,8 +96,7 @@ def test_bad_config_is_refused(existing: dict[str, Any], case: str) -> None:
         config.write_text(text)
     root = existing["root"]
     before = tree_snapshot(root)
-    done = run_cli(["train", config, "--root", root], cwd=existing["tmp"],
-                   env=base_env({"PYTHONPATH": str(FAULTS_DIR)}))
+    done = run_cli(["train", config, "--root", root], cwd=existing["tmp"])
     assert_refused(done, culprits, diff_snapshots(before, tree_snapshot(root)))
 
 
@@ -120,8 +107,7 @@ def test_bad_config_creates_no_root(existing: dict[str, Any], case: str) -> None
     config.parent.mkdir(exist_ok=True)
     config.write_text(str(text))
     fresh_root = existing["tmp"] / f"never-{case}"
-    done = run_cli(["train", config, "--root", fresh_root], cwd=existing["tmp"],
-                   env=base_env({"PYTHONPATH": str(FAULTS_DIR)}))
+    done = run_cli(["train", config, "--root", fresh_root], cwd=existing["tmp"])
     assert_refused(done, culprits, [])
     assert not fresh_root.exists(), f"a refused config created {fresh_root}"
 
@@ -269,7 +255,7 @@ POISON_STEP = 7  # the curriculum poisons the loss once 7 steps are complete: th
 def poisoned_config(tmp: Path, poison: int, action: str) -> Path:
     config = tmp / f"poison-{poison}-{action}.yaml"
     config.write_text(
-        'task: "fault_task:factory"\n'
+        'task: "support.tasks:factory"\n'
         "max_steps: 12\n"
         "model: {hidden: 16}\n"
         "data: {batch_size: 32}\n"
@@ -286,8 +272,7 @@ def poisoned_config(tmp: Path, poison: int, action: str) -> Path:
 @pytest.mark.parametrize("poison", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["nan", "inf"])
 def test_nonfinite_loss_stops_with_last_finite_checkpoint(tmp_path: Path, poison: int) -> None:
     config = poisoned_config(tmp_path, poison, "stop")
-    done = run_cli(["train", config, "--root", tmp_path / "runs"], cwd=tmp_path,
-                   env=base_env({"PYTHONPATH": str(FAULTS_DIR)}), timeout=180)
+    done = run_cli(["train", config, "--root", tmp_path / "runs"], cwd=tmp_path, timeout=180)
     run = find_run_dir(tmp_path / "runs")
     assert run is not None
     assert done.returncode == 1, f"a run stopped by a non-finite loss is a failed run: {done.returncode} {done.stderr}"
@@ -305,8 +290,7 @@ def test_nonfinite_loss_stops_with_last_finite_checkpoint(tmp_path: Path, poison
 
 def test_nonfinite_loss_warns_and_goes_on(tmp_path: Path) -> None:
     config = poisoned_config(tmp_path, 1, "warn")
-    done = run_cli(["train", config, "--root", tmp_path / "runs"], cwd=tmp_path,
-                   env=base_env({"PYTHONPATH": str(FAULTS_DIR)}), timeout=180)
+    done = run_cli(["train", config, "--root", tmp_path / "runs"], cwd=tmp_path, timeout=180)
     run = find_run_dir(tmp_path / "runs")
     assert run is not None and done.returncode == 0, done.stderr
     assert events(run, "nan"), "nan.action: warn still reports the non-finite loss as an event"

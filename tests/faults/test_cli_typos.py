@@ -14,24 +14,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from .helpers import RUNCTL, base_env, run_cli, wait_for
-
-
-def refused(done, *needles: str) -> str:
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2, f"exit {done.returncode}: {done.stderr!r} {done.stdout[:300]!r}"
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
+from support.cli import RUNCTL, cli_env, one_line_refusal, run_cli
+from support.waiting import wait_for
 
 
 @pytest.mark.parametrize(("typo", "command"), [("sumary", "summary"), ("verfy", "verify"), ("trian", "train"),
                                                ("resum", "resume"), ("exprot", "export")])
 def test_a_mistyped_command_is_an_error_with_a_suggestion(tmp_path: Path, typo: str, command: str) -> None:
     done = run_cli([typo], cwd=tmp_path)
-    refused(done, typo, f"did you mean `runctl {command}`")
+    one_line_refusal(done, typo, f"did you mean `runctl {command}`")
     assert list(tmp_path.iterdir()) == [], "a mistyped command created a folder"
 
 
@@ -40,16 +31,16 @@ def test_an_unknown_command_with_help_does_not_print_the_ui_usage(tmp_path: Path
     if done.returncode == 0:  # `serve` exists: its own usage, not the UI's
         assert done.stdout.startswith("usage: runctl serve"), done.stdout
         return
-    refused(done, "serve", "no such command or folder")
+    one_line_refusal(done, "serve", "no such command or folder")
     assert "usage" not in done.stdout + done.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 def test_an_explicit_root_that_does_not_exist_is_not_created(tmp_path: Path) -> None:
     done = run_cli(["experiments-2026"], cwd=tmp_path)
-    refused(done, "experiments-2026", "mkdir")
+    one_line_refusal(done, "experiments-2026", "mkdir")
     done = run_cli([tmp_path / "deep" / "folder"], cwd=tmp_path)
-    refused(done, "folder")
+    one_line_refusal(done, "folder")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -60,12 +51,12 @@ def test_a_python_package_is_refused_as_root(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("task: digits_mlp\nmax_steps: 2\n")
     for args in ([package], ["train", config, "--root", package], ["import", tmp_path / "x.zip", "--root", package]):
-        refused(run_cli(args, cwd=tmp_path), "mypkg", "__init__.py")
+        one_line_refusal(run_cli(args, cwd=tmp_path), "mypkg", "__init__.py")
     assert sorted(p.name for p in package.iterdir()) == ["__init__.py"]
     # the default root is refused too when ./runs is a package (a source tree named runs/)
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "__init__.py").write_text("")
-    refused(run_cli([], cwd=tmp_path), "runs", "__init__.py")
+    one_line_refusal(run_cli([], cwd=tmp_path), "runs", "__init__.py")
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["__init__.py"]
 
 
@@ -90,7 +81,7 @@ def test_the_default_root_is_still_created(tmp_path: Path) -> None:
     master, slave = pty.openpty()
     proc = subprocess.Popen([*RUNCTL], cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave,
                             start_new_session=True, close_fds=True,
-                            env=base_env({"TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30",
+                            env=cli_env({"TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30",
                                           "RUNCTL_KEYS": str(tmp_path / "no-keys.yaml")}))
     os.close(slave)
     screen = bytearray()

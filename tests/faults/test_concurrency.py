@@ -18,29 +18,23 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-from .helpers import (
-    Engine,
-    base_env,
+from support.cli import Engine, cli_env, run_cli, start_cli, wait_run_dir
+from support.run_files import (
     checkpoint_files,
     events,
     manifest,
     records_by_name,
-    run_cli,
-    start_cli,
     status,
     strict_json,
     temp_files,
-    wait_for,
-    wait_run_dir,
 )
-
-FAULTS_DIR = Path(__file__).resolve().parent
+from support.waiting import wait_for
 
 
 def sleepy_config(tmp: Path, max_steps: int, every: int, step_sleep: float) -> Path:
     config = tmp / "sleepy.yaml"
     config.write_text(
-        'task: "fault_task:factory"\n'
+        'task: "support.tasks:factory"\n'
         f"max_steps: {max_steps}\n"
         f"model: {{hidden: 16, step_sleep: {step_sleep}}}\n"
         "data: {batch_size: 32}\n"
@@ -51,7 +45,7 @@ def sleepy_config(tmp: Path, max_steps: int, every: int, step_sleep: float) -> P
 
 
 def start(tmp: Path, config: Path, extra_env: dict[str, str] | None = None) -> Engine:
-    env = base_env({"PYTHONPATH": str(FAULTS_DIR), **(extra_env or {})})
+    env = cli_env(extra_env)
     return start_cli(["train", config, "--root", tmp / "runs"], cwd=tmp, log_dir=tmp / "logs", env=env)
 
 
@@ -64,7 +58,7 @@ def test_second_engine_on_a_run_is_refused(tmp_path: Path) -> None:
         wait_for(lambda: manifest(run_dir)["files"], timeout=120, what="a first checkpoint", alive=first)
         # (`extend` and `stop` on a running run are commands to its engine, not a second engine.)
         for args in (["resume", run_dir], ["resume", run_dir, "--from", "latest"]):
-            second = run_cli(args, cwd=tmp_path, env=base_env({"PYTHONPATH": str(FAULTS_DIR)}))
+            second = run_cli(args, cwd=tmp_path)
             lines = second.stderr.strip().splitlines()
             assert second.returncode == 2, f"{args[0]}: exit {second.returncode}: {second.stderr}"
             assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
@@ -94,7 +88,7 @@ def test_lock_left_by_kill9_never_blocks(tmp_path: Path) -> None:
     assert (run_dir / "lock").exists() and status(run_dir).get("state") == "running"  # as the engine left it
     listing = strict_json(run_cli(["ls", tmp_path / "runs", "--json"], cwd=tmp_path).stdout)
     assert [r["state"] for r in listing["runs"]] == ["interrupted"], listing
-    done = run_cli(["resume", run_dir], cwd=tmp_path, env=base_env({"PYTHONPATH": str(FAULTS_DIR)}), timeout=180)
+    done = run_cli(["resume", run_dir], cwd=tmp_path, timeout=180)
     assert done.returncode == 0, done.stderr
     assert status(run_dir).get("state") == "finished"
 

@@ -20,19 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from .helpers import (
-    TINY_MLP,
-    events,
-    find_run_dir,
-    load_state,
-    records_by_name,
-    run_cli,
-    start_cli,
-    state_differences,
-    status,
-    verify_json,
-)
+from support.checkpoints import load_state, state_differences
+from support.cli import run_cli, start_cli, verify_json
+from support.configs import TINY_MLP
+from support.run_files import events, find_run_dir, records_by_name, status
 
 MAX_STEPS = 15
 INTACT_STEPS = (1, 2, 3, 4)

@@ -16,23 +16,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from .helpers import (
-    TINY_MLP,
-    base_env,
+from support.cli import cli_env, run_cli, start_cli, verify_json
+from support.configs import TINY_MLP
+from support.filesystems import tmpfs
+from support.run_files import (
     events,
     find_run_dir,
     manifest,
     metrics_step,
     records_by_name,
-    run_cli,
-    start_cli,
     status,
     temp_files,
-    tmpfs,
-    verify_json,
-    wait_for,
 )
+from support.waiting import wait_for
 
 PAGE = 4096
 
@@ -115,10 +111,10 @@ def test_disk_filling_up_while_training_loses_log_lines_not_the_run(tmp_path: Pa
     one warning, and once there is room again the lines are whole again and the run finishes."""
     root = small_disk / "runs"
     config = tmp_path / "slow.yaml"
-    config.write_text('task: "fault_task:factory"\nmax_steps: 300\nmodel: {hidden: 16, step_sleep: 0.02}\n'
+    config.write_text('task: "support.tasks:factory"\nmax_steps: 300\nmodel: {hidden: 16, step_sleep: 0.02}\n'
                       "data: {batch_size: 32}\nlog: {every: 1}\neval: {every: 1000, batches: 1}\n"
                       "checkpoint: {every: 1000, keep_last: 3}\n")
-    env = base_env({"PYTHONPATH": str(Path(__file__).resolve().parent)})
+    env = cli_env()
     engine = start_cli(["train", config, "--root", root, "--name", "filling"], cwd=tmp_path,
                        log_dir=tmp_path / "logs", env=env)
     try:

@@ -1,6 +1,6 @@
 """An SSH drop while `runctl train | resume | extend | branch` runs in a terminal.
 
-Each command runs in a real pseudo-terminal (tests/faults/terminal.py) that closes while it
+Each command runs in a real pseudo-terminal (tests/support/terminal.py) that closes while it
 trains: SIGHUP to the session leader, and EIO for every later write to the terminal, by runctl,
 torchrun's agent or any rank. Each time the run ends `interrupted` (never `crashed`) with an
 interrupt checkpoint at the step it reached, the whole process tree is gone within a bounded time,
@@ -16,20 +16,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support.cli import run_cli, start_cli, verify_json
+from support.run_files import events, manifest, metrics_step, records_by_name, status, temp_files
+from support.terminal import Terminal, describe, wait_all_gone
+from support.waiting import wait_for
 
-from .helpers import (
-    events,
-    manifest,
-    metrics_step,
-    records_by_name,
-    run_cli,
-    start_cli,
-    status,
-    temp_files,
-    verify_json,
-    wait_for,
-)
-from .terminal import Terminal, describe, wait_all_gone
 from .test_signals import CKPT_EVERY, MAX_STEPS, check_resume_is_exact, env, write_config
 
 # From the hang-up to the last process gone: the step, the interrupt checkpoint, teardown (and

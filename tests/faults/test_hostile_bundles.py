@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from .helpers import TINY_MLP, find_run_dir, run_cli, tmpfs
+from support.cli import run_cli
+from support.configs import TINY_MLP
+from support.filesystems import tmpfs
+from support.run_files import find_run_dir
 
 TIMEOUT = 120.0
 

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from .helpers import run_cli, tree_snapshot
+from support.cli import one_line_refusal, run_cli
+from support.filesystems import tree_snapshot
 
 # Far above the refusal (a Python start-up plus a parse) and far below what the bomb costs unbounded.
 REFUSAL_TIMEOUT = 30
@@ -27,15 +27,6 @@ def billion_laughs(key: str = "max_steps", levels: int = 9) -> str:
         lines.append(f"  &{name} [" + ",".join([f"*{previous}"] * 9) + "],")
         previous = name
     return "\n".join([*lines, "]"]) + "\n"
-
-
-def one_line_refusal(done, *needles: str) -> str:
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2, f"exit {done.returncode}: {done.stderr!r}"
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def test_the_bomb_is_small_and_really_expands() -> None:

@@ -22,30 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from .helpers import (
-    TINY_MLP,
-    Engine,
-    WaitTimeout,
-    base_env,
+from support.checkpoints import load_state, state_differences
+from support.cli import Engine, cli_env, run_cli, start_cli, verify_json, wait_run_dir
+from support.configs import TINY_MLP
+from support.run_files import (
     checkpoint_files,
     events,
     find_run_dir,
-    load_state,
     manifest,
     one_curve,
     records_by_name,
-    run_cli,
-    start_cli,
-    state_differences,
     status,
     strict_json,
     temp_files,
     temp_pid,
-    verify_json,
-    wait_for,
-    wait_run_dir,
 )
+from support.waiting import WaitTimeout, wait_for
 
 EVERY = 3
 SLOW_WRITE_SECONDS = "0.15"
@@ -123,7 +115,7 @@ engine_started_at: dict[int, float] = {}
 
 
 def start_attempt(args: list[str], cwd: Path, logs: Path, slow: bool) -> Engine:
-    env = base_env({"RUNCTL_TEST_SLOW_WRITE": SLOW_WRITE_SECONDS} if slow else None)
+    env = cli_env({"RUNCTL_TEST_SLOW_WRITE": SLOW_WRITE_SECONDS} if slow else None)
     started = time.time()
     engine = start_cli(args, cwd=cwd, log_dir=logs, env=env)
     engine_started_at[engine.pid] = started

@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from .helpers import read_jsonl, run_cli, train_finished_run
+from support.cli import run_cli
+from support.run_files import read_jsonl
+from support.runs import train_finished_run
 
 HOLE = int(1.1 * 2**30)
 NOTE = "metrics.jsonl: 1126 MiB; only its last 1024 MiB are read (older lines are left out)"

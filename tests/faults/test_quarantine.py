@@ -16,8 +16,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from .helpers import TINY_MLP, checkpoint_records, events, run_cli, strict_json, verify_json
+from support.cli import run_cli, verify_json
+from support.configs import TINY_MLP
+from support.run_files import checkpoint_records, events, strict_json
 
 SETTINGS = [*TINY_MLP, "max_steps=6", "checkpoint.every=2", "checkpoint.keep_last=3", "eval.every=100",
             "eval.batches=1"]

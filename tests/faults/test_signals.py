@@ -5,7 +5,7 @@ step, records `interrupted` (status.json and events.jsonl) and exits 128 + signa
 bounded time. Resuming then ends bit-identical to a run that was never interrupted. A second
 signal exits at once (no checkpoint), and every checkpoint already on disk still verifies.
 
-The runs use tests/faults/fault_task.py: a digits MLP whose steps and eval batches sleep a little,
+The runs use the test task (tests/support/tasks.py): a digits MLP whose steps and eval batches sleep a little,
 which opens the windows without touching any RNG, and which marks when evaluation is under way.
 """
 
@@ -15,27 +15,19 @@ import signal
 from pathlib import Path
 
 import pytest
-
-from .helpers import (
-    Engine,
-    base_env,
+from support.checkpoints import load_state, state_differences
+from support.cli import Engine, cli_env, run_cli, start_cli, verify_json, wait_run_dir
+from support.run_files import (
     events,
     find_run_dir,
-    load_state,
     manifest,
     metrics_step,
     records_by_name,
-    run_cli,
-    start_cli,
-    state_differences,
     status,
     temp_files,
-    verify_json,
-    wait_for,
-    wait_run_dir,
 )
+from support.waiting import wait_for
 
-FAULTS_DIR = Path(__file__).resolve().parent
 MAX_STEPS = 60
 EVAL_EVERY = 20
 CKPT_EVERY = 25
@@ -51,7 +43,7 @@ def write_config(tmp: Path, marker_dir: Path | None = None, step_sleep: float = 
     marker = f", marker_dir: '{marker_dir}'" if marker_dir else ""
     config = tmp / "config.yaml"
     config.write_text(
-        'task: "fault_task:factory"\n'
+        'task: "support.tasks:factory"\n'
         f"max_steps: {MAX_STEPS}\n"
         f"model: {{hidden: 16, step_sleep: {step_sleep}, eval_sleep: {eval_sleep}{marker}}}\n"
         "data: {batch_size: 32}\n"
@@ -63,10 +55,7 @@ def write_config(tmp: Path, marker_dir: Path | None = None, step_sleep: float = 
 
 
 def env(slow_write: float | None = None) -> dict[str, str]:
-    extra = {"PYTHONPATH": str(FAULTS_DIR)}
-    if slow_write:
-        extra["RUNCTL_TEST_SLOW_WRITE"] = str(slow_write)
-    return base_env(extra)
+    return cli_env({"RUNCTL_TEST_SLOW_WRITE": str(slow_write)} if slow_write else None)
 
 
 @pytest.fixture(scope="module")

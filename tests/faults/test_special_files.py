@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from .helpers import records_by_name, run_cli, train_finished_run, verify_json
-from .special_files import TIMEOUT, assert_extend_skips, assert_listed, make_socket, run_view_table
+from support.cli import run_cli, verify_json
+from support.run_files import records_by_name
+from support.runs import train_finished_run
+from support.special_files import TIMEOUT, assert_extend_skips, assert_listed, make_socket, run_view_table
 
 NEWEST = "step_00000006.pt"
 

@@ -2,7 +2,7 @@
 
 The user presses Ctrl-S (XOFF) in an SSH terminal and forgets it, or the link stalls and sshd
 stops reading: the terminal stays open, and once its buffer is full every write to it blocks. Each
-test runs `runctl train` in a real pseudo-terminal (tests/faults/terminal.py) in one of those
+test runs `runctl train` in a real pseudo-terminal (tests/support/terminal.py) in one of those
 states; the run must reach its steps and exit, what the terminal did not take must be in the run's
 train.log, and once the terminal takes output again it says how many lines it missed.
 
@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .helpers import find_run_dir, metrics_step, run_cli, status, wait_for
-from .terminal import Terminal
+from support.cli import run_cli
+from support.run_files import find_run_dir, metrics_step, status
+from support.terminal import Terminal
+from support.waiting import wait_for
+
 from .test_signals import env, write_config
 
 QUEUE = "8"

@@ -21,18 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from .helpers import (
-    TINY_MLP,
-    base_env,
-    checkpoint_records,
-    events,
-    run_cli,
-    start_cli,
-    strict_json,
-    verify_json,
-    wait_for,
-)
+from support.cli import cli_env, run_cli, start_cli, verify_json
+from support.configs import TINY_MLP
+from support.run_files import checkpoint_records, events, strict_json
+from support.waiting import wait_for
 
 BASE_SETTINGS = [*TINY_MLP, "max_steps=6", "checkpoint.every=2", "checkpoint.keep_last=3", "eval.every=100",
                  "eval.batches=1", "checkpoint.async=false"]
@@ -82,7 +74,7 @@ def run_copy(trained: Path, tmp_path: Path) -> Path:
 
 def kill_at(point: str, args: list[str | Path], cwd: Path) -> None:
     """Run `runctl ARGS` until the store pauses at `point`, then SIGKILL its process group."""
-    engine = start_cli(args, cwd=cwd, log_dir=cwd / "logs", env=base_env({PAUSE_ENV: point}))
+    engine = start_cli(args, cwd=cwd, log_dir=cwd / "logs", env=cli_env({PAUSE_ENV: point}))
     try:
         wait_for(lambda: f"paused at {point}" in engine.stderr(), timeout=120, what=f"the pause at {point}",
                  alive=engine)
@@ -188,7 +180,7 @@ _DELETE = "import sys; from runctl.runs.store import RunStore; RunStore(sys.argv
 
 
 def test_kill_between_the_manifest_and_the_unlink_of_a_delete(run_copy: Path, tmp_path: Path) -> None:
-    env = base_env({PAUSE_ENV: "delete:manifest-written"})
+    env = cli_env({PAUSE_ENV: "delete:manifest-written"})
     proc = subprocess.Popen([sys.executable, "-c", _DELETE, str(run_copy), step_name(4)], env=env,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -204,7 +196,7 @@ def test_kill_between_the_manifest_and_the_unlink_of_a_delete(run_copy: Path, tm
     assert step_name(4) not in listed(run_copy / "checkpoints")
     assert verify(run_copy, tmp_path)[step_name(4)] == "unverified"
     # Deleting it again finishes the job.
-    done = subprocess.run([sys.executable, "-c", _DELETE, str(run_copy), step_name(4)], env=base_env(),
+    done = subprocess.run([sys.executable, "-c", _DELETE, str(run_copy), step_name(4)],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert pt_files(run_copy / "checkpoints") == [step_name(2), step_name(6)]

@@ -5,9 +5,6 @@ runctl run, and a whole session writes nothing into their folders."""
 from __future__ import annotations
 
 import shutil
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,10 +15,9 @@ from runctl.tui.screens.runs_list import RunsListScreen
 from runctl.tui.widgets.checkpoint_table import CheckpointTable
 from runctl.tui.widgets.loss_plot import LossPlot
 from runctl.tui.widgets.runs_table import RunsTable
-from textual.widgets import DataTable
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tui"))
-from fixtures import FIXED_NOW, fixed_now, write_run  # noqa: E402
+from support.listing import FIXED_NOW, fixed_now, write_run
+from support.ui import columns_refitted, runs_list_loaded
+from support.waiting import pilot_wait_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "foreign"
 SIZE = (130, 32)
@@ -43,24 +39,16 @@ def mixed_root(parent: Path) -> Path:
     return root
 
 
-async def wait_for(pilot, condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
 async def loaded(pilot) -> RunsTable:
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsListScreen) and pilot.app.screen._loaded,
-                   "the runs list")
+    await pilot_wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsListScreen) and pilot.app.screen._loaded,
+                         "the runs list")
     return pilot.app.screen.query_one(RunsTable)
 
 
 async def open_view(pilot, run_dir: Path) -> RunViewScreen:
     pilot.app.open_run(run_dir)
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunViewScreen) and pilot.app.screen.summary is not None,
-                   f"the view of {run_dir}")
+    await pilot_wait_for(pilot, lambda: isinstance(pilot.app.screen, RunViewScreen) and pilot.app.screen.summary is not None,
+                         f"the view of {run_dir}")
     return pilot.app.screen
 
 
@@ -107,13 +95,13 @@ async def test_run_view_opens_each_layout_read_only_and_plots_its_records(tmp_pa
             screen = await open_view(pilot, root / name)
             plot = screen.query_one(LossPlot)
             if LAYOUT_RUNS[name] != "plain":  # the plain folder has no log beside its files
-                await wait_for(pilot, lambda plot=plot: plot.data.train is not None and len(plot.data.train) > 0,
-                               f"the loss of {name}")
+                await pilot_wait_for(pilot, lambda plot=plot: plot.data.train is not None and len(plot.data.train) > 0,
+                                     f"the loss of {name}")
             assert screen.summary.name == name
             assert f"{LAYOUT_RUNS[name]} · read-only" in str(screen.query_one("#run-header").render())
             table = screen.query_one(CheckpointTable)
             if name != "tensorboard/runs/Dec03_18-19-31_vm":
-                await wait_for(pilot, lambda table=table: table.row_count > 0, f"the checkpoints of {name}")
+                await pilot_wait_for(pilot, lambda table=table: table.row_count > 0, f"the checkpoints of {name}")
             for action in ("resume", "resume_from", "extend", "checkpoint_now", "stop", "delete"):
                 assert screen.check_action(action, ()) is None, (name, action)
             await pilot.press("r", "R", "e", "c", "x", "d")
@@ -121,14 +109,14 @@ async def test_run_view_opens_each_layout_read_only_and_plots_its_records(tmp_pa
             assert isinstance(pilot.app.screen, RunViewScreen)  # no dialog opened
             if table.row_count:
                 await pilot.press("v")  # a deep verify reads, never writes
-                await wait_for(pilot, lambda: any("(deep)" in n.message for n in pilot.app._notifications),
-                               f"a deep verify in {name}")
+                await pilot_wait_for(pilot, lambda: any("(deep)" in n.message for n in pilot.app._notifications),
+                                     f"a deep verify in {name}")
                 pilot.app.clear_notifications()
             await pilot.press("escape")
-            await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsListScreen), "the list")
+            await pilot_wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsListScreen), "the list")
         lightning = root / "lightning/lightning_logs/version_0"
         table = (await open_view(pilot, lightning)).query_one(CheckpointTable)
-        await wait_for(pilot, lambda: "checkpoints/last.ckpt" in table.infos, "the Lightning checkpoints")
+        await pilot_wait_for(pilot, lambda: "checkpoints/last.ckpt" in table.infos, "the Lightning checkpoints")
         assert table.infos["checkpoints/last.ckpt"].copy_of == "checkpoints/epoch=1-step=16.ckpt"
         assert "copy of checkpoints/epoch=1-step=16.ckpt" in table.get_cell("checkpoints/last.ckpt", "kind").plain
     assert pilot.app.return_code in (None, 0)
@@ -143,18 +131,18 @@ async def test_a_lightning_run_overlaid_on_a_runctl_run_and_back(tmp_path: Path)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         plot = (await open_view(pilot, root / "mine")).query_one(LossPlot)
-        await wait_for(pilot, lambda: len(plot.data.overlays) == 1 and plot.data.overlays[0].train is not None,
-                       "the Lightning overlay")
+        await pilot_wait_for(pilot, lambda: len(plot.data.overlays) == 1 and plot.data.overlays[0].train is not None,
+                             "the Lightning overlay")
         overlay = plot.data.overlays[0]
         assert overlay.label == "lightning/lightning_logs/version_0"
         assert (len(overlay.train), len(overlay.val)) == (8, 4)
         await pilot.press("escape")
-        await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsListScreen), "the list")
+        await pilot_wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsListScreen), "the list")
         pilot.app.selected_runs.clear()
         pilot.app.selected_runs.add(root / "mine")
         plot = (await open_view(pilot, lightning)).query_one(LossPlot)
-        await wait_for(pilot, lambda: len(plot.data.overlays) == 1 and plot.data.overlays[0].train is not None,
-                       "the runctl overlay")
+        await pilot_wait_for(pilot, lambda: len(plot.data.overlays) == 1 and plot.data.overlays[0].train is not None,
+                             "the runctl overlay")
         assert plot.data.overlays[0].label == "mine" and len(plot.data.train) == 8
 
 
@@ -166,24 +154,11 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def columns_fitted(screen) -> bool:
-    for table in screen.query(DataTable):
-        if table.row_count and not any(
-            column.content_width > len(str(column.label)) for column in table.columns.values()
-        ):
-            return False
-    return True
-
-
 async def until_loaded(pilot) -> None:
-    while not (isinstance(pilot.app.screen, RunsListScreen) and pilot.app.screen._loaded
-               and columns_fitted(pilot.app.screen)):
-        await pilot.pause(0.05)
+    await runs_list_loaded(pilot)
     await pilot.press("o")  # by name: from "updated", the next column
     await pilot.pause()
-    while not columns_fitted(pilot.app.screen):
-        await pilot.pause(0.05)
-    await pilot.pause()
+    await columns_refitted(pilot)
 
 
 def test_runs_list_with_mixed_layouts(snap_compare, in_tmp: Path) -> None:

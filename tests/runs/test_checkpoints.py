@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from run_factory import flip_bit, make_run, member_data_offset, save_checkpoint, write_checkpoint
 from runctl.runs import integrity
 from runctl.runs.checkpoints import (
     expected_checkpoints,
@@ -16,6 +15,8 @@ from runctl.runs.checkpoints import (
 )
 from runctl.runs.layout import CHECKPOINT_DIR, checkpoint_name
 from runctl.runs.manifest import read_manifest, write_manifest
+from support.checkpoints import flip_bit, member_data_offset, save_checkpoint, write_checkpoint
+from support.runs import make_run
 
 
 @pytest.fixture(autouse=True)

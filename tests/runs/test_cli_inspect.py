@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from run_factory import (
+from runctl.runs.layout import CHECKPOINT_DIR, checkpoint_name
+from support.checkpoints import (
     flip_bit,
-    make_run,
     malicious_checkpoint,
     member_data_offset,
     reduce_call,
     write_checkpoint,
 )
-from runctl.runs.layout import CHECKPOINT_DIR, checkpoint_name
-
-
-def runctl(*args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "runctl", *args], capture_output=True, text=True,
-                            timeout=120)
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+from support.cli import run_cli
+from support.runs import make_run
 
 
 @pytest.fixture
@@ -41,7 +33,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_ls_table(root: Path) -> None:
-    result = runctl("ls", str(root))
+    result = run_cli(["ls", str(root)], no_traceback=True)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["NAME", "LAYOUT", "STATE", "STEP", "LOSS", "CKPTS", "SIZE", "AGE", "NOTE"]
@@ -54,7 +46,7 @@ def test_ls_table(root: Path) -> None:
 
 
 def test_ls_json_is_one_document_with_stable_fields(root: Path) -> None:
-    result = runctl("ls", str(root), "--json")
+    result = run_cli(["ls", str(root), "--json"], no_traceback=True)
     assert result.returncode == 0
     document = json.loads(result.stdout)
     assert document["root"] == str(root)
@@ -75,14 +67,14 @@ def test_ls_json_is_one_document_with_stable_fields(root: Path) -> None:
 ])
 def test_bad_root_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "file").write_text("x")
-    result = runctl(*(a.format(tmp=tmp_path) for a in args))
+    result = run_cli([*(a.format(tmp=tmp_path) for a in args)], no_traceback=True)
     assert result.returncode == 2
     assert result.stderr == f"runctl: {message.format(tmp=tmp_path)}\n"
     assert result.stdout == ""
 
 
 def test_verify_root_reports_every_checkpoint_and_missing_ones(root: Path) -> None:
-    result = runctl("verify", str(root))
+    result = run_cli(["verify", str(root)], no_traceback=True)
     assert result.returncode == 0, result.stdout + result.stderr  # missing is not corrupt
     rows = [line.split() for line in result.stdout.splitlines()[1:-1]]
     statuses = {(row[0], row[2]): row[4] for row in rows}
@@ -90,7 +82,7 @@ def test_verify_root_reports_every_checkpoint_and_missing_ones(root: Path) -> No
     assert statuses[("short", "100")] == "missing"
     assert result.stdout.splitlines()[-1].startswith("5 checkpoint(s) at level full")
     assert result.stderr == f"runctl: skipped {root / 'gone'}: broken symlink\n"
-    document = json.loads(runctl("verify", str(root), "--quick", "--json").stdout)
+    document = json.loads(run_cli(["verify", str(root), "--quick", "--json"], no_traceback=True).stdout)
     assert document["skipped"] == [{"path": str(root / "gone"), "error": "broken symlink"}]
 
 
@@ -98,7 +90,7 @@ def test_verify_exit_1_on_corrupt_with_reason_and_sha256(root: Path) -> None:
     path = root / "done" / CHECKPOINT_DIR / checkpoint_name(100)
     offset, _ = member_data_offset(path, "data/0")
     flip_bit(path, offset)
-    result = runctl("verify", str(root / "done"), "--json")
+    result = run_cli(["verify", str(root / "done"), "--json"], no_traceback=True)
     assert result.returncode == 1
     document = json.loads(result.stdout)
     assert document["level"] == "full" and document["corrupt"] == 1
@@ -112,13 +104,13 @@ def test_verify_exit_1_on_corrupt_with_reason_and_sha256(root: Path) -> None:
 
 def test_verify_one_file_quick_and_without_manifest(root: Path, tmp_path: Path) -> None:
     path = root / "done" / CHECKPOINT_DIR / checkpoint_name(50)
-    result = runctl("verify", str(path), "--quick", "--json")
+    result = run_cli(["verify", str(path), "--quick", "--json"], no_traceback=True)
     assert result.returncode == 0
     (item,) = json.loads(result.stdout)["checkpoints"]
     assert (item["status"], item["level"], item["sha256"]) == ("ok", "quick", None)
     loose = tmp_path / "copy.pt"
     loose.write_bytes(path.read_bytes())
-    result = runctl("verify", str(loose))
+    result = run_cli(["verify", str(loose)], no_traceback=True)
     assert result.returncode == 0 and " unverified " in result.stdout
 
 
@@ -126,9 +118,9 @@ def test_verify_deep_refuses_a_malicious_pickle_without_running_it(tmp_path: Pat
     marker = tmp_path / "PWNED"
     path = malicious_checkpoint(tmp_path / "evil.pt", reduce_call(os.system, f"touch {marker}"))
     for level in ("--quick", "--deep"):
-        result = runctl("verify", str(path), level)
+        result = run_cli(["verify", str(path), level], no_traceback=True)
         assert result.returncode == 1 and "unsafe pickle" in result.stdout
-    result = runctl("verify", str(path))
+    result = run_cli(["verify", str(path)], no_traceback=True)
     assert result.returncode == 1
     assert not marker.exists()
 
@@ -136,7 +128,7 @@ def test_verify_deep_refuses_a_malicious_pickle_without_running_it(tmp_path: Pat
 def test_verify_deep_one_file_compares_it_with_its_run(tmp_path: Path) -> None:
     run = make_run(tmp_path, "r", state="interrupted", step=100, checkpoint_steps=(50,))
     stranger = write_checkpoint(run / CHECKPOINT_DIR / checkpoint_name(100), 100, hidden=16)
-    result = runctl("verify", str(stranger), "--deep", "--json")
+    result = run_cli(["verify", str(stranger), "--deep", "--json"], no_traceback=True)
     (item,) = json.loads(result.stdout)["checkpoints"]
     assert item["status"] == "incompatible" and "shape" in item["reason"]
     assert result.returncode == 0  # incompatible is not corrupt
@@ -149,7 +141,7 @@ def test_verify_a_plain_folder_of_checkpoint_files(tmp_path: Path) -> None:
     write_checkpoint(folder / "checkpoint_step_01000.pt", 1000)
     (folder / "checkpoint_step_02000.pt").write_bytes(b"")
     (folder / "notes.txt").write_text("not a checkpoint")
-    result = runctl("verify", str(folder), "--json")
+    result = run_cli(["verify", str(folder), "--json"], no_traceback=True)
     assert result.returncode == 1
     statuses = {c["name"]: (c["status"], c["reason"]) for c in json.loads(result.stdout)["checkpoints"]}
     assert statuses == {"checkpoint_step_00100.pt": ("unverified", None),
@@ -158,20 +150,20 @@ def test_verify_a_plain_folder_of_checkpoint_files(tmp_path: Path) -> None:
 
 
 def test_verify_bad_usage_is_exit_2(tmp_path: Path) -> None:
-    result = runctl("verify", str(tmp_path), "--quick", "--deep")
+    result = run_cli(["verify", str(tmp_path), "--quick", "--deep"], no_traceback=True)
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
-    result = runctl("verify", str(tmp_path))
+    result = run_cli(["verify", str(tmp_path)], no_traceback=True)
     assert result.returncode == 2 and result.stderr == f"runctl: {tmp_path}: no runs or checkpoints found\n"
 
 
 def test_summary_table_and_json(root: Path) -> None:
-    result = runctl("summary", str(root))
+    result = run_cli(["summary", str(root)], no_traceback=True)
     assert result.returncode == 0
     assert result.stdout.splitlines()[-1] == "Total checkpoints: 4 (expected: 5)"
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:-1]}
     assert rows["done"][1:4] == ["finished", "100/100", "val/loss=1.75"]
     assert rows["short"][-2:] == ["1/2", "100"]
-    document = json.loads(runctl("summary", str(root), "--json").stdout)
+    document = json.loads(run_cli(["summary", str(root), "--json"], no_traceback=True).stdout)
     runs = {r["name"]: r for r in document["runs"]}
     assert runs["done"]["best"] == {"metric": "val/loss", "value": 1.75, "step": 20}
     assert (runs["short"]["checkpoints_present"], runs["short"]["checkpoints_expected"]) == (1, 2)
@@ -188,16 +180,16 @@ def test_on_a_run_written_by_the_engine(tmp_path: Path) -> None:
     run_dir = new_run("digits_mlp", root, "eng", ["max_steps=12", "checkpoint.every=4", "eval.every=6",
                                                   "eval.batches=1", "log.every=3", "device=cpu"])
     train(run_dir, resume_from=None)
-    (run,) = json.loads(runctl("ls", str(root), "--json").stdout)["runs"]
+    (run,) = json.loads(run_cli(["ls", str(root), "--json"], no_traceback=True).stdout)["runs"]
     assert (run["state"], run["step"], run["max_steps"]) == ("finished", 12, 12)
     assert run["checkpoints"] == run["checkpoints_expected"] == 3 and run["problems"] == []
     assert isinstance(run["last_loss"], float)
-    result = runctl("verify", str(run_dir), "--json")
+    result = run_cli(["verify", str(run_dir), "--json"], no_traceback=True)
     assert result.returncode == 0, result.stdout
     checkpoints = json.loads(result.stdout)["checkpoints"]
     assert [c["status"] for c in checkpoints] == ["ok"] * 3 and checkpoints[-1]["kind"] == "final"
     assert checkpoints[-1]["step"] == 12 and checkpoints[-1]["level"] == "full"
     # The seed's off-by-one, after the fact: without its final checkpoint the run is incomplete.
     (run_dir / CHECKPOINT_DIR / checkpoint_name(12)).unlink()
-    (run,) = json.loads(runctl("ls", str(root), "--json").stdout)["runs"]
+    (run,) = json.loads(run_cli(["ls", str(root), "--json"], no_traceback=True).stdout)["runs"]
     assert run["missing_steps"] == [12]

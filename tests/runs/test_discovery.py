@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-from run_factory import make_run
 from runctl.runs import discovery, integrity, run_yaml
 from runctl.runs.checkpoints import list_checkpoints
 from runctl.runs.discovery import (
@@ -23,6 +22,7 @@ from runctl.runs.errors import RunctlError
 from runctl.runs.layout import CHECKPOINT_DIR, checkpoint_name
 from runctl.runs.lock import RunLock
 from runctl.runs.model import RunSummary
+from support.runs import make_run
 
 
 def test_summary_of_a_finished_run(tmp_path: Path) -> None:

@@ -6,34 +6,18 @@ the fixture folders."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli import cli_env, run_cli
+from support.filesystems import tree_snapshot
 
 FOREIGN = Path(__file__).resolve().parents[1] / "fixtures" / "foreign"
 HF_CHECKPOINT = FOREIGN / "hf" / "out" / "checkpoint-4"
 HF_BIN_CHECKPOINT = FOREIGN / "hf_bin" / "out" / "checkpoint-4"
-
-
-def tree_state(root: Path) -> dict[str, tuple[int, int]]:
-    """Every path under root with its size and mtime_ns: what "nothing was written" compares."""
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder) / name
-            st = path.lstat()
-            out[str(path.relative_to(root))] = (st.st_size if name in files else 0, st.st_mtime_ns)
-    return out
-
-
-def runctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runctl", *args], capture_output=True, text=True,
-                          timeout=300, check=False)
 
 
 def level_flag(level: str) -> list[str]:
@@ -43,9 +27,9 @@ def level_flag(level: str) -> list[str]:
 def verify_json(path: Path, level: str) -> tuple[int, dict[str, dict[str, Any]], dict[str, Any]]:
     """(exit code, {file name: record}, the whole document) of `runctl verify PATH --LEVEL --json`,
     checking that the folder tree is untouched."""
-    before = tree_state(FOREIGN)
-    result = runctl("verify", str(path), *level_flag(level), "--json")
-    assert tree_state(FOREIGN) == before, "runctl wrote into a foreign folder"
+    before = tree_snapshot(FOREIGN)
+    result = run_cli(["verify", str(path), *level_flag(level), "--json"], timeout=300)
+    assert tree_snapshot(FOREIGN) == before, "runctl wrote into a foreign folder"
     assert result.stdout, result.stderr
     document = json.loads(result.stdout)
     return result.returncode, {item["name"]: item for item in document["checkpoints"]}, document
@@ -77,9 +61,9 @@ def test_hugging_face_checkpoint_folder_verifies_without_a_false_alarm(folder: P
 
 
 def test_table_shows_status_reason_and_sha256() -> None:
-    before = tree_state(FOREIGN)
-    result = runctl("verify", str(HF_CHECKPOINT))
-    assert tree_state(FOREIGN) == before
+    before = tree_snapshot(FOREIGN)
+    result = run_cli(["verify", str(HF_CHECKPOINT)], timeout=300)
+    assert tree_snapshot(FOREIGN) == before
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.split()[1:2] == ["training_args.bin"])
     assert " unsafe " in row and "not loadable safely: pickled TrainingArguments" in row
@@ -95,7 +79,7 @@ def test_byte_flipped_in_a_copy_is_corrupt(tmp_path: Path) -> None:
     data = bytearray((copy / "optimizer.pt").read_bytes())
     data[len(data) // 2] ^= 0x10  # inside the tensor records
     (copy / "optimizer.pt").write_bytes(bytes(data))
-    result = runctl("verify", str(copy), "--json")
+    result = run_cli(["verify", str(copy), "--json"], timeout=300)
     assert result.returncode == 1
     files = {item["name"]: item for item in json.loads(result.stdout)["checkpoints"]}
     assert files["optimizer.pt"]["status"] == "corrupt", files["optimizer.pt"]
@@ -113,7 +97,7 @@ def test_damaged_safetensors_is_corrupt(tmp_path: Path, damage: str) -> None:
         data[20] = ord("?")  # inside the JSON header
     path.write_bytes(bytes(data))
     for level in ("quick", "full"):
-        result = runctl("verify", str(path), *level_flag(level), "--json")
+        result = run_cli(["verify", str(path), *level_flag(level), "--json"], timeout=300)
         assert result.returncode == 1, result.stdout
         (item,) = json.loads(result.stdout)["checkpoints"]
         assert item["status"] == "corrupt"
@@ -166,13 +150,12 @@ def test_deep_says_what_a_foreign_checkpoint_holds(path: Path, holds: str) -> No
 
 def test_results_are_cached_in_the_user_cache_dir_not_the_folder(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    env = dict(os.environ, XDG_CACHE_HOME=str(cache))
-    before = tree_state(FOREIGN)
+    env = cli_env({"XDG_CACHE_HOME": str(cache)})
+    before = tree_snapshot(FOREIGN)
     for _ in range(2):
-        result = subprocess.run([sys.executable, "-m", "runctl", "verify", str(HF_CHECKPOINT), "--deep"],
-                                capture_output=True, text=True, timeout=300, env=env, check=False)
+        result = run_cli(["verify", HF_CHECKPOINT, "--deep"], env=env, timeout=300)
         assert result.returncode == 0, result.stderr
-    assert tree_state(FOREIGN) == before
+    assert tree_snapshot(FOREIGN) == before
     assert (cache / "runctl" / "verify.sqlite3").is_file()
     import sqlite3
     with sqlite3.connect(cache / "runctl" / "verify.sqlite3") as db:
@@ -181,9 +164,9 @@ def test_results_are_cached_in_the_user_cache_dir_not_the_folder(tmp_path: Path)
 
 
 def summary(*args: str) -> subprocess.CompletedProcess[str]:
-    before = tree_state(FOREIGN)
-    result = runctl("summary", *args)
-    assert tree_state(FOREIGN) == before
+    before = tree_snapshot(FOREIGN)
+    result = run_cli(["summary", *args], timeout=300)
+    assert tree_snapshot(FOREIGN) == before
     return result
 
 
@@ -192,7 +175,7 @@ def test_summary_expect_counts_the_steps_asked_for(tmp_path: Path) -> None:
     source = FOREIGN / "plain" / "checkpoints" / "mlp_narrow_mnist"
     for name in ("transformer_deep_mnist", "cnn_deep_mnist", "mlp_narrow_mnist"):
         shutil.copytree(source, tmp_path / "checkpoints" / name)
-    result = runctl("summary", str(tmp_path / "checkpoints"), "--expect", "100,1000,2000")
+    result = run_cli(["summary", str(tmp_path / "checkpoints"), "--expect", "100,1000,2000"], timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "Total checkpoints: 9 (expected: 9)"
     # The fixture's cnn_deep_mnist stopped before 2000 (the seed's off-by-one loop).
@@ -220,6 +203,6 @@ def test_hugging_face_expected_checkpoints_from_trainer_state(tmp_path: Path) ->
     copy = tmp_path / "out"
     shutil.copytree(FOREIGN / "hf" / "out", copy)
     shutil.rmtree(copy / "checkpoint-4")
-    result = runctl("summary", str(tmp_path), "--json")
+    result = run_cli(["summary", str(tmp_path), "--json"], timeout=300)
     (run,) = json.loads(result.stdout)["runs"]
     assert (run["checkpoints_present"], run["checkpoints_expected"], run["missing_steps"]) == (2, 3, [4])

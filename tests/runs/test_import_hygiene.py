@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from run_factory import make_run
+from support.runs import make_run
 
 HEAVY = ("torch", "textual")
 

@@ -10,7 +10,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from run_factory import (
+from runctl.runs import integrity, zipscan
+from runctl.runs.integrity import CheckpointIdentity, verify_file
+from support.checkpoints import (
     checkpoint_state,
     flip_bit,
     malicious_checkpoint,
@@ -19,8 +21,6 @@ from run_factory import (
     reduce_call,
     write_checkpoint,
 )
-from runctl.runs import integrity, zipscan
-from runctl.runs.integrity import CheckpointIdentity, verify_file
 
 LEVELS = ("quick", "full", "deep")
 

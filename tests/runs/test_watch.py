@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import runctl.runs.watch
 from runctl.runs.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text
 from runctl.runs.errors import RunctlError
 from runctl.runs.watch import Change, ChangeKind, RunWatcher, diff_run, snapshot_run
+from support.waiting import wait_for
 from watchdog.observers import Observer
 
 WAIT = 5.0
@@ -251,10 +251,7 @@ def test_a_failing_callback_does_not_stop_the_watcher(
 
     watcher.callback = flaky
     new_run(tmp_path / "root" / "a")
-    deadline = time.monotonic() + WAIT
-    while not calls and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert calls, "the first change never reached the callback"
+    wait_for(lambda: calls, WAIT, "the first change to reach the callback")
     new_run(tmp_path / "root" / "b")
     got.expect(ChangeKind.RUN_ADDED, tmp_path / "root" / "b")
 

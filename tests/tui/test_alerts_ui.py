@@ -6,11 +6,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from run_view_fixtures import Notifications, engine_run
 from runctl.runs.alerts import Alert
 from runctl.tui.alerts import AlertSettings, terminal_sequence
 from runctl.tui.app import make_app
-from test_run_view import wait_for
+from support.runs import engine_run
+from support.ui import Notifications
+from support.waiting import pilot_wait_for
 
 ALERT = Alert(Path("/runs/mlp-a"), "mlp-a", "crashed", "crashed", 12, "mlp-a crashed at step 12: boom\x1b]0;x")
 
@@ -25,7 +26,7 @@ async def test_a_run_finishing_while_the_app_watches_is_a_notification(tmp_path:
         trained = threading.Thread(target=engine_run, args=(root, "after"),
                                    kwargs={"max_steps": 3, "finished": True})
         trained.start()
-        await wait_for(pilot, lambda: bool(seen.matching("after finished at step 3")), "the finished alert")
+        await pilot_wait_for(pilot, lambda: bool(seen.matching("after finished at step 3")), "the finished alert")
         trained.join()
         assert not seen.matching("before")
 

@@ -3,54 +3,32 @@ resume, extend, a crash, both quit choices, and SIGHUP (the app in a pty, in a s
 
 from __future__ import annotations
 
-import json
 import os
-import pty
-import select
 import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fixtures import fixed_now, write_task_config, write_tiny_config
 from runctl.engine.control import write_command
-from runctl.runs.layout import CHECKPOINT_DIR, EVENTS_JSONL, METRICS_JSONL
+from runctl.runs.layout import CHECKPOINT_DIR
 from runctl.runs.lock import is_locked
 from runctl.runs.manifest import read_manifest
 from runctl.runs.status import read_status
-from runctl.tui.app import RunctlApp, make_app
 from runctl.tui.screens.new_run import NewRunScreen
 from runctl.tui.screens.quit_confirm import QuitConfirmScreen
 from runctl.tui.screens.runs_list import RunsListScreen
 from runctl.tui.widgets.runs_table import RunsTable
+from support.cli import cli_env
+from support.configs import write_task_config, write_tiny_config
+from support.listing import make_test_app
+from support.run_files import events, metrics_step
+from support.terminal import Terminal
+from support.ui import notes
+from support.waiting import pilot_wait_for, wait_for
 
 SIZE = (120, 34)
 WAIT_SECONDS = 60.0
-TESTS_TUI = Path(__file__).parent
-
-
-def make_test_app(root: Path, tmp_path: Path) -> RunctlApp:
-    return make_app(root, watch=False, now=fixed_now, keymap_path=tmp_path / "no-keys.yaml")
-
-
-async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; "
-                                 f"screens {pilot.app.screen_stack}, notes {notes(pilot.app)}")
-        await pilot.pause(0.05)
-
-
-def events(run_dir: Path) -> list[dict]:
-    path = run_dir / EVENTS_JSONL
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def state(run_dir: Path) -> str | None:
@@ -62,34 +40,16 @@ def step(run_dir: Path) -> int:
     return int(read_status(run_dir).get("step") or 0)
 
 
-def logged_step(run_dir: Path) -> int:
-    """The newest step in metrics.jsonl: progress without waiting for the next heartbeat."""
-    try:
-        lines = (run_dir / METRICS_JSONL).read_bytes().splitlines()
-    except FileNotFoundError:
-        return 0
-    for line in reversed(lines):
-        try:
-            return int(json.loads(line)["step"])
-        except (ValueError, KeyError):
-            continue
-    return 0
-
-
-def notes(app: RunctlApp) -> list[str]:
-    return [n.message for n in app._notifications]
-
-
 async def back_to_list(pilot) -> RunsTable:
     while not isinstance(pilot.app.screen, RunsListScreen):
         await pilot.press("escape")
     table = pilot.app.screen.query_one(RunsTable)
-    await wait_for(pilot, lambda: table.total_runs > 0, "the runs list to show the run")
+    await pilot_wait_for(pilot, lambda: table.total_runs > 0, "the runs list to show the run")
     return table
 
 
 async def select_run(pilot, table: RunsTable, run_dir: Path) -> None:
-    await wait_for(pilot, lambda: table.row_for(run_dir) is not None, f"row of {run_dir.name}")
+    await pilot_wait_for(pilot, lambda: table.row_for(run_dir) is not None, f"row of {run_dir.name}")
     table.move_cursor(row=table.get_row_index(str(run_dir)))
     await pilot.pause()
 
@@ -102,24 +62,24 @@ async def test_n_starts_a_tiny_run_that_finishes_then_e_extends_it(tmp_path: Pat
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("n")
         assert isinstance(app.screen, NewRunScreen)
-        await wait_for(pilot, lambda: app.screen.query_one("#new-run-config").has_focus, "the dialog's focus")
+        await pilot_wait_for(pilot, lambda: app.screen.query_one("#new-run-config").has_focus, "the dialog's focus")
         app.screen.query_one("#new-run-config").value = str(config)
         app.screen.query_one("#new-run-name").value = "tiny"
         await pilot.press("enter")
         run_dir = root / "tiny"
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "RunViewScreen", "the run view to open")
-        await wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "finished",
-                       "the tiny run to finish")
+        await pilot_wait_for(pilot, lambda: type(app.screen).__name__ == "RunViewScreen", "the run view to open")
+        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "finished",
+                             "the tiny run to finish")
         assert read_manifest(run_dir / CHECKPOINT_DIR).files["step_00000030.pt"].kind == "final"
 
         table = await back_to_list(pilot)
         await select_run(pilot, table, run_dir)
-        await wait_for(pilot, lambda: table.row_for(run_dir).state == "finished", "the row to say finished")
+        await pilot_wait_for(pilot, lambda: table.row_for(run_dir).state == "finished", "the row to say finished")
         await pilot.press("e")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "ExtendDialog", "the extend dialog")
+        await pilot_wait_for(pilot, lambda: type(app.screen).__name__ == "ExtendDialog", "the extend dialog")
         await pilot.press("plus", "1", "0", "enter")
-        await wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and step(run_dir) == 40
-                       and state(run_dir) == "finished", "the extended run to finish at 40")
+        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and step(run_dir) == 40
+                             and state(run_dir) == "finished", "the extended run to finish at 40")
         assert [e["to_max"] for e in events(run_dir) if e["event"] == "extended"] == [40]
 
 
@@ -130,7 +90,7 @@ async def test_new_run_dialog_shows_bad_input_and_creates_nothing(tmp_path: Path
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("n")
         dialog = app.screen
-        await wait_for(pilot, lambda: dialog.query_one("#new-run-config").has_focus, "the dialog's focus")
+        await pilot_wait_for(pilot, lambda: dialog.query_one("#new-run-config").has_focus, "the dialog's focus")
         dialog.query_one("#new-run-config").value = "no_such_config"
         await pilot.press("enter")
         error = str(dialog.query_one("#new-run-error").render())
@@ -150,14 +110,14 @@ async def test_welcome_enter_trains_a_builtin_and_opens_its_view(tmp_path: Path)
     root.mkdir()
     app = make_test_app(root, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.screen.query_one("#welcome-configs").has_focus, "the welcome")
+        await pilot_wait_for(pilot, lambda: app.screen.query_one("#welcome-configs").has_focus, "the welcome")
         await pilot.press("enter")  # the first built-in config, trained right here
-        await wait_for(pilot, lambda: len(app.engine_host.training_runs()) == 1, "a run to start")
+        await pilot_wait_for(pilot, lambda: len(app.engine_host.training_runs()) == 1, "a run to start")
         run_dir = app.engine_host.training_runs()[0]
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "RunViewScreen", "its run view")
+        await pilot_wait_for(pilot, lambda: type(app.screen).__name__ == "RunViewScreen", "its run view")
         # digits_mlp trains in seconds on a CPU: the newcomer sees it through to its final checkpoint.
-        await wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "finished",
-                       "the built-in run to finish", timeout=180)
+        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "finished",
+                             "the built-in run to finish", timeout=180)
         files = read_manifest(run_dir / CHECKPOINT_DIR).files
         assert any(entry.kind == "final" and entry.step == step(run_dir) for entry in files.values())
         await back_to_list(pilot)
@@ -175,29 +135,29 @@ async def test_s_starts_a_created_run_then_c_x_r_x(tmp_path: Path) -> None:
         table = app.screen.query_one(RunsTable)
         await select_run(pilot, table, run_dir)
         await pilot.press("s")
-        await wait_for(pilot, lambda: logged_step(run_dir) >= 2, "training to begin")
+        await pilot_wait_for(pilot, lambda: metrics_step(run_dir) >= 2, "training to begin")
 
         await pilot.press("c")
-        await wait_for(pilot, lambda: any(e["event"] == "checkpoint" for e in events(run_dir)),
-                       "the checkpoint asked for with c")
+        await pilot_wait_for(pilot, lambda: any(e["event"] == "checkpoint" for e in events(run_dir)),
+                             "the checkpoint asked for with c")
         await pilot.press("x")
-        await wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "stopped",
-                       "the graceful stop")
+        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "stopped",
+                             "the graceful stop")
         stopped_at = step(run_dir)
         files = read_manifest(run_dir / CHECKPOINT_DIR).files
         assert f"step_{stopped_at:08d}.pt" in files  # stop wrote a checkpoint at the step it stopped
-        await wait_for(pilot, lambda: table.row_for(run_dir).state == "stopped", "the row to say stopped")
+        await pilot_wait_for(pilot, lambda: table.row_for(run_dir).state == "stopped", "the row to say stopped")
 
         await pilot.press("r")
-        await wait_for(pilot, lambda: any(e["event"] == "resumed" for e in events(run_dir)), "the resume")
+        await pilot_wait_for(pilot, lambda: any(e["event"] == "resumed" for e in events(run_dir)), "the resume")
         resumed = [e for e in events(run_dir) if e["event"] == "resumed"][-1]
         assert resumed["step"] == stopped_at and resumed["from"] == f"step_{stopped_at:08d}.pt"
-        await wait_for(pilot, lambda: any(f"resuming from step_{stopped_at:08d}.pt" in n for n in notes(app)),
-                       "the notification naming the checkpoint")
-        await wait_for(pilot, lambda: logged_step(run_dir) > stopped_at, "training past the stop")
+        await pilot_wait_for(pilot, lambda: any(f"resuming from step_{stopped_at:08d}.pt" in n for n in notes(app)),
+                             "the notification naming the checkpoint")
+        await pilot_wait_for(pilot, lambda: metrics_step(run_dir) > stopped_at, "training past the stop")
         await pilot.press("x")
-        await wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "stopped",
-                       "the second stop")
+        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "stopped",
+                             "the second stop")
 
 
 async def test_crash_in_training_marks_crashed_and_the_ui_stays_up(tmp_path: Path) -> None:
@@ -207,14 +167,14 @@ async def test_crash_in_training_marks_crashed_and_the_ui_stays_up(tmp_path: Pat
     app = make_test_app(root, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         run_dir = app.engine_host.start_new(str(config), "boom", [])
-        await wait_for(pilot, lambda: not app.engine_host.is_training(run_dir), "the crash")
+        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir), "the crash")
         assert state(run_dir) == "crashed"
         crashed = [e for e in events(run_dir) if e["event"] == "crashed"]
         assert "injected failure" in crashed[0]["error"] and "Traceback" in crashed[0]["traceback"]
-        await wait_for(pilot, lambda: any("crashed at step 3" in n for n in notes(app)), "the crash notification")
+        await pilot_wait_for(pilot, lambda: any("crashed at step 3" in n for n in notes(app)), "the crash notification")
         table = app.screen.query_one(RunsTable)
         await select_run(pilot, table, run_dir)
-        await wait_for(pilot, lambda: table.row_for(run_dir).state == "crashed", "the row to say crashed")
+        await pilot_wait_for(pilot, lambda: table.row_for(run_dir).state == "crashed", "the row to say crashed")
         assert app.is_running
 
 
@@ -225,7 +185,7 @@ async def test_q_then_stop_checkpoints_and_quits(tmp_path: Path) -> None:
     app = make_test_app(root, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         run_dir = app.engine_host.start_new(str(config), "slow", [])
-        await wait_for(pilot, lambda: logged_step(run_dir) >= 1, "training to begin")
+        await pilot_wait_for(pilot, lambda: metrics_step(run_dir) >= 1, "training to begin")
         await pilot.press("ctrl+q")  # Textual's own quit key asks too
         assert isinstance(app.screen, QuitConfirmScreen)
         await pilot.press("escape")
@@ -233,7 +193,7 @@ async def test_q_then_stop_checkpoints_and_quits(tmp_path: Path) -> None:
         await pilot.press("q")
         assert isinstance(app.screen, QuitConfirmScreen)
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.return_code is not None, "the app to quit")
+        await pilot_wait_for(pilot, lambda: app.return_code is not None, "the app to quit")
     assert state(run_dir) == "stopped" and not is_locked(run_dir)
     assert f"step_{step(run_dir):08d}.pt" in read_manifest(run_dir / CHECKPOINT_DIR).files
 
@@ -246,28 +206,22 @@ async def test_q_then_keep_training_hands_the_run_to_a_background_process(
     app = make_test_app(root, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         run_dir = app.engine_host.start_new(str(config), "bg", [])
-        await wait_for(pilot, lambda: logged_step(run_dir) >= 1, "training to begin")
+        await pilot_wait_for(pilot, lambda: metrics_step(run_dir) >= 1, "training to begin")
         await pilot.press("q", "k")
-        await wait_for(pilot, lambda: app.return_code is not None, "the app to quit")
+        await pilot_wait_for(pilot, lambda: app.return_code is not None, "the app to quit")
     handed_over_at = max(e["step"] for e in events(run_dir) if e["event"] == "stopped")
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not (is_locked(run_dir) and read_status(run_dir).get("pid") != os.getpid()
-               and logged_step(run_dir) > handed_over_at):
-        assert time.monotonic() < deadline, "no background process took the run over"
-        time.sleep(0.1)
+    wait_for(lambda: is_locked(run_dir) and read_status(run_dir).get("pid") != os.getpid()
+             and metrics_step(run_dir) > handed_over_at, WAIT_SECONDS, "a background process to take the run over")
     write_command(run_dir, "stop")  # what `runctl stop` does
-    deadline = time.monotonic() + WAIT_SECONDS
-    while is_locked(run_dir) or state(run_dir) != "stopped":
-        assert time.monotonic() < deadline, "the background process did not stop"
-        time.sleep(0.1)
+    wait_for(lambda: not is_locked(run_dir) and state(run_dir) == "stopped", WAIT_SECONDS,
+             "the background process to stop")
     assert any(e["event"] == "resumed" and e["step"] == handed_over_at for e in events(run_dir))
 
 
 @pytest.fixture
 def pythonpath_with_test_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Subprocesses (the detached resume, the pty app) import tui_test_task from tests/tui."""
-    paths = [str(TESTS_TUI), os.environ.get("PYTHONPATH", "")]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    """Subprocesses (the detached resume, the pty app) import the test task from tests/support."""
+    monkeypatch.setenv("PYTHONPATH", cli_env()["PYTHONPATH"])
 
 
 def test_sighup_writes_an_interrupt_checkpoint_before_exit(tmp_path: Path, pythonpath_with_test_task: None) -> None:
@@ -278,46 +232,17 @@ def test_sighup_writes_an_interrupt_checkpoint_before_exit(tmp_path: Path, pytho
     root.mkdir()
     config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
     run_dir = api.new_run(str(config), root=root, name="ssh")
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "runctl", str(root)], stdin=slave, stdout=slave,
-                            stderr=slave, start_new_session=True, close_fds=True,
-                            env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30",
-                                 "RUNCTL_KEYS": str(tmp_path / "no-keys.yaml")})
-    os.close(slave)
-    screen = bytearray()
-    done = threading.Event()
-
-    def drain() -> None:  # keep the terminal's buffer empty so the app never blocks writing
-        while not done.is_set():
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                screen.extend(data)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    terminal = Terminal([root], cwd=tmp_path, term="xterm-256color",
+                        env=cli_env({"COLUMNS": "100", "LINES": "30", "RUNCTL_KEYS": str(tmp_path / "no-keys.yaml")}))
     try:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while b"ssh" not in screen:
-            assert time.monotonic() < deadline and proc.poll() is None, "the UI did not show the run"
-            time.sleep(0.1)
-        os.write(master, b"s")  # start the created run in-process
-        while not (read_status(run_dir).get("pid") == proc.pid and logged_step(run_dir) >= 2):
-            assert time.monotonic() < deadline and proc.poll() is None, "the run did not start in the UI"
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGHUP)
-        code = proc.wait(timeout=WAIT_SECONDS)
+        wait_for(lambda: "ssh" in terminal.output(), WAIT_SECONDS, "the UI to show the run", alive=terminal)
+        terminal.type(b"s")  # start the created run in-process
+        wait_for(lambda: read_status(run_dir).get("pid") == terminal.pid and metrics_step(run_dir) >= 2,
+                 WAIT_SECONDS, "the run to start in the UI", alive=terminal)
+        os.kill(terminal.pid, signal.SIGHUP)
+        code = terminal.wait(WAIT_SECONDS)
     finally:
-        done.set()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
+        terminal.ensure_dead()
     assert code == 128 + signal.SIGHUP
     assert state(run_dir) == "interrupted" and not is_locked(run_dir)
     interrupted = [e for e in events(run_dir) if e["event"] == "interrupted"]
@@ -337,17 +262,17 @@ async def test_run_trained_elsewhere_shows_live_and_takes_c_and_x(
                                 "--name", "elsewhere"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = root / "elsewhere"
     try:
-        app = make_app(root, watch=True, now=fixed_now, keymap_path=tmp_path / "no-keys.yaml")
+        app = make_test_app(root, tmp_path, watch=True)
         async with app.run_test(size=SIZE) as pilot:
             table = app.screen.query_one(RunsTable)
             await select_run(pilot, table, run_dir)
-            await wait_for(pilot, lambda: table.row_for(run_dir).state == "running", "the row to say running")
+            await pilot_wait_for(pilot, lambda: table.row_for(run_dir).state == "running", "the row to say running")
             assert not app.engine_host.is_training(run_dir)
             await pilot.press("c")
-            await wait_for(pilot, lambda: any(e["event"] == "checkpoint" for e in events(run_dir)),
-                           "the other process's checkpoint")
+            await pilot_wait_for(pilot, lambda: any(e["event"] == "checkpoint" for e in events(run_dir)),
+                                 "the other process's checkpoint")
             await pilot.press("x")
-            await wait_for(pilot, lambda: table.row_for(run_dir).state == "stopped", "the row to say stopped")
+            await pilot_wait_for(pilot, lambda: table.row_for(run_dir).state == "stopped", "the row to say stopped")
         assert trainer.wait(timeout=WAIT_SECONDS) == 0
     finally:
         if trainer.poll() is None:

@@ -11,14 +11,15 @@ import asyncio
 import time
 from pathlib import Path
 
-from run_view_fixtures import FIXED_NOW, write_run
 from runctl.runs.layout import checkpoint_name
 from runctl.tui.app import make_app
 from runctl.tui.screens.checkpoint_diff import CheckpointDiffScreen
 from runctl.tui.screens.run_view import RunViewScreen
 from runctl.tui.widgets.checkpoint_table import CheckpointTable
 from runctl.tui.widgets.fitted_table import FittedDataTable
-from test_run_view import make_test_app, open_run, select, wait_for
+from support.run_view import FIXED_NOW, make_test_app, write_run
+from support.ui import open_run, select
+from support.waiting import pilot_wait_for
 
 WAIT_SECONDS = 30.0
 
@@ -42,8 +43,8 @@ async def test_mark_two_and_D_shows_the_change_per_tensor(tmp_path: Path) -> Non
         assert "◆" in str(table.get_row(checkpoint_name(100))[0])
         assert screen.check_action("diff", ()) is True
         await pilot.press("D")
-        await wait_for(pilot, lambda: isinstance(app.screen, CheckpointDiffScreen)
-                       and app.screen.result is not None, "the diff to be computed")
+        await pilot_wait_for(pilot, lambda: isinstance(app.screen, CheckpointDiffScreen)
+                             and app.screen.result is not None, "the diff to be computed")
         diff = app.screen
         assert (diff.a.name, diff.b.name) == (checkpoint_name(100), checkpoint_name(300))  # older first
         rows = [diff.query_one(FittedDataTable).get_row_at(i)
@@ -54,14 +55,14 @@ async def test_mark_two_and_D_shows_the_change_per_tensor(tmp_path: Path) -> Non
         ]
         assert "relative L2 2, cosine 1, max |Δ| 200" in str(diff.query_one("#diff-total").render())
         await pilot.press("escape")
-        await wait_for(pilot, lambda: app.screen is screen, "the run view again")
+        await pilot_wait_for(pilot, lambda: app.screen is screen, "the run view again")
 
         # A third mark drops the oldest; marking a corrupt file is allowed, its diff says why not.
         await mark(pilot, screen, 200)
         assert table.marked == [checkpoint_name(100), checkpoint_name(200)]
         await pilot.press("D")
-        await wait_for(pilot, lambda: isinstance(app.screen, CheckpointDiffScreen)
-                       and app.screen.error is not None, "the refused diff")
+        await pilot_wait_for(pilot, lambda: isinstance(app.screen, CheckpointDiffScreen)
+                             and app.screen.error is not None, "the refused diff")
         assert "refusing to load: corrupt" in app.screen.error
         assert app.screen.query_one(FittedDataTable).row_count == 0
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from run_view_fixtures import write_run
 from runctl.engine.config import load_config
 from runctl.runs.errors import RunctlError
 from runctl.runs.layout import CHECKPOINT_DIR, RUN_YAML
@@ -24,6 +23,7 @@ from runctl.tui.screens.branch_dialog import (
 )
 from runctl.tui.screens.confirm_delete import ConfirmDeleteScreen, delete_checkpoint
 from runctl.tui.screens.extend_dialog import ExtendDialog, check_target, parse_target, sampled_curves
+from support.run_view import write_run
 from textual.app import App
 from textual.widgets import Button, Input, Label, Switch, TextArea
 from textual_plotext import PlotextPlot

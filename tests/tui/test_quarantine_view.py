@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from run_view_fixtures import Notifications, write_run
 from runctl.runs.layout import CHECKPOINT_DIR, QUARANTINE_DIR, checkpoint_name
 from runctl.runs.store import RunStore
 from runctl.tui.widgets.checkpoint_table import CheckpointTable
-from test_run_view import SIZE, make_test_app, select, wait_for
+from support.run_view import make_test_app, write_run
+from support.ui import Notifications, select
+from support.waiting import pilot_wait_for
 
 REASON = "corrupt (CRC mismatch in record data/0)"
+
+SIZE = (120, 36)
 
 
 async def test_a_quarantined_checkpoint_is_a_row_with_its_reason(tmp_path: Path) -> None:
@@ -35,7 +38,7 @@ async def test_a_quarantined_checkpoint_is_a_row_with_its_reason(tmp_path: Path)
             tables = app.screen.query(CheckpointTable)
             return bool(tables) and row in tables.first().infos
 
-        await wait_for(pilot, shown, "the quarantined row")
+        await pilot_wait_for(pilot, shown, "the quarantined row")
         screen = app.screen
         table = screen.query_one(CheckpointTable)
         info = table.infos[row]

@@ -1,20 +1,17 @@
 """The run view driven with Pilot: its plot, checkpoint table, events and every key.
 
-Fixture runs (tests/tui/run_view_fixtures.py) cover what the screen shows; the keys that train
+Fixture runs (tests/support/run_view.py) cover what the screen shows; the keys that train
 (r, R, e, b, c, x) use the real engine on CPU with tiny configs and bounded waits.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from run_view_fixtures import FIXED_NOW, Notifications, append_metric, engine_run, write_run
-from runctl.runs.layout import CHECKPOINT_DIR, EVENTS_JSONL, METRICS_JSONL, RUN_YAML, checkpoint_name
+from runctl.runs.layout import CHECKPOINT_DIR, METRICS_JSONL, RUN_YAML, checkpoint_name
 from runctl.runs.manifest import read_manifest
-from runctl.tui.app import RunctlApp, make_app
+from runctl.tui.app import RunctlApp
 from runctl.tui.messages import EngineFinished
 from runctl.tui.screens.branch_dialog import BranchDialog
 from runctl.tui.screens.confirm_delete import ConfirmDeleteScreen
@@ -23,68 +20,25 @@ from runctl.tui.screens.run_view import RunViewScreen
 from runctl.tui.widgets.checkpoint_table import CheckpointTable
 from runctl.tui.widgets.events_log import EventsLog
 from runctl.tui.widgets.loss_plot import LossPlot
+from support.run_files import events
+from support.run_view import FIXED_NOW, append_metric, make_test_app, write_run
+from support.runs import engine_run
+from support.ui import Notifications, open_run, select, settled
+from support.waiting import pilot_wait_for
 
 WAIT_SECONDS = 30.0
 SIZE = (120, 36)
 
 
-def make_test_app(root: Path, tmp_path: Path) -> RunctlApp:
-    return make_app(root, watch=False, now=lambda: FIXED_NOW, keymap_path=tmp_path / "no-keys.yaml")
-
-
-async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await pilot.pause(0.05)
-
-
-def settled(screen: RunViewScreen) -> bool:
-    """Every checkpoint row has its final badge (full verification done, or nothing to verify: a
-    quarantined file is checked by `runctl verify` of its folder, not by the run view)."""
-    infos = screen.query_one(CheckpointTable).infos.values()
-    final = ("missing", "corrupt", "partial", "quarantined")
-    return all(i.status in final or i.level in ("full", "deep") for i in infos)
-
-
-async def open_run(pilot, run_dir: Path) -> RunViewScreen:
-    pilot.app.open_run(run_dir)
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunViewScreen)
-                   and pilot.app.screen.summary is not None and bool(pilot.app.screen.run_cfg),
-                   "the run view to load")
-    screen = pilot.app.screen
-    await wait_for(pilot, lambda: settled(screen), "checkpoint verification")
-    return screen
-
-
-async def select(pilot, screen: RunViewScreen, name: str) -> None:
-    """Move the table cursor to checkpoint `name` with the arrow keys, as a user would."""
-    table = screen.query_one(CheckpointTable)
-    table.focus()
-    target = table.get_row_index(name)
-    while table.cursor_row != target:
-        await pilot.press("down" if table.cursor_row < target else "up")
-    await pilot.pause()
-    assert screen.selected_checkpoint is not None and screen.selected_checkpoint.name == name
-
-
 async def engines_done(pilot) -> None:
     """Wait until no engine thread runs and its EngineFinished message has been handled."""
-    await wait_for(pilot, lambda: not any(w.group == "engine" and not w.is_finished for w in pilot.app.workers),
-                   "the engine threads to end")
+    await pilot_wait_for(pilot, lambda: not any(w.group == "engine" and not w.is_finished for w in pilot.app.workers),
+                         "the engine threads to end")
     await pilot.pause(0.1)
 
 
 def statuses(screen: RunViewScreen) -> dict[str, str]:
     return {name: info.status for name, info in screen.query_one(CheckpointTable).infos.items()}
-
-
-def events_of(run_dir: Path) -> list[dict]:
-    path = run_dir / EVENTS_JSONL
-    if not path.exists():  # an engine still setting up has written nothing yet
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # Each test is one session of the app doing several things in a row, as a user would: starting
@@ -110,7 +64,7 @@ async def test_shows_plot_badges_events_config_overlays_and_plot_keys(tmp_path: 
         assert "max_steps: 400" in screen.query_one("#config").text
 
         plot = screen.query_one(LossPlot)
-        await wait_for(pilot, lambda: len(plot.data.overlays) == 2, "the metrics and two overlays")
+        await pilot_wait_for(pilot, lambda: len(plot.data.overlays) == 2, "the metrics and two overlays")
         assert plot.data.last_step == 300
         assert len(plot.data.train) == 30 and len(plot.data.val) == 3 and len(plot.data.lr) == 30
         assert [overlay.label for overlay in plot.data.overlays] == ["parent base", "other"]
@@ -137,23 +91,19 @@ async def test_shows_plot_badges_events_config_overlays_and_plot_keys(tmp_path: 
         assert not isinstance(app.screen, RunViewScreen)
 
 
-def make_watching_app(root: Path, tmp_path: Path) -> RunctlApp:
-    return make_app(root, watch=True, now=lambda: FIXED_NOW, keymap_path=tmp_path / "no-keys.yaml")
-
-
 async def test_appended_metric_line_reaches_the_plot(tmp_path: Path) -> None:
     """An interrupted run is read again only when the watcher says its files changed."""
     run = write_run(tmp_path, "alpha")
-    app = make_watching_app(tmp_path, tmp_path)
+    app = make_test_app(tmp_path, tmp_path, watch=True)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, app.watch_ready.is_set, "the watcher to start")
+        await pilot_wait_for(pilot, app.watch_ready.is_set, "the watcher to start")
         screen = await open_run(pilot, run)
         plot = screen.query_one(LossPlot)
-        await wait_for(pilot, lambda: plot.data.last_step == 300, "initial metrics")
+        await pilot_wait_for(pilot, lambda: plot.data.last_step == 300, "initial metrics")
         draws = plot.draw_count
         append_metric(run, 310, 0.2)
-        await wait_for(pilot, lambda: plot.data.last_step == 310, "the appended line", timeout=5)
-        await wait_for(pilot, lambda: plot.draw_count > draws, "a redraw", timeout=5)
+        await pilot_wait_for(pilot, lambda: plot.data.last_step == 310, "the appended line", timeout=5)
+        await pilot_wait_for(pilot, lambda: plot.draw_count > draws, "a redraw", timeout=5)
         assert float(plot.data.train.values[-1]) == 0.2
 
 
@@ -188,35 +138,35 @@ async def test_dimmed_keys_deep_verify_and_delete(tmp_path: Path) -> None:
         for action in ("resume_from", "branch", "verify", "delete"):
             assert screen.check_action(action, ()) is True, action
         await pilot.press("d")  # 400 is corrupt: 300 is what resume uses
-        await wait_for(pilot, lambda: bool(notes.matching("refusing")), "the refusal")
+        await pilot_wait_for(pilot, lambda: bool(notes.matching("refusing")), "the refusal")
         assert "newest valid" in notes.matching("refusing")[0][0]
         assert not isinstance(app.screen, ConfirmDeleteScreen)
         assert (run / CHECKPOINT_DIR / "step_00000300.pt").is_file()
 
         await select(pilot, screen, "step_00000100.pt")
         await pilot.press("v")
-        await wait_for(pilot, lambda: table.infos["step_00000100.pt"].level == "deep", "deep verification")
+        await pilot_wait_for(pilot, lambda: table.infos["step_00000100.pt"].level == "deep", "deep verification")
         assert table.infos["step_00000100.pt"].status == "ok"
         assert notes.matching("step_00000100.pt: ok (deep)")
 
         await select(pilot, screen, "step_00000050.pt")
         assert table.infos["step_00000050.pt"].status == "ok"  # intact bytes: full verification passes
         await pilot.press("v")
-        await wait_for(pilot, lambda: table.infos["step_00000050.pt"].level == "deep", "deep verification")
+        await pilot_wait_for(pilot, lambda: table.infos["step_00000050.pt"].level == "deep", "deep verification")
         assert table.infos["step_00000050.pt"].status == "incompatible"
         assert "shape" in (table.infos["step_00000050.pt"].reason or "")
         await select(pilot, screen, "step_00000100.pt")
 
         await pilot.press("d")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDeleteScreen), "the confirmation")
+        await pilot_wait_for(pilot, lambda: isinstance(app.screen, ConfirmDeleteScreen), "the confirmation")
         await pilot.press("n")  # keep it
         await pilot.pause()
         assert (run / CHECKPOINT_DIR / "step_00000100.pt").is_file()
         await pilot.press("d")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDeleteScreen), "the confirmation")
+        await pilot_wait_for(pilot, lambda: isinstance(app.screen, ConfirmDeleteScreen), "the confirmation")
         await pilot.press("y")
         # keep_last allows it, so the deleted checkpoint is now an expected one that is missing.
-        await wait_for(pilot, lambda: table.infos["step_00000100.pt"].status == "missing", "the row to update")
+        await pilot_wait_for(pilot, lambda: table.infos["step_00000100.pt"].status == "missing", "the row to update")
         assert not (run / CHECKPOINT_DIR / "step_00000100.pt").exists()
         assert "step_00000100.pt" not in read_manifest(run / CHECKPOINT_DIR).files
         assert (run / CHECKPOINT_DIR / "step_00000300.pt").is_file()
@@ -234,7 +184,7 @@ async def test_the_engine_ending_clears_running_even_when_nothing_on_disk_change
         screen.state = "running"  # what the last RunUpdate set while the thread was still registered
         assert screen.check_action("resume_from", ()) is None
         app.post_message(EngineFinished(run, None))
-        await wait_for(pilot, lambda: screen.check_action("resume_from", ()) is True, "R to be enabled again")
+        await pilot_wait_for(pilot, lambda: screen.check_action("resume_from", ()) is True, "R to be enabled again")
         assert screen.state == "finished"
 
 
@@ -254,53 +204,53 @@ async def test_r_then_R_then_e_then_b_with_the_real_engine(tmp_path: Path) -> No
 
         # r: one key, the newest valid checkpoint, to the end.
         await pilot.press("r")
-        await wait_for(pilot, lambda: screen.summary.state == "finished" and screen.summary.step == 30,
-                       "the run to finish")
+        await pilot_wait_for(pilot, lambda: screen.summary.state == "finished" and screen.summary.step == 30,
+                             "the run to finish")
         await engines_done(pilot)
         resumed_note = notes.matching("resuming from step_00000001.pt")
         assert resumed_note and "skipped step_00000005.pt" in resumed_note[0][0], notes.text()
-        assert [e["from"] for e in events_of(run) if e["event"] == "resumed"] == ["step_00000001.pt"]
-        await wait_for(pilot, lambda: plot.data.last_step == 30, "the plot to reach step 30")
+        assert [e["from"] for e in events(run) if e["event"] == "resumed"] == ["step_00000001.pt"]
+        await pilot_wait_for(pilot, lambda: plot.data.last_step == 30, "the plot to reach step 30")
         assert screen.check_action("resume", ()) is None  # finished: nothing to resume
 
         # R: from the checkpoint selected in the table.
-        await wait_for(pilot, lambda: "step_00000010.pt" in screen.query_one(CheckpointTable).infos
-                       and settled(screen), "the new checkpoints")
+        await pilot_wait_for(pilot, lambda: "step_00000010.pt" in screen.query_one(CheckpointTable).infos
+                             and settled(screen), "the new checkpoints")
         await select(pilot, screen, "step_00000010.pt")
         await pilot.press("R")
-        await wait_for(pilot, lambda: len([e for e in events_of(run) if e["event"] == "resumed"]) == 2,
-                       "the second resume")
+        await pilot_wait_for(pilot, lambda: len([e for e in events(run) if e["event"] == "resumed"]) == 2,
+                             "the second resume")
         await engines_done(pilot)
-        resumed = [e for e in events_of(run) if e["event"] == "resumed"][-1]
+        resumed = [e for e in events(run) if e["event"] == "resumed"][-1]
         assert resumed["from"] == "step_00000010.pt" and resumed["step"] == 10
-        await wait_for(pilot, lambda: screen.summary.state == "finished", "the run to finish again")
+        await pilot_wait_for(pilot, lambda: screen.summary.state == "finished", "the run to finish again")
 
         # e: extend the finished run by 10 steps; it trains to the new end.
         await pilot.press("e")
-        await wait_for(pilot, lambda: isinstance(app.screen, ExtendDialog), "the extend dialog")
+        await pilot_wait_for(pilot, lambda: isinstance(app.screen, ExtendDialog), "the extend dialog")
         await pilot.press("+", "1", "0", "enter")
-        await wait_for(pilot, lambda: screen.summary.state == "finished" and screen.summary.step == 40,
-                       "the run to reach step 40")
+        await pilot_wait_for(pilot, lambda: screen.summary.state == "finished" and screen.summary.step == 40,
+                             "the run to reach step 40")
         await engines_done(pilot)
         assert "max_steps: 40" in (run / RUN_YAML).read_text()
-        assert any(e["event"] == "extended" and e["to_max"] == 40 for e in events_of(run))
+        assert any(e["event"] == "extended" and e["to_max"] == 40 for e in events(run))
 
         # b: branch from the selected checkpoint with an override; the view switches to the branch.
-        await wait_for(pilot, lambda: "step_00000040.pt" in screen.query_one(CheckpointTable).infos
-                       and settled(screen), "the final checkpoint")
+        await pilot_wait_for(pilot, lambda: "step_00000040.pt" in screen.query_one(CheckpointTable).infos
+                             and settled(screen), "the final checkpoint")
         await select(pilot, screen, "step_00000030.pt")
         await pilot.press("b")
-        await wait_for(pilot, lambda: isinstance(app.screen, BranchDialog), "the branch dialog")
+        await pilot_wait_for(pilot, lambda: isinstance(app.screen, BranchDialog), "the branch dialog")
         dialog = app.screen
         dialog.query_one("#name").value = "kid"
         dialog.query_one("#overrides").value = "optim.lr=5e-4"
         await pilot.press("ctrl+s")
         kid = tmp_path / "kid"
-        await wait_for(pilot, lambda: isinstance(app.screen, RunViewScreen) and app.screen.run_dir == kid,
-                       "the branch's run view")
+        await pilot_wait_for(pilot, lambda: isinstance(app.screen, RunViewScreen) and app.screen.run_dir == kid,
+                             "the branch's run view")
         await engines_done(pilot)
-        await wait_for(pilot, lambda: app.screen.summary is not None and app.screen.summary.state == "finished",
-                       "the branch to finish")
+        await pilot_wait_for(pilot, lambda: app.screen.summary is not None and app.screen.summary.state == "finished",
+                             "the branch to finish")
         text = (kid / RUN_YAML).read_text()
         assert "run_id: tiny" in text and "step_00000030.pt" in text and "lr: 0.0005" in text
 
@@ -309,10 +259,10 @@ async def test_the_plot_follows_an_in_process_run_through_the_watcher(tmp_path: 
     """The in-process engine sends the run view nothing: its metrics lines reach the plot the way
     anyone's do, the watcher seeing the file grow and waking the view's follower."""
     run = engine_run(tmp_path, "watched", max_steps=100_000, checkpoint_every=100_000, stopped_at_first_step=True)
-    app = make_watching_app(tmp_path, tmp_path)
+    app = make_test_app(tmp_path, tmp_path, watch=True)
     try:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, app.watch_ready.is_set, "the watcher to start")
+            await pilot_wait_for(pilot, app.watch_ready.is_set, "the watcher to start")
             screen = await open_run(pilot, run)
             plot = screen.query_one(LossPlot)
             await pilot.press("r")
@@ -322,11 +272,11 @@ async def test_the_plot_follows_an_in_process_run_through_the_watcher(tmp_path: 
                 shown.add(plot.data.last_step)
                 return len(shown - {None, 1}) >= 3 and app.engine_host.is_training(run)
 
-            await wait_for(pilot, followed_while_training, "the plot to move on three times while the run trains")
+            await pilot_wait_for(pilot, followed_while_training, "the plot to move on three times while the run trains")
             await pilot.press("x")
             await engines_done(pilot)
             last = max(json.loads(line)["step"] for line in (run / METRICS_JSONL).read_text().splitlines())
-            await wait_for(pilot, lambda: plot.data.last_step == last, f"the plot to reach step {last}")
+            await pilot_wait_for(pilot, lambda: plot.data.last_step == last, f"the plot to reach step {last}")
     finally:
         app.engine_host.stop_all()
         app.engine_host.wait_all(60)
@@ -348,16 +298,16 @@ async def _checkpoint_and_stop(app: RunctlApp, run: Path, notes: Notifications) 
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_run(pilot, run)
         await pilot.press("r")
-        await wait_for(pilot, lambda: screen.state == "running" and screen.check_action("stop", ()) is True,
-                       "training to start")
+        await pilot_wait_for(pilot, lambda: screen.state == "running" and screen.check_action("stop", ()) is True,
+                             "training to start")
         await pilot.press("c")
-        await wait_for(pilot, lambda: any(e["event"] == "checkpoint" for e in events_of(run)), "a checkpoint")
+        await pilot_wait_for(pilot, lambda: any(e["event"] == "checkpoint" for e in events(run)), "a checkpoint")
         await pilot.press("x")
         await engines_done(pilot)
-        await wait_for(pilot, lambda: screen.summary.state == "stopped", "the stopped state")
+        await pilot_wait_for(pilot, lambda: screen.summary.state == "stopped", "the stopped state")
         assert notes.matching("checkpoint requested") and notes.matching("stopping")
         # The footer follows the screen's next poll of the run's files.
-        await wait_for(pilot, lambda: screen.check_action("stop", ()) is None, "x to be dimmed once stopped")
+        await pilot_wait_for(pilot, lambda: screen.check_action("stop", ()) is None, "x to be dimmed once stopped")
 
 
 # ------------------------------------------------------------------------------ pure helpers

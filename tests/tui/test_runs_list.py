@@ -4,33 +4,20 @@ dimmed by state, the welcome on an empty root, help, palette, keymap remapping, 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fixtures import FIXED_NOW, every_state_root, fixed_now, write_run
 from runctl.runs.layout import METRICS_JSONL
-from runctl.tui.app import RunctlApp, make_app
+from runctl.tui.app import RunctlApp
 from runctl.tui.screens.help import HelpScreen
 from runctl.tui.screens.runs_list import RunsListScreen
 from runctl.tui.widgets.runs_table import COLUMN_KEYS, RunsTable
+from support.listing import FIXED_NOW, every_state_root, make_test_app, write_run
+from support.waiting import pilot_wait_for
 from textual.widgets import OptionList
 
 SIZE = (120, 30)
 WAIT_SECONDS = 20.0
-
-
-def make_test_app(root: Path, tmp_path: Path, keymap: Path | None = None, watch: bool = False) -> RunctlApp:
-    return make_app(root, watch=watch, now=fixed_now, keymap_path=keymap or tmp_path / "no-keys.yaml")
-
-
-async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def table(app: RunctlApp) -> RunsTable:
@@ -38,11 +25,11 @@ def table(app: RunctlApp) -> RunsTable:
 
 
 async def loaded(pilot, count: int | None = None) -> RunsTable:
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsListScreen)
-                   and pilot.app.screen._loaded, "the runs to load")
+    await pilot_wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsListScreen)
+                         and pilot.app.screen._loaded, "the runs to load")
     t = table(pilot.app)
     if count is not None:
-        await wait_for(pilot, lambda: t.total_runs == count, f"{count} runs")
+        await pilot_wait_for(pilot, lambda: t.total_runs == count, f"{count} runs")
     return t
 
 
@@ -185,11 +172,11 @@ async def test_palette_runs_a_screen_action(state_root: Path, tmp_path: Path) ->
         await pilot.press(*"Sort")
         await pilot.pause(0.3)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: t.sort_column != before, "the palette's sort to run")
+        await pilot_wait_for(pilot, lambda: t.sort_column != before, "the palette's sort to run")
         await pilot.press("ctrl+p", *"Filter")
         await pilot.pause(0.3)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.screen.query_one("#filter").has_focus, "the filter box")
+        await pilot_wait_for(pilot, lambda: app.screen.query_one("#filter").has_focus, "the filter box")
 
 
 async def test_palette_leaves_out_actions_that_do_not_apply(state_root: Path, tmp_path: Path) -> None:
@@ -240,28 +227,28 @@ async def test_watcher_adds_new_runs_and_updates_changed_rows(tmp_path: Path) ->
     app = make_test_app(root, tmp_path, watch=True)
     async with app.run_test(size=SIZE) as pilot:
         t = await loaded(pilot, 1)
-        await wait_for(pilot, app.watch_ready.is_set, "the watcher to start")
+        await pilot_wait_for(pilot, app.watch_ready.is_set, "the watcher to start")
         write_run(root, "second", state="finished", step=50, max_steps=50, checkpoints=[50])
-        await wait_for(pilot, lambda: t.total_runs == 2, "the new run's row")
+        await pilot_wait_for(pilot, lambda: t.total_runs == 2, "the new run's row")
         with open(root / "first" / METRICS_JSONL, "a") as f:
             f.write(json.dumps({"step": 30, "time": FIXED_NOW, "train/loss": 0.0123, "step_time": 0.5}) + "\n")
-        await wait_for(pilot, lambda: str(t.get_row(str(root / "first"))[3]) == "0.0123", "the new loss")
+        await pilot_wait_for(pilot, lambda: str(t.get_row(str(root / "first"))[3]) == "0.0123", "the new loss")
         assert str(t.get_row(str(root / "first"))[5]) == "2.0"
 
 
 async def test_many_runs_arrive_after_the_first_screenful(tmp_path: Path) -> None:
-    from fixtures import write_many_runs
     from runctl.tui.screens.runs_list import QUICK_ROWS
+    from support.listing import write_many_runs
 
     count = QUICK_ROWS + 150
     root = write_many_runs(tmp_path / "runs", count)
     app = make_test_app(root, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         t = await loaded(pilot, count)
-        await wait_for(pilot, lambda: t.row_count == count, "every row")
+        await pilot_wait_for(pilot, lambda: t.row_count == count, "every row")
         assert len(set(t.visible_names())) == count
         await pilot.press("slash", *"run-01", "enter")
-        await wait_for(pilot, lambda: t.row_count == 100, "the filtered rows")
+        await pilot_wait_for(pilot, lambda: t.row_count == 100, "the filtered rows")
         assert all(name.startswith("run-01") for name in t.visible_names())
 
 

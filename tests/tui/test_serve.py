@@ -11,17 +11,17 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from run_view_fixtures import write_run
+from support.cli import free_port
+from support.run_view import write_run
+from support.waiting import wait_for
 
 CHROMIUM = shutil.which("chromium")
 WAIT_SECONDS = 90.0
@@ -30,12 +30,6 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs Debian's "
                                                           "chromium with apt-get; here it could not be)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def status_of(url: str, headers: dict[str, str] | None = None) -> int:
@@ -48,13 +42,6 @@ def status_of(url: str, headers: dict[str, str] | None = None) -> int:
         if isinstance(err.reason, ConnectionRefusedError):
             return 0  # not listening yet
         raise
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @needs_chromium
@@ -75,7 +62,7 @@ def test_the_ui_in_a_browser_with_the_token_and_403_without(tmp_path: Path) -> N
         url = line.split("open ", 1)[1].strip()
         token = url.split("token=", 1)[1]
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: status_of(f"{base}/") == 403, "the server to answer")
+        wait_for(lambda: status_of(f"{base}/") == 403, WAIT_SECONDS, "the server to answer", interval=0.1)
         assert status_of(f"{base}/?token=wrong{token}") == 403
         assert status_of(f"{base}/static/js/textual.js") == 403
         assert status_of(f"{base}/ws", {"Connection": "Upgrade", "Upgrade": "websocket",
@@ -129,7 +116,8 @@ def test_another_address_than_loopback_warns(tmp_path: Path) -> None:
         assert warning.startswith("runctl: warning: serving on 0.0.0.0, reachable from other machines")
         assert f"ssh -L {port}:localhost:{port}" in warning
         assert server.stdout.readline().startswith(f"runctl serve: open http://0.0.0.0:{port}/?token=")
-        wait_for(lambda: status_of(f"http://127.0.0.1:{port}/") == 403, "the server to refuse a request without token")
+        wait_for(lambda: status_of(f"http://127.0.0.1:{port}/") == 403, WAIT_SECONDS,
+                 "the server to refuse a request without token", interval=0.1)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)

@@ -11,12 +11,12 @@ import asyncio
 import time
 from pathlib import Path
 
-from run_view_fixtures import FIXED_NOW, write_run
 from runctl.tui.app import RunctlApp, make_app
 from runctl.tui.screens.extend_dialog import ExtendDialog
 from runctl.tui.screens.run_view import RunViewScreen
 from runctl.tui.widgets.checkpoint_table import CheckpointTable
 from runctl.tui.widgets.loss_plot import LossPlot
+from support.run_view import FIXED_NOW, write_run
 
 WAIT_SECONDS = 30.0
 

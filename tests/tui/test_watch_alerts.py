@@ -1,25 +1,23 @@
 """`runctl watch` as a user leaves it running: alerts from real engine runs reach a real local HTTP
 endpoint through apprise's json:// and a shell command through --exec; history is not news and
 one run's repeated event is sent once within the window. (Engine runs in subprocesses, the custom
-task of test_stalled_run: hang_task.py.)"""
+test task, tests/support/tasks.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from test_stalled_run import env, runctl
+from support.cli import run_cli, start_runctl
+from support.configs import write_hang_config
+from support.waiting import wait_for
 
 WAIT_SECONDS = 120.0
 
@@ -50,40 +48,29 @@ def endpoint() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 
 def config(path: Path, **model: int) -> Path:
-    cfg = {"task": "hang_task:factory", "device": "cpu", "max_steps": 4, "model": model,
-           "data": {"batch_size": 32}, "schedule": {"warmup_steps": 1}, "log": {"every": 1},
-           "eval": {"every": 100, "batches": 2}, "checkpoint": {"every": 2}}
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
-
-
-def wait_until(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return result
+    """Four steps of the test task, a checkpoint every 2; `model` knobs such as nan_at=3."""
+    return write_hang_config(path, max_steps=4, checkpoint_every=2, **model)
 
 
 def test_alerts_reach_an_http_endpoint_and_a_command(tmp_path: Path, endpoint) -> None:
     url, received = endpoint
     root, out = tmp_path / "runs", tmp_path / "alerts.txt"
     root.mkdir()
-    assert runctl("train", config(tmp_path / "ok.yaml"), "--root", root, "--name", "old", cwd=tmp_path).returncode == 0
+    trained = run_cli(["train", config(tmp_path / "ok.yaml"), "--root", root, "--name", "old"], tmp_path)
+    assert trained.returncode == 0, trained.stderr
     command = f'printf "%s|%s|%s|%s\\n" "$RUNCTL_RUN" "$RUNCTL_EVENT" "$RUNCTL_STATE" "$RUNCTL_MESSAGE" >> {out}'
-    watch = subprocess.Popen([sys.executable, "-m", "runctl", "watch", root, "--notify", url, "--exec", command,
-                              "--interval", "0.2"], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    watch = start_runctl(["watch", root, "--notify", url, "--exec", command, "--interval", "0.2"], tmp_path)
     try:
         assert watch.stdout.readline().startswith(f"watching {root}")
         for _ in range(2):  # finished twice within the window: one alert
-            assert runctl("extend", "old", "--root", root, "--steps", "1", cwd=tmp_path).returncode == 0
-        boom = runctl("train", config(tmp_path / "nan.yaml", nan_at=3), "--root", root, "--name", "boom", cwd=tmp_path)
+            assert run_cli(["extend", "old", "--root", root, "--steps", "1"], tmp_path).returncode == 0
+        boom = run_cli(["train", config(tmp_path / "nan.yaml", nan_at=3), "--root", root, "--name", "boom"], tmp_path)
         assert boom.returncode == 1, boom.stderr
         # Scans go in order, so every earlier alert was sent before the crash's.
-        lines = wait_until(lambda: out.exists() and "boom|crashed" in out.read_text() and out.read_text(),
-                           "the crash's alert")
-        wait_until(lambda: any(r["body"]["title"] == "runctl: boom crashed" for r in received), "the crash's POST")
+        lines = wait_for(lambda: out.exists() and "boom|crashed" in out.read_text() and out.read_text(),
+                         WAIT_SECONDS, "the crash's alert")
+        wait_for(lambda: any(r["body"]["title"] == "runctl: boom crashed" for r in received), WAIT_SECONDS,
+                 "the crash's POST")
         watch.send_signal(signal.SIGTERM)
         assert watch.wait(30) == 0
     finally:

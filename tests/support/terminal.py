@@ -24,7 +24,8 @@ from pathlib import Path
 
 import psutil
 
-from .helpers import RUNCTL, WaitTimeout, wait_for
+from support.cli import RUNCTL
+from support.waiting import WaitTimeout, wait_for
 
 
 def _take_the_terminal() -> None:
@@ -39,10 +40,10 @@ def _take_the_terminal_ignoring_hangups() -> None:
 
 
 class Terminal:
-    """`runctl ARGS` in a pseudo-terminal; duck-types helpers.Engine for `wait_for(alive=...)`."""
+    """`runctl ARGS` in a pseudo-terminal; a `wait_for(alive=...)` watches it like support.cli.Engine."""
 
     def __init__(self, args: Sequence[str | os.PathLike[str]], *, cwd: Path, env: dict[str, str],
-                 ignore_hangups: bool = False, read: bool = True) -> None:
+                 ignore_hangups: bool = False, read: bool = True, term: str = "xterm") -> None:
         """`read=False`: nobody reads the master side, as when sshd cannot send (a stalled link):
         once the pty's buffer is full, every write to the terminal blocks."""
         self.args = [str(a) for a in args]
@@ -50,7 +51,7 @@ class Terminal:
         self.slave_name = os.ttyname(slave)
         self.hung_up = False
         try:
-            self.proc = subprocess.Popen([*RUNCTL, *self.args], cwd=cwd, env={**env, "TERM": "xterm"},
+            self.proc = subprocess.Popen([*RUNCTL, *self.args], cwd=cwd, env={**env, "TERM": term},
                                          stdin=slave, stdout=slave, stderr=slave,
                                          start_new_session=True,
                                          preexec_fn=_take_the_terminal_ignoring_hangups if ignore_hangups
@@ -89,7 +90,7 @@ class Terminal:
         with self._lock:
             return self._output.decode(errors="replace")
 
-    def stderr(self) -> str:  # for helpers.wait_for's failure message
+    def stderr(self) -> str:  # for wait_for's failure message
         return self.output()
 
     def running(self) -> bool:
@@ -180,6 +181,6 @@ def describe(processes: Sequence[psutil.Process]) -> str:
 
 def wait_all_gone(processes: Sequence[psutil.Process], timeout: float, what: str) -> None:
     try:
-        wait_for(lambda: not alive(processes), timeout=timeout, what=f"{what} to exit")
+        wait_for(lambda: not alive(processes), timeout, f"{what} to exit")
     except WaitTimeout as exc:
         raise AssertionError(f"{exc}; still running: {describe(alive(processes))}") from None

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .helpers import run_cli, status
+from support.cli import run_cli
+from support.run_files import status
 
 # Far above what each command needs on a busy box, far below "for ever".
 TIMEOUT = 90.0

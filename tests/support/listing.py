@@ -1,6 +1,6 @@
-"""Run directories written by hand per the run-directory contract (docs/ARCHITECTURE.md, "Files the
-engine writes"), with fixed timestamps, for UI tests and snapshots. No torch: checkpoints are small
-zip files with a manifest entry (enough for listing; integrity tests plant their own damage).
+"""Run folders for the runs list's tests and snapshots, written by hand per the run-directory
+contract (docs/ARCHITECTURE.md, "Files the engine writes") on a fixed clock. No torch: checkpoints
+are small zip files with a manifest entry (enough for listing; integrity tests plant their own damage).
 """
 
 from __future__ import annotations
@@ -14,16 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from runctl.runs.layout import (
-    CHECKPOINT_DIR,
-    EVENTS_JSONL,
-    MANIFEST_JSON,
-    METRICS_JSONL,
-    RUN_YAML,
-    STATUS_JSON,
-    checkpoint_name,
-)
+from runctl.runs import layout
 from runctl.runs.lock import RunLock
+from runctl.tui.app import RunctlApp, make_app
 
 # 2025-11-22 08:53:20 UTC: every timestamp in fixtures counts from here; tests pass now=FIXED_NOW.
 FIXED_NOW = 1_763_801_600.0
@@ -31,27 +24,6 @@ FIXED_NOW = 1_763_801_600.0
 
 def fixed_now() -> float:
     return FIXED_NOW
-
-
-def tiny_config(max_steps: int = 40, **sections: Any) -> dict[str, Any]:
-    """A resolved digits_mlp config small enough to train in about a second on CPU."""
-    from runctl.engine.config import load_config
-
-    cfg = load_config("digits_mlp", [
-        f"max_steps={max_steps}", "model.hidden=16", "model.depth=1", "data.batch_size=32",
-        "log.every=5", "eval.every=20", "eval.batches=2", "checkpoint.every=10", "checkpoint.async=false",
-        "schedule.warmup_steps=2",
-    ])
-    for key, value in sections.items():
-        cfg[key] = value
-    return cfg
-
-
-def write_tiny_config(path: Path, max_steps: int = 40) -> Path:
-    """The tiny config as a YAML file a user could pass to `n` or `runctl train`."""
-    cfg = tiny_config(max_steps)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def _fake_checkpoint(step: int) -> bytes:
@@ -78,12 +50,12 @@ def write_run(
 ) -> Path:
     """One run folder as the engine leaves it. state=None: created but never started (no status)."""
     run_dir = root / name
-    (run_dir / CHECKPOINT_DIR).mkdir(parents=True)
+    (run_dir / layout.CHECKPOINT_DIR).mkdir(parents=True)
     created_at = FIXED_NOW - updated_ago - step * step_time - 30
     cfg = {"task": "digits_mlp", "seed": 0, "max_steps": max_steps,
            "checkpoint": {"every": 10**9, "keep_last": 3, "keep_best": True, "async": False},
            "run_id": name, "name": name, "created_at": created_at, "parent": None, "extensions": []}
-    (run_dir / RUN_YAML).write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    (run_dir / layout.RUN_YAML).write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     if state is None:
         return run_dir
 
@@ -98,8 +70,8 @@ def write_run(
     entries = {}
     for s in checkpoints:
         data = _fake_checkpoint(s)
-        file_name = checkpoint_name(s)
-        (run_dir / CHECKPOINT_DIR / file_name).write_bytes(data)
+        file_name = layout.checkpoint_name(s)
+        (run_dir / layout.CHECKPOINT_DIR / file_name).write_bytes(data)
         kind = "final" if s == max_steps else "periodic"
         entries[file_name] = {"step": s, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                               "saved_at": created_at + s * step_time, "kind": kind}
@@ -108,7 +80,7 @@ def write_run(
     manifest: dict[str, Any] = {"files": entries}
     if best is not None:
         manifest["best"] = best
-    (run_dir / CHECKPOINT_DIR / MANIFEST_JSON).write_text(json.dumps(manifest), encoding="utf-8")
+    (run_dir / layout.CHECKPOINT_DIR / layout.MANIFEST_JSON).write_text(json.dumps(manifest), encoding="utf-8")
     if state in ("stopped", "crashed", "finished"):
         events.append({"time": updated_at, "event": state, "step": step,
                        **({"error": error, "traceback": f"Traceback ...\n{error}"} if error else {})})
@@ -116,10 +88,10 @@ def write_run(
               # a running run must have a fresh heartbeat (real clock) and a held lock to look running
               "heartbeat_at": updated_at, "started_at": created_at, "updated_at": updated_at,
               "world_size": 1, "error": error,
-              "checkpoint": checkpoint_name(max(checkpoints)) if checkpoints else None}
-    (run_dir / STATUS_JSON).write_text(json.dumps(status), encoding="utf-8")
-    (run_dir / METRICS_JSONL).write_text("".join(json.dumps(m) + "\n" for m in metrics), encoding="utf-8")
-    (run_dir / EVENTS_JSONL).write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+              "checkpoint": layout.checkpoint_name(max(checkpoints)) if checkpoints else None}
+    (run_dir / layout.STATUS_JSON).write_text(json.dumps(status), encoding="utf-8")
+    (run_dir / layout.METRICS_JSONL).write_text("".join(json.dumps(m) + "\n" for m in metrics), encoding="utf-8")
+    (run_dir / layout.EVENTS_JSONL).write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
     return run_dir
 
 
@@ -131,9 +103,9 @@ def make_live(run_dir: Path) -> RunLock:
     """
     import time
 
-    status = json.loads((run_dir / STATUS_JSON).read_text())
+    status = json.loads((run_dir / layout.STATUS_JSON).read_text())
     status["heartbeat_at"] = time.time()
-    (run_dir / STATUS_JSON).write_text(json.dumps(status), encoding="utf-8")
+    (run_dir / layout.STATUS_JSON).write_text(json.dumps(status), encoding="utf-8")
     lock = RunLock(run_dir)
     lock.acquire()
     return lock
@@ -169,18 +141,6 @@ def write_many_runs(root: Path, count: int) -> Path:
     return root
 
 
-def write_task_config(path: Path, *, max_steps: int, step_sleep: float = 0.0, crash_at: int | None = None,
-                      checkpoint_every: int = 10**6) -> Path:
-    """A config for tests/tui/tui_test_task.py: sleeps each step, optionally crashes at a step."""
-    cfg: dict[str, Any] = {
-        "task": "tui_test_task:factory", "seed": 0, "max_steps": max_steps,
-        "model": {"step_sleep": step_sleep}, "data": {"batch_size": 32},
-        "log": {"every": 1}, "eval": {"every": 10**6, "batches": 1},
-        "checkpoint": {"every": checkpoint_every, "keep_last": 5, "keep_best": False, "async": False},
-        "schedule": {"name": "constant", "warmup_steps": 0},
-        "loss": {"crash": 0},
-    }
-    if crash_at is not None:
-        cfg["curriculum"] = [{"at_step": crash_at, "set": {"loss.crash": 1}}]
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    return path
+def make_test_app(root: Path, tmp_path: Path, keymap: Path | None = None, watch: bool = False) -> RunctlApp:
+    """The app on these runs' clock, with no user keymap unless `keymap`, no file watcher unless `watch`."""
+    return make_app(root, watch=watch, now=fixed_now, keymap_path=keymap or tmp_path / "no-keys.yaml")

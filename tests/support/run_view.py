@@ -1,4 +1,5 @@
-"""Run directories for the run view's tests, written per the run-directory contract with fixed times.
+"""Run folders for the run view's tests and snapshots, written per the run-directory contract on a
+fixed clock (its own: the snapshots show times relative to it).
 
 Checkpoints are real `torch.save` zip files with the keys a resume needs and a manifest carrying
 their true sha256, so full and deep verification judge them as they would an engine's files.
@@ -26,6 +27,7 @@ from runctl.runs.layout import (
     checkpoint_name,
 )
 from runctl.runs.manifest import Manifest, ManifestEntry, write_manifest
+from runctl.tui.app import RunctlApp, make_app
 
 # 2026-11-22 00:00:00 UTC: every time in these runs is relative to it.
 FIXED_NOW = 1_795_305_600.0
@@ -139,48 +141,6 @@ def append_metric(run_dir: Path, step: int, loss: float) -> None:
         f.write(json.dumps({"step": step, "time": CREATED_AT + 10.0 * step, "train/loss": loss, "lr": 1e-3}) + "\n")
 
 
-# ------------------------------------------------------------------------ driving the app in tests
-
-def engine_run(root: Path, name: str, max_steps: int = 30, *, stopped_at_first_step: bool = False,
-               finished: bool = False, checkpoint_every: int = 10, heavy_steps: bool = False) -> Path:
-    """A real run made by the engine on CPU: created only, stopped after step 1, or finished.
-
-    heavy_steps: bigger matrices, so a step spends its time in torch kernels (which release the
-    GIL) rather than in Python, and a long in-process run leaves the UI thread room to work.
-    """
-    from runctl.engine import api
-    from runctl.engine.control import Control
-
-    size = ["model.hidden=512", "model.depth=2", "data.batch_size=256", "log.every=50"] if heavy_steps \
-        else ["model.hidden=16", "model.depth=1", "data.batch_size=32", "log.every=5"]
-    run_dir = Path(api.new_run("digits_mlp", root=root, name=name, overrides=[
-        f"max_steps={max_steps}", *size, "eval.every=10", "eval.batches=2",
-        f"checkpoint.every={checkpoint_every}", "checkpoint.async=false", "schedule.warmup_steps=2",
-        "device=cpu"]))
-    if stopped_at_first_step:
-        control = Control()
-        control.request_stop()  # honoured at the first step boundary: a checkpoint at step 1
-        api.train(run_dir, control, resume_from=None)
-    elif finished:
-        api.train(run_dir, resume_from=None)
-    return run_dir
-
-
-class Notifications:
-    """Records every notification the app shows (App.notify is called from threads too)."""
-
-    def __init__(self, app: Any) -> None:
-        self.messages: list[tuple[str, str]] = []
-        original = app.notify
-
-        def notify(message: str, *args: Any, **kwargs: Any) -> Any:
-            self.messages.append((str(message), str(kwargs.get("severity", "information"))))
-            return original(message, *args, **kwargs)
-
-        app.notify = notify
-
-    def text(self) -> str:
-        return "\n".join(message for message, _ in self.messages)
-
-    def matching(self, fragment: str) -> list[tuple[str, str]]:
-        return [(m, s) for m, s in self.messages if fragment in m]
+def make_test_app(root: Path, tmp_path: Path, watch: bool = False) -> RunctlApp:
+    """The app on these runs' clock, with no user keymap and no file watcher unless `watch`."""
+    return make_app(root, watch=watch, now=lambda: FIXED_NOW, keymap_path=tmp_path / "no-keys.yaml")
