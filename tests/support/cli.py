@@ -3,13 +3,14 @@ script runs), to completion or in the background, with a bounded wait either way
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,19 @@ def start_runctl(args: Args, cwd: Path, env: dict[str, str] | None = None,
     finally:
         if stderr_file is not None:
             stderr.close()
+
+
+@contextlib.contextmanager
+def runctl_running(args: Args, cwd: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """`start_runctl` for the length of a `with` block; whatever still runs at its end is killed
+    (the whole process group), so a failed test leaves nothing behind."""
+    proc = start_runctl(args, cwd, env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def free_port() -> int:

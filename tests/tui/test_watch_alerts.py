@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cli import run_cli, start_runctl
+from support.cli import run_cli, runctl_running
 from support.configs import write_hang_config
 from support.waiting import wait_for
 
@@ -59,8 +59,7 @@ def test_alerts_reach_an_http_endpoint_and_a_command(tmp_path: Path, endpoint) -
     trained = run_cli(["train", config(tmp_path / "ok.yaml"), "--root", root, "--name", "old"], tmp_path)
     assert trained.returncode == 0, trained.stderr
     command = f'printf "%s|%s|%s|%s\\n" "$RUNCTL_RUN" "$RUNCTL_EVENT" "$RUNCTL_STATE" "$RUNCTL_MESSAGE" >> {out}'
-    watch = start_runctl(["watch", root, "--notify", url, "--exec", command, "--interval", "0.2"], tmp_path)
-    try:
+    with runctl_running(["watch", root, "--notify", url, "--exec", command, "--interval", "0.2"], tmp_path) as watch:
         assert watch.stdout.readline().startswith(f"watching {root}")
         for _ in range(2):  # finished twice within the window: one alert
             assert run_cli(["extend", "old", "--root", root, "--steps", "1"], tmp_path).returncode == 0
@@ -73,10 +72,6 @@ def test_alerts_reach_an_http_endpoint_and_a_command(tmp_path: Path, endpoint) -
                  "the crash's POST")
         watch.send_signal(signal.SIGTERM)
         assert watch.wait(30) == 0
-    finally:
-        if watch.poll() is None:
-            os.killpg(watch.pid, signal.SIGKILL)
-            watch.wait()
 
     rows = [line.split("|", 3) for line in lines.splitlines()]
     assert [(run, kind) for run, kind, _, _ in rows] == [("old", "finished"), ("boom", "nan"), ("boom", "crashed")]
@@ -97,21 +92,15 @@ def test_runs_deeper_than_the_root_s_children_alert_under_their_path(tmp_path: P
     root, out, elsewhere = tmp_path / "runs", tmp_path / "alerts.txt", tmp_path / "elsewhere"
     (root / "team" / "exp").mkdir(parents=True)
     elsewhere.mkdir()
-    assert runctl("train", config(tmp_path / "ok.yaml"), "--root", elsewhere, "--name", "new",
-                  cwd=tmp_path).returncode == 0
+    trained = run_cli(["train", config(tmp_path / "ok.yaml"), "--root", elsewhere, "--name", "new"], tmp_path)
+    assert trained.returncode == 0, trained.stderr
     command = f'printf "%s|%s|%s\\n" "$RUNCTL_RUN" "$RUNCTL_EVENT" "$RUNCTL_RUN_DIR" >> {out}'
-    watch = subprocess.Popen([sys.executable, "-m", "runctl", "watch", root, "--exec", command, "--interval", "0.2"],
-                             cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
-    try:
+    with runctl_running(["watch", root, "--exec", command, "--interval", "0.2"], tmp_path) as watch:
         assert watch.stdout.readline().startswith(f"watching {root}")
         os.rename(elsewhere / "new", root / "team" / "exp" / "new")
-        wait_until(lambda: out.exists() and "team/exp/new|finished" in out.read_text(), "the nested run's alert")
+        wait_for(lambda: out.exists() and "team/exp/new|finished" in out.read_text(), WAIT_SECONDS,
+                 "the nested run's alert")
         watch.send_signal(signal.SIGTERM)
         assert watch.wait(30) == 0
-    finally:
-        if watch.poll() is None:
-            os.killpg(watch.pid, signal.SIGKILL)
-            watch.wait()
     rows = [line.split("|") for line in out.read_text().splitlines()]
     assert rows == [["team/exp/new", "finished", str(root / "team" / "exp" / "new")]]
