@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_two_ranks_train_like_one_stop_on_a_signal_and_resume_in_one_process(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path) -> None:
     args = ["train", "digits_mlp", "--root", tmp_path, "--name", "ddp", "--nproc", "2",
             *set_args(SETS)]
     launcher = start_runctl(args, tmp_path, env=cli_env({"TEST_TASK_STEP_SLEEP": "0.05"}))

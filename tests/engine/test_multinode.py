@@ -37,7 +37,7 @@ def start_two_nodes(tmp_path: Path) -> list[subprocess.Popen[str]]:
 
 
 def test_two_launchers_train_one_run_as_two_nodes_a_silent_rank_is_named_and_one_process_resumes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path) -> None:
     launchers = start_two_nodes(tmp_path)
     run_dir = tmp_path / "two"
     try:

@@ -105,7 +105,6 @@ def test_kill9_mid_run_then_resume_is_bit_identical_for_every_family(
 
 
 def test_killed_before_first_checkpoint_starts_again_from_step_zero(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     sets = ["--set", "task=support.tasks:factory", "--set", "model={}", "--set", "checkpoint.every=1000",
             "--set", "max_steps=30", "--set", "log.every=1", "--set", "data.batch_size=16"]

@@ -43,7 +43,7 @@ def _sha256(path: Path) -> str:
 
 
 def test_fsdp_two_ranks_save_async_step_folders_resume_on_one_and_four_and_exactly_on_two(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path) -> None:
     env = cli_env({"TEST_TASK_STEP_SLEEP": "0.05"})
     # Stopped mid-run and resumed on two ranks, while the uninterrupted reference trains beside it.
     stopped = start_runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "stopped", "--nproc", "2",
@@ -110,15 +110,15 @@ def test_fsdp_two_ranks_save_async_step_folders_resume_on_one_and_four_and_exact
         torch.testing.assert_close(sharded["model"][key], value, rtol=1e-4, atol=1e-5)
 
 
-def _one_process_fsdp_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str = "one") -> Path:
+def _one_process_fsdp_run(tmp_path: Path, name: str = "one") -> Path:
     run = api.new_run("digits_mlp", tmp_path, name=name, overrides=[*FSDP, "max_steps=10"])
     assert api.train(run).state == "finished"
     return run
 
 
 def test_step_folder_damage_is_found_at_the_right_level_and_metadata_is_never_unpickled_unvouched(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = _one_process_fsdp_run(tmp_path, monkeypatch)
+        tmp_path: Path) -> None:
+    run = _one_process_fsdp_run(tmp_path)
     ckpt = run / "checkpoints"
     assert [i.name for i in list_checkpoints(run, level="full")] == ["step_00000005", "step_00000010"]
 
@@ -159,8 +159,8 @@ def test_step_folder_damage_is_found_at_the_right_level_and_metadata_is_never_un
     assert not marker.exists()
 
 
-def test_step_folders_export_import_list_and_branch_to_ddp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = _one_process_fsdp_run(tmp_path, monkeypatch)
+def test_step_folders_export_import_list_and_branch_to_ddp(tmp_path: Path) -> None:
+    run = _one_process_fsdp_run(tmp_path)
     (run / "checkpoints" / "step_00000012.tmp.999999").mkdir()  # a killed writer's temp folder
     (run / "checkpoints" / "step_00000012.tmp.999999" / "__0_0.distcp").write_bytes(b"x")
     listed = {i.name: i.status for i in list_checkpoints(run, level="quick")}

@@ -32,7 +32,7 @@ def _start(root: Path, name: str, env_extra: dict[str, str], stderr_file: Path |
     return start_runctl(args, root, env=cli_env(env_extra), stderr_file=stderr_file)
 
 
-def test_each_signal_checkpoints_and_exits_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_signal_checkpoints_and_exits_interrupted(tmp_path: Path) -> None:
     reference = api.new_run("digits_mlp", tmp_path, name="reference", overrides=SETS)
     signals = {"term": signal.SIGTERM, "int": signal.SIGINT, "hup": signal.SIGHUP}
     procs = {name: _start(tmp_path, name, SLOW_STEPS) for name in signals}
@@ -61,8 +61,7 @@ def test_each_signal_checkpoints_and_exits_interrupted(tmp_path: Path, monkeypat
     assert_bit_identical(final_checkpoint(reference, 200), final_checkpoint(tmp_path / "term", 200))
 
 
-def test_second_signal_exits_at_once_without_corrupting_anything(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_signal_exits_at_once_without_corrupting_anything(tmp_path: Path) -> None:
     stderr = tmp_path / "twice.err"
     proc = _start(tmp_path, "twice", {**SLOW_STEPS, "RUNCTL_TEST_SLOW_WRITE": "1.0"}, stderr_file=stderr)
     run_dir = tmp_path / "twice"

@@ -148,14 +148,14 @@ def test_fp16_needs_cuda_and_the_scaler_is_off_on_cpu() -> None:
             make_runtime({**cfg, "device": "cuda:0"})
 
 
-def _fault_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra: str, name: str = "f") -> Path:
+def _fault_run(tmp_path: Path, *extra: str, name: str = "f") -> Path:
     return api.new_run("digits_mlp", tmp_path, name=name, overrides=[
         f"task={FAULT_TASK}", "model={}", *[o for o in overrides("digits_mlp") if not o.startswith("model.")],
         *extra])
 
 
-def test_nan_loss_stops_with_checkpoint_of_last_finite_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run_dir = _fault_run(tmp_path, monkeypatch, "curriculum=[{at_step: 7, set: {loss.poison: 1}}]",
+def test_nan_loss_stops_with_checkpoint_of_last_finite_step(tmp_path: Path) -> None:
+    run_dir = _fault_run(tmp_path, "curriculum=[{at_step: 7, set: {loss.poison: 1}}]",
                          "loss={poison: 0}")
     seen: list[dict] = []
     result = api.train(run_dir, on_event=seen.append)
@@ -169,16 +169,16 @@ def test_nan_loss_stops_with_checkpoint_of_last_finite_step(tmp_path: Path, monk
     assert [e["event"] for e in seen] == [e["event"] for e in events(run_dir)]
 
 
-def test_nan_warn_keeps_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run_dir = _fault_run(tmp_path, monkeypatch, "curriculum=[{at_step: 7, set: {loss.poison: 1}}]",
+def test_nan_warn_keeps_training(tmp_path: Path) -> None:
+    run_dir = _fault_run(tmp_path, "curriculum=[{at_step: 7, set: {loss.poison: 1}}]",
                          "loss={poison: 0}", "nan.action=warn", "max_steps=12")
     result = api.train(run_dir)
     assert result.state == "finished" and result.step == 12
     assert events(run_dir, "nan")
 
 
-def test_exception_marks_the_run_crashed_with_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run_dir = _fault_run(tmp_path, monkeypatch, "curriculum=[{at_step: 4, set: {loss.poison: 3}}]",
+def test_exception_marks_the_run_crashed_with_traceback(tmp_path: Path) -> None:
+    run_dir = _fault_run(tmp_path, "curriculum=[{at_step: 4, set: {loss.poison: 3}}]",
                          "loss={poison: 0}")
     result = api.train(run_dir)
     assert result.state == "crashed" and result.step == 4
@@ -234,8 +234,8 @@ def test_train_from_a_worker_thread_with_control(tmp_path: Path) -> None:
     assert seen[-1]["event"] == "stopped" and status(run_dir)["state"] == "stopped"
 
 
-def test_a_failing_task_factory_ends_the_run_crashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run_dir = _fault_run(tmp_path, monkeypatch, "model.hidden=-1", name="factory")
+def test_a_failing_task_factory_ends_the_run_crashed(tmp_path: Path) -> None:
+    run_dir = _fault_run(tmp_path, "model.hidden=-1", name="factory")
     result = api.train(run_dir)
     assert result.state == "crashed" and "negative dimension" in result.error
     assert status(run_dir)["state"] == "crashed" and events(run_dir, "crashed")
