@@ -181,7 +181,7 @@ def bench_task(task_name: str, steps: int, repeats: int, root: Path) -> dict:
 WALL_CASES = (("digits_mlp", 1), ("digits_mlp", 2), ("char_gpt", 1))
 WALL_TARGETS = {"digits_mlp": 0.95, "char_gpt": 0.98}
 WALL_STEPS = {"digits_mlp": 4001, "char_gpt": 201}
-WALL_STEPS_QUICK = {"digits_mlp": 1001, "char_gpt": 41}
+WALL_STEPS_QUICK = {"digits_mlp": 2001, "char_gpt": 81}
 WALL_REPEATS, WALL_REPEATS_QUICK = 3, 2
 
 
