@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -46,7 +45,14 @@ from runctl.runs.layout import (
     TEMP_MARKER,
     is_temp_name,
 )
-from runctl.runs.watch_foreign import ForeignSnapshot, diff_foreign, may_mark_a_run, snapshot_foreign
+from runctl.runs.watch_foreign import (
+    ForeignSnapshot,
+    Signature,
+    diff_foreign,
+    file_signature,
+    may_mark_a_run,
+    snapshot_foreign,
+)
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -116,7 +122,6 @@ class Change:
 
 
 # (inode, size, mtime_ns): enough to see a rewrite, an append or a replacement by rename.
-Signature = tuple[int, int, int]
 
 
 @dataclass
@@ -127,16 +132,6 @@ class RunSnapshot:
     checkpoints: dict[str, Signature] = field(default_factory=dict)
     partials: dict[str, Signature] = field(default_factory=dict)
     manifest: Signature | None = None
-
-
-def _signature(entry: os.DirEntry) -> Signature | None:
-    try:
-        st = entry.stat(follow_symlinks=True)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def snapshot_run(run_dir: Path, checkpoints_from: RunSnapshot | None = None) -> RunSnapshot | None:
@@ -153,7 +148,7 @@ def snapshot_run(run_dir: Path, checkpoints_from: RunSnapshot | None = None) -> 
         return None
     for entry in entries:
         if entry.name in _RUN_FILES:
-            signature = _signature(entry)
+            signature = file_signature(entry)
             if signature is not None:
                 snapshot.files[entry.name] = signature
     if RUN_YAML not in snapshot.files and STATUS_JSON not in snapshot.files:
@@ -168,7 +163,7 @@ def snapshot_run(run_dir: Path, checkpoints_from: RunSnapshot | None = None) -> 
     except OSError:
         checkpoint_entries = []
     for entry in checkpoint_entries:
-        signature = _signature(entry)
+        signature = file_signature(entry)
         if signature is None:
             continue
         if entry.name == MANIFEST_JSON:

@@ -55,7 +55,7 @@ def snapshot_foreign(run_dir: Path, detector: Detector | None = None) -> Foreign
         except OSError:
             continue
         for entry in entries:
-            signature = _signature(entry)
+            signature = file_signature(entry)
             if signature is not None:
                 files[prefix + entry.name] = signature
     return ForeignSnapshot(folders, files)
@@ -95,7 +95,8 @@ def may_mark_a_run(name: str) -> bool:
             or common.is_checkpoint_name(name))
 
 
-def _signature(entry: os.DirEntry[str]) -> Signature | None:
+def file_signature(entry: os.DirEntry[str]) -> Signature | None:
+    """(inode, size, mtime) of a regular file, following links; None for anything else."""
     try:
         st = entry.stat(follow_symlinks=True)
     except OSError:
