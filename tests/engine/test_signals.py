@@ -36,7 +36,6 @@ def test_each_signal_checkpoints_and_exits_interrupted(tmp_path: Path) -> None:
     reference = api.new_run("digits_mlp", tmp_path, name="reference", overrides=SETS)
     signals = {"term": signal.SIGTERM, "int": signal.SIGINT, "hup": signal.SIGHUP}
     procs = {name: _start(tmp_path, name, SLOW_STEPS) for name in signals}
-    assert api.train(reference).state == "finished"  # meanwhile, in this process
     pending = dict(signals)
 
     def signal_the_ready_ones() -> bool:  # each as soon as it has trained 25 steps
@@ -46,7 +45,10 @@ def test_each_signal_checkpoints_and_exits_interrupted(tmp_path: Path) -> None:
                 del pending[name]
         return not pending
 
+    # Signalled before the reference trains here: under load the in-process reference can outlast
+    # a slowed 200-step run, which then finishes before its signal comes.
     wait_for(signal_the_ready_ones, 90, "every run to train 25 steps")
+    assert api.train(reference).state == "finished"
     for name, signum in signals.items():
         run_dir = tmp_path / name
         out, err = procs[name].communicate(timeout=60)
