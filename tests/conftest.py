@@ -5,12 +5,16 @@ temporary XDG_CACHE_HOME (inherited by the CLI subprocesses), never in the user'
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 
 import pytest
 from support.torch_threads import one_torch_thread  # noqa: F401  (a fixture, for every test folder)
 
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="runctl-test-cache-")
+# The hang-up tests need SIGHUP's default action in pytest and in every runctl it starts; a suite
+# started under `nohup` (or `trap '' HUP`) would pass SIG_IGN down, and runctl honours that on purpose.
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
