@@ -80,9 +80,13 @@ def build_optimizer(model: nn.Module, optim: Optim, fused: bool = True) -> torch
 
 
 def _fused_kernels_fit(params: list[torch.Tensor]) -> bool:
-    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    # A private torch helper (torch >= 2.4 is all pyproject asks): without it, the plain AdamW.
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
-    devices = _get_fused_kernels_supported_devices()
+        devices = _get_fused_kernels_supported_devices()
+    except (ImportError, AttributeError):
+        return False
     return bool(params) and all(type(p) is nn.Parameter and p.is_floating_point() and p.device.type in devices
                                 for p in params)
 
@@ -205,8 +209,9 @@ class Trainer:
         self._parameters = list(self.raw_model.parameters())
         # Plain tensors of one device and dtype (not FSDP's DTensors): the gradient norm and
         # clipping are three foreach calls (_gradient_norm) instead of clip_grad_norm_'s grouping.
+        # torch._foreach_norm is private: without it, clip_grad_norm_.
         self._one_kind_of_parameters = not self.sharded and len({(p.device, p.dtype) for p in self._parameters}) == 1 \
-            and all(type(p) is nn.Parameter for p in self._parameters)
+            and all(type(p) is nn.Parameter for p in self._parameters) and hasattr(torch, "_foreach_norm")
         self.schedule = Schedule.from_config(cfg)
         self.sampler = EpochSampler(task.train_size, cfg.data.batch_size, cfg.seed)
         self.ema = WeightEMA(self.raw_model, cfg.ema.decay) if cfg.ema.enabled else None
