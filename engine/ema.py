@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from runctl.engine.torch_adapter import lerp_
 from torch import nn
 
 
@@ -30,7 +31,7 @@ class WeightEMA:
             else:
                 target.copy_(value)
         if floats_shadow:
-            torch._foreach_lerp_(floats_shadow, floats_live, 1.0 - self.decay)
+            lerp_(floats_shadow, floats_live, 1.0 - self.decay)
 
     def state_dict(self) -> dict[str, Any]:
         return dict(self.shadow)

@@ -44,6 +44,7 @@ from runctl.engine.schema import Optim, RunConfig, as_run_config
 from runctl.engine.snapshot import capture_rng, restore_rng
 from runctl.engine.stall import STALLED_STOP, StallInterrupt
 from runctl.engine.tasks import Task
+from runctl.engine.torch_adapter import clip_gradients_, fused_adamw_fits, gradient_norm_of
 from runctl.runs.errors import RunctlError
 from torch import nn
 
@@ -75,20 +76,8 @@ def build_optimizer(model: nn.Module, optim: Optim, fused: bool = True) -> torch
     ]
     if optim.name == "adamw":
         return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas),
-                                 fused=fused and _fused_kernels_fit(params))
+                                 fused=fused and fused_adamw_fits(params))
     return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum)
-
-
-def _fused_kernels_fit(params: list[torch.Tensor]) -> bool:
-    # A private torch helper (torch >= 2.4 is all pyproject asks): without it, the plain AdamW.
-    try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
-        devices = _get_fused_kernels_supported_devices()
-    except (ImportError, AttributeError):
-        return False
-    return bool(params) and all(type(p) is nn.Parameter and p.is_floating_point() and p.device.type in devices
-                                for p in params)
 
 
 def apply_optim_settings(optimizer: torch.optim.Optimizer, optim: Optim) -> None:
@@ -208,10 +197,10 @@ class Trainer:
         # Listed once: model.parameters() walks every submodule, ~0.1 ms a step on a small model.
         self._parameters = list(self.raw_model.parameters())
         # Plain tensors of one device and dtype (not FSDP's DTensors): the gradient norm and
-        # clipping are three foreach calls (_gradient_norm) instead of clip_grad_norm_'s grouping.
-        # torch._foreach_norm is private: without it, clip_grad_norm_.
+        # clipping are three foreach calls (torch_adapter.clip_gradients_) instead of
+        # clip_grad_norm_'s grouping by device and dtype.
         self._one_kind_of_parameters = not self.sharded and len({(p.device, p.dtype) for p in self._parameters}) == 1 \
-            and all(type(p) is nn.Parameter for p in self._parameters) and hasattr(torch, "_foreach_norm")
+            and all(type(p) is nn.Parameter for p in self._parameters)
         self.schedule = Schedule.from_config(cfg)
         self.sampler = EpochSampler(task.train_size, cfg.data.batch_size, cfg.seed)
         self.ema = WeightEMA(self.raw_model, cfg.ema.decay) if cfg.ema.enabled else None
@@ -455,11 +444,11 @@ class Trainer:
             self.runtime.scaler.unscale_(self.optimizer)
         clip = self._grad_clip
         if self._one_kind_of_parameters:
-            grad_norm = self._gradient_norm(clip)
+            grad_norm = clip_gradients_([p.grad for p in self._parameters if p.grad is not None], clip)
         elif clip:  # clip_grad_norm_ skips parameters without a gradient itself; its result has no graph
             grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters, clip)
         else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._parameters if p.grad is not None])
+            grad_norm = gradient_norm_of(self._parameters)
         if self._staging_possible:
             # The last save may still be copying weights and moments (staging, engine.snapshot):
             # the forward and backward above overlapped it; the step below changes them.
@@ -474,19 +463,6 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.raw_model)
         return grad_norm
-
-    @torch.no_grad()
-    def _gradient_norm(self, clip: float | None) -> torch.Tensor:
-        """The total 2-norm of the gradients, scaled down to `clip` when it is larger: the same
-        arithmetic as clip_grad_norm_ (norm of the per-tensor norms; coefficient clip / (norm +
-        1e-6) clamped to 1, always multiplied, so no device sync), for parameters of one kind."""
-        grads = [p.grad for p in self._parameters if p.grad is not None]
-        if not grads:
-            return torch.tensor(0.0)
-        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
-        if clip:
-            torch._foreach_mul_(grads, torch.clamp(clip / (total + 1e-6), max=1.0))
-        return total
 
     # ---------------------------------------------------------------- commands
 
