@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from support.cli import run_cli, runctl_running
 from support.configs import write_hang_config
+from support.filesystems import tmpfs
 from support.waiting import wait_for
 
 WAIT_SECONDS = 120.0
@@ -104,3 +106,31 @@ def test_runs_deeper_than_the_root_s_children_alert_under_their_path(tmp_path: P
         assert watch.wait(30) == 0
     rows = [line.split("|") for line in out.read_text().splitlines()]
     assert rows == [["team/exp/new", "finished", str(root / "team" / "exp" / "new")]]
+
+
+def test_a_disk_that_fills_while_a_run_checkpoints_alerts_once(tmp_path: Path) -> None:
+    """On a real small file system: the run's checkpoints land while free space is under the
+    --disk-free-mb threshold (a ballast file took the rest), and the command hears `disk_low` for
+    that run once within the window, beside the run's `finished`."""
+    with tmpfs(tmp_path / "disk", "24m") as disk:
+        root, out = disk / "runs", tmp_path / "alerts.txt"
+        root.mkdir()
+        free = shutil.disk_usage(disk).free
+        with open(disk / "ballast", "wb") as ballast:  # leaves about 6 MiB free
+            ballast.truncate(0)
+            ballast.write(b"\0" * (free - 6 * 1024**2))
+        command = f'printf "%s|%s|%s\\n" "$RUNCTL_RUN" "$RUNCTL_EVENT" "$RUNCTL_MESSAGE" >> {out}'
+        with runctl_running(["watch", root, "--exec", command, "--interval", "0.2", "--disk-free-mb", "8"],
+                            tmp_path) as watch:
+            assert watch.stdout.readline().startswith(f"watching {root}")
+            trained = run_cli(["train", config(tmp_path / "ok.yaml"), "--root", root, "--name", "full"], tmp_path)
+            assert trained.returncode == 0, trained.stderr
+            wait_for(lambda: out.exists() and "full|finished" in out.read_text(), WAIT_SECONDS, "the finish alert")
+            wait_for(lambda: "full|disk_low" in out.read_text(), WAIT_SECONDS, "the disk alert")
+            watch.send_signal(signal.SIGTERM)
+            assert watch.wait(30) == 0
+    rows = [line.split("|", 2) for line in out.read_text().splitlines()]
+    disk_rows = [row for row in rows if row[1] == "disk_low"]
+    assert len(disk_rows) == 1, rows  # two checkpoints under the threshold, one alert in the window
+    assert disk_rows[0][2].startswith("full: disk filling: ") and f"on {root} while it writes checkpoints" in disk_rows[0][2]
+    assert sorted(kind for _, kind, _ in rows) == ["disk_low", "finished"]
