@@ -35,8 +35,10 @@ commit_step_folder (a sharded checkpoint, `step_N/`)
     Killed after 3: an entry whose folder is `missing` (a resume skips it), never a folder whose
     `.metadata` pickle nothing vouches for.
 forget_checkpoints (retention) and delete_checkpoint
-    1. manifest rewritten without the entries (best's file cleared)  2. the files unlinked.
+    1. manifest rewritten without the entries (best's file cleared)  2. the files unlinked; a
+    step folder is renamed to `step_N.tmp.<pid>/` first, then removed.
     Killed after 1: old files with no entry (`unverified`); the next retention pass removes them.
+    Killed while a step folder is removed: a temp folder, cleaned up like a dead writer's.
     Never the other way round: an entry whose file is gone would read as a lost checkpoint.
 set_aside (`superseded/`: resume --from an older checkpoint; `quarantine/`: files a resume skipped)
     1. mkdir RUN/<kind>/<time>-from-<step>/ (a quarantine's reasons.json in it)  2. each file
@@ -342,10 +344,7 @@ class RunStore:
         for name in names:
             path = self.checkpoints / name
             try:
-                if is_step_folder_name(name) and path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)  # a step folder (sharded checkpoint)
-                else:
-                    path.unlink()
+                _remove_checkpoint(path)
             except FileNotFoundError:
                 pass
             except OSError as exc:
@@ -356,7 +355,8 @@ class RunStore:
         """Remove checkpoint `name` and its manifest entry under the run's lock (RunctlError if
         an engine holds it, or if `name` is no checkpoint file of this run)."""
         path = self.checkpoints / name
-        if Path(name).name != name or not path.is_file():
+        step_folder = is_step_folder_name(name) and path.is_dir() and not path.is_symlink()
+        if Path(name).name != name or not (step_folder or path.is_file()):
             raise RunctlError(f"{path}: no such checkpoint file")
         lock = self.lock()
         lock.acquire(wait=0.5)
@@ -366,7 +366,7 @@ class RunStore:
                 _forget_entries(manifest, [name])
                 write_manifest(self.checkpoints, manifest)
             _pause_at("delete:manifest-written")
-            os.unlink(path)
+            _remove_checkpoint(path)
             fsync_dir(self.checkpoints)
         finally:
             lock.release()
@@ -459,6 +459,19 @@ def _forget_entries(manifest: Manifest, names: Iterable[str], keep_best_record: 
         manifest.files.pop(name, None)
     if manifest.best and manifest.best.get("file") in names:
         manifest.best = {**manifest.best, "file": None} if keep_best_record else None
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """Unlink a checkpoint file; a step folder (sharded checkpoint) is first renamed to a temp
+    folder of this pid, then removed, so a kill midway leaves a temp folder the next start cleans
+    up (clean_temp_step_folders), never a step folder with some shards gone."""
+    if is_step_folder_name(path.name) and path.is_dir() and not path.is_symlink():
+        doomed = path.with_name(f"{path.name}{TEMP_MARKER}{os.getpid()}")
+        os.rename(path, doomed)
+        _pause_at("delete:folder-renamed")
+        shutil.rmtree(doomed)
+    else:
+        path.unlink()
 
 
 def _checkpoint_names(folder: Path) -> list[str]:
