@@ -15,8 +15,6 @@ import hashlib
 import json
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import pytest
 from support.cli import cli_env, run_cli, start_cli, verify_json
 from support.configs import TINY_MLP
 from support.run_files import checkpoint_records, events, strict_json
+from support.store_pauses import delete_checkpoint, delete_killed_at
 from support.waiting import wait_for
 
 BASE_SETTINGS = [*TINY_MLP, "max_steps=6", "checkpoint.every=2", "checkpoint.keep_last=3", "eval.every=100",
@@ -176,28 +175,13 @@ def test_kill_between_forgetting_and_deleting_an_old_checkpoint(tmp_path: Path) 
     assert_every_file_listed_once(run_dir)
 
 
-_DELETE = "import sys; from runctl.runs.store import RunStore; RunStore(sys.argv[1]).delete_checkpoint(sys.argv[2])"
-
-
 def test_kill_between_the_manifest_and_the_unlink_of_a_delete(run_copy: Path, tmp_path: Path) -> None:
-    env = cli_env({PAUSE_ENV: "delete:manifest-written"})
-    proc = subprocess.Popen([sys.executable, "-c", _DELETE, str(run_copy), step_name(4)], env=env,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        assert proc.stderr is not None
-        assert "paused at delete:manifest-written" in proc.stderr.readline()
-        proc.kill()
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+    delete_killed_at(run_copy, step_name(4), "delete:manifest-written")
     # The entry is gone, the file not yet: an unverified file, never a listed one that is missing.
     assert step_name(4) not in listed(run_copy / "checkpoints")
     assert verify(run_copy, tmp_path)[step_name(4)] == "unverified"
     # Deleting it again finishes the job.
-    done = subprocess.run([sys.executable, "-c", _DELETE, str(run_copy), step_name(4)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = delete_checkpoint(run_copy, step_name(4))
     assert done.returncode == 0, done.stderr
     assert pt_files(run_copy / "checkpoints") == [step_name(2), step_name(6)]
     assert_every_file_listed_once(run_copy)

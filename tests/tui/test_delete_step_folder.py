@@ -9,8 +9,6 @@ the next start removes.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,16 +16,15 @@ from runctl.runs.layout import CHECKPOINT_DIR
 from runctl.runs.manifest import read_manifest
 from runctl.tui.screens.confirm_delete import ConfirmDeleteScreen
 from runctl.tui.widgets.checkpoint_table import CheckpointTable
-from support.cli import cli_env, run_cli, verify_json
+from support.cli import run_cli, verify_json
 from support.run_files import records_by_name
 from support.run_view import make_test_app
 from support.runs import train_finished_run
+from support.store_pauses import delete_killed_at
 from support.ui import Notifications, open_run, select
 from support.waiting import pilot_wait_for
 
 FOLDERS = ("step_00000002", "step_00000004", "step_00000006")
-PAUSE_ENV = "RUNCTL_TEST_PAUSE_AT"
-_DELETE = "import sys; from runctl.runs.store import RunStore; RunStore(sys.argv[1]).delete_checkpoint(sys.argv[2])"
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +72,9 @@ async def test_d_deletes_a_step_folder_with_its_manifest_entry(run_copy: Path, t
 
 def test_a_delete_killed_after_the_rename_leaves_a_temp_folder_the_next_start_removes(
         run_copy: Path, tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", _DELETE, str(run_copy), "step_00000004"],
-                            env=cli_env({PAUSE_ENV: "delete:folder-renamed"}), stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        assert proc.stderr is not None
-        assert "paused at delete:folder-renamed" in proc.stderr.readline()
-        proc.kill()
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+    pid = delete_killed_at(run_copy, "step_00000004", "delete:folder-renamed")
     checkpoints = run_copy / CHECKPOINT_DIR
-    temp = checkpoints / f"step_00000004.tmp.{proc.pid}"
+    temp = checkpoints / f"step_00000004.tmp.{pid}"
     assert temp.is_dir() and not (checkpoints / "step_00000004").exists()
     assert "step_00000004" not in read_manifest(checkpoints).files
     # Neither a lost checkpoint nor a half step folder: the others verify, the temp is no checkpoint.
