@@ -7,6 +7,10 @@ printed at start carries it (`?token=...`); that first request also sets a cooki
 SameSite=Strict) so the page's own requests (static files, the websocket) pass. Anything without
 the token, or the cookie, gets 403. The server binds 127.0.0.1 by default and is reached through an
 SSH tunnel (`ssh -L 8000:localhost:8000 host`); binding another address needs `--host` and warns.
+
+This is the one module that leans on textual-serve's internals (Server's `_make_app`,
+`handle_index`, `on_startup` and `public_url`): pyproject pins textual-serve to the range this was
+tested with, and tests/tui/test_serve.py drives the real server with headless Chromium.
 """
 
 from __future__ import annotations
