@@ -7,7 +7,9 @@ Figures (one row each: name, runctl, baseline, ratio, target, met):
   before): in-process `find_runs` (a second listing in one process, as the UI re-lists), and the
   whole command as a user runs it (a subprocess, interpreter start included), each as wall time
   and as CPU time (user + sys: what the wall time is on an idle machine, when other work keeps
-  this one busy). Baseline: walking the same tree and stat-ing every file (wall).
+  this one busy). Baseline: walking the same tree and stat-ing every file in Python, wall for the
+  wall figures and CPU for the CPU ones. Target ratio <= 13.2 (LS_RATIO); the absolute 1 s is
+  printed as information.
 - full verify (sha256 of every byte + CRC32 of every zip record, one read pass) of a 1 GiB
   torch-style zip (--quick: 256 MiB), against `sha256sum` and against hashlib.sha256 alone on the
   same file, page cache warm for all three. Ratio = baseline time / runctl time (throughput
@@ -30,9 +32,12 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+BENCH_DIR = Path(__file__).resolve().parent
+for path in (ROOT, BENCH_DIR):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
+from rows import ratio_row  # noqa: E402
 from runctl.runs import integrity  # noqa: E402
 from runctl.runs.discovery import find_runs  # noqa: E402
 from runctl.runs.layout import CHECKPOINT_DIR, checkpoint_name  # noqa: E402
@@ -40,7 +45,11 @@ from runctl.runs.manifest import Manifest, ManifestEntry  # noqa: E402
 
 RUNS = 1_000
 CHECKPOINTS_PER_RUN = 20
-LS_TARGET_S = 1.0
+LS_TARGET_S = 1.0  # absolute, information: it depends on the machine and its load
+# The 1 s was set on a machine where the walk and stat of this tree took 75.65 ms (BENCHMARKS.md,
+# the full run of 2026-11-22); as a ratio to the walk measured in the same run: 1 s / 75.65 ms.
+REFERENCE_WALK_S = 0.07565
+LS_RATIO = LS_TARGET_S / REFERENCE_WALK_S
 THROUGHPUT_TARGET = 0.7
 
 
@@ -115,7 +124,8 @@ def bench_ls(tmp: Path, quick: bool) -> list[dict]:
     repeats = 2 if quick else 5
     listed = find_runs(root)
     assert len(listed) == RUNS and all(r.checkpoints == CHECKPOINTS_PER_RUN for r in listed)
-    baseline = best_of(repeats, lambda: walk_and_stat(root))
+    walk = best_of(repeats, lambda: walk_and_stat(root))
+    walk_cpu = best_cpu_of(repeats, lambda: walk_and_stat(root))
     in_process = best_of(repeats, lambda: find_runs(root))
     in_process_cpu = best_cpu_of(repeats, lambda: find_runs(root))
     command = [sys.executable, "-m", "runctl", "ls", str(root)]
@@ -123,15 +133,14 @@ def bench_ls(tmp: Path, quick: bool) -> list[dict]:
     whole = best_of(repeats, lambda: subprocess.run(command, capture_output=True, check=True, cwd=ROOT))
     whole_cpu = best_cpu_of(repeats, lambda: subprocess.run(command, capture_output=True, check=True, cwd=ROOT))
     name = f"ls {RUNS} runs x {CHECKPOINTS_PER_RUN} checkpoints, warm"
-    return [_ls_row(f"{name}: find_runs in process, wall", in_process, baseline),
-            _ls_row(f"{name}: find_runs in process, CPU", in_process_cpu, baseline),
-            _ls_row(f"{name}: `runctl ls` command, wall", whole, baseline),
-            _ls_row(f"{name}: `runctl ls` command, CPU", whole_cpu, baseline)]
+    return [_ls_row(f"{name}: find_runs in process, wall vs walk and stat, wall", in_process, walk),
+            _ls_row(f"{name}: find_runs in process, CPU vs walk and stat, CPU", in_process_cpu, walk_cpu),
+            _ls_row(f"{name}: `runctl ls` command, wall vs walk and stat, wall", whole, walk),
+            _ls_row(f"{name}: `runctl ls` command, CPU vs walk and stat, CPU", whole_cpu, walk_cpu)]
 
 
 def _ls_row(name: str, seconds: float, baseline: float) -> dict:
-    return {"name": name, "runctl": seconds, "baseline": baseline, "ratio": seconds / baseline,
-            "target": f"<= {LS_TARGET_S} s", "met": seconds <= LS_TARGET_S, "unit": "s"}
+    return ratio_row(name, seconds, baseline, LS_RATIO, "s", absolute=LS_TARGET_S)
 
 
 def make_checkpoint_zip(path: Path, total_bytes: int) -> None:
