@@ -32,6 +32,9 @@ def _load(path: Path):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
+    # Registered before it runs, as an import would: a dataclass resolves its annotations through
+    # sys.modules[cls.__module__] (bench_engine.ProcessTime).
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
