@@ -21,6 +21,7 @@ from runctl.runs.follower_hub import FollowerHub
 from runctl.runs.layout import DEFAULT_DEPTH
 from runctl.tui.alerts import AlertRaised, AlertSettings
 from runctl.tui.engine_host import EngineHost
+from runctl.tui.first_paint_gc import hold_collections, release_collections
 from runctl.tui.keymap import default_keymap_path, load_keymap, unknown_ids
 from runctl.tui.messages import EngineEvent, EngineFinished, RunsChanged, WatchStarted
 from runctl.tui.palette import ScreenActionsProvider
@@ -61,6 +62,8 @@ class RunctlApp(App[int]):
         alerts: AlertSettings | None = None,
     ) -> None:
         super().__init__()
+        # Until the runs list has painted its first full listing (or the app ends before that).
+        hold_collections()
         self.alert_settings = alerts
         self.root = Path(root)
         self.depth = depth  # how many folders below root runs are looked for
@@ -146,6 +149,7 @@ class RunctlApp(App[int]):
             runs.catch_up_after_watch_start()
 
     def on_unmount(self) -> None:
+        release_collections()
         if self._bridge is not None:
             # A stop that overtook the start would leave the observer's threads running.
             if self._watch_requested:

@@ -15,7 +15,7 @@ from support.checkpoints import (
     reduce_call,
     write_checkpoint,
 )
-from support.cli import run_cli
+from support.cli import cli_env, run_cli
 from support.runs import make_run
 
 
@@ -30,6 +30,19 @@ def root(tmp_path: Path) -> Path:
     (root / "stray.txt").write_text("x")
     os.symlink(root / "nowhere", root / "gone")
     return root
+
+
+def test_ls_through_a_pipe_prints_every_row_of_a_table_longer_than_the_console_queue(tmp_path: Path) -> None:
+    """Output to a pipe waits in the console's bounded queue for its writer thread (1,000 writes by
+    default, 3 here): the table is one write, so no row is left out however many runs there are."""
+    root = tmp_path / "runs"
+    names = [f"run-{i:02d}" for i in range(12)]
+    for name in names:
+        make_run(root, name, state="finished", step=10, max_steps=10)
+    result = run_cli(["ls", str(root)], env=cli_env({"RUNCTL_TEST_CONSOLE_QUEUE": "3"}), no_traceback=True)
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == names
+    assert "not shown" not in result.stdout + result.stderr
 
 
 def test_ls_table(root: Path) -> None:

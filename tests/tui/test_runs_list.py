@@ -252,6 +252,25 @@ async def test_many_runs_arrive_after_the_first_screenful(tmp_path: Path) -> Non
         assert all(name.startswith("run-01") for name in t.visible_names())
 
 
+
+async def test_the_collector_thresholds_are_held_until_the_first_full_listing_is_painted(tmp_path: Path) -> None:
+    import gc
+
+    from runctl.tui.first_paint_gc import FIRST_PAINT_THRESHOLD
+    from support.listing import write_many_runs
+
+    before = gc.get_threshold()
+    root = write_many_runs(tmp_path / "runs", 20)
+    app = make_test_app(root, tmp_path)
+    try:
+        held = FIRST_PAINT_THRESHOLD if 0 < before[0] < FIRST_PAINT_THRESHOLD else before[0]
+        assert gc.get_threshold()[0] == held
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, 20)
+            await pilot_wait_for(pilot, lambda: gc.get_threshold() == before, "the thresholds back")
+    finally:
+        gc.set_threshold(*before)
+
 def test_load_rows_hands_over_the_most_recently_written_runs_first(tmp_path: Path) -> None:
     import os
 

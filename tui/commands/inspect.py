@@ -243,9 +243,10 @@ def _number(value: float | None) -> str:
 
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    for row in [headers, *rows]:
-        line = "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
-        sys.stdout.write(line.rstrip() + "\n")
+    # One write for the whole table: to a pipe or a terminal each write is queued for the console's
+    # writer thread, and a line per write would hand it thousands of wake-ups for a big root.
+    sys.stdout.write("".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+                             .rstrip() + "\n" for row in [headers, *rows]))
 
 
 def _print_json(document: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from runctl.runs.layout import DEFAULT_DEPTH, LIVE_STATES, RUN_YAML
 from runctl.runs.store import RunStore
+from runctl.tui.first_paint_gc import release_collections
 from runctl.tui.messages import RunRowsLoaded
 from runctl.tui.run_rows import RunRow, load_row, load_rows
 from runctl.tui.widgets.footer_adapter import CoalescedFooter
@@ -183,7 +184,11 @@ class RunsListScreen(Screen):
 
     def _start_watching_after_paint(self) -> None:
         # The refresh that follows set_rows lays out the new rows; their paint is the next one.
-        self.table.call_after_refresh(self.rapp.start_watching)
+        self.table.call_after_refresh(self._after_first_paint)
+
+    def _after_first_paint(self) -> None:
+        release_collections()  # held since the app started (tui.first_paint_gc)
+        self.rapp.start_watching()
 
     def on_run_rows_loaded(self, message: RunRowsLoaded) -> None:
         if message.complete:
