@@ -262,18 +262,19 @@ def _expected_options(plot, key: str) -> tuple[float, bool, int | None]:
 
 
 class _FrameClock:
-    """When each frame reached the terminal driver, and which plot options it showed.
+    """When the frame answering a key reached the terminal driver.
 
     The chart's render runs inside Textual's compositor update; the update then goes to
     App._display, which writes it to the terminal (the headless driver of run_test drops it there,
     after the work). A key's latency ends at the first _display whose update holds a chart render
-    made after the key with the key's new option.
+    made after the key with the key's new option. The wait is an asyncio future, not a polling
+    loop: polling would add work on the very thread being measured.
     """
 
     def __init__(self, app, plot) -> None:
         self.renders = 0
         self.rendered_options: tuple | None = None
-        self.frames: list[tuple[float, int, tuple | None]] = []  # (time, renders so far, options shown)
+        self._expect: tuple[int, tuple, asyncio.Future[float]] | None = None
         chart = plot.query_one("#loss-chart")
         render, display = chart.render, app._display
 
@@ -284,21 +285,34 @@ class _FrameClock:
 
         def timed_display(screen, update):
             display(screen, update)
-            if update is not None:
-                self.frames.append((time.perf_counter(), self.renders, self.rendered_options))
+            expect = self._expect
+            if update is not None and expect is not None:
+                after_renders, options, shown = expect
+                if self.renders > after_renders and self.rendered_options == options and not shown.done():
+                    shown.set_result(time.perf_counter())
 
         chart.render = timed_render  # instance attributes: Textual calls self.render() / app._display()
         app._display = timed_display
 
-    def shown_at(self, after_renders: int, options: tuple) -> float | None:
-        for at, renders, shown in reversed(self.frames):
-            if renders > after_renders and shown == options:
-                return at
-        return None
+    def expect(self, options: tuple) -> asyncio.Future[float]:
+        """A future for the time the next frame showing `options` is displayed."""
+        shown: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._expect = (self.renders, options, shown)
+        return shown
 
 
-async def _key_latencies(root: Path, presses: int, task: str | None) -> list[float]:
-    """Key -> screen of `presses` plot keys in the real app; `task` trains in process meanwhile."""
+def _engine_step(run_dir: Path) -> tuple[float, int]:
+    """(now, the last step in metrics.jsonl): the engine's steps/s during the key presses."""
+    with open(run_dir / "metrics.jsonl", "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+        lines = [line for line in f.read().splitlines() if line.endswith(b"}")]
+    return time.perf_counter(), int(json.loads(lines[-1])["step"]) if lines else 0
+
+
+async def _key_latencies(root: Path, presses: int, task: str | None, niceness: int | None = None,
+                         rates: list[float] | None = None) -> list[float]:
+    """Key -> screen of `presses` plot keys in the real app; `task` trains in process meanwhile
+    (at the engine host's niceness, or `niceness`); its steps/s while keys are pressed go to `rates`."""
     from runctl.tui.app import make_app
     from runctl.tui.screens.run_view import RunViewScreen
     from runctl.tui.widgets.loss_plot import LossPlot
@@ -309,6 +323,8 @@ async def _key_latencies(root: Path, presses: int, task: str | None) -> list[flo
     async with app.run_test(size=TERMINAL) as pilot:
         await pilot.pause()
         if task is not None:
+            if niceness is not None:
+                app.engine_host.engine_niceness = niceness
             run_dir = app.engine_host.start_new(task, f"keys-{task}-{time.time_ns()}",
                                                 ["max_steps=10000000", "checkpoint.every=1000000"],
                                                 raise_errors=True)
@@ -323,20 +339,21 @@ async def _key_latencies(root: Path, presses: int, task: str | None) -> list[flo
         plot = app.screen.query_one(LossPlot)
         await asyncio.sleep(1.0)  # the view settles; the engine reaches full speed
         clock = _FrameClock(app, plot)
+        first = _engine_step(run_dir)
         for index in range(presses):
             await asyncio.sleep(0.05 + (index % 5) * 0.03)
             key = PLOT_KEYS[index % len(PLOT_KEYS)]
-            options = _expected_options(plot, key)
-            renders = clock.renders
+            shown = clock.expect(_expected_options(plot, key))
             started = time.perf_counter()
             # The key as the terminal driver delivers it. Not Pilot.press: it also waits for the
             # whole process to go CPU-idle (textual._wait.wait_for_idle, up to 1 s twice), which a
             # process that trains never does.
             app.post_message(events.Key(key, key))
-            assert await _wait_until(lambda r=renders, o=options: clock.shown_at(r, o) is not None,
-                                     interval=0.001), f"{key}: the frame with {options} never came"
-            latencies.append((clock.shown_at(renders, options) - started) * 1e3)
+            latencies.append((await asyncio.wait_for(shown, timeout=10.0) - started) * 1e3)
         if task is not None:
+            last = _engine_step(run_dir)
+            if rates is not None and last[1] > first[1]:
+                rates.append((last[1] - first[1]) / (last[0] - first[0]))
             assert app.engine_host.is_training(run_dir), "the engine stopped during the measurement"
             app.engine_host.stop_all()
             await asyncio.get_running_loop().run_in_executor(None, app.engine_host.wait_all, 120.0)
@@ -344,7 +361,8 @@ async def _key_latencies(root: Path, presses: int, task: str | None) -> list[flo
     return latencies
 
 
-def bench_keys(tmp: Path, quick: bool, keys: int | None = None, tasks: tuple[str, ...] = KEY_TASKS) -> list[dict]:
+def bench_keys(tmp: Path, quick: bool, keys: int | None = None, tasks: tuple[str, ...] = KEY_TASKS,
+               niceness: int | None = None) -> list[dict]:
     """Idle and training blocks alternate, so drift in the machine's load hits both alike."""
     root = tmp / "keys"
     root.mkdir()
@@ -353,12 +371,16 @@ def bench_keys(tmp: Path, quick: bool, keys: int | None = None, tasks: tuple[str
     load_before = os.getloadavg()[0]
     idle: list[float] = []
     busy: dict[str, list[float]] = {task: [] for task in tasks}
+    rates: dict[str, list[float]] = {task: [] for task in tasks}
     for block in range(blocks):
         share = presses // blocks if block < blocks - 1 else presses - presses // blocks * (blocks - 1)
         idle += asyncio.run(_key_latencies(root, share, task=None))
         for task in tasks:
-            busy[task] += asyncio.run(_key_latencies(root, share, task=task))
+            busy[task] += asyncio.run(_key_latencies(root, share, task, niceness, rates[task]))
     load_after = os.getloadavg()[0]
+    from runctl.tui.engine_host import ENGINE_NICENESS
+
+    niceness_shown = ENGINE_NICENESS if niceness is None else niceness
     rows = []
     idle_p = {q: float(np.percentile(idle, q)) for q in (50, 95, 99)}
     for task, samples in busy.items():
@@ -371,6 +393,8 @@ def bench_keys(tmp: Path, quick: bool, keys: int | None = None, tasks: tuple[str
                  "ms"),
             _row(f"key -> screen p50 while training {task} vs idle (info)", p[50], idle_p[50], "info", True, "ms"),
             _row(f"key -> screen p99 while training {task} vs idle (info)", p[99], idle_p[99], "info", True, "ms"),
+            _row(f"{task} engine steps/s while the keys were pressed, engine thread niceness +{niceness_shown} "
+                 "(info)", statistics.mean(rates[task]) if rates[task] else None, None, "info", True, "steps/s"),
         ]
     rows.append(_row("load average (1 min) at the end of the key figures vs at their start (info)", load_after,
                      load_before, "info", True, ""))
@@ -503,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("plot", "visible", "keys", "big"), help="one figure group")
     parser.add_argument("--keys", type=int, help="key presses per figure (idle and each task); default 200 "
                         "with --quick, else 400")
+    parser.add_argument("--engine-niceness", type=int, help="the in-process engine thread's niceness during the "
+                        "key figures (default: the engine host's)")
     parser.add_argument("--task", action="append", choices=KEY_TASKS, help="train only this task during the key "
                         "figures (repeatable); default both")
     args = parser.parse_args(argv)
@@ -512,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = {"plot": lambda: bench_plot(args.quick),
                     "visible": lambda: bench_metric_visible(Path(tmp), args.quick),
                     "keys": lambda: bench_keys(Path(tmp), args.quick, args.keys,
-                                               tuple(args.task or KEY_TASKS)),
+                                               tuple(args.task or KEY_TASKS), args.engine_niceness),
                     "big": lambda: bench_big_root(Path(tmp), args.quick)}[args.only]()
     else:
         rows = run(args.quick)

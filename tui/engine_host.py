@@ -1,4 +1,4 @@
-"""The in-process engines: one Textual thread worker per training run, one Control per run.
+"""The in-process engines: one thread per training run (a Textual thread worker waits on it), one Control per run.
 
 The engine never touches widgets: its on_event callback posts EngineEvent messages (the runs list
 reloads the run's row), and the end of a worker posts EngineFinished. What a run view shows comes
@@ -36,6 +36,12 @@ T = TypeVar("T")
 
 # engine.api.train: resume from the newest valid checkpoint (or the branch point).
 AUTO = "auto"
+# The niceness an in-process engine's thread adds to its own (Linux; the threads it starts, torch's
+# intra-op workers and the checkpoint writer, inherit it). The UI thread wakes for a key and needs a
+# core at once; at equal priority the engine and its torch threads, busy on every core, make it wait
+# its turn (bench/bench_ui.py: key -> screen p95 several times the idle figure). With Linux's
+# autogroup scheduling the niceness only ranks threads of this terminal session against each other.
+ENGINE_NICENESS = 10
 
 
 @dataclass
@@ -54,6 +60,7 @@ class EngineHost:
         self.root = root
         self._trainings: dict[Path, Training] = {}
         self._lock = threading.Lock()
+        self.engine_niceness = ENGINE_NICENESS
 
     # ------------------------------------------------------------ queries
     def is_training(self, run_dir: Path) -> bool:
@@ -283,16 +290,26 @@ class EngineHost:
         with self._lock:
             self._trainings[training.run_dir] = training
         self.app.run_worker(
-            lambda: self._train(training, resume_from, prepare),
+            lambda: self._train_on_own_thread(training, resume_from, prepare),
             name=f"engine:{training.run_dir.name}",
             group="engine",
             thread=True,
             exit_on_error=False,
         )
 
+    def _train_on_own_thread(self, training: Training, resume_from: Path | str | None,
+                             prepare: Callable[[], None] | None) -> None:
+        """The Textual worker waits on a thread of the engine's own: a thread's niceness cannot be
+        lowered back, and the worker's thread is the executor's, pooled for later workers."""
+        thread = threading.Thread(target=self._train, args=(training, resume_from, prepare),
+                                  name=f"runctl-engine:{training.run_dir.name}")
+        thread.start()
+        thread.join()
+
     def _train(self, training: Training, resume_from: Path | str | None,
                prepare: Callable[[], None] | None = None) -> None:
-        """The worker thread: the whole training loop. Posts messages only, never touches widgets."""
+        """The engine's thread: the whole training loop. Posts messages only, never touches widgets."""
+        lower_thread_priority(self.engine_niceness)
         run_dir = training.run_dir
         app = self.app
         skipped: list[str] = []
@@ -324,6 +341,21 @@ class EngineHost:
                 self._trainings.pop(run_dir, None)
             training.done.set()
             app.post_message(EngineFinished(run_dir, error))
+
+
+def lower_thread_priority(increment: int) -> bool:
+    """Add `increment` to the calling thread's niceness (Linux: per thread); True if it changed.
+
+    Threads started by this one afterwards inherit the new value. Elsewhere, or where the system
+    refuses, nothing changes: the engine trains at the process's priority."""
+    if increment <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        thread_id = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread_id, os.getpriority(os.PRIO_PROCESS, thread_id) + increment)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 def resume_message(run_dir: Path, origin: str | None, skipped: list[str]) -> str:

@@ -7,11 +7,15 @@ Fixture runs (tests/support/run_view.py) cover what the screen shows; the keys t
 from __future__ import annotations
 
 import json
+import os
+import sys
+import threading
 from pathlib import Path
 
 from runctl.runs.layout import CHECKPOINT_DIR, METRICS_JSONL, RUN_YAML, checkpoint_name
 from runctl.runs.manifest import read_manifest
 from runctl.tui.app import RunctlApp
+from runctl.tui.engine_host import ENGINE_NICENESS
 from runctl.tui.messages import EngineFinished
 from runctl.tui.screens.branch_dialog import BranchDialog
 from runctl.tui.screens.confirm_delete import ConfirmDeleteScreen
@@ -255,9 +259,14 @@ async def test_r_then_R_then_e_then_b_with_the_real_engine(tmp_path: Path) -> No
         assert "run_id: tiny" in text and "step_00000030.pt" in text and "lr: 0.0005" in text
 
 
+def niceness(thread: threading.Thread) -> int:
+    return os.getpriority(os.PRIO_PROCESS, thread.native_id)
+
+
 async def test_the_plot_follows_an_in_process_run_through_the_watcher(tmp_path: Path) -> None:
     """The in-process engine sends the run view nothing: its metrics lines reach the plot the way
-    anyone's do, the watcher seeing the file grow and waking the view's follower."""
+    anyone's do, the watcher seeing the file grow and waking the view's follower. Its thread runs
+    below the UI thread's priority (Linux), and the thread workers after it do not."""
     run = engine_run(tmp_path, "watched", max_steps=100_000, checkpoint_every=100_000, stopped_at_first_step=True)
     app = make_test_app(tmp_path, tmp_path, watch=True)
     try:
@@ -273,8 +282,14 @@ async def test_the_plot_follows_an_in_process_run_through_the_watcher(tmp_path: 
                 return len(shown - {None, 1}) >= 3 and app.engine_host.is_training(run)
 
             await pilot_wait_for(pilot, followed_while_training, "the plot to move on three times while the run trains")
+            ui_niceness = niceness(threading.main_thread())
+            if sys.platform.startswith("linux"):
+                engine_thread = next(t for t in threading.enumerate() if t.name == f"runctl-engine:{run.name}")
+                assert niceness(engine_thread) == min(19, ui_niceness + ENGINE_NICENESS)
             await pilot.press("x")
             await engines_done(pilot)
+            worker = app.run_worker(lambda: niceness(threading.current_thread()), thread=True)
+            assert await worker.wait() == ui_niceness
             last = max(json.loads(line)["step"] for line in (run / METRICS_JSONL).read_text().splitlines())
             await pilot_wait_for(pilot, lambda: plot.data.last_step == last, f"the plot to reach step {last}")
     finally:
