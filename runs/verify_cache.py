@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 _FILE_NAME = "verify.sqlite3"
 _lock = threading.Lock()
 _connection: Any = None
@@ -72,9 +74,12 @@ def load(key: tuple[str, int, int, int], level: str) -> dict[str, Any] | None:
     if row is None:
         return None
     try:
-        data = json.loads(row[0])
-    except ValueError:
-        return None
+        data = orjson.loads(row[0])  # a listing looks up every nanoGPT and Lightning checkpoint here
+    except orjson.JSONDecodeError:  # NaN, an infinity, an integer past 64 bits: json.dumps writes them
+        try:
+            data = json.loads(row[0])
+        except ValueError:
+            return None
     return data if isinstance(data, dict) and data.get("level") == level else None
 
 

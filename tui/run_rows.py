@@ -81,7 +81,8 @@ def row_from_summary(summary: RunSummary) -> RunRow:
         last_loss=summary.last_loss,
         best_metric=best.get("metric"),
         best_value=float(best_value) if isinstance(best_value, int | float) else None,
-        steps_per_s=read_speed(summary.path),
+        # Another tool's run has no metrics.jsonl: nothing to open.
+        steps_per_s=read_speed(summary.path) if summary.layout == "runctl" else None,
         updated_at=summary.updated_at,
         error=summary.error,
         layout=summary.layout,

@@ -58,11 +58,12 @@ def read_state(path: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-def newest_state(run_dir: Path) -> tuple[Path | None, dict[str, Any]]:
+def newest_state(run_dir: Path, dirs: list[tuple[int, Path, bool]] | None = None,
+                 ) -> tuple[Path | None, dict[str, Any]]:
     """The trainer_state.json with the highest global_step: the top one (written at the end) or
-    the newest checkpoint's."""
-    candidates = [run_dir / STATE] + [folder / STATE for _, folder, temp in reversed(checkpoint_dirs(run_dir))
-                                      if not temp][:1]
+    the newest checkpoint's (`dirs`: checkpoint_dirs(run_dir) when the caller has it already)."""
+    dirs = checkpoint_dirs(run_dir) if dirs is None else dirs
+    candidates = [run_dir / STATE] + [folder / STATE for _, folder, temp in reversed(dirs) if not temp][:1]
     best: tuple[Path | None, dict[str, Any]] = (None, {})
     for path in candidates:
         state = read_state(path)
@@ -74,7 +75,8 @@ def newest_state(run_dir: Path) -> tuple[Path | None, dict[str, Any]]:
 
 def summarize(run_dir: Path) -> RunSummary:
     summary = common.base_summary(run_dir, LAYOUT)
-    path, state = newest_state(run_dir)
+    dirs = checkpoint_dirs(run_dir)
+    path, state = newest_state(run_dir, dirs)
     summary.step = _int(state.get("global_step"))
     summary.max_steps = _int(state.get("max_steps"))
     best = state.get("best_metric")
@@ -87,7 +89,7 @@ def summarize(run_dir: Path) -> RunSummary:
     finished = summary.step is not None and summary.max_steps is not None and summary.step >= summary.max_steps > 0
     files: list[common.FileStat] = []
     saved: set[int] = set()  # a checkpoint is a checkpoint-N/ folder (or the final model at the top)
-    for step, folder, temp in checkpoint_dirs(run_dir):
+    for step, folder, temp in dirs:
         found = common.scan_files(folder)
         files += [f._replace(name=f"{folder.name}/{f.name}", temp=f.temp or temp) for f in found]
         if found and not temp:
