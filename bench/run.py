@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict] = []
     started = time.time()
-    load_before = _load_average()
+    load_before, commit = _load_average(), _commit()
     for path in sorted(BENCH_DIR.glob("bench_*.py")):
         if args.only and args.only not in path.stem:
             continue
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         command = "python bench/run.py" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only
                                                                                  else "")
-        lines = [f"Command: `{command}`, commit {_commit()}  ",
+        lines = [f"Command: `{command}`, commit {commit}  ",
                  f"Machine: {platform.platform()}, Python {platform.python_version()}, "
                  f"{_cpu_count()} cores; started {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}; "
                  f"{elapsed:.0f} s  ", f"{load.capitalize()}", "",
