@@ -75,8 +75,8 @@ def last_steps(folder: Path, files: list[common.FileStat]) -> dict[str, int | No
         if f.temp or common.role_from_name(f.name) != "last" or f.name in named:
             continue
         path = folder / f.name
-        target = os.path.realpath(path)
-        if os.path.islink(path) and os.path.dirname(target) == os.path.realpath(folder) \
+        target = os.path.realpath(path) if os.path.islink(path) else None  # a link's target only
+        if target is not None and os.path.dirname(target) == os.path.realpath(folder) \
                 and os.path.basename(target) in named:
             steps[f.name] = named[os.path.basename(target)]
         else:
