@@ -326,10 +326,13 @@ def _engine_step(run_dir: Path) -> tuple[float, int]:
 
 
 async def _key_latencies(root: Path, presses: int, task: str | None, niceness: int | None = None,
-                         rates: list[float] | None = None, until: str = "screen") -> list[float]:
+                         rates: list[float] | None = None, until: str = "screen",
+                         child: bool = False) -> list[float]:
     """Key -> screen of `presses` plot keys in the real app; `task` trains in process meanwhile
     (at the engine host's niceness, or `niceness`); its steps/s while keys are pressed go to `rates`.
-    `until="draw"`: key -> the plot's draw (see _FrameClock)."""
+    `until="draw"`: key -> the plot's draw (see _FrameClock). `child`: `runctl train` trains in a
+    child process at the same niceness instead (no GIL shared with the UI), commanded through its
+    control folder as any run trained elsewhere."""
     from runctl.tui.app import make_app
     from runctl.tui.screens.run_view import RunViewScreen
     from runctl.tui.widgets.loss_plot import LossPlot
@@ -339,7 +342,19 @@ async def _key_latencies(root: Path, presses: int, task: str | None, niceness: i
     latencies: list[float] = []
     async with app.run_test(size=TERMINAL) as pilot:
         await pilot.pause()
-        if task is not None:
+        trainer: subprocess.Popen[bytes] | None = None
+        if task is not None and child:
+            from runctl.tui.engine_host import ENGINE_NICENESS
+
+            increment = ENGINE_NICENESS if niceness is None else niceness
+            run_dir = root / f"keys-child-{task}-{time.time_ns()}"
+            trainer = subprocess.Popen(
+                [sys.executable, "-m", "runctl", "train", task, "--root", str(root), "--name", run_dir.name,
+                 "--set", "max_steps=10000000", "--set", "checkpoint.every=1000000"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=lambda: os.nice(increment))  # noqa: PLW1509 - os.nice only, before exec
+            assert await _wait_until(lambda: (run_dir / "metrics.jsonl").exists(), timeout=120)
+        elif task is not None:
             if niceness is not None:
                 app.engine_host.engine_niceness = niceness
             run_dir = app.engine_host.start_new(task, f"keys-{task}-{time.time_ns()}",
@@ -371,6 +386,11 @@ async def _key_latencies(root: Path, presses: int, task: str | None, niceness: i
             last = _engine_step(run_dir)
             if rates is not None and last[1] > first[1]:
                 rates.append((last[1] - first[1]) / (last[0] - first[0]))
+        if trainer is not None:
+            assert trainer.poll() is None, "the engine stopped during the measurement"
+            trainer.terminate()  # SIGTERM: a checkpoint, then the process ends `interrupted`
+            await asyncio.get_running_loop().run_in_executor(None, trainer.wait, 120.0)
+        elif task is not None:
             assert app.engine_host.is_training(run_dir), "the engine stopped during the measurement"
             app.engine_host.stop_all()
             await asyncio.get_running_loop().run_in_executor(None, app.engine_host.wait_all, 120.0)
@@ -379,7 +399,7 @@ async def _key_latencies(root: Path, presses: int, task: str | None, niceness: i
 
 
 def bench_keys(tmp: Path, quick: bool, keys: int | None = None, tasks: tuple[str, ...] = KEY_TASKS,
-               niceness: int | None = None) -> list[dict]:
+               niceness: int | None = None, child: bool = False) -> list[dict]:
     """Idle and training blocks alternate, so drift in the machine's load hits both alike."""
     root = tmp / "keys"
     root.mkdir()
@@ -389,11 +409,16 @@ def bench_keys(tmp: Path, quick: bool, keys: int | None = None, tasks: tuple[str
     idle: list[float] = []
     busy: dict[str, list[float]] = {task: [] for task in tasks}
     rates: dict[str, list[float]] = {task: [] for task in tasks}
+    in_child: dict[str, list[float]] = {task: [] for task in tasks}
+    child_rates: dict[str, list[float]] = {task: [] for task in tasks}
     for block in range(blocks):
         share = presses // blocks if block < blocks - 1 else presses - presses // blocks * (blocks - 1)
         idle += asyncio.run(_key_latencies(root, share, task=None))
         for task in tasks:
             busy[task] += asyncio.run(_key_latencies(root, share, task, niceness, rates[task]))
+            if child:
+                in_child[task] += asyncio.run(_key_latencies(root, share, task, niceness, child_rates[task],
+                                                             child=True))
     load_after = os.getloadavg()[0]
     from runctl.tui.engine_host import ENGINE_NICENESS
 
@@ -410,6 +435,18 @@ def bench_keys(tmp: Path, quick: bool, keys: int | None = None, tasks: tuple[str
             _row(f"{task} engine steps/s while the keys were pressed, engine thread niceness +{niceness_shown} "
                  "(info)", statistics.mean(rates[task]) if rates[task] else None, None, "info", True, "steps/s"),
         ]
+        if in_child[task]:
+            c = {q: float(np.percentile(in_child[task], q)) for q in (50, 95)}
+            rows += [
+                _row(f"key -> screen p95 while `runctl train {task}` trains in a child process, niceness "
+                     f"+{niceness_shown} ({len(in_child[task])} keys), vs in process (info)", c[95], p[95], "info",
+                     True, "ms"),
+                _row(f"key -> screen p50 while `runctl train {task}` trains in a child process vs in process (info)",
+                     c[50], p[50], "info", True, "ms"),
+                _row(f"{task} engine steps/s in the child process while the keys were pressed (info)",
+                     statistics.mean(child_rates[task]) if child_rates[task] else None, None, "info", True,
+                     "steps/s"),
+            ]
     rows.append(_row("load average (1 min) at the end of the key figures vs at their start (info)", load_after,
                      load_before, "info", True, ""))
     return rows
@@ -543,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
                         "with --quick, else 400")
     parser.add_argument("--engine-niceness", type=int, help="the in-process engine thread's niceness during the "
                         "key figures (default: the engine host's)")
+    parser.add_argument("--child", action="store_true", help="also measure keys while `runctl train` trains in "
+                        "a child process (no GIL shared with the UI), as information")
     parser.add_argument("--task", action="append", choices=KEY_TASKS, help="train only this task during the key "
                         "figures (repeatable); default both")
     args = parser.parse_args(argv)
@@ -552,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = {"plot": lambda: bench_plot(args.quick),
                     "visible": lambda: bench_metric_visible(Path(tmp), args.quick),
                     "keys": lambda: bench_keys(Path(tmp), args.quick, args.keys,
-                                               tuple(args.task or KEY_TASKS), args.engine_niceness),
+                                               tuple(args.task or KEY_TASKS), args.engine_niceness,
+                                               args.child),
                     "big": lambda: bench_big_root(Path(tmp), args.quick)}[args.only]()
     else:
         rows = run(args.quick)
