@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from runctl.engine.schema import Data, RunConfig, as_run_config
 from runctl.engine.tasks.idx import IdxError, read_idx
 from runctl.engine.tasks.layers import Block, z_loss
+from runctl.engine.tasks.sklearn_digits import load_digits_arrays
 from runctl.engine.tasks.specs import DigitsVitModel
 from runctl.runs.errors import RunctlError
 from torch import nn
@@ -44,11 +45,9 @@ class ImageSplits:
 def load_images(data: Data) -> ImageSplits:
     """The digits (data.path null) or an IDX folder, split and standardised."""
     if data.path is None:
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        images = bunch.images.astype(np.float32) / 16.0
-        labels = bunch.target.astype(np.int64)
+        pixels, targets = load_digits_arrays()
+        images = pixels.astype(np.float32) / 16.0
+        labels = targets.astype(np.int64)
         train_idx, val_idx = _fixed_split(len(labels), data.val_fraction)
         return _standardise(images[train_idx], labels[train_idx], images[val_idx], labels[val_idx],
                             "sklearn digits")
