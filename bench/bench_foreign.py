@@ -127,7 +127,7 @@ def bench_ls(root: Path, runs: int, quick: bool) -> list[dict]:
         _ratio_row(f"find_runs in process (a re-list), {size}, wall (vs walk and stat)", in_process, walk,
                    RELIST_RATIO),
         _row(f"`runctl ls`, {size}: whole command, wall, absolute (info)", whole, None, f"<= {TARGET_S:.0f} s",
-             True, "s"),
+             whole <= TARGET_S, "s"),
         _row("python start-up, `python -c pass`, wall (info)", start, None, "info", True, "s"),
     ]
 
@@ -159,7 +159,7 @@ def bench_first_paint(root: Path, empty: Path, runs: int, quick: bool) -> list[d
     paint = statistics.median(paints)
     name = f"UI first paint, {runs:,} foreign runs in a 100,000-file tree, from process start (median of {repeats})"
     return [_ratio_row(f"{name} (vs one run's paint + walk and stat)", paint, one + walk, PAINT_RATIO),
-            _row(f"{name}, absolute (info)", paint, None, f"<= {TARGET_S:.0f} s", True, "s"),
+            _row(f"{name}, absolute (info)", paint, None, f"<= {TARGET_S:.0f} s", paint <= TARGET_S, "s"),
             _row("UI first paint, one foreign run, from process start (info)", one, None, "info", True, "s")]
 
 
