@@ -13,9 +13,13 @@ A terminal can also stop taking output without going away: the user pressed Ctrl
 SSH session, or the connection stalls and sshd's buffers fill. A write to it then blocks until the
 terminal drains, and a training loop that prints progress would stop with it. So output for a
 terminal, a pipe or a socket is written by one background thread (`_Pump`) from a bounded queue:
-a write() only queues. When the queue is full, what does not fit is not shown: it goes to the run's
-log (with a note saying the terminal is not taking output) and is counted, and once the terminal
-takes output again it shows one line saying how many lines it missed and where they are. At exit
+a write() only queues. A full queue alone means a reader slower than the writer (`less`, `tee`
+over a slow link): the write waits for room as long as the terminal keeps taking output, so a
+healthy reader gets every line. A terminal that takes nothing for `STALL_S` seconds is not taking
+output: from then until it takes output again, what does not fit in the queue is not shown, without
+waiting: it goes to the run's log (with a note saying the terminal is not taking output) and is
+counted, and once the terminal takes output again it shows one line saying how many lines it
+missed and where they are. At exit
 the queue is given to the terminal while it takes it; a terminal that takes nothing for
 `DRAIN_STALL_S` seconds gets nothing more, and the rest goes to the run's log. Output to a regular
 file (a redirect) is written directly, as it cannot block for long.
@@ -44,6 +48,8 @@ GONE_ERRNOS = frozenset({errno.EIO, errno.EPIPE, errno.ENXIO, errno.EBADF, errno
 QUEUE_WRITES = 1000
 # Test-only: a smaller queue, so a test fills it with a few hundred lines.
 QUEUE_ENV = "RUNCTL_TEST_CONSOLE_QUEUE"
+# A terminal that has taken nothing for this long, with the queue full, is not taking output.
+STALL_S = 1.0
 # At exit, a terminal that has taken nothing for this long gets nothing more.
 DRAIN_STALL_S = 2.0
 
@@ -113,14 +119,25 @@ class ConsoleStream(io.TextIOBase):
             data = text.encode(self._encoding, self._errors)
         except UnicodeEncodeError:  # a terminal that cannot show a character gets its escape
             data = text.encode(self._encoding, "backslashreplace")
-        with self._lock:
-            if self.gone is None and self.queued:
-                data = b"" if _pump().put(self, data) else self._not_taken(data)
-            elif self.gone is None:
-                data = self._write_original(text, data)
-            if data:
-                self._write_fallback(data)
-        return len(text)
+        pump = _pump() if self.queued else None
+        while True:
+            with self._lock:
+                if self.gone is None and pump is not None:
+                    if pump.put(self, data):
+                        return len(text)
+                    if not pump.stuck:
+                        room = False  # a slow reader: wait for room below, without the lock
+                    else:
+                        room, data = True, self._not_taken(data)
+                elif self.gone is None:
+                    room, data = True, self._write_original(text, data)
+                else:
+                    room = True
+                if room:
+                    if data:
+                        self._write_fallback(data)
+                    return len(text)
+            pump.wait_for_room()
 
     def keep_in(self, path: Path | None) -> None:
         """Where output goes once the terminal is gone (appended); None: dropped."""
@@ -216,7 +233,8 @@ class _Pump:
         self.limit = limit
         self.items: collections.deque[tuple[ConsoleStream, bytes]] = collections.deque()
         self.in_flight: tuple[ConsoleStream, bytes] | None = None
-        self.delivered = 0                            # writes done, for the exit's progress check
+        self.delivered = 0                            # writes done: how a waiting writer sees progress
+        self.stuck = False                            # nothing delivered for STALL_S with the queue full
         self.abandoned: tuple[ConsoleStream, bytes] | None = None
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
@@ -235,6 +253,23 @@ class _Pump:
             pass  # the pipe is full of wake-ups already
         return True
 
+    def wait_for_room(self, stall_s: float = STALL_S) -> None:
+        """Wait while the queue is full and the terminal takes output; sets `stuck` when it takes
+        nothing for `stall_s` seconds. Polls, holding no lock: a signal handler may print while
+        its own thread waits here, and the pump's thread blocks in write() for as long as the
+        terminal does."""
+        if threading.current_thread() is self._thread:
+            self.stuck = True  # the pump cannot wait for itself
+            return
+        seen, since = self.delivered, time.monotonic()
+        while len(self.items) >= self.limit and not self.stuck:
+            if self.delivered != seen:
+                seen, since = self.delivered, time.monotonic()
+            elif time.monotonic() - since > stall_s:
+                self.stuck = True
+                return
+            time.sleep(0.002)
+
     def _run(self) -> None:
         waiting: set[ConsoleStream] = set()
         while True:
@@ -249,6 +284,7 @@ class _Pump:
                 waiting.add(stream)
                 self.in_flight = None
                 self.delivered += 1
+                self.stuck = False
             for stream in waiting:
                 stream.caught_up()
             waiting.clear()

@@ -11,6 +11,10 @@ The console queue is made small (RUNCTL_TEST_CONSOLE_QUEUE) so that a short run 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from support.cli import run_cli
@@ -83,3 +87,26 @@ def test_ctrl_s_does_not_stop_training_and_ctrl_q_says_what_was_missed(tmp_path:
         terminal.ensure_dead()
     final = status(run_dir)
     assert code == 0 and final["state"] == "stopped" and final["step"] > stopped_at + 20, (code, final)
+
+
+def test_a_slow_reader_gets_every_line(tmp_path: Path) -> None:
+    """A pipe whose reader is slower than the writer (`runctl ... | less`, `tee` over a slow link)
+    is a terminal that takes output: with the queue full, writes wait for room instead of being
+    set aside, so the reader gets every line and no "not shown" note."""
+    lines, width = 3000, 100  # far more than a pipe's buffer, so the writer outruns the reader
+    program = ("import sys; from runctl.console import guard_console; guard_console()\n"
+               f"for i in range({lines}): print(str(i).rjust({width}, '.'))\n")
+    process = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "RUNCTL_TEST_CONSOLE_QUEUE": "3"}, cwd=tmp_path)
+    assert process.stdout is not None and process.stderr is not None
+    received = bytearray()
+    while chunk := process.stdout.read1(4096):
+        received += chunk
+        time.sleep(0.002)  # a slow reader, never a stalled one
+    error = process.stderr.read().decode()
+    assert process.wait(timeout=BOUND) == 0, error
+    shown = received.decode().splitlines()
+    expected = [str(i).rjust(width, ".") for i in range(lines)]
+    missing = sorted(set(expected) - set(shown))
+    assert shown == expected, (len(shown), missing[:3], [line for line in shown if "not shown" in line])
+    assert "not shown" not in error
