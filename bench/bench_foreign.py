@@ -150,17 +150,22 @@ def _first_paint(root: Path, count: int) -> float:
 
 
 def bench_first_paint(root: Path, empty: Path, runs: int, quick: bool) -> list[dict]:
-    repeats = 2 if quick else 3
+    repeats = 3 if quick else 5
     _first_paint(root, runs)  # page cache warm
-    paints = [_first_paint(root, runs) for _ in range(repeats)]
-    # The same program on a root with one foreign run: app start, imports and one row.
-    one = statistics.median(_first_paint(empty, 1) for _ in range(repeats))
+    _first_paint(empty, 1)
+    # Alternating, so a change in the machine's load falls on both sides; the best of each, as
+    # for every other figure here: a busy machine only ever adds time to a paint.
+    paints, ones = [], []
+    for _ in range(repeats):
+        paints.append(_first_paint(root, runs))
+        ones.append(_first_paint(empty, 1))
     walk = best_of(repeats, lambda: walk_and_stat(root))
-    paint = statistics.median(paints)
-    name = f"UI first paint, {runs:,} foreign runs in a 100,000-file tree, from process start (median of {repeats})"
+    paint, one = min(paints), min(ones)
+    name = f"UI first paint, {runs:,} foreign runs in a 100,000-file tree, from process start (best of {repeats})"
+    spread = f"(info: medians {statistics.median(paints):.2f} s and {statistics.median(ones):.2f} s)"
     return [_ratio_row(f"{name} (vs one run's paint + walk and stat)", paint, one + walk, PAINT_RATIO),
             _row(f"{name}, absolute (info)", paint, None, f"<= {TARGET_S:.0f} s", paint <= TARGET_S, "s"),
-            _row("UI first paint, one foreign run, from process start (info)", one, None, "info", True, "s")]
+            _row(f"UI first paint, one foreign run, from process start {spread}", one, None, "info", True, "s")]
 
 
 def run(quick: bool) -> list[dict]:
