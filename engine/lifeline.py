@@ -17,11 +17,18 @@ import ctypes
 import os
 import signal
 import sys
+import threading
+import time
 
 PR_SET_PDEATHSIG = 1
 # The launcher's pid, for torchrun's agent; the agent's, for each rank (torchrun passes it on).
 LAUNCHER_PID_ENV = "RUNCTL_LAUNCHER_PID"
 AGENT_PID_ENV = "RUNCTL_AGENT_PID"
+# The UI's pid, for an engine process it starts (`runctl --engine process`): the run stops with a
+# checkpoint if the UI dies without relaying a signal (kill -9, a crash).
+UI_PID_ENV = "RUNCTL_UI_PID"
+# How often an engine process started by the UI checks that the UI is still its parent.
+PARENT_CHECK_SECONDS = 0.5
 
 
 def stop_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> bool:
@@ -47,3 +54,20 @@ def stop_with_env_parent(variable: str) -> bool:
     """`stop_with_parent` for the pid in environment variable `variable`, if it names our parent."""
     value = os.environ.get(variable, "")
     return stop_with_parent(int(value)) if value.isdigit() else False
+
+
+def stop_when_parent_exits(parent_pid: int, signum: int = signal.SIGTERM) -> None:
+    """Send `signum` to this process once `parent_pid` is no longer its parent (it exited and this
+    process was re-parented); at once if that is so already. A background thread checks every
+    PARENT_CHECK_SECONDS.
+
+    For a parent with many threads (the UI), where `stop_with_parent` would not do: the kernel
+    sends the parent-death signal each time the child passes to another thread of the dying
+    process, and a second signal tells the engine to exit without its checkpoint."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=watch, name="runctl-lifeline", daemon=True).start()

@@ -32,6 +32,8 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import get_current_worker
 
+# Where the runs the UI trains run (`runctl --engine`): a thread of this process, or a child process each.
+ENGINES = ("thread", "process")
 # How long a hang-up (SIGHUP) or SIGTERM waits for the engines' interrupt checkpoints.
 SIGNAL_STOP_TIMEOUT = 120.0
 # How long `q` -> stop waits for the engines before quitting anyway.
@@ -60,6 +62,7 @@ class RunctlApp(App[int]):
         keymap_path: Path | None = None,
         depth: int = DEFAULT_DEPTH,
         alerts: AlertSettings | None = None,
+        engine: str = "thread",
     ) -> None:
         super().__init__()
         # Until the runs list has painted its first full listing (or the app ends before that).
@@ -71,7 +74,7 @@ class RunctlApp(App[int]):
         # A fixed clock (tests, snapshots) means no clock-driven redraws.
         self.live_clock = now is None
         self.selected_runs: set[Path] = set()
-        self.engine_host = EngineHost(self, self.root)
+        self.engine_host = make_engine_host(self, self.root, engine)
         self.keymap_path = keymap_path or default_keymap_path()
         # The run views' followers; the watcher wakes them when their runs' files change.
         self.followers = FollowerHub()
@@ -322,6 +325,17 @@ class RunctlApp(App[int]):
         self.exit(code)
 
 
+def make_engine_host(app: App[Any], root: Path, engine: str) -> EngineHost:
+    """The host of the runs `app` trains: "thread" (in this process) or "process" (a child each)."""
+    if engine == "process":
+        from runctl.tui.engine_process import ProcessEngineHost
+
+        return ProcessEngineHost(app, root)
+    if engine != "thread":
+        raise RunctlError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
+    return EngineHost(app, root)
+
+
 def make_app(
     root: Path,
     *,
@@ -331,6 +345,7 @@ def make_app(
     keymap_path: Path | None = None,
     depth: int = DEFAULT_DEPTH,
     alerts: AlertSettings | None = None,
+    engine: str = "thread",
 ) -> RunctlApp:
     return RunctlApp(Path(root), poll=poll, watch=watch, now=now, keymap_path=keymap_path, depth=depth,
-                     alerts=alerts)
+                     alerts=alerts, engine=engine)

@@ -45,12 +45,15 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-UI_USAGE = "runctl [ROOT] [--poll] [--no-alerts] [--no-bell] [--desktop-notify {osc9,osc777,both,off}]"
+UI_USAGE = ("runctl [ROOT] [--poll] [--no-alerts] [--no-bell] [--desktop-notify {osc9,osc777,both,off}] "
+            "[--engine {thread,process}]")
 UI_HELP = """\
 runctl [ROOT] [--poll] opens the UI on ROOT, a folder of runs. Without ROOT it opens ./runs and
 creates it if missing; a ROOT given by name must exist. --poll watches by polling (NFS, SMB, SSHFS).
 Alerts (crashed, stalled, finished, checkpoint failed, NaN loss, disk filling) show as a notification,
 ring the bell and ask the terminal for a desktop notification; the flags turn each off.
+Runs started in the UI train on a thread of the UI (--engine thread, the default) or each in a
+child process (--engine process: keys answer as fast while short-step runs train).
 `runctl COMMAND --help` describes a command."""
 
 
@@ -298,6 +301,9 @@ def _ui_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--desktop-notify", choices=("osc9", "osc777", "both", "off"), default="osc9",
                         help="the desktop notification escape the terminal is sent with each alert "
                              "(default osc9; off for none)")
+    parser.add_argument("--engine", choices=("thread", "process"), default="thread",
+                        help="where the runs started in the UI train: a thread of the UI (default) or a child "
+                             "process each (`runctl resume RUN`; output in RUN/train.log)")
     args = parser.parse_args(argv)
     args.explicit_root = args.root is not None
     if args.root is None:

@@ -27,6 +27,6 @@ def run(args: argparse.Namespace) -> int:
                            bell=not getattr(args, "no_bell", False),
                            desktop=getattr(args, "desktop_notify", None) or "osc9")
     app = make_app(root.resolve(), poll=bool(getattr(args, "poll", False)), alerts=alerts,
-                   depth=getattr(args, "depth", DEFAULT_DEPTH))
+                   depth=getattr(args, "depth", DEFAULT_DEPTH), engine=getattr(args, "engine", "thread"))
     code = app.run()
     return int(code or 0)

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from runctl.engine import api
-from runctl.engine.lifeline import AGENT_PID_ENV, LAUNCHER_PID_ENV, stop_with_env_parent
+from runctl.engine.lifeline import (
+    AGENT_PID_ENV,
+    LAUNCHER_PID_ENV,
+    UI_PID_ENV,
+    stop_when_parent_exits,
+    stop_with_env_parent,
+)
 from runctl.engine.signals import hangups_ignored
 from runctl.runs import safe_files
 from runctl.runs.discovery import resolve_run
@@ -342,6 +348,10 @@ def _last_line_of(path: Path) -> str:
 def _train_here(run_dir: Path, from_ckpt: str | None) -> int:
     if _under_torchrun():
         stop_with_env_parent(AGENT_PID_ENV)  # a rank stops, with a checkpoint, when its agent is killed
+    elif os.environ.get(UI_PID_ENV, "").isdigit():
+        # The engine process of a UI (`runctl --engine process`) stops, with a checkpoint, if the UI
+        # dies; the variable is not passed on to anything this process starts.
+        stop_when_parent_exits(int(os.environ.pop(UI_PID_ENV)))
     quiet = int(os.environ.get("RANK", "0")) != 0
     progress = HeadlessProgress(api.read_run_config(run_dir)["max_steps"], quiet=quiet)
     result = api.resume_run(run_dir, from_ckpt=from_ckpt, on_event=progress.on_event,
