@@ -11,13 +11,14 @@ Figures (one row each: name, runctl, baseline, ratio, target, met):
   run whose engine is in another process (lock held, status running); a train line is appended to
   its metrics.jsonl at random moments; the latency is until the LossPlot holds that step and has
   drawn it. p50 <= 250 ms (p95 reported).
-- key -> screen while training: the real app trains digits_mlp, then char_gpt, in process
-  (EngineHost, torch's default threads) with its run view open; the plot keys (m smoothing, l
+- key -> screen while training: the real app trains digits_mlp, then char_gpt, with each engine
+  host (in process: EngineHost, a thread; in a child process: ProcessEngineHost, `runctl --engine
+  process`; torch's default threads) with its run view open; the plot keys (m smoothing, l
   log-y, w window) are posted as the terminal driver posts them; the time until the frame that
   shows the new option reaches the terminal driver (App._display). Baseline: the same on an idle
   run with no engine, in blocks alternating with the training ones. 200 keys each with --quick
-  (400 without; --keys N). p50/p95/p99; p95 <= 2x the idle p95 (the
-  verdict) and <= 100 ms (information).
+  (400 without; --keys N). p50/p95/p99; p95 <= 2x the idle p95 (the verdict, for each host)
+  and <= 100 ms (information). The load average at the start and the end is printed beside them.
 - big root, 1,000 runs x 20 checkpoints: `runctl ls ROOT` (a subprocess, as a user runs it) and
   the UI's first paint of the full runs table (a fresh process: imports, app start, the list
   loaded into the table and painted: the table's next refresh), each <= 1 s, peak RSS of each <= 300 MB.
@@ -55,6 +56,7 @@ VISIBLE_TARGET_MS = 250.0
 KEY_TARGET_MS = 100.0
 KEY_RATIO_TARGET = 2.0  # key -> screen p95 while training, against idle in the same run
 KEY_TASKS = ("digits_mlp", "char_gpt")  # short steps with the most Python a second; longer torch-bound steps
+ENGINES = ("thread", "process")  # where the UI trains a run: tui.engine_host, tui.engine_process
 BIG_ROOT_TARGET_S = 1.0
 RSS_TARGET_MB = 300.0
 TERMINAL = (120, 40)
@@ -327,37 +329,24 @@ def _engine_step(run_dir: Path) -> tuple[float, int]:
 
 async def _key_latencies(root: Path, presses: int, task: str | None, niceness: int | None = None,
                          rates: list[float] | None = None, until: str = "screen",
-                         child: bool = False) -> list[float]:
-    """Key -> screen of `presses` plot keys in the real app; `task` trains in process meanwhile
-    (at the engine host's niceness, or `niceness`); its steps/s while keys are pressed go to `rates`.
-    `until="draw"`: key -> the plot's draw (see _FrameClock). `child`: `runctl train` trains in a
-    child process at the same niceness instead (no GIL shared with the UI), commanded through its
-    control folder as any run trained elsewhere."""
+                         engine: str = "thread") -> list[float]:
+    """Key -> screen of `presses` plot keys in the real app; meanwhile the app trains `task` with
+    its `engine` host ("thread": in process; "process": a child process, `runctl --engine process`),
+    at the host's niceness or `niceness`; the engine's steps/s while keys are pressed go to `rates`.
+    `until="draw"`: key -> the plot's draw (see _FrameClock)."""
     from runctl.tui.app import make_app
     from runctl.tui.screens.run_view import RunViewScreen
     from runctl.tui.widgets.loss_plot import LossPlot
     from textual import events
 
-    app = make_app(root, watch=True, keymap_path=root / "no-keys.yaml")
+    app = make_app(root, watch=True, keymap_path=root / "no-keys.yaml", engine=engine)
     latencies: list[float] = []
     async with app.run_test(size=TERMINAL) as pilot:
         await pilot.pause()
-        trainer: subprocess.Popen[bytes] | None = None
-        if task is not None and child:
-            from runctl.tui.engine_host import ENGINE_NICENESS
-
-            increment = ENGINE_NICENESS if niceness is None else niceness
-            run_dir = root / f"keys-child-{task}-{time.time_ns()}"
-            trainer = subprocess.Popen(
-                [sys.executable, "-m", "runctl", "train", task, "--root", str(root), "--name", run_dir.name,
-                 "--set", "max_steps=10000000", "--set", "checkpoint.every=1000000"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                preexec_fn=lambda: os.nice(increment))  # noqa: PLW1509 - os.nice only, before exec
-            assert await _wait_until(lambda: (run_dir / "metrics.jsonl").exists(), timeout=120)
-        elif task is not None:
+        if task is not None:
             if niceness is not None:
                 app.engine_host.engine_niceness = niceness
-            run_dir = app.engine_host.start_new(task, f"keys-{task}-{time.time_ns()}",
+            run_dir = app.engine_host.start_new(task, f"keys-{engine}-{task}-{time.time_ns()}",
                                                 ["max_steps=10000000", "checkpoint.every=1000000"],
                                                 raise_errors=True)
             assert run_dir is not None
@@ -386,11 +375,6 @@ async def _key_latencies(root: Path, presses: int, task: str | None, niceness: i
             last = _engine_step(run_dir)
             if rates is not None and last[1] > first[1]:
                 rates.append((last[1] - first[1]) / (last[0] - first[0]))
-        if trainer is not None:
-            assert trainer.poll() is None, "the engine stopped during the measurement"
-            trainer.terminate()  # SIGTERM: a checkpoint, then the process ends `interrupted`
-            await asyncio.get_running_loop().run_in_executor(None, trainer.wait, 120.0)
-        elif task is not None:
             assert app.engine_host.is_training(run_dir), "the engine stopped during the measurement"
             app.engine_host.stop_all()
             await asyncio.get_running_loop().run_in_executor(None, app.engine_host.wait_all, 120.0)
@@ -398,8 +382,12 @@ async def _key_latencies(root: Path, presses: int, task: str | None, niceness: i
     return latencies
 
 
+ENGINE_LABELS = {"thread": "the in-process engine (a thread)",
+                 "process": "the child-process engine (--engine process)"}
+
+
 def bench_keys(tmp: Path, quick: bool, keys: int | None = None, tasks: tuple[str, ...] = KEY_TASKS,
-               niceness: int | None = None, child: bool = False) -> list[dict]:
+               niceness: int | None = None, engines: tuple[str, ...] = ENGINES) -> list[dict]:
     """Idle and training blocks alternate, so drift in the machine's load hits both alike."""
     root = tmp / "keys"
     root.mkdir()
@@ -407,46 +395,35 @@ def bench_keys(tmp: Path, quick: bool, keys: int | None = None, tasks: tuple[str
     blocks = 2
     load_before = os.getloadavg()[0]
     idle: list[float] = []
-    busy: dict[str, list[float]] = {task: [] for task in tasks}
-    rates: dict[str, list[float]] = {task: [] for task in tasks}
-    in_child: dict[str, list[float]] = {task: [] for task in tasks}
-    child_rates: dict[str, list[float]] = {task: [] for task in tasks}
+    busy = {(engine, task): [] for engine in engines for task in tasks}
+    rates: dict[tuple[str, str], list[float]] = {key: [] for key in busy}
     for block in range(blocks):
         share = presses // blocks if block < blocks - 1 else presses - presses // blocks * (blocks - 1)
         idle += asyncio.run(_key_latencies(root, share, task=None))
         for task in tasks:
-            busy[task] += asyncio.run(_key_latencies(root, share, task, niceness, rates[task]))
-            if child:
-                in_child[task] += asyncio.run(_key_latencies(root, share, task, niceness, child_rates[task],
-                                                             child=True))
+            for engine in engines:
+                busy[engine, task] += asyncio.run(_key_latencies(root, share, task, niceness, rates[engine, task],
+                                                                 engine=engine))
     load_after = os.getloadavg()[0]
     from runctl.tui.engine_host import ENGINE_NICENESS
 
     niceness_shown = ENGINE_NICENESS if niceness is None else niceness
     rows = []
     idle_p = {q: float(np.percentile(idle, q)) for q in (50, 95, 99)}
-    for task, samples in busy.items():
+    for (engine, task), samples in busy.items():
         p = {q: float(np.percentile(samples, q)) for q in (50, 95, 99)}
+        label = ENGINE_LABELS[engine]
         rows += [
-            ratio_row(f"key -> screen p95 while the in-process engine trains {task} vs idle p95 ({len(samples)} vs "
+            ratio_row(f"key -> screen p95 while {label} trains {task} vs idle p95 ({len(samples)} vs "
                       f"{len(idle)} keys)", p[95], idle_p[95], KEY_RATIO_TARGET, "ms", absolute=KEY_TARGET_MS),
-            _row(f"key -> screen p50 while training {task} vs idle (info)", p[50], idle_p[50], "info", True, "ms"),
-            _row(f"key -> screen p99 while training {task} vs idle (info)", p[99], idle_p[99], "info", True, "ms"),
-            _row(f"{task} engine steps/s while the keys were pressed, engine thread niceness +{niceness_shown} "
-                 "(info)", statistics.mean(rates[task]) if rates[task] else None, None, "info", True, "steps/s"),
+            _row(f"key -> screen p50 while {label} trains {task} vs idle (info)", p[50], idle_p[50], "info", True,
+                 "ms"),
+            _row(f"key -> screen p99 while {label} trains {task} vs idle (info)", p[99], idle_p[99], "info", True,
+                 "ms"),
+            _row(f"{task} steps/s of {label} while the keys were pressed, niceness +{niceness_shown} (info)",
+                 statistics.mean(rates[engine, task]) if rates[engine, task] else None, None, "info", True,
+                 "steps/s"),
         ]
-        if in_child[task]:
-            c = {q: float(np.percentile(in_child[task], q)) for q in (50, 95)}
-            rows += [
-                _row(f"key -> screen p95 while `runctl train {task}` trains in a child process, niceness "
-                     f"+{niceness_shown} ({len(in_child[task])} keys), vs in process (info)", c[95], p[95], "info",
-                     True, "ms"),
-                _row(f"key -> screen p50 while `runctl train {task}` trains in a child process vs in process (info)",
-                     c[50], p[50], "info", True, "ms"),
-                _row(f"{task} engine steps/s in the child process while the keys were pressed (info)",
-                     statistics.mean(child_rates[task]) if child_rates[task] else None, None, "info", True,
-                     "steps/s"),
-            ]
     rows.append(_row("load average (1 min) at the end of the key figures vs at their start (info)", load_after,
                      load_before, "info", True, ""))
     return rows
@@ -580,8 +557,8 @@ def main(argv: list[str] | None = None) -> int:
                         "with --quick, else 400")
     parser.add_argument("--engine-niceness", type=int, help="the in-process engine thread's niceness during the "
                         "key figures (default: the engine host's)")
-    parser.add_argument("--child", action="store_true", help="also measure keys while `runctl train` trains in "
-                        "a child process (no GIL shared with the UI), as information")
+    parser.add_argument("--engine", action="append", choices=ENGINES, help="measure the keys while this engine "
+                        "host trains (repeatable); default both: thread (in process) and process (a child process)")
     parser.add_argument("--task", action="append", choices=KEY_TASKS, help="train only this task during the key "
                         "figures (repeatable); default both")
     args = parser.parse_args(argv)
@@ -592,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                     "visible": lambda: bench_metric_visible(Path(tmp), args.quick),
                     "keys": lambda: bench_keys(Path(tmp), args.quick, args.keys,
                                                tuple(args.task or KEY_TASKS), args.engine_niceness,
-                                               args.child),
+                                               tuple(args.engine or ENGINES)),
                     "big": lambda: bench_big_root(Path(tmp), args.quick)}[args.only]()
     else:
         rows = run(args.quick)
