@@ -40,7 +40,8 @@ from typing import Any
 from runctl.engine.lifeline import UI_PID_ENV
 from runctl.runs import safe_files
 from runctl.runs.errors import RunctlError
-from runctl.runs.events import EventsReader
+from runctl.runs.jsonl_tail import JsonlTail, parse_json_line
+from runctl.runs.layout import EVENTS_JSONL
 from runctl.runs.lock import is_locked
 from runctl.runs.status import read_status
 from runctl.tui.engine_host import AUTO, EngineHost, resume_message
@@ -153,8 +154,8 @@ class ProcessEngineHost(EngineHost):
         run_dir = training.run_dir
         if training.interrupt is not None:
             return None  # asked to end before it started: nothing was trained, nothing is lost
-        events = EventsReader(run_dir)
-        events.poll()  # what the file holds already is the history of earlier attempts
+        events = JsonlTail(run_dir / EVENTS_JSONL)
+        events.poll(_ignore, _ignore)  # what the file holds already is earlier attempts' history: not parsed
         log_path = run_dir / CHILD_LOG
         log_start = _size(log_path)
         command = [sys.executable, "-m", "runctl", "resume", str(run_dir)]
@@ -173,7 +174,7 @@ class ProcessEngineHost(EngineHost):
         relayed: int | None = None
         while True:
             code = process.poll()
-            for event in events.poll():
+            for event in _new_events(events):
                 self._relay(run_dir, event, skipped, seen)
             if code is not None:
                 break
@@ -229,6 +230,25 @@ def lower_process_priority(pid: int, increment: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def _ignore(*_: object) -> None:
+    pass
+
+
+def _new_events(tail: JsonlTail) -> list[dict[str, Any]]:
+    """The events appended since the last poll (a damaged line is left out, as the run view does)."""
+    lines: list[bytes] = []
+    tail.poll(_ignore, lines.extend)
+    events = []
+    for line in lines:
+        try:
+            event = parse_json_line(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
 
 
 def _signal_number(name: str) -> int:
