@@ -8,8 +8,10 @@ runs, the one-line errors and `shown_state` are the same code); what differs is 
 and how it is reached:
 
 - a run starts as `python -m runctl resume RUN [--from CKPT]` (the run is created or extended
-  here first, as with the thread host), in a session of its own at the engine's niceness. Its
-  stdout and stderr are appended to RUN/train.log: the terminal belongs to Textual.
+  here first, as with the thread host), in a process group of its own within the UI's session,
+  at the engine's niceness: with autogroup scheduling that ranks it below the UI alone, as the
+  thread host's niceness does. Its stdout and stderr are appended to RUN/train.log: the terminal
+  belongs to Textual.
 - stop, checkpoint now and a live extend go through the run's control folder
   (engine.control.write_command), which the child polls at every step boundary, as for
   `runctl stop`.
@@ -17,8 +19,8 @@ and how it is reached:
   EngineEvent messages, the "resuming from X; skipped Y (reason)" notification, and at the end
   EngineFinished with the child's one-line error: "crashed at step N: ..." from the run's files,
   or the `runctl: ...` line the child wrote last (a refusal, exit 2).
-- signals: being in its own session, the child never gets the terminal's SIGHUP itself (a second
-  signal would make it exit without a checkpoint); `interrupt_all` relays the UI's signal once,
+- signals: outside the terminal's foreground process group, the child never gets the terminal's
+  SIGHUP itself (a second signal would make it exit without a checkpoint); `interrupt_all` relays the UI's signal once,
   so the run checkpoints and ends `interrupted`. If the UI dies without relaying one (kill -9),
   the child sees it is no longer the UI's child and sends itself SIGTERM, with the same end
   (engine.lifeline.stop_when_parent_exits, armed through RUNCTL_UI_PID).
@@ -163,7 +165,7 @@ class ProcessEngineHost(EngineHost):
             command += ["--from", str(resume_from)]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, process_group=0,
                 close_fds=True, env={**os.environ, UI_PID_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"})
         training.process = process
         # Before the child has started a thread: the threads it starts (torch's, the checkpoint
