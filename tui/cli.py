@@ -53,7 +53,7 @@ creates it if missing; a ROOT given by name must exist. --poll watches by pollin
 Alerts (crashed, stalled, finished, checkpoint failed, NaN loss, disk filling) show as a notification,
 ring the bell and ask the terminal for a desktop notification; the flags turn each off.
 Runs started in the UI train on a thread of the UI (--engine thread, the default) or each in a
-child process (--engine process: keys answer as fast while short-step runs train).
+child process (--engine process; its output goes to RUN/train.log).
 `runctl COMMAND --help` describes a command."""
 
 
