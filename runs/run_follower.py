@@ -14,6 +14,8 @@ What makes it look:
   stale), so while it is live its status is re-read every `live_poll` seconds. A run the watcher
   does not cover (no watcher, another tool's files, a run deeper than the watcher looks) is read
   whole every `live_poll` seconds while live and every `idle_poll` seconds otherwise.
+- Looks woken by changes are at least `min_look` seconds apart; what changes in between is read
+  by the next look, together.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ log = logging.getLogger(__name__)
 
 LIVE_POLL_SECONDS = 0.5
 IDLE_POLL_SECONDS = 2.0
+# Looks woken by file changes are at least this far apart: a run that writes metrics many times a
+# second (digits_mlp logs ~70 lines a second) is read, and its update handled by the UI thread, a
+# few times a second, as often as the plot redraws (tui.widgets.loss_plot.MAX_REDRAWS_PER_SECOND),
+# rather than once per line; the changes in between are read together.
+MIN_LOOK_SECONDS = 0.2
 
 
 @dataclass
@@ -95,6 +102,7 @@ class RunFollower:
         on_error: Callable[[BaseException], None] | None = None,
         live_poll: float = LIVE_POLL_SECONDS,
         idle_poll: float = IDLE_POLL_SECONDS,
+        min_look: float = MIN_LOOK_SECONDS,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.root = root
@@ -102,6 +110,7 @@ class RunFollower:
         self.on_error = on_error
         self.live_poll = live_poll
         self.idle_poll = idle_poll
+        self.min_look = min_look
         self.covered: Callable[[Path], bool] = never_covered
         detector = detect(self.run_dir)
         # Another tool's run: read with its layout's readers, never written.
@@ -162,9 +171,14 @@ class RunFollower:
 
     def _run(self) -> None:
         woken = True
+        looked_at = float("-inf")
         try:
             while not self._stopping.is_set():
-                self._wake.clear()
+                early = looked_at + self.min_look - time.monotonic()
+                if woken and early > 0 and self._stopping.wait(early):
+                    break
+                self._wake.clear()  # after the wait: what changed meanwhile is read by this look
+                looked_at = time.monotonic()
                 if woken or not self._watched():
                     update = self.poll()
                 else:
