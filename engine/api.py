@@ -27,6 +27,7 @@ from runctl.engine.schema import as_run_config
 from runctl.runs.atomic import append_jsonl
 from runctl.runs.checkpoints import newest_valid
 from runctl.runs.errors import RunctlError
+from runctl.runs.integrity import RESUME_KEYS
 from runctl.runs.layout import (
     CONTROL_DIR,
     EVENTS_JSONL,
@@ -118,13 +119,14 @@ def new_run(config: str | Path, root: str | Path = "runs", name: str | None = No
             overrides: Sequence[str] = ()) -> Path:
     """Validate `config` (+ overrides) and create ROOT/<name>/run.yaml; returns the run folder."""
     cfg = load_config(config, list(overrides))
-    from runctl.engine.runtime import check_runtime  # torch: only once the config itself is valid
-
-    check_runtime(cfg, str(config))
     root = Path(root)
     stem = Path(str(config)).stem if str(config).endswith((".yaml", ".yml")) else str(config)
     name = name if name is not None else _generated_name(re.sub(r"[^A-Za-z0-9._-]", "_", stem), root)
     run_dir = _check_new_run_dir(root, name)
+    # torch only once the config, the root and the name are valid: a refusal costs no torch start-up.
+    from runctl.engine.runtime import check_runtime
+
+    check_runtime(cfg, str(config))
     _create_run(run_dir, {**cfg, "run_id": name, "name": name, "created_at": time.time(),
                           "parent": None, "extensions": []})
     return run_dir
@@ -227,7 +229,6 @@ def branch_run(run_dir: str | Path, from_ckpt: str | Path, name: str, overrides:
     schedule from step 0. The checkpoint is verified and fitted to the new model before anything
     is created.
     """
-    from runctl.engine.checkpoint import RESUME_KEYS, load_checkpoint
     from runctl.engine.compat import settings_changes
 
     parent_dir = Path(run_dir)
@@ -239,6 +240,8 @@ def branch_run(run_dir: str | Path, from_ckpt: str | Path, name: str, overrides:
         else _strip_meta(parent_cfg)
     root = Path(root) if root is not None else parent_dir.parent
     new_dir = _check_new_run_dir(root, name)
+    # torch only once the parent, the checkpoint's name and the new name are valid.
+    from runctl.engine.checkpoint import load_checkpoint
 
     state = load_checkpoint(ckpt_path, require=("model",) if weights_only else RESUME_KEYS)
     step = 0 if weights_only else int(state["step"])

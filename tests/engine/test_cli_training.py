@@ -18,11 +18,16 @@ from runctl.runs.lock import is_locked, read_holder
 from runctl.tui.commands.training import HeadlessProgress
 from support.checkpoints import assert_bit_identical, final_checkpoint, load_state
 from support.cli import run_cli, start_runctl
-from support.configs import overrides
+from support.configs import TEST_TASK, overrides, set_args
 from support.run_files import events, manifest_files, read_jsonl, status
 from support.waiting import wait_for
 
 SETS = [arg for item in overrides("digits_mlp", "max_steps=20") for arg in ("--set", item)]
+# A run that goes on until it is stopped, its steps paced by a sleep (run.yaml keeps it, so the
+# detached resume sleeps too): the engine is alive for the whole test without using a core.
+ENDLESS = set_args([f"task={TEST_TASK}", "model={step_sleep: 0.05}", "max_steps=1000000", "checkpoint.every=100000",
+                    "eval.every=100000", "eval.batches=2", "log.every=50", "data.batch_size=16",
+                    "schedule.warmup_steps=5"])
 
 
 def _train(root: Path, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -169,9 +174,7 @@ def test_corrupt_newest_checkpoint_is_skipped_and_named(tmp_path: Path, trained:
 
 
 def test_detach_then_stop_wait_and_live_extend(tmp_path: Path) -> None:
-    sets = [arg for item in overrides("digits_mlp", "max_steps=1000000", "checkpoint.every=100000",
-                                      "eval.every=100000", "log.every=50") for arg in ("--set", item)]
-    result = run_cli(["train", "digits_mlp", "--root", tmp_path, "--name", "bg", "--detach", *sets], tmp_path)
+    result = run_cli(["train", "digits_mlp", "--root", tmp_path, "--name", "bg", "--detach", *ENDLESS], tmp_path)
     assert result.returncode == 0, result.stderr
     run_dir = Path(result.stdout.strip())
     assert run_dir == tmp_path / "bg"
@@ -198,9 +201,7 @@ def test_detach_then_stop_wait_and_live_extend(tmp_path: Path) -> None:
 
 
 def test_second_engine_on_a_running_run_is_refused(tmp_path: Path) -> None:
-    sets = [arg for item in overrides("digits_mlp", "max_steps=1000000", "checkpoint.every=100000",
-                                      "eval.every=100000", "log.every=50") for arg in ("--set", item)]
-    first = start_runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "busy", *sets], tmp_path)
+    first = start_runctl(["train", "digits_mlp", "--root", tmp_path, "--name", "busy", *ENDLESS], tmp_path)
     try:
         run_dir = tmp_path / "busy"
         wait_for(lambda: (run_dir / "status.json").exists(), 90, "the first engine to start")

@@ -9,12 +9,14 @@ tree, sizes and mtimes are compared before and after. Damaged run files must not
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.checkpoints import all_finite, load_state
-from support.cli import run_cli
+from support.cli import cli_env, run_cli
 from support.configs import TINY_MLP
 from support.filesystems import diff_snapshots, tree_snapshot
 from support.run_files import events, find_run_dir, manifest, read_jsonl, status, strict_json
@@ -297,3 +299,21 @@ def test_nonfinite_loss_warns_and_goes_on(tmp_path: Path) -> None:
     assert status(run).get("state") == "finished"
     losses = [m["train/loss"] for m in read_jsonl(run / "metrics.jsonl") if "train/loss" in m]
     assert losses and losses[-1] != losses[-1], "the poisoned loss is logged as it is (NaN)"
+
+
+# The refusals that need no torch to decide: a name taken or malformed, a root that is a file, a
+# branch from a checkpoint that is not there or to a name taken. They refuse before torch is
+# imported (a torch start-up is seconds of CPU on a small machine for a one-line error).
+TORCH_FREE_REFUSALS = ["train_existing_name", "train_root_is_a_file", "train_bad_name",
+                       "branch_from_missing_checkpoint", "branch_to_existing_name"]
+
+
+def test_refusals_of_names_roots_and_checkpoints_import_no_torch(existing: dict[str, Any]) -> None:
+    cases = [[str(arg) for arg in bad_invocations(existing)[case][0]] for case in TORCH_FREE_REFUSALS]
+    code = ("import sys\nfrom runctl.tui.cli import main\n"
+            f"for args in {cases!r}:\n"
+            "    assert main(args) == 2, args\n"
+            "    assert 'torch' not in sys.modules, f'torch imported before refusing {args}'\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=existing["tmp"], env=cli_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -11,6 +11,7 @@ the run: bit-exactly, for the single process, against a run that was never inter
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -38,6 +39,25 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
                    timeout=180)
     assert done.returncode == 0, done.stderr
     return tmp / "runs" / "ref" / "checkpoints" / f"step_{MAX_STEPS:08d}.pt"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run "r" with sleep-paced steps (run.yaml keeps them, so an extension or a branch of
+    a copy is still training at the hang-up), trained once for the tests that start from one."""
+    tmp = tmp_path_factory.mktemp("hangup-finished")
+    run_dir = tmp / "runs" / "r"
+    done = run_cli(["train", write_config(tmp, step_sleep=0.03), "--root", tmp / "runs", "--name", "r"],
+                   cwd=tmp, env=env(), timeout=180)
+    assert done.returncode == 0 and status(run_dir)["state"] == "finished", done.stderr
+    return run_dir
+
+
+def copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    """A copy of `run_dir` as tmp_path/runs/<its name>, for a test to change."""
+    copy = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, copy, symlinks=True)
+    return copy
 
 
 def hang_up_while_training(args: list[str | Path], run_dir: Path, cwd: Path, *, past_step: int,
@@ -93,12 +113,8 @@ def test_train_and_resume_in_a_terminal_that_closes_then_resume_is_exact(tmp_pat
     check_resume_is_exact(run_dir, uninterrupted, tmp_path, stopped)
 
 
-def test_extend_and_branch_in_a_terminal_that_closes(tmp_path: Path) -> None:
-    run_dir = tmp_path / "runs" / "r"
-    # Sleep-paced steps (run.yaml keeps them): the extended run is still training at the hang-up.
-    done = run_cli(["train", write_config(tmp_path, step_sleep=0.03), "--root", tmp_path / "runs", "--name", "r"],
-                   cwd=tmp_path, env=env(), timeout=180)
-    assert done.returncode == 0 and status(run_dir)["state"] == "finished", done.stderr
+def test_extend_and_branch_in_a_terminal_that_closes(tmp_path: Path, finished: Path) -> None:
+    run_dir = copy_run(finished, tmp_path)
     stopped = hang_up_while_training(["extend", run_dir, "--steps", str(EXTEND_BY)], run_dir, tmp_path,
                                      past_step=MAX_STEPS)
     branch_dir = tmp_path / "runs" / "b"
@@ -125,12 +141,10 @@ def test_train_under_torchrun_in_a_terminal_that_closes(tmp_path: Path, nproc: i
 # Four processes with torch each: resume (the UI's `r`) in the CI tier, extend and branch with --long.
 @pytest.mark.parametrize("command", ["resume", pytest.param("extend", marks=pytest.mark.slow),
                                      pytest.param("branch", marks=pytest.mark.slow)])
-def test_resume_extend_branch_under_torchrun_in_a_terminal_that_closes(tmp_path: Path, command: str) -> None:
+def test_resume_extend_branch_under_torchrun_in_a_terminal_that_closes(tmp_path: Path, finished: Path,
+                                                                       command: str) -> None:
     """The other training commands with `--nproc 2`, each from a finished single-process run."""
-    run_dir = tmp_path / "runs" / "r"
-    done = run_cli(["train", write_config(tmp_path, step_sleep=0.03), "--root", tmp_path / "runs", "--name", "r"],
-                   cwd=tmp_path, env=env(), timeout=180)
-    assert done.returncode == 0 and status(run_dir)["state"] == "finished", done.stderr
+    run_dir = copy_run(finished, tmp_path)
     branch_dir, longer = tmp_path / "runs" / "b", f"max_steps={MAX_STEPS + EXTEND_BY}"
     if command == "resume":  # a branch that has not trained yet: resume starts it from the parent's file
         created = run_cli(["branch", run_dir, "--from", "latest", "--name", "b", "--set", longer, "--no-start"],
