@@ -88,6 +88,22 @@ def write_task_config(path: Path, *, max_steps: int, step_sleep: float = 0.0, cr
     return write_yaml(path, cfg)
 
 
+
+def slow_root_and_config(tmp_path: Path) -> tuple[Path, Path]:
+    """An empty runs root and an endless, sleep-paced test-task config beside it: a run the UI
+    tests start, checkpoint, stop and resume while it is still training."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    return root, write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
+
+
+def slow_made_run(tmp_path: Path, name: str = "made") -> tuple[Path, Path]:
+    """(root, run folder) of a created, not yet started run of `slow_root_and_config`'s config."""
+    from runctl.engine import api
+
+    root, config = slow_root_and_config(tmp_path)
+    return root, api.new_run(str(config), root=root, name=name)
+
 def write_hang_config(path: Path, *, max_steps: int, checkpoint_every: int,
                       stall: dict[str, float] | None = None, **model: Any) -> Path:
     """A config of the test task on the digits whose `model` knobs (hang_at, release, nan_at,

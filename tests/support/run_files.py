@@ -52,6 +52,16 @@ def status(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def run_state(run_dir: Path) -> str | None:
+    """The state status.json reports; None before it exists."""
+    return status(run_dir).get("state")
+
+
+def status_step(run_dir: Path) -> int:
+    """The step status.json reports (rewritten on every state change, and at least every 5 s)."""
+    return int(status(run_dir).get("step") or 0)
+
+
 def manifest(run_dir: Path) -> dict[str, Any]:
     try:
         return json.loads((run_dir / "checkpoints" / "manifest.json").read_text())

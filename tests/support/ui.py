@@ -10,6 +10,7 @@ from typing import Any
 from runctl.tui.screens.run_view import RunViewScreen
 from runctl.tui.screens.runs_list import RunsListScreen
 from runctl.tui.widgets.checkpoint_table import CheckpointTable
+from runctl.tui.widgets.runs_table import RunsTable
 from textual.widgets import DataTable
 
 from support.waiting import pilot_wait_for
@@ -93,3 +94,19 @@ async def runs_list_loaded(pilot: Any) -> None:
     while not (isinstance(pilot.app.screen, RunsListScreen) and pilot.app.screen._loaded):
         await pilot.pause(0.05)
     await columns_refitted(pilot)
+
+
+async def select_run(pilot: Any, run_dir: Path) -> RunsTable:
+    """Move the runs list's cursor to `run_dir`'s row once it is listed; returns the table."""
+    table = pilot.app.screen.query_one(RunsTable)
+    await pilot_wait_for(pilot, lambda: table.row_for(run_dir) is not None, f"row of {run_dir.name}")
+    table.move_cursor(row=table.get_row_index(str(run_dir)))
+    await pilot.pause()
+    return table
+
+
+async def start_with_s(pilot: Any, run_dir: Path) -> RunsTable:
+    """Select `run_dir` in the runs list and press `s` (start or resume it); returns the table."""
+    table = await select_run(pilot, run_dir)
+    await pilot.press("s")
+    return table

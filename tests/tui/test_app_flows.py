@@ -20,24 +20,15 @@ from runctl.tui.screens.quit_confirm import QuitConfirmScreen
 from runctl.tui.screens.runs_list import RunsListScreen
 from runctl.tui.widgets.runs_table import RunsTable
 from support.cli import cli_env
-from support.configs import write_task_config, write_tiny_config
+from support.configs import slow_made_run, slow_root_and_config, write_task_config, write_tiny_config
 from support.listing import make_test_app
-from support.run_files import events, metrics_step
+from support.run_files import events, metrics_step, run_state, status_step
 from support.terminal import Terminal
-from support.ui import notes
+from support.ui import notes, select_run, start_with_s
 from support.waiting import pilot_wait_for, wait_for
 
 SIZE = (120, 34)
 WAIT_SECONDS = 60.0
-
-
-def state(run_dir: Path) -> str | None:
-    return read_status(run_dir).get("state")
-
-
-def step(run_dir: Path) -> int:
-    """The step status.json reports (rewritten on every state change, and at least every 5 s)."""
-    return int(read_status(run_dir).get("step") or 0)
 
 
 async def back_to_list(pilot) -> RunsTable:
@@ -46,12 +37,6 @@ async def back_to_list(pilot) -> RunsTable:
     table = pilot.app.screen.query_one(RunsTable)
     await pilot_wait_for(pilot, lambda: table.total_runs > 0, "the runs list to show the run")
     return table
-
-
-async def select_run(pilot, table: RunsTable, run_dir: Path) -> None:
-    await pilot_wait_for(pilot, lambda: table.row_for(run_dir) is not None, f"row of {run_dir.name}")
-    table.move_cursor(row=table.get_row_index(str(run_dir)))
-    await pilot.pause()
 
 
 async def test_n_starts_a_tiny_run_that_finishes_then_e_extends_it(tmp_path: Path) -> None:
@@ -68,18 +53,18 @@ async def test_n_starts_a_tiny_run_that_finishes_then_e_extends_it(tmp_path: Pat
         await pilot.press("enter")
         run_dir = root / "tiny"
         await pilot_wait_for(pilot, lambda: type(app.screen).__name__ == "RunViewScreen", "the run view to open")
-        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "finished",
+        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and run_state(run_dir) == "finished",
                              "the tiny run to finish")
         assert read_manifest(run_dir / CHECKPOINT_DIR).files["step_00000030.pt"].kind == "final"
 
         table = await back_to_list(pilot)
-        await select_run(pilot, table, run_dir)
+        await select_run(pilot, run_dir)
         await pilot_wait_for(pilot, lambda: table.row_for(run_dir).state == "finished", "the row to say finished")
         await pilot.press("e")
         await pilot_wait_for(pilot, lambda: type(app.screen).__name__ == "ExtendDialog", "the extend dialog")
         await pilot.press("plus", "1", "0", "enter")
-        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and step(run_dir) == 40
-                             and state(run_dir) == "finished", "the extended run to finish at 40")
+        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and status_step(run_dir) == 40
+                             and run_state(run_dir) == "finished", "the extended run to finish at 40")
         assert [e["to_max"] for e in events(run_dir) if e["event"] == "extended"] == [40]
 
 
@@ -116,34 +101,27 @@ async def test_welcome_enter_trains_a_builtin_and_opens_its_view(tmp_path: Path)
         run_dir = app.engine_host.training_runs()[0]
         await pilot_wait_for(pilot, lambda: type(app.screen).__name__ == "RunViewScreen", "its run view")
         # digits_mlp trains in seconds on a CPU: the newcomer sees it through to its final checkpoint.
-        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "finished",
+        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and run_state(run_dir) == "finished",
                              "the built-in run to finish", timeout=180)
         files = read_manifest(run_dir / CHECKPOINT_DIR).files
-        assert any(entry.kind == "final" and entry.step == step(run_dir) for entry in files.values())
+        assert any(entry.kind == "final" and entry.step == status_step(run_dir) for entry in files.values())
         await back_to_list(pilot)
 
 
 async def test_s_starts_a_created_run_then_c_x_r_x(tmp_path: Path) -> None:
-    from runctl.engine import api
-
-    root = tmp_path / "runs"
-    root.mkdir()
-    config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
-    run_dir = api.new_run(str(config), root=root, name="made")
+    root, run_dir = slow_made_run(tmp_path)
     app = make_test_app(root, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        table = app.screen.query_one(RunsTable)
-        await select_run(pilot, table, run_dir)
-        await pilot.press("s")
+        table = await start_with_s(pilot, run_dir)
         await pilot_wait_for(pilot, lambda: metrics_step(run_dir) >= 2, "training to begin")
 
         await pilot.press("c")
         await pilot_wait_for(pilot, lambda: any(e["event"] == "checkpoint" for e in events(run_dir)),
                              "the checkpoint asked for with c")
         await pilot.press("x")
-        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "stopped",
+        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and run_state(run_dir) == "stopped",
                              "the graceful stop")
-        stopped_at = step(run_dir)
+        stopped_at = status_step(run_dir)
         files = read_manifest(run_dir / CHECKPOINT_DIR).files
         assert f"step_{stopped_at:08d}.pt" in files  # stop wrote a checkpoint at the step it stopped
         await pilot_wait_for(pilot, lambda: table.row_for(run_dir).state == "stopped", "the row to say stopped")
@@ -156,7 +134,7 @@ async def test_s_starts_a_created_run_then_c_x_r_x(tmp_path: Path) -> None:
                              "the notification naming the checkpoint")
         await pilot_wait_for(pilot, lambda: metrics_step(run_dir) > stopped_at, "training past the stop")
         await pilot.press("x")
-        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "stopped",
+        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and run_state(run_dir) == "stopped",
                              "the second stop")
 
 
@@ -168,20 +146,17 @@ async def test_crash_in_training_marks_crashed_and_the_ui_stays_up(tmp_path: Pat
     async with app.run_test(size=SIZE) as pilot:
         run_dir = app.engine_host.start_new(str(config), "boom", [])
         await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir), "the crash")
-        assert state(run_dir) == "crashed"
+        assert run_state(run_dir) == "crashed"
         crashed = [e for e in events(run_dir) if e["event"] == "crashed"]
         assert "injected failure" in crashed[0]["error"] and "Traceback" in crashed[0]["traceback"]
         await pilot_wait_for(pilot, lambda: any("crashed at step 3" in n for n in notes(app)), "the crash notification")
-        table = app.screen.query_one(RunsTable)
-        await select_run(pilot, table, run_dir)
+        table = await select_run(pilot, run_dir)
         await pilot_wait_for(pilot, lambda: table.row_for(run_dir).state == "crashed", "the row to say crashed")
         assert app.is_running
 
 
 async def test_q_then_stop_checkpoints_and_quits(tmp_path: Path) -> None:
-    root = tmp_path / "runs"
-    root.mkdir()
-    config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
+    root, config = slow_root_and_config(tmp_path)
     app = make_test_app(root, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         run_dir = app.engine_host.start_new(str(config), "slow", [])
@@ -194,15 +169,13 @@ async def test_q_then_stop_checkpoints_and_quits(tmp_path: Path) -> None:
         assert isinstance(app.screen, QuitConfirmScreen)
         await pilot.press("s")
         await pilot_wait_for(pilot, lambda: app.return_code is not None, "the app to quit")
-    assert state(run_dir) == "stopped" and not is_locked(run_dir)
-    assert f"step_{step(run_dir):08d}.pt" in read_manifest(run_dir / CHECKPOINT_DIR).files
+    assert run_state(run_dir) == "stopped" and not is_locked(run_dir)
+    assert f"step_{status_step(run_dir):08d}.pt" in read_manifest(run_dir / CHECKPOINT_DIR).files
 
 
 async def test_q_then_keep_training_hands_the_run_to_a_background_process(
         tmp_path: Path, pythonpath_with_test_task: None) -> None:
-    root = tmp_path / "runs"
-    root.mkdir()
-    config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
+    root, config = slow_root_and_config(tmp_path)
     app = make_test_app(root, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         run_dir = app.engine_host.start_new(str(config), "bg", [])
@@ -213,7 +186,7 @@ async def test_q_then_keep_training_hands_the_run_to_a_background_process(
     wait_for(lambda: is_locked(run_dir) and read_status(run_dir).get("pid") != os.getpid()
              and metrics_step(run_dir) > handed_over_at, WAIT_SECONDS, "a background process to take the run over")
     write_command(run_dir, "stop")  # what `runctl stop` does
-    wait_for(lambda: not is_locked(run_dir) and state(run_dir) == "stopped", WAIT_SECONDS,
+    wait_for(lambda: not is_locked(run_dir) and run_state(run_dir) == "stopped", WAIT_SECONDS,
              "the background process to stop")
     assert any(e["event"] == "resumed" and e["step"] == handed_over_at for e in events(run_dir))
 
@@ -228,9 +201,7 @@ def test_sighup_writes_an_interrupt_checkpoint_before_exit(tmp_path: Path, pytho
     """The SSH connection drops: the app (in a pty) gets SIGHUP while its engine trains."""
     from runctl.engine import api
 
-    root = tmp_path / "runs"
-    root.mkdir()
-    config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
+    root, config = slow_root_and_config(tmp_path)
     run_dir = api.new_run(str(config), root=root, name="ssh")
     terminal = Terminal([root], cwd=tmp_path, term="xterm-256color",
                         env=cli_env({"COLUMNS": "100", "LINES": "30", "RUNCTL_KEYS": str(tmp_path / "no-keys.yaml")}))
@@ -244,10 +215,10 @@ def test_sighup_writes_an_interrupt_checkpoint_before_exit(tmp_path: Path, pytho
     finally:
         terminal.ensure_dead()
     assert code == 128 + signal.SIGHUP
-    assert state(run_dir) == "interrupted" and not is_locked(run_dir)
+    assert run_state(run_dir) == "interrupted" and not is_locked(run_dir)
     interrupted = [e for e in events(run_dir) if e["event"] == "interrupted"]
     assert interrupted and interrupted[-1].get("signal") == "SIGHUP"
-    last = step(run_dir)
+    last = status_step(run_dir)
     assert read_manifest(run_dir / CHECKPOINT_DIR).files[f"step_{last:08d}.pt"].kind == "interrupt"
 
 
@@ -255,9 +226,7 @@ async def test_run_trained_elsewhere_shows_live_and_takes_c_and_x(
         tmp_path: Path, pythonpath_with_test_task: None) -> None:
     """A `runctl train` in another process: the watcher shows it running; c and x go through the
     control folder."""
-    root = tmp_path / "runs"
-    root.mkdir()
-    config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
+    root, config = slow_root_and_config(tmp_path)
     trainer = subprocess.Popen([sys.executable, "-m", "runctl", "train", str(config), "--root", str(root),
                                 "--name", "elsewhere"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = root / "elsewhere"
@@ -265,7 +234,7 @@ async def test_run_trained_elsewhere_shows_live_and_takes_c_and_x(
         app = make_test_app(root, tmp_path, watch=True)
         async with app.run_test(size=SIZE) as pilot:
             table = app.screen.query_one(RunsTable)
-            await select_run(pilot, table, run_dir)
+            await select_run(pilot, run_dir)
             await pilot_wait_for(pilot, lambda: table.row_for(run_dir).state == "running", "the row to say running")
             assert not app.engine_host.is_training(run_dir)
             await pilot.press("c")

@@ -19,12 +19,11 @@ from runctl.tui.app import make_app
 from runctl.tui.engine_process import ProcessEngineHost
 from runctl.tui.screens.quit_confirm import QuitConfirmScreen
 from runctl.tui.screens.runs_list import RunsListScreen
-from runctl.tui.widgets.runs_table import RunsTable
 from support.cli import cli_env
-from support.configs import write_task_config
+from support.configs import slow_made_run, slow_root_and_config, write_task_config
 from support.listing import fixed_now
-from support.run_files import events, metrics_step
-from support.ui import Notifications
+from support.run_files import events, metrics_step, run_state, status_step
+from support.ui import Notifications, start_with_s
 from support.waiting import pilot_wait_for, wait_for
 
 SIZE = (120, 34)
@@ -54,32 +53,11 @@ def children() -> list[psutil.Process]:
     return psutil.Process().children(recursive=True)
 
 
-def state(run_dir: Path) -> str | None:
-    return read_status(run_dir).get("state")
-
-
-def step(run_dir: Path) -> int:
-    return int(read_status(run_dir).get("step") or 0)
-
-
-async def select_run(pilot, table: RunsTable, run_dir: Path) -> None:
-    await pilot_wait_for(pilot, lambda: table.row_for(run_dir) is not None, f"row of {run_dir.name}")
-    table.move_cursor(row=table.get_row_index(str(run_dir)))
-    await pilot.pause()
-
-
 async def test_s_c_x_r_and_live_extend_with_the_engine_in_a_child(tmp_path: Path) -> None:
-    from runctl.engine import api
-
-    root = tmp_path / "runs"
-    root.mkdir()
-    config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
-    run_dir = api.new_run(str(config), root=root, name="made")
+    root, run_dir = slow_made_run(tmp_path)
     app = child_app(root, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        table = app.screen.query_one(RunsTable)
-        await select_run(pilot, table, run_dir)
-        await pilot.press("s")
+        table = await start_with_s(pilot, run_dir)
         assert app.engine_host.is_training(run_dir)
         await pilot_wait_for(pilot, lambda: trained_by_a_child(run_dir) and metrics_step(run_dir) >= 2,
                              "a child process to train the run", timeout=WAIT_SECONDS)
@@ -95,9 +73,9 @@ async def test_s_c_x_r_and_live_extend_with_the_engine_in_a_child(tmp_path: Path
                              "the child to take the extension", timeout=WAIT_SECONDS)
         assert [e["to_max"] for e in events(run_dir) if e["event"] == "extended"] == [101000]
         await pilot.press("x")
-        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "stopped",
+        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and run_state(run_dir) == "stopped",
                              "the graceful stop", timeout=WAIT_SECONDS)
-        stopped_at = step(run_dir)
+        stopped_at = status_step(run_dir)
         assert f"step_{stopped_at:08d}.pt" in read_manifest(run_dir / CHECKPOINT_DIR).files
         await pilot_wait_for(pilot, lambda: table.row_for(run_dir).state == "stopped", "the row to say stopped")
 
@@ -112,7 +90,7 @@ async def test_s_c_x_r_and_live_extend_with_the_engine_in_a_child(tmp_path: Path
                              "the notification naming the checkpoint and the skipped one", timeout=WAIT_SECONDS)
         await pilot_wait_for(pilot, lambda: trained_by_a_child(run_dir), "the child to resume", timeout=WAIT_SECONDS)
         await pilot.press("x")
-        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and state(run_dir) == "stopped",
+        await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and run_state(run_dir) == "stopped",
                              "the second stop", timeout=WAIT_SECONDS)
         assert not [m for m, severity in notes.messages if severity == "error"]
         assert isinstance(app.screen, RunsListScreen)
@@ -129,14 +107,14 @@ async def test_a_crash_is_one_error_line_then_extend_resume_from_and_branch_in_c
         crash = write_task_config(tmp_path / "crash.yaml", max_steps=50, crash_at=3)
         run_dir = host.start_new(str(crash), "boom", [])
         await pilot_wait_for(pilot, lambda: not host.is_training(run_dir), "the crash", timeout=WAIT_SECONDS)
-        assert state(run_dir) == "crashed"
+        assert run_state(run_dir) == "crashed"
         errors = [m for m, severity in notes.messages if severity == "error"]
         assert len(errors) == 1 and errors[0].startswith("boom: crashed at step 3: ") \
             and "injected failure" in errors[0], errors
         assert app.is_running
 
         def done(run: Path, at: int) -> bool:
-            return not host.is_training(run) and state(run) == "finished" and step(run) == at
+            return not host.is_training(run) and run_state(run) == "finished" and status_step(run) == at
 
         short = write_task_config(tmp_path / "short.yaml", max_steps=20, checkpoint_every=10)
         run_dir = host.start_new(str(short), "short", [])
@@ -161,9 +139,7 @@ async def test_a_crash_is_one_error_line_then_extend_resume_from_and_branch_in_c
 
 
 async def test_q_then_stop_and_q_then_keep_training_with_children(tmp_path: Path) -> None:
-    root = tmp_path / "runs"
-    root.mkdir()
-    config = write_task_config(tmp_path / "slow.yaml", max_steps=100000, step_sleep=0.01)
+    root, config = slow_root_and_config(tmp_path)
     app = child_app(root, tmp_path, watch=False)
     async with app.run_test(size=SIZE) as pilot:
         stopped = app.engine_host.start_new(str(config), "stopped", [])
@@ -173,8 +149,8 @@ async def test_q_then_stop_and_q_then_keep_training_with_children(tmp_path: Path
         assert isinstance(app.screen, QuitConfirmScreen)
         await pilot.press("s")
         await pilot_wait_for(pilot, lambda: app.return_code is not None, "the app to quit", timeout=WAIT_SECONDS)
-    assert state(stopped) == "stopped" and not is_locked(stopped)
-    assert f"step_{step(stopped):08d}.pt" in read_manifest(stopped / CHECKPOINT_DIR).files
+    assert run_state(stopped) == "stopped" and not is_locked(stopped)
+    assert f"step_{status_step(stopped):08d}.pt" in read_manifest(stopped / CHECKPOINT_DIR).files
     assert not children()
 
     app = child_app(root, tmp_path, watch=False)
@@ -188,6 +164,6 @@ async def test_q_then_stop_and_q_then_keep_training_with_children(tmp_path: Path
     wait_for(lambda: is_locked(run_dir) and metrics_step(run_dir) > handed_over_at, WAIT_SECONDS,
              "a background process to take the run over")
     write_command(run_dir, "stop")  # what `runctl stop` does
-    wait_for(lambda: not is_locked(run_dir) and state(run_dir) == "stopped", WAIT_SECONDS,
+    wait_for(lambda: not is_locked(run_dir) and run_state(run_dir) == "stopped", WAIT_SECONDS,
              "the background process to stop")
     assert any(e["event"] == "resumed" and e["step"] == handed_over_at for e in events(run_dir))
