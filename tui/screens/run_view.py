@@ -211,7 +211,7 @@ class RunViewScreen(Screen):
             severity = "information" if info.status in USABLE_STATUSES else "error"
             reason = f": {info.reason}" if info.reason else ""
             self.notify(f"{info.name}: {info.status} (deep){reason}", severity=severity, markup=False)
-        self.refresh_bindings()
+        self._sync_selection()
 
     # --- selection and key availability ---------------------------------------------------
     @on(DataTable.RowHighlighted, "#checkpoints")

@@ -145,6 +145,11 @@ class RunsListScreen(Screen):
         self._dirty |= run_dirs
 
     def _flush_dirty(self) -> None:
+        # Under an opaque screen (a run view) the list is not seen, yet Textual repaints the
+        # regions of the screen below on the top one: rows reloaded there would repaint the run
+        # view several times a second while a run trains. They wait for on_screen_resume.
+        if self.app.screen is not self and self.app.screen.styles.background.a >= 1:
+            return
         if self._dirty:
             dirty, self._dirty = self._dirty, set()
             self._reload_some(sorted(dirty))
@@ -403,7 +408,9 @@ class RunsListScreen(Screen):
 
     # ------------------------------------------------------------ news from the app
     def on_screen_resume(self) -> None:
-        # Back from a run view or a dialog: the overlay selection or states may have changed.
+        # Back from a run view or a dialog: the overlay selection or states may have changed,
+        # and runs that changed while the list was covered are reloaded now.
+        self._flush_dirty()
         self.table.upsert_rows([])
         self._update_status()
         self._refresh_keys()

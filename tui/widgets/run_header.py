@@ -53,10 +53,27 @@ def state_text(summary: RunSummary | None) -> Text:
 
 
 class RunHeader(Static):
-    """`show(summary)` replaces what it says; "loading…" until the first summary arrives."""
+    """`show(summary)` replaces what it says; "loading…" until the first summary arrives.
+
+    The header's height follows its text (height: auto), and a layout pass re-arranges and
+    repaints the whole screen. While a run trains the step and loss change several times a
+    second, and a long line can wrap onto one more row or one fewer as their digits change: the
+    header grows at once but does not shrink while only the wrapping changes (the plot below
+    would jump up and down), so a layout pass happens only when it must grow, when a line of
+    its own (an error, a silent rank, a stall) comes or goes, or after a resize."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(state_text(None), id=id, classes=classes)
+        # At the last layout pass: (width, its own lines, rows the text wrapped to).
+        self._laid_out: tuple[int, int, int] | None = None
 
     def show(self, summary: RunSummary | None) -> None:
-        self.update(state_text(summary))
+        text = state_text(summary)
+        width = self.content_size.width
+        own_lines = text.plain.count("\n") + 1
+        rows = sum(max(1, -(-line.cell_len // width)) for line in text.split("\n")) if width > 0 else 0
+        laid_out = self._laid_out
+        layout = width <= 0 or laid_out is None or laid_out[:2] != (width, own_lines) or rows > laid_out[2]
+        self.update(text, layout=layout)
+        if layout:
+            self._laid_out = (width, own_lines, rows) if width > 0 else None

@@ -125,4 +125,9 @@ class SystemStats(Static):
         self.set_interval(REFRESH_SECONDS, self._refresh_sample)
 
     def _refresh_sample(self) -> None:
-        self.update(format_sample(sample_system(self._nvml)))
+        # Sampled only while its tab shows it; the number of lines is fixed once sampling
+        # starts, so an update repaints this widget without a layout pass of the whole screen.
+        if not self.is_on_screen:
+            return
+        text = format_sample(sample_system(self._nvml))
+        self.update(text, layout=text.count("\n") != str(self.content).count("\n"))
