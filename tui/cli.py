@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="the port (default 8000)")
     p.add_argument("--host", default="127.0.0.1",
                    help="the address to bind (default 127.0.0.1: reach it through `ssh -L`); another warns")
+    p.add_argument("--engine", choices=("thread", "process"), default="thread",
+                   help="where the runs started in the served UI train, as for `runctl --engine`: a thread "
+                        "of the UI (default) or a child process each")
 
     p = sub.add_parser("export", help="pack a run into a zip")
     p.add_argument("run", help="a run folder, or a run name under --root")

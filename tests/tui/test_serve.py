@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 from support.cli import free_port
 from support.run_view import write_run
@@ -53,8 +54,8 @@ def test_the_ui_in_a_browser_with_the_token_and_403_without(tmp_path: Path) -> N
     write_run(root, "alpha")
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "runctl", "serve", root, "--port", str(port)], cwd=tmp_path,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    server = subprocess.Popen([sys.executable, "-m", "runctl", "serve", root, "--port", str(port), "--engine",
+                               "process"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
     try:
         line = server.stdout.readline()
@@ -90,6 +91,10 @@ def test_the_ui_in_a_browser_with_the_token_and_403_without(tmp_path: Path) -> N
                 page.on("websocket", on_websocket)
                 page.goto(url)
                 wait_to_see(page, "alpha", "the runs list in the browser")
+                # The session's UI is a process of the server's, started with the engine host asked for.
+                uis = [child.cmdline() for child in psutil.Process(server.pid).children(recursive=True)
+                       if "runctl" in child.cmdline() and "serve" not in child.cmdline()]
+                assert [cmd[-3:] for cmd in uis] == [[str(root.resolve()), "--engine", "process"]], uis
                 assert "Checkpoints" not in "".join(received)
                 page.locator("textarea.xterm-helper-textarea").focus()  # keys, not a click, reach the app
                 page.keyboard.press("Enter")
@@ -121,3 +126,10 @@ def test_another_address_than_loopback_warns(tmp_path: Path) -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
+
+
+def test_a_bad_engine_host_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "runctl", "serve", tmp_path, "--engine", "gpu"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--engine: invalid choice: 'gpu'" in result.stderr

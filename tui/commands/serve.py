@@ -46,12 +46,17 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"runctl: warning: serving on {args.host}, reachable from other machines; anyone with "
                          "the URL (its token) controls your runs. The safe way is the default 127.0.0.1 and "
                          f"`ssh -L {args.port}:localhost:{args.port} HOST`\n")
-    command = shlex.join([sys.executable, "-m", "runctl", str(root.resolve())])
+    command = served_command(root, args.engine)
     server = token_server(Server, command, host=args.host, port=args.port, token=token)
     shown_host = "localhost" if _is_loopback(args.host) else args.host
     print(f"runctl serve: open http://{shown_host}:{args.port}/?{TOKEN_PARAM}={token}", flush=True)
     server.serve()
     return 0
+
+
+def served_command(root: Path, engine: str = "thread") -> str:
+    """The shell command textual-serve starts for each browser session: the UI on `root`."""
+    return shlex.join([sys.executable, "-m", "runctl", str(root.resolve()), "--engine", engine])
 
 
 def token_server(server_class: type, command: str, *, host: str, port: int, token: str) -> Any:
