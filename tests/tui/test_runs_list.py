@@ -141,8 +141,11 @@ async def test_welcome_on_empty_root_lists_builtin_configs(tmp_path: Path) -> No
     app = make_test_app(root, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot, 0)
+        # The welcome is mounted once the listing is in; its list takes the focus when mounted.
+        await pilot_wait_for(pilot, lambda: bool(app.screen.query("#welcome-configs")), "the welcome")
         configs = app.screen.query_one("#welcome-configs", OptionList)
-        assert configs.display and configs.has_focus
+        await pilot_wait_for(pilot, lambda: configs.has_focus, "the built-in configs to take the focus")
+        assert configs.display
         ids = [configs.get_option_at_index(i).id for i in range(configs.option_count)]
         assert {"digits_mlp", "char_gpt"} <= set(ids)
         assert not table(app).display
