@@ -144,3 +144,12 @@ def write_many_runs(root: Path, count: int) -> Path:
 def make_test_app(root: Path, tmp_path: Path, keymap: Path | None = None, watch: bool = False) -> RunctlApp:
     """The app on these runs' clock, with no user keymap unless `keymap`, no file watcher unless `watch`."""
     return make_app(root, watch=watch, now=fixed_now, keymap_path=keymap or tmp_path / "no-keys.yaml")
+
+
+def watched_app_with_one_run(tmp_path: Path, name: str) -> tuple[Path, RunctlApp]:
+    """(root, app): a root holding one stopped run (20 of 100 steps, a checkpoint at 20) and the app
+    on it with its file watcher, for the tests of what the list does when the run's files change."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    write_run(root, name, state="stopped", step=20, max_steps=100, checkpoints=[20])
+    return root, make_test_app(root, tmp_path, watch=True)

@@ -15,7 +15,7 @@ from runctl.tui.screens.run_view import RunViewScreen
 from runctl.tui.screens.runs_list import RunsListScreen
 from runctl.tui.widgets.run_header import RunHeader
 from runctl.tui.widgets.system_stats import SystemStats
-from support.listing import FIXED_NOW, make_test_app, write_run
+from support.listing import FIXED_NOW, watched_app_with_one_run
 from support.ui import runs_list_loaded, select_run
 from support.waiting import pilot_wait_for
 from textual.app import App, ComposeResult
@@ -79,10 +79,7 @@ async def test_the_header_lays_the_screen_out_only_when_it_must_grow_or_its_line
 
 
 async def test_the_runs_list_under_a_run_view_reloads_its_rows_when_it_is_shown_again(tmp_path: Path) -> None:
-    root = tmp_path / "runs"
-    root.mkdir()
-    write_run(root, "live", state="stopped", step=20, max_steps=100, checkpoints=[20])
-    app = make_test_app(root, tmp_path, watch=True)
+    root, app = watched_app_with_one_run(tmp_path, "live")
     async with app.run_test(size=SIZE) as pilot:
         await runs_list_loaded(pilot)
         await pilot_wait_for(pilot, app.watch_ready.is_set, "the watcher to start")

@@ -12,7 +12,7 @@ from runctl.tui.app import RunctlApp
 from runctl.tui.screens.help import HelpScreen
 from runctl.tui.screens.runs_list import RunsListScreen
 from runctl.tui.widgets.runs_table import COLUMN_KEYS, RunsTable
-from support.listing import FIXED_NOW, every_state_root, make_test_app, write_run
+from support.listing import FIXED_NOW, every_state_root, make_test_app, watched_app_with_one_run, write_run
 from support.waiting import pilot_wait_for
 from textual.widgets import OptionList
 
@@ -224,10 +224,7 @@ async def test_bad_keymap_file_keeps_default_keys(state_root: Path, tmp_path: Pa
 
 
 async def test_watcher_adds_new_runs_and_updates_changed_rows(tmp_path: Path) -> None:
-    root = tmp_path / "runs"
-    root.mkdir()
-    write_run(root, "first", state="stopped", step=20, max_steps=100, checkpoints=[20])
-    app = make_test_app(root, tmp_path, watch=True)
+    root, app = watched_app_with_one_run(tmp_path, "first")
     async with app.run_test(size=SIZE) as pilot:
         t = await loaded(pilot, 1)
         await pilot_wait_for(pilot, app.watch_ready.is_set, "the watcher to start")
