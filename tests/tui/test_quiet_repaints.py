@@ -71,8 +71,15 @@ async def test_the_header_lays_the_screen_out_only_when_it_must_grow_or_its_line
         header.show(summary("short", 1001))
         await pilot.pause()
         assert not passes and header.size.height == 2
+        # A layout pass for another reason shrinks it to its text; long text then grows it again.
+        header.refresh(layout=True)
+        await pilot.pause()
+        assert header.size.height == 1
+        header.show(summary(long_name, 1002))
+        await pilot.pause()
+        assert header.size.height == 2
         # A line of its own (the error) lays out again.
-        header.show(summary("short", 1002, error="crashed: out of memory"))
+        header.show(summary("short", 1003, error="crashed: out of memory"))
         await pilot.pause()
         assert passes and header.size.height == 2
         assert "out of memory" in str(header.render())

@@ -64,16 +64,19 @@ class RunHeader(Static):
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(state_text(None), id=id, classes=classes)
-        # At the last layout pass: (width, its own lines, rows the text wrapped to).
-        self._laid_out: tuple[int, int, int] | None = None
+        # (width, its own lines) at the last layout pass.
+        self._laid_out: tuple[int, int] | None = None
 
     def show(self, summary: RunSummary | None) -> None:
         text = state_text(summary)
-        width = self.content_size.width
+        width, height = self.content_size
         own_lines = text.plain.count("\n") + 1
         rows = sum(max(1, -(-line.cell_len // width)) for line in text.split("\n")) if width > 0 else 0
-        laid_out = self._laid_out
-        layout = width <= 0 or laid_out is None or laid_out[:2] != (width, own_lines) or rows > laid_out[2]
+        # Grow when the text needs more rows than the header has now, unless it is at its max-height.
+        max_height = self.styles.max_height
+        at_most = max_height.cells if max_height is not None and max_height.is_cells else None
+        must_grow = rows > height and (at_most is None or height < at_most)
+        layout = width <= 0 or self._laid_out != (width, own_lines) or must_grow
         self.update(text, layout=layout)
         if layout:
-            self._laid_out = (width, own_lines, rows) if width > 0 else None
+            self._laid_out = (width, own_lines) if width > 0 else None
