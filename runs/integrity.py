@@ -147,7 +147,8 @@ def verify_file(path: Path, level: str = "quick", manifest_entry: ManifestEntry 
         with safe_files.open_regular(path, buffering=0) as file:
             st = os.fstat(file.fileno())
             info.bytes, info.mtime = st.st_size, st.st_mtime
-            facts = facts_for(path, file, st, level)
+            facts = facts_for(path, file, st, level,
+                              written_sha256=manifest_entry.sha256 if manifest_entry else None)
     except safe_files.NotRegularFile as exc:  # swapped in after the check above
         return _not_regular(info, path, exc.kind)
     except OSError as exc:
@@ -190,8 +191,12 @@ def _not_regular(info: CheckpointInfo, path: Path, what: str) -> CheckpointInfo:
     return info
 
 
-def facts_for(path: Path, file: BinaryIO, st: os.stat_result, level: str) -> _Facts:
-    """The cached facts for this exact file version at `level` or above, computing them if needed."""
+def facts_for(path: Path, file: BinaryIO, st: os.stat_result, level: str,
+              written_sha256: str | None = None) -> _Facts:
+    """The cached facts for this exact file version at `level` or above, computing them if needed.
+
+    `written_sha256`: the hash its writer recorded, if any; a torch zip whose bytes still have it
+    skips the CRC walk (see runs.zipscan)."""
     key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
     rank = LEVELS.index(level)
     with _cache_lock:
@@ -212,7 +217,7 @@ def facts_for(path: Path, file: BinaryIO, st: os.stat_result, level: str) -> _Fa
                 # (a weights-only branch may still use such a file).
                 facts = replace(facts, incompatible=None, identity=None)
             return facts
-    facts = _compute(path, file, st.st_size, level, known)
+    facts = _compute(path, file, st.st_size, level, known, written_sha256)
     if not (facts.problem or "").startswith(UNREADABLE):  # a chmod fixes that without touching mtime
         with _cache_lock:
             _cache.setdefault(key, {})[facts.level] = facts
@@ -293,12 +298,13 @@ def _without_manifest(path: Path, facts: _Facts) -> str | None:
     return SAFETENSORS_NOTE if facts.format == "safetensors" else None
 
 
-def _full(file: BinaryIO, size: int) -> _Facts:
-    problem, sha256 = zipscan.full_scan(file, size)
+def _full(file: BinaryIO, size: int, written_sha256: str | None) -> _Facts:
+    problem, sha256 = zipscan.full_scan(file, size, written_sha256)
     return _Facts(level="full", problem=problem, sha256=sha256)
 
 
-def _compute(path: Path, file: BinaryIO, size: int, level: str, known: dict[str, _Facts]) -> _Facts:
+def _compute(path: Path, file: BinaryIO, size: int, level: str, known: dict[str, _Facts],
+             written_sha256: str | None = None) -> _Facts:
     if size == 0:
         return _Facts(level=level, problem=EMPTY)
     try:
@@ -311,7 +317,7 @@ def _compute(path: Path, file: BinaryIO, size: int, level: str, known: dict[str,
             return _safetensors(file, size, level)
         if level == "quick":
             return _split_unsafe(_Facts(level="quick", problem=zipscan.quick_scan(file)))
-        full = known.get("full") or _split_unsafe(_full(file, size))
+        full = known.get("full") or _split_unsafe(_full(file, size, written_sha256))
         if level == "full" or full.problem is not None or full.unsafe is not None:
             return full
         return _deep(path, full, _name_of_open_file(path, file))

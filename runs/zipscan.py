@@ -7,6 +7,10 @@ full:  ONE sequential pass over the file computes the sha256 of every byte and t
        file order against the central directory; STORED records, as torch.save writes them, are
        CRC'd as they are; DEFLATED ones are inflated first). The sha256 runs on a helper thread
        for big files, overlapping the CRC work (hashlib and zlib release the GIL on big buffers).
+       Given the sha256 its writer recorded (a manifest entry), the scan hashes first and skips
+       the CRC walk when the hash matches: the bytes are then exactly the ones written, whose
+       records were whole, and the quick scan's pickle check still runs. A mismatch falls back to
+       the walk, which names the damage (truncated, crc mismatch) rather than only "differs".
 
 Each scan returns the first problem found as a reason string ("truncated: ...", "crc mismatch:
 ...", "not a checkpoint: ...", "unsafe pickle: ...") or None.
@@ -60,8 +64,16 @@ def quick_scan(file: BinaryIO) -> str | None:
     return _pickle_problem(data)
 
 
-def full_scan(file: BinaryIO, size: int) -> tuple[str | None, str]:
-    """(the first problem or None, the sha256 of all `size` bytes) from one sequential read."""
+def full_scan(file: BinaryIO, size: int, written_sha256: str | None = None) -> tuple[str | None, str]:
+    """(the first problem or None, the sha256 of all `size` bytes) from one sequential read, or,
+    when `written_sha256` is given and matches, from the quick scan plus the hash alone."""
+    if written_sha256 is not None:
+        problem = quick_scan(file)
+        if problem is None:
+            digest = _sha256_of(file)
+            if digest == written_sha256:
+                return None, digest
+    file.seek(0)
     archive, problem = _open_zip(file)
     members: list[zipfile.ZipInfo] = []
     pickle_member = None
@@ -84,6 +96,16 @@ def full_scan(file: BinaryIO, size: int) -> tuple[str | None, str]:
     if problem is None and pickle_bytes is not None:
         problem = _pickle_problem(pickle_bytes)
     return problem, digest
+
+
+def _sha256_of(file: IO[bytes]) -> str:
+    file.seek(0)
+    digest = hashlib.sha256()
+    buffer = bytearray(4 << 20)
+    view = memoryview(buffer)
+    while count := file.readinto(buffer):
+        digest.update(view[:count])
+    return digest.hexdigest()
 
 
 def _open_zip(file: IO[bytes]) -> tuple[zipfile.ZipFile | None, str | None]:

@@ -59,12 +59,34 @@ def test_one_pass_walk_handles_headers_split_across_chunks(checkpoint: Path, chu
     # Tiny chunks put every local header across a read boundary; with the hasher thread and without.
     monkeypatch.setattr(zipscan, "_CHUNK", chunk)
     monkeypatch.setattr(zipscan, "_hash_on_helper_thread", lambda size: threaded)
-    entry = manifest_entry_for(checkpoint, 10)
-    assert verify_file(checkpoint, "full", entry).status == "ok"
+    # Without a manifest entry: a matching sha256 would skip the walk this test is about.
+    intact = verify_file(checkpoint, "full")
+    assert (intact.status, intact.sha256) == ("unverified", hashlib.sha256(checkpoint.read_bytes()).hexdigest())
     offset, _ = member_data_offset(checkpoint, "data/0")
     flip_bit(checkpoint, offset + 3)
     integrity.clear_cache()
     assert verify_file(checkpoint, "full").reason.startswith("crc mismatch")
+
+
+def test_a_sha256_that_matches_the_writers_skips_the_crc_walk_but_not_the_pickle_check(
+        checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_walk(*args: object) -> None:
+        raise AssertionError("the CRC walk ran although the bytes are the writer's")
+
+    entry = manifest_entry_for(checkpoint, 10)
+    with monkeypatch.context() as patched:
+        patched.setattr(zipscan, "_walk_records", no_walk)
+        info = verify_file(checkpoint, "full", entry)
+        assert (info.status, info.sha256) == ("ok", entry.sha256)
+    # A manifest that vouches for a malicious pickle's bytes does not make it loadable.
+    evil = malicious_checkpoint(tmp_path / "step_00000001.pt", reduce_call(os.system, "true"))
+    info = verify_file(evil, "full", manifest_entry_for(evil, 1))
+    assert info.status == "corrupt" and info.reason.startswith("unsafe pickle"), info
+    # Bytes that differ from the writer's go through the walk, which names the damage.
+    offset, size = member_data_offset(checkpoint, "data/0")
+    flip_bit(checkpoint, offset + size // 2)
+    info = verify_file(checkpoint, "full", entry)
+    assert info.status == "corrupt" and info.reason.startswith("crc mismatch") and "data/0" in info.reason
 
 
 @pytest.mark.parametrize("keep", [10, 0.5, -30, -1])
@@ -236,7 +258,7 @@ def test_deep_compares_run_id_and_model_shapes_with_a_reference(checkpoint: Path
 def test_results_are_cached_by_file_identity(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = []
     real_full = integrity._full
-    monkeypatch.setattr(integrity, "_full", lambda file, size: reads.append(size) or real_full(file, size))
+    monkeypatch.setattr(integrity, "_full", lambda file, size, written: reads.append(size) or real_full(file, size, written))
     entry = manifest_entry_for(checkpoint, 10)
     assert verify_file(checkpoint, "full", entry).status == "ok"
     assert verify_file(checkpoint, "full", entry).status == "ok"
