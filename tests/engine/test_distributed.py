@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import pytest
 import torch
 from runctl.engine import api
 from support.checkpoints import final_checkpoint
@@ -18,7 +17,6 @@ from support.waiting import wait_for
 SETS = task_sets(max_steps=30, checkpoint_every=100)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_two_ranks_train_like_one_stop_on_a_signal_and_resume_in_one_process(

@@ -23,7 +23,6 @@ from support.waiting import wait_for
 
 SETS = task_sets(max_steps=400, checkpoint_every=100)
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def start_two_nodes(tmp_path: Path) -> list[subprocess.Popen[str]]:

@@ -14,7 +14,6 @@ from support.checkpoints import assert_bit_identical, final_checkpoint
 from support.cli import cli_env, runctl_here, start_runctl
 from support.configs import FAMILIES, overrides
 from support.run_files import events, manifest_files, read_jsonl, status
-from support.torch_threads import single_torch_thread
 from support.waiting import wait_for
 
 VARIANTS = {
@@ -26,7 +25,6 @@ VARIANTS = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
@@ -35,10 +33,9 @@ def references(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Uninterrupted runs (0 -> 30 in one go, in this process) to compare the others against."""
     root = tmp_path_factory.mktemp("references")
     runs = {}
-    with single_torch_thread():
-        for variant, (family, extra) in VARIANTS.items():
-            runs[variant] = api.new_run(family, root, name=variant, overrides=overrides(family, *extra))
-            assert api.train(runs[variant]).state == "finished"
+    for variant, (family, extra) in VARIANTS.items():
+        runs[variant] = api.new_run(family, root, name=variant, overrides=overrides(family, *extra))
+        assert api.train(runs[variant]).state == "finished"
     return runs
 
 

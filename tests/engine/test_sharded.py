@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from runctl.engine import api
 from runctl.runs.checkpoints import list_checkpoints, newest_valid
@@ -26,7 +25,6 @@ SETS = task_sets(max_steps=20, checkpoint_every=5)
 FSDP = [*SETS, "parallel.strategy=fsdp"]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _step_tensors(folder: Path, tmp_path: Path) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import signal
 import threading
 from pathlib import Path
 
-import pytest
 from runctl.engine import api
 from runctl.engine.control import Control
 from runctl.engine.signals import stop_on_signals
@@ -24,7 +23,6 @@ SETS = ["task=support.tasks:factory", "model={}", "max_steps=200", "checkpoint.e
 SLOW_STEPS = {"TEST_TASK_STEP_SLEEP": "0.02"}
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _start(root: Path, name: str, env_extra: dict[str, str], stderr_file: Path | None = None):

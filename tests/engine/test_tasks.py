@@ -29,16 +29,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core CI box the spinning
-    threads make each step many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cfg(name: str, *extra: str) -> dict:
     return load_config(name, [*TINY[name], "data.batch_size=8", *extra])
 

@@ -23,7 +23,6 @@ from support.run_files import events, manifest_files, read_jsonl, status
 FAULT_TASK = "support.tasks:factory"
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

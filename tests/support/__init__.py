@@ -13,7 +13,6 @@ the test task (`task: "support.tasks:factory"`) in a subprocess too.
     tasks        the configurable custom task the engine loads (hang, poison, crash, slow steps)
     terminal     a real pseudo-terminal that closes, and process-tree checks
     filesystems  real small file systems (tmpfs) and "nothing changed" tree snapshots
-    torch_threads  one intra-op torch thread for in-process training
 """
 
 from __future__ import annotations
