@@ -97,12 +97,14 @@ async def test_welcome_enter_trains_a_builtin_and_opens_its_view(tmp_path: Path)
     async with app.run_test(size=SIZE) as pilot:
         await pilot_wait_for(pilot, lambda: app.screen.query_one("#welcome-configs").has_focus, "the welcome")
         await pilot.press("enter")  # the first built-in config, trained right here
-        await pilot_wait_for(pilot, lambda: len(app.engine_host.training_runs()) == 1, "a run to start")
-        run_dir = app.engine_host.training_runs()[0]
         await pilot_wait_for(pilot, lambda: type(app.screen).__name__ == "RunViewScreen", "its run view")
-        # digits_mlp trains in seconds on a CPU: the newcomer sees it through to its final checkpoint.
+        run_dir = app.screen.run_dir
+        assert run_dir.parent == root
+        # digits_mlp trains in seconds on a CPU (it may be done before the view is first looked at):
+        # the newcomer sees it through to its final checkpoint, trained by this process's engine.
         await pilot_wait_for(pilot, lambda: not app.engine_host.is_training(run_dir) and run_state(run_dir) == "finished",
                              "the built-in run to finish", timeout=180)
+        assert events(run_dir, "started")[0]["pid"] == os.getpid()
         files = read_manifest(run_dir / CHECKPOINT_DIR).files
         assert any(entry.kind == "final" and entry.step == status_step(run_dir) for entry in files.values())
         await back_to_list(pilot)
