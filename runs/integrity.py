@@ -351,10 +351,7 @@ def _sha256(file: BinaryIO) -> str:
     import hashlib
 
     file.seek(0)
-    digest = hashlib.sha256()
-    while chunk := file.read(1 << 20):
-        digest.update(chunk)
-    return digest.hexdigest()
+    return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _legacy(path: Path, file: BinaryIO, level: str, known: dict[str, _Facts]) -> _Facts:

@@ -11,6 +11,7 @@ readers' existing `except OSError` paths report them as unreadable files.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from typing import BinaryIO
@@ -103,6 +104,12 @@ def open_regular(path: str | os.PathLike[str], *, within: str | os.PathLike[str]
     except BaseException:
         os.close(fd)
         raise
+
+
+def sha256_of(path: str | os.PathLike[str], *, within: str | os.PathLike[str] | None = None) -> str:
+    """The sha256 of a regular file (NotRegularFile for anything else, never opened)."""
+    with open_regular(path, within=within, buffering=0) as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def read_bytes(path: str | os.PathLike[str], limit: int = MAX_DOCUMENT_BYTES) -> bytes:

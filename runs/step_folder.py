@@ -32,7 +32,6 @@ from runctl.runs.layout import DCP_METADATA, STEP_STATE, is_temp_name, step_from
 from runctl.runs.manifest import ManifestEntry
 from runctl.runs.model import CheckpointInfo
 
-_CHUNK = 1 << 20
 # The non-tensor keys a resume reads from runctl.pt; the tensors (model, optimizer) are DCP's.
 STEP_STATE_KEYS = ("format", "step", "rng", "data")
 
@@ -51,15 +50,6 @@ def folder_bytes(folder: Path) -> tuple[int, float]:
         return 0, 0.0
     regular = [st for st in files.values() if stat.S_ISREG(st.st_mode)]
     return sum(st.st_size for st in regular), max((st.st_mtime for st in regular), default=0.0)
-
-
-def sha256_of(path: Path) -> str:
-    """The sha256 of a regular file (safe_files.NotRegularFile for anything else, never opened)."""
-    digest = hashlib.sha256()
-    with safe_files.open_regular(path, buffering=0) as file:
-        while chunk := file.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def irregular_member(folder: Path, files: dict[str, os.stat_result]) -> str | None:
@@ -140,7 +130,7 @@ def _hash_problem(path: Path, entry: ManifestEntry) -> str | None:
     assert entry.files is not None
     for name, listed in sorted(entry.files.items()):
         try:
-            digest = sha256_of(path / name)
+            digest = safe_files.sha256_of(path / name)
         except safe_files.NotRegularFile as exc:  # swapped in after the listing
             return f"{NOT_REGULAR}: {name} is a {exc.kind}"
         except OSError as exc:

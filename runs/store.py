@@ -101,7 +101,6 @@ from runctl.runs.lock import RunLock
 from runctl.runs.manifest import Manifest, ManifestEntry, read_manifest, write_manifest
 from runctl.runs.ranks import rank_file
 from runctl.runs.run_yaml import read_run_yaml
-from runctl.runs.step_folder import sha256_of
 
 __all__ = ["PAUSE_ENV", "QUARANTINE_DIR", "SLOW_WRITE_ENV", "SUPERSEDED_DIR", "CommittedCheckpoint", "RunStore"]
 
@@ -301,7 +300,7 @@ class RunStore:
         for path in sorted(temp.iterdir()):
             with open(path, "rb") as file:
                 os.fsync(file.fileno())
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": safe_files.sha256_of(path)}
         fsync_dir(temp)
         total = sum(f["bytes"] for f in files.values())
         metadata_sha = files.get(".metadata", {}).get("sha256", "")

@@ -70,7 +70,8 @@ def full_scan(file: BinaryIO, size: int, written_sha256: str | None = None) -> t
     if written_sha256 is not None:
         problem = quick_scan(file)
         if problem is None:
-            digest = _sha256_of(file)
+            file.seek(0)
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
             if digest == written_sha256:
                 return None, digest
     file.seek(0)
@@ -96,16 +97,6 @@ def full_scan(file: BinaryIO, size: int, written_sha256: str | None = None) -> t
     if problem is None and pickle_bytes is not None:
         problem = _pickle_problem(pickle_bytes)
     return problem, digest
-
-
-def _sha256_of(file: IO[bytes]) -> str:
-    file.seek(0)
-    digest = hashlib.sha256()
-    buffer = bytearray(4 << 20)
-    view = memoryview(buffer)
-    while count := file.readinto(buffer):
-        digest.update(view[:count])
-    return digest.hexdigest()
 
 
 def _open_zip(file: IO[bytes]) -> tuple[zipfile.ZipFile | None, str | None]:

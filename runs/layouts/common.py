@@ -3,7 +3,6 @@ from runs.integrity, the copy a `last.ckpt` is of, and the state a folder's file
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -247,14 +246,10 @@ def newest_mtime(paths: Iterable[Path | str]) -> float | None:
 
 
 def _sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
     try:
-        with safe_files.open_regular(path) as file:
-            while chunk := file.read(1 << 20):
-                digest.update(chunk)
+        return safe_files.sha256_of(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def _is_file(entry: os.DirEntry[str]) -> bool:
