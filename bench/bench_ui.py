@@ -439,11 +439,12 @@ FIRST_PAINT = textwrap.dedent("""
     started = time.perf_counter()
     sys.path.insert(0, {root!r})
     from pathlib import Path
-    from runctl.tui.app import make_app
+    # What `runctl ROOT` runs: the listing starts in a child process before the UI's imports.
+    from runctl.tui.commands.open_ui import build_app
+    app = build_app(Path({runs!r}), keymap_path=Path({runs!r}) / "no-keys.yaml")
     from runctl.tui.widgets.runs_table import RunsTable
 
     async def main():
-        app = make_app(Path({runs!r}), watch=True, keymap_path=Path({runs!r}) / "no-keys.yaml")
         async with app.run_test(size=(160, 50)) as pilot:
             while True:
                 tables = app.screen.query(RunsTable)

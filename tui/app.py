@@ -20,6 +20,7 @@ from runctl.runs.errors import RunctlError
 from runctl.runs.follower_hub import FollowerHub
 from runctl.runs.layout import DEFAULT_DEPTH
 from runctl.tui.alerts import AlertRaised, AlertSettings
+from runctl.tui.early_listing import EarlyListing
 from runctl.tui.engine_host import EngineHost
 from runctl.tui.first_paint_gc import hold_collections, release_collections
 from runctl.tui.keymap import default_keymap_path, load_keymap, unknown_ids
@@ -63,8 +64,11 @@ class RunctlApp(App[int]):
         depth: int = DEFAULT_DEPTH,
         alerts: AlertSettings | None = None,
         engine: str = "thread",
+        early_listing: EarlyListing | None = None,
     ) -> None:
         super().__init__()
+        # The first listing, already being read by a child process (runctl's start forks it).
+        self._early_listing = early_listing
         # Until the runs list has painted its first full listing (or the app ends before that).
         hold_collections()
         self.alert_settings = alerts
@@ -151,8 +155,16 @@ class RunctlApp(App[int]):
         if runs is not None:
             runs.catch_up_after_watch_start()
 
+    def take_early_listing(self) -> EarlyListing | None:
+        """The listing forked at start, once (the first full load takes it; later loads read)."""
+        early, self._early_listing = self._early_listing, None
+        return early
+
     def on_unmount(self) -> None:
         release_collections()
+        early = self.take_early_listing()
+        if early is not None:
+            early.close()
         if self._bridge is not None:
             # A stop that overtook the start would leave the observer's threads running.
             if self._watch_requested:
@@ -346,6 +358,7 @@ def make_app(
     depth: int = DEFAULT_DEPTH,
     alerts: AlertSettings | None = None,
     engine: str = "thread",
+    early_listing: EarlyListing | None = None,
 ) -> RunctlApp:
     return RunctlApp(Path(root), poll=poll, watch=watch, now=now, keymap_path=keymap_path, depth=depth,
-                     alerts=alerts, engine=engine)
+                     alerts=alerts, engine=engine, early_listing=early_listing)

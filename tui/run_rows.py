@@ -17,6 +17,8 @@ from runctl.runs.model import RunSummary
 
 # Enough bytes for the last few metrics lines; a line is ~150-400 bytes.
 _TAIL_BYTES = 8192
+# Rows painted before the full listing of a big root arrives: more than a tall terminal shows.
+QUICK_ROWS = 60
 
 
 @dataclass(frozen=True)

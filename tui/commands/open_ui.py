@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from runctl.runs.errors import RunctlError
 from runctl.runs.layout import DEFAULT_DEPTH
+
+if TYPE_CHECKING:
+    from runctl.tui.app import RunctlApp
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,13 +24,26 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise RunctlError(f"{root}: cannot create the runs folder ({err.strerror})") from None
 
+    code = build_app(root, args).run()
+    return int(code or 0)
+
+
+def build_app(root: Path, args: argparse.Namespace | None = None, **options: Any) -> RunctlApp:
+    """The app `runctl ROOT` runs, with `args`' options (or the defaults) and `options` passed on
+    to make_app. The first listing starts being read in a child process before the UI's imports
+    (tui.early_listing): call this first thing."""
+    from runctl.tui.early_listing import EarlyListing
+    from runctl.tui.run_rows import QUICK_ROWS
+
+    root = Path(root).resolve()
+    depth = getattr(args, "depth", DEFAULT_DEPTH)
+    early = EarlyListing.start(root, newest=QUICK_ROWS, depth=depth)
+
     from runctl.tui.alerts import AlertSettings
     from runctl.tui.app import make_app
 
     alerts = AlertSettings(enabled=not getattr(args, "no_alerts", False),
                            bell=not getattr(args, "no_bell", False),
                            desktop=getattr(args, "desktop_notify", None) or "osc9")
-    app = make_app(root.resolve(), poll=bool(getattr(args, "poll", False)), alerts=alerts,
-                   depth=getattr(args, "depth", DEFAULT_DEPTH), engine=getattr(args, "engine", "thread"))
-    code = app.run()
-    return int(code or 0)
+    return make_app(root, poll=bool(getattr(args, "poll", False)), alerts=alerts, depth=depth,
+                    engine=getattr(args, "engine", "thread"), early_listing=early, **options)

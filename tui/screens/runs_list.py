@@ -8,15 +8,17 @@ those runs, so a run logging 100 lines a second costs a few row updates a second
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from runctl.runs.layout import DEFAULT_DEPTH, LIVE_STATES, RUN_YAML
 from runctl.runs.store import RunStore
+from runctl.tui.early_listing import ALL
 from runctl.tui.first_paint_gc import release_collections
 from runctl.tui.messages import RunRowsLoaded
-from runctl.tui.run_rows import RunRow, load_row, load_rows
+from runctl.tui.run_rows import QUICK_ROWS, RunRow, load_row, load_rows
 from runctl.tui.widgets.footer_adapter import CoalescedFooter
 from runctl.tui.widgets.runs_table import RunsTable
 from textual import on, work
@@ -34,8 +36,6 @@ if TYPE_CHECKING:
 RESUMABLE = frozenset({"stopped", "interrupted", "crashed"})
 # Keys that write into a run's folder: never offered on a run another tool wrote.
 WRITING_ACTIONS = frozenset({"start", "stop", "resume", "extend", "checkpoint"})
-# Rows painted before the full listing of a big root arrives: more than a tall terminal shows.
-QUICK_ROWS = 60
 # Dirty runs are reloaded at most this often (seconds).
 ROW_REFRESH_INTERVAL = 0.25
 
@@ -137,8 +137,22 @@ class RunsListScreen(Screen):
                 if head:
                     self.post_message(RunRowsLoaded(head, complete=False))
 
-            rows = load_rows(root, newest=QUICK_ROWS, on_newest=paint_newest, depth=depth)
+            rows = self._early_rows(paint_newest)
+            if rows is None:
+                rows = load_rows(root, newest=QUICK_ROWS, on_newest=paint_newest, depth=depth)
         self.post_message(RunRowsLoaded(rows, complete=True))
+
+    def _early_rows(self, paint_newest: Callable[[list[RunRow]], None]) -> list[RunRow] | None:
+        """The first listing as read by the child `runctl` forked at its start (tui.early_listing),
+        or None when there is none or it ended short (the caller then reads it here)."""
+        early = self.rapp.take_early_listing()
+        if early is None:
+            return None
+        for kind, rows in early.messages():
+            if kind == ALL:
+                return rows
+            paint_newest(rows)
+        return None
 
     def mark_dirty(self, run_dirs: set[Path]) -> None:
         """These runs changed on disk; their rows are reloaded on the next refresh tick."""

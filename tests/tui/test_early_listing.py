@@ -1,0 +1,151 @@
+"""The first listing read by a child forked at `runctl`'s start (tui.early_listing).
+
+The fork is refused while other threads run, and a pytest worker has threads (xdist's), so what
+`runctl ROOT` does is run where it does it: in a fresh single-threaded process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+from runctl.tui.early_listing import EarlyListing
+from support.listing import write_many_runs
+
+CHILD_TIMEOUT = 120
+
+
+def _run_script(script: str, *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args], capture_output=True, text=True,
+                            timeout=CHILD_TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_child_hands_over_the_newest_screenful_then_every_row_and_is_reaped(tmp_path: Path) -> None:
+    root = write_many_runs(tmp_path / "runs", 25)
+    report = _run_script("""
+        import json, os, sys
+        from pathlib import Path
+        from runctl.tui.early_listing import EarlyListing
+        from runctl.tui.run_rows import load_rows
+
+        root = Path(sys.argv[1])
+        early = EarlyListing.start(root, newest=10, depth=2)
+        assert early is not None, "a single-threaded process on Linux forks"
+        pid = early._pid
+        messages = [(kind, [row.name for row in rows]) for kind, rows in early.messages()]
+        try:
+            os.waitpid(pid, os.WNOHANG)
+            reaped = False
+        except ChildProcessError:
+            reaped = True
+        head = []
+        expected = [row.name for row in load_rows(root, newest=10, on_newest=head.extend, depth=2)]
+        print(json.dumps({"messages": messages, "head": [row.name for row in head], "expected": expected,
+                          "reaped": reaped}))
+    """, str(root))
+    (first, newest), (last, every) = report["messages"]
+    assert (first, last) == ("newest", "all")
+    # The same rows, in the same order, as the runs list's own call hands over.
+    assert newest == report["head"] and len(newest) == 10
+    assert every == report["expected"] and len(every) == 25
+    assert report["reaped"], "the child is reaped once its listing is in"
+
+
+def test_a_child_stopped_before_its_listing_leaves_the_runs_list_to_read_it(tmp_path: Path) -> None:
+    # The app is given an early listing whose child is already gone: the first load falls back
+    # to reading the root itself, and every run is listed.
+    root = write_many_runs(tmp_path / "runs", 70)
+    report = _run_script("""
+        import asyncio, json, sys
+        from pathlib import Path
+        from runctl.tui.commands.open_ui import build_app
+        from runctl.tui.widgets.runs_table import RunsTable
+
+        root = Path(sys.argv[1])
+        app = build_app(root, keymap_path=root.parent / "no-keys.yaml")
+        early = app._early_listing
+        assert early is not None
+        early.close()  # SIGKILL before a row is sent
+
+        async def main():
+            async with app.run_test(size=(120, 30)) as pilot:
+                for _ in range(2000):
+                    tables = app.screen.query(RunsTable)
+                    if tables and tables.first().row_count == 70:
+                        break
+                    await asyncio.sleep(0.01)
+                count = app.screen.query_one(RunsTable).row_count
+                await pilot.press("q")
+            print(json.dumps({"rows": count, "taken": app._early_listing is None}))
+
+        asyncio.run(main())
+    """, str(root))
+    assert report == {"rows": 70, "taken": True}
+
+
+def test_runctl_root_paints_every_run_from_the_early_listing(tmp_path: Path) -> None:
+    # `runctl ROOT`'s own path (open_ui.build_app): the rows the table shows came from the child,
+    # which is reaped before the UI exits.
+    root = write_many_runs(tmp_path / "runs", 90)
+    report = _run_script("""
+        import asyncio, json, os, sys
+        from pathlib import Path
+        from runctl.tui import early_listing
+        from runctl.tui.commands.open_ui import build_app
+        from runctl.tui.widgets.runs_table import RunsTable
+
+        received = []
+        messages = early_listing.EarlyListing.messages
+
+        def counted(self):
+            for kind, rows in messages(self):
+                received.append((kind, len(rows)))
+                yield kind, rows
+
+        early_listing.EarlyListing.messages = counted
+        root = Path(sys.argv[1])
+        app = build_app(root, keymap_path=root.parent / "no-keys.yaml")
+        pid = app._early_listing._pid
+
+        async def main():
+            async with app.run_test(size=(120, 30)) as pilot:
+                for _ in range(2000):
+                    tables = app.screen.query(RunsTable)
+                    if tables and tables.first().row_count == 90:
+                        break
+                    await asyncio.sleep(0.01)
+                names = sorted(app.screen.query_one(RunsTable).visible_names())
+                await pilot.press("q")
+            try:
+                os.waitpid(pid, os.WNOHANG)
+                reaped = False
+            except ChildProcessError:
+                reaped = True
+            print(json.dumps({"received": received, "names": names, "reaped": reaped}))
+
+        asyncio.run(main())
+    """, str(root))
+    assert report["received"] == [["newest", 60], ["all", 90]]
+    assert report["names"] == [f"run-{i:04d}" for i in range(90)]
+    assert report["reaped"]
+
+
+def test_no_fork_while_another_thread_runs(tmp_path: Path) -> None:
+    # A fork copies only the calling thread: a lock another thread holds at that moment stays
+    # held in the child forever. With threads running, the runs list reads the listing itself.
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait, daemon=True)
+    worker.start()
+    try:
+        assert EarlyListing.start(tmp_path, newest=10, depth=2) is None
+    finally:
+        release.set()
+        worker.join()
+    assert not os.listdir(tmp_path), "nothing written into the root"
