@@ -104,7 +104,8 @@ class RunctlApp(App[int]):
         worker = get_current_worker()
         scanner = AlertScanner(self.root, depth=self.depth)
         scanner.scan()  # what is in the files already is history
-        while not worker.cancelled_event.wait(SCAN_SECONDS):
+        # Also ends with the app: a worker it never cancelled would hold its exit forever.
+        while self.is_running and not worker.cancelled_event.wait(SCAN_SECONDS):
             for alert in scanner.scan():
                 self.post_message(AlertRaised(alert))
 
@@ -126,7 +127,13 @@ class RunctlApp(App[int]):
         """Called by the runs list once its first full listing is painted: the watcher's and the
         alert scanner's own first walks of a big root would otherwise compete with that listing
         (first paint). Alerts are history until then anyway (a scan's first pass only learns
-        where each events.jsonl ends)."""
+        where each events.jsonl ends).
+
+        Nothing starts once the app is closing (a `q` pressed as the listing paints): the app has
+        cancelled its workers by then, and a watcher or scanner started after that would keep the
+        process from exiting."""
+        if not self.is_running:
+            return
         if self.alert_settings is not None and self.alert_settings.enabled and not self._alerts_started:
             self._alerts_started = True
             self._scan_alerts()

@@ -149,3 +149,47 @@ def test_no_fork_while_another_thread_runs(tmp_path: Path) -> None:
         release.set()
         worker.join()
     assert not os.listdir(tmp_path), "nothing written into the root"
+
+
+def test_q_pressed_as_the_listing_paints_ends_the_process(tmp_path: Path) -> None:
+    # The runs list starts the watcher and the alert scanner after its first full paint. A `q`
+    # in that instant used to start them while the app was closing: nothing cancelled the
+    # scanner's worker, and the process never exited.
+    root = write_many_runs(tmp_path / "runs", 200)
+    for attempt in range(3):
+        report = _run_script("""
+            import asyncio, json, sys
+            from pathlib import Path
+            from runctl.tui.commands.open_ui import build_app
+            from runctl.tui.widgets.runs_table import RunsTable
+
+            root = Path(sys.argv[1])
+            app = build_app(root, keymap_path=root.parent / "no-keys.yaml")
+
+            async def main():
+                async with app.run_test(size=(120, 30)) as pilot:
+                    while not (app.screen.query(RunsTable) and app.screen.query_one(RunsTable).row_count == 200):
+                        await asyncio.sleep(0.002)
+                    await app.screen.query_one(RunsTable).wait_for_refresh()
+                    await pilot.press("q")
+                print(json.dumps({"rows": 200, "alerts_started": app._alerts_started}))
+
+            asyncio.run(main())
+        """, str(root))
+        assert report["rows"] == 200, attempt
+
+
+async def test_nothing_starts_watching_once_the_app_has_stopped(tmp_path: Path) -> None:
+    from runctl.tui.alerts import AlertSettings
+    from runctl.tui.app import make_app
+
+    root = write_many_runs(tmp_path / "runs", 3)
+    app = make_app(root, watch=True, keymap_path=tmp_path / "no-keys.yaml", alerts=AlertSettings())
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        assert app._alerts_started and app._watch_requested, "started after the first paint"
+    app._alerts_started = app._watch_requested = False
+    threads = threading.active_count()
+    app.start_watching()  # the first paint's callback, arriving after the app ended
+    assert threading.active_count() == threads
+    assert not app._alerts_started and not app._watch_requested
