@@ -20,8 +20,24 @@ from support.listing import write_many_runs
 CHILD_TIMEOUT = 120
 
 
+# Prepended to each script: wait until the runs table of `app` holds `count` rows.
+WAIT_FOR_ROWS = """
+import asyncio
+
+async def rows_shown(app, count, poll=0.01):
+    from runctl.tui.widgets.runs_table import RunsTable
+    for _ in range(int(60 / poll)):
+        tables = app.screen.query(RunsTable)
+        if tables and tables.first().row_count == count:
+            return tables.first()
+        await asyncio.sleep(poll)
+    raise AssertionError(f"{count} rows never shown")
+"""
+
+
 def _run_script(script: str, *args: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args], capture_output=True, text=True,
+    code = WAIT_FOR_ROWS + textwrap.dedent(script)
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                             timeout=CHILD_TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -66,7 +82,6 @@ def test_a_child_stopped_before_its_listing_leaves_the_runs_list_to_read_it(tmp_
         import asyncio, json, sys
         from pathlib import Path
         from runctl.tui.commands.open_ui import build_app
-        from runctl.tui.widgets.runs_table import RunsTable
 
         root = Path(sys.argv[1])
         app = build_app(root, keymap_path=root.parent / "no-keys.yaml")
@@ -76,12 +91,7 @@ def test_a_child_stopped_before_its_listing_leaves_the_runs_list_to_read_it(tmp_
 
         async def main():
             async with app.run_test(size=(120, 30)) as pilot:
-                for _ in range(2000):
-                    tables = app.screen.query(RunsTable)
-                    if tables and tables.first().row_count == 70:
-                        break
-                    await asyncio.sleep(0.01)
-                count = app.screen.query_one(RunsTable).row_count
+                count = (await rows_shown(app, 70)).row_count
                 await pilot.press("q")
             print(json.dumps({"rows": count, "taken": app._early_listing is None}))
 
@@ -99,7 +109,6 @@ def test_runctl_root_paints_every_run_from_the_early_listing(tmp_path: Path) -> 
         from pathlib import Path
         from runctl.tui import early_listing
         from runctl.tui.commands.open_ui import build_app
-        from runctl.tui.widgets.runs_table import RunsTable
 
         received = []
         messages = early_listing.EarlyListing.messages
@@ -116,12 +125,7 @@ def test_runctl_root_paints_every_run_from_the_early_listing(tmp_path: Path) -> 
 
         async def main():
             async with app.run_test(size=(120, 30)) as pilot:
-                for _ in range(2000):
-                    tables = app.screen.query(RunsTable)
-                    if tables and tables.first().row_count == 90:
-                        break
-                    await asyncio.sleep(0.01)
-                names = sorted(app.screen.query_one(RunsTable).visible_names())
+                names = sorted((await rows_shown(app, 90)).visible_names())
                 await pilot.press("q")
             try:
                 os.waitpid(pid, os.WNOHANG)
@@ -161,16 +165,13 @@ def test_q_pressed_as_the_listing_paints_ends_the_process(tmp_path: Path) -> Non
             import asyncio, json, sys
             from pathlib import Path
             from runctl.tui.commands.open_ui import build_app
-            from runctl.tui.widgets.runs_table import RunsTable
 
             root = Path(sys.argv[1])
             app = build_app(root, keymap_path=root.parent / "no-keys.yaml")
 
             async def main():
                 async with app.run_test(size=(120, 30)) as pilot:
-                    while not (app.screen.query(RunsTable) and app.screen.query_one(RunsTable).row_count == 200):
-                        await asyncio.sleep(0.002)
-                    await app.screen.query_one(RunsTable).wait_for_refresh()
+                    await (await rows_shown(app, 200, poll=0.002)).wait_for_refresh()
                     await pilot.press("q")
                 print(json.dumps({"rows": 200, "alerts_started": app._alerts_started}))
 
