@@ -20,7 +20,7 @@ import pickle
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from runctl.tui.run_rows import RunRow, load_rows
@@ -59,6 +59,16 @@ class EarlyListing:
             _read_listing(root, newest, depth, write_end)
         os.close(write_end)
         return cls(root, pid, read_end)
+
+    def read(self, on_newest: Callable[[list[RunRow]], None]) -> list[RunRow] | None:
+        """Every row, as `load_rows(root, newest=..., on_newest=...)` returns them (blocking): the
+        newest screenful goes to `on_newest` first. None if the child ended short; the child is
+        reaped either way."""
+        for kind, rows in self.messages():
+            if kind == ALL:
+                return rows
+            on_newest(rows)
+        return None
 
     def messages(self) -> Iterator[tuple[str, list[RunRow]]]:
         """(NEWEST, the newest screenful) then (ALL, every row), blocking until each arrives.

@@ -8,14 +8,12 @@ those runs, so a run logging 100 lines a second costs a few row updates a second
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from runctl.runs.layout import DEFAULT_DEPTH, LIVE_STATES, RUN_YAML
 from runctl.runs.store import RunStore
-from runctl.tui.early_listing import ALL
 from runctl.tui.first_paint_gc import release_collections
 from runctl.tui.messages import RunRowsLoaded
 from runctl.tui.run_rows import QUICK_ROWS, RunRow, load_row, load_rows
@@ -137,22 +135,13 @@ class RunsListScreen(Screen):
                 if head:
                     self.post_message(RunRowsLoaded(head, complete=False))
 
-            rows = self._early_rows(paint_newest)
+            # Read by the child `runctl` forked at its start (tui.early_listing), if it did; here
+            # when it did not or its child ended short.
+            early = self.rapp.take_early_listing()
+            rows = early.read(on_newest=paint_newest) if early is not None else None
             if rows is None:
                 rows = load_rows(root, newest=QUICK_ROWS, on_newest=paint_newest, depth=depth)
         self.post_message(RunRowsLoaded(rows, complete=True))
-
-    def _early_rows(self, paint_newest: Callable[[list[RunRow]], None]) -> list[RunRow] | None:
-        """The first listing as read by the child `runctl` forked at its start (tui.early_listing),
-        or None when there is none or it ended short (the caller then reads it here)."""
-        early = self.rapp.take_early_listing()
-        if early is None:
-            return None
-        for kind, rows in early.messages():
-            if kind == ALL:
-                return rows
-            paint_newest(rows)
-        return None
 
     def mark_dirty(self, run_dirs: set[Path]) -> None:
         """These runs changed on disk; their rows are reloaded on the next refresh tick."""
