@@ -15,6 +15,7 @@ import yaml
 from runctl.engine.config import RUN_META_KEYS, apply_overrides, validate_config
 from runctl.runs.errors import RunctlError
 from runctl.runs.safe_yaml import load_yaml
+from runctl.tui.frame_timer import SteadyFrames
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -75,7 +76,7 @@ def build_request(name: str, overrides_text: str, yaml_text: str, original_yaml:
     return BranchRequest(name, overrides, yaml_text if edited else None, weights_only)
 
 
-class BranchDialog(ModalScreen[BranchRequest | None]):
+class BranchDialog(SteadyFrames, ModalScreen[BranchRequest | None]):
     """Dismisses with a BranchRequest, or None when cancelled."""
 
     CSS_PATH = "../styles/dialogs.tcss"

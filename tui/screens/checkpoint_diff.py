@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from runctl.runs.errors import RunctlError
 from runctl.tui.commands.diff import format_number, total_line
+from runctl.tui.frame_timer import SteadyFrames
 from runctl.tui.widgets.fitted_table import FittedDataTable
 from textual import on, work
 from textual.app import ComposeResult
@@ -37,7 +38,7 @@ class DiffComputed(Message):
         self.error = error
 
 
-class CheckpointDiffScreen(Screen):
+class CheckpointDiffScreen(SteadyFrames, Screen):
     """The per-tensor change from checkpoint `a` to `b` (escape goes back to the run view)."""
 
     CSS_PATH = "../styles/checkpoint_diff.tcss"

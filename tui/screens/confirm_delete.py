@@ -14,6 +14,7 @@ from runctl.runs.checkpoints import newest_valid
 from runctl.runs.errors import RunctlError
 from runctl.runs.model import CheckpointInfo
 from runctl.runs.store import RunStore
+from runctl.tui.frame_timer import SteadyFrames
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -71,7 +72,7 @@ def ask_delete(view: Screen, run_dir: Path, info: CheckpointInfo, done: Callable
     view.run_worker(check, name="check_delete", group="delete", thread=True, exit_on_error=False)
 
 
-class ConfirmDeleteScreen(ModalScreen[bool]):
+class ConfirmDeleteScreen(SteadyFrames, ModalScreen[bool]):
     """Asks before deleting `name`; dismisses with True to delete."""
 
     CSS_PATH = "../styles/dialogs.tcss"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from runctl.engine.schedule import Schedule, extend_config
+from runctl.tui.frame_timer import SteadyFrames
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -58,7 +59,7 @@ def sampled_curves(cfg: dict[str, Any], current_step: int, target: int,
     return sample(before, before.end_step), sample(after, target)
 
 
-class ExtendDialog(ModalScreen[int | None]):
+class ExtendDialog(SteadyFrames, ModalScreen[int | None]):
     """Dismisses with the new max_steps, or None when cancelled."""
 
     CSS_PATH = "../styles/dialogs.tcss"

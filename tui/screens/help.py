@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
+from runctl.tui.frame_timer import SteadyFrames
 from runctl.tui.keymap import default_keymap_path
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -35,7 +36,7 @@ def key_rows(screen: Screen) -> list[tuple[str, str, str, bool]]:
     return with_id + without_id
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(SteadyFrames, ModalScreen[None]):
     BINDINGS = [
         Binding("escape", "dismiss", "Close", id="runctl.help.close"),
         Binding("question_mark", "dismiss", "Close", show=False),

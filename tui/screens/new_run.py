@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 from runctl.runs.errors import RunctlError
+from runctl.tui.frame_timer import SteadyFrames
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -36,7 +37,7 @@ def parse_overrides(text: str) -> list[str]:
     return items
 
 
-class NewRunScreen(ModalScreen[Path | None]):
+class NewRunScreen(SteadyFrames, ModalScreen[Path | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="runctl.dialog.cancel"),
     ]

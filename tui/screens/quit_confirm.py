@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
+from runctl.tui.frame_timer import SteadyFrames
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,7 +17,7 @@ STOP = "stop"
 DETACH = "detach"
 
 
-class QuitConfirmScreen(ModalScreen[str | None]):
+class QuitConfirmScreen(SteadyFrames, ModalScreen[str | None]):
     """Dismisses with STOP, DETACH, or None (cancel: stay in the UI)."""
 
     BINDINGS = [

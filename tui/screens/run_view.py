@@ -17,6 +17,7 @@ from typing import Any
 from runctl.runs.layout import LIVE_STATES
 from runctl.runs.model import CheckpointInfo, RunSummary
 from runctl.runs.run_follower import RunFollower, RunUpdate
+from runctl.tui.frame_timer import SteadyFrames
 from runctl.tui.messages import EngineFinished
 from runctl.tui.screens.branching import ask_branch
 from runctl.tui.screens.checkpoint_diff import CheckpointDiffScreen
@@ -57,7 +58,7 @@ class RunFilesRead(Message):
 
 # ------------------------------------------------------------------------------ the screen
 
-class RunViewScreen(Screen):
+class RunViewScreen(SteadyFrames, Screen):
     """One run: Enter on the runs list pushes it, escape pops it."""
 
     CSS_PATH = "../styles/run_view.tcss"

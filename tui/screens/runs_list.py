@@ -15,6 +15,7 @@ from rich.text import Text
 from runctl.runs.layout import DEFAULT_DEPTH, LIVE_STATES, RUN_YAML
 from runctl.runs.store import RunStore
 from runctl.tui.first_paint_gc import release_collections
+from runctl.tui.frame_timer import SteadyFrames
 from runctl.tui.messages import RunRowsLoaded
 from runctl.tui.run_rows import QUICK_ROWS, RunRow, load_row, load_rows
 from runctl.tui.widgets.footer_adapter import CoalescedFooter
@@ -68,7 +69,7 @@ class Welcome(Vertical):
         self.query_one("#welcome-configs", OptionList).focus()
 
 
-class RunsListScreen(Screen):
+class RunsListScreen(SteadyFrames, Screen):
     BINDINGS = [
         Binding("n", "new_run", "New", id="runctl.new",
                 tooltip="New run from a built-in config or a YAML path"),
