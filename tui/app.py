@@ -22,7 +22,7 @@ from runctl.runs.layout import DEFAULT_DEPTH
 from runctl.tui.alerts import AlertRaised, AlertSettings
 from runctl.tui.early_listing import EarlyListing
 from runctl.tui.engine_host import EngineHost
-from runctl.tui.first_paint_gc import hold_collections, release_collections
+from runctl.tui.gc_policy import hold_collections, release_collections
 from runctl.tui.keymap import default_keymap_path, load_keymap, unknown_ids
 from runctl.tui.messages import EngineEvent, EngineFinished, RunsChanged, WatchStarted
 from runctl.tui.palette import ScreenActionsProvider

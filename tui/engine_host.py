@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from runctl.runs.errors import RunctlError
 from runctl.runs.layout import LIVE_STATES
 from runctl.runs.lock import is_locked
+from runctl.tui.gc_policy import freeze_engine_imports
 from runctl.tui.messages import EngineEvent, EngineFinished
 
 if TYPE_CHECKING:
@@ -318,8 +319,10 @@ class EngineHost:
             name = event.get("event")
             if name == "skipped_checkpoint":
                 skipped.append(f"{event.get('file')} ({event.get('reason')})")
-            elif name in ("resumed", "started") and (event.get("from") or skipped):
-                app.notify(resume_message(run_dir, event.get("from"), skipped), markup=False, timeout=8)
+            if name in ("resumed", "started"):
+                freeze_engine_imports()
+                if event.get("from") or skipped:
+                    app.notify(resume_message(run_dir, event.get("from"), skipped), markup=False, timeout=8)
             app.post_message(EngineEvent(run_dir, event))
 
         error: str | None = None

@@ -256,7 +256,7 @@ async def test_many_runs_arrive_after_the_first_screenful(tmp_path: Path) -> Non
 async def test_the_collector_thresholds_are_held_until_the_first_full_listing_is_painted(tmp_path: Path) -> None:
     import gc
 
-    from runctl.tui.first_paint_gc import FIRST_PAINT_THRESHOLD
+    from runctl.tui.gc_policy import FIRST_PAINT_THRESHOLD
     from support.listing import write_many_runs
 
     before = gc.get_threshold()

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from runctl.runs.layout import DEFAULT_DEPTH, LIVE_STATES, RUN_YAML
 from runctl.runs.store import RunStore
-from runctl.tui.first_paint_gc import release_collections
 from runctl.tui.frame_timer import SteadyFrames
+from runctl.tui.gc_policy import release_collections
 from runctl.tui.messages import RunRowsLoaded
 from runctl.tui.run_rows import QUICK_ROWS, RunRow, load_row, load_rows
 from runctl.tui.widgets.footer_adapter import CoalescedFooter
@@ -196,7 +196,7 @@ class RunsListScreen(SteadyFrames, Screen):
         self.table.call_after_refresh(self._after_first_paint)
 
     def _after_first_paint(self) -> None:
-        release_collections()  # held since the app started (tui.first_paint_gc)
+        release_collections()  # held since the app started (tui.gc_policy)
         self.rapp.start_watching()
 
     def on_run_rows_loaded(self, message: RunRowsLoaded) -> None:
