@@ -85,6 +85,12 @@ class RunctlApp(App[int]):
         self._bridge = WatchBridge(self, self.root, self.followers, poll=poll, depth=depth) if watch else None
         self.watch_ready = threading.Event()  # set once the watcher runs (or failed to)
         self._watch_requested = False
+        # Whether the watch worker began starting the watcher, and whether the app has closed: a
+        # worker cancelled before it ran never sets watch_ready, so the exit waits only for one
+        # that began; one that begins after the exit starts nothing.
+        self._watch_lock = threading.Lock()
+        self._watch_began = False
+        self._watch_closed = False
         self._alerts_started = False
         self._previous_handlers: dict[int, Any] = {}
         self._quitting = False
@@ -145,6 +151,11 @@ class RunctlApp(App[int]):
     def _start_watching(self) -> None:
         """The watcher's first scan of a big root takes a while: not on the UI thread (first paint)."""
         assert self._bridge is not None
+        with self._watch_lock:
+            if self._watch_closed:
+                self.watch_ready.set()
+                return
+            self._watch_began = True
         try:
             self._bridge.start()
         except (OSError, RunctlError) as err:
@@ -174,7 +185,10 @@ class RunctlApp(App[int]):
             early.close()
         if self._bridge is not None:
             # A stop that overtook the start would leave the observer's threads running.
-            if self._watch_requested:
+            with self._watch_lock:
+                self._watch_closed = True
+                began = self._watch_began
+            if began:
                 self.watch_ready.wait(timeout=10)
             self._bridge.stop()
         # Every normal way out stops the engines first; this is the net for the others (an error

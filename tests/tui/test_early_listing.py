@@ -12,10 +12,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
+import pytest
 from runctl.tui.early_listing import EarlyListing
 from support.listing import write_many_runs
+from support.waiting import pilot_wait_for
 
 CHILD_TIMEOUT = 120
 
@@ -194,3 +197,19 @@ async def test_nothing_starts_watching_once_the_app_has_stopped(tmp_path: Path) 
     app.start_watching()  # the first paint's callback, arriving after the app ended
     assert threading.active_count() == threads
     assert not app._alerts_started and not app._watch_requested
+
+
+async def test_a_watch_worker_that_never_ran_does_not_hold_the_exit(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch worker cancelled before it ran (the app closing as the first paint lands) never
+    sets watch_ready: the exit must not wait for it (it waited 10 s)."""
+    from runctl.tui.app import RunctlApp, make_app
+
+    monkeypatch.setattr(RunctlApp, "_start_watching", lambda self: None)  # requested, never ran
+    root = write_many_runs(tmp_path / "runs", 3)
+    app = make_app(root, watch=True, keymap_path=tmp_path / "no-keys.yaml")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot_wait_for(pilot, lambda: app._watch_requested, "the first paint to ask for the watcher")
+        started = time.monotonic()
+    assert time.monotonic() - started < 5.0
+    assert not app.watch_ready.is_set()
