@@ -4,7 +4,9 @@ back a further interval, and two frames never start closer than the interval."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from runctl.tui.frame_timer import SCREEN_UPDATE_TIMER, FrameTimer, SteadyFrames
@@ -54,10 +56,12 @@ def test_runctl_screens_use_steady_frames(screen: type[Screen]) -> None:
     assert issubclass(screen, SteadyFrames)
 
 
-async def _frame_after_a_slow_frame(timer_class: type[Timer]) -> tuple[float, list[float]]:
-    """Start times of two frames, the first one slower than the interval and the second asked for
-    as soon as the first ended (a screen that repaints while a plot redraws); and the wait from
-    that request to the second frame."""
+@contextlib.asynccontextmanager
+async def _running_timer(timer_class: type[Timer], interval: float,
+                         slow_first: bool = False) -> AsyncIterator[tuple[Timer, list[float]]]:
+    """(timer, frame start times): a timer on a running app whose callback records each frame's
+    start and pauses the timer, as Screen._on_timer_update does; with `slow_first`, the first
+    frame takes longer than the interval (a screen painting while the plot redraws)."""
     starts: list[float] = []
     app = ProbeApp()
     async with app.run_test() as pilot:
@@ -65,21 +69,28 @@ async def _frame_after_a_slow_frame(timer_class: type[Timer]) -> tuple[float, li
 
         def frame() -> None:
             starts.append(time.monotonic())
-            timer.pause()  # as Screen._on_timer_update
-            if len(starts) == 1:
-                time.sleep(INTERVAL * 1.2)
+            timer.pause()
+            if slow_first and len(starts) == 1:
+                time.sleep(interval * 1.2)
 
-        timer = timer_class(app, INTERVAL, name="probe-frames", callback=frame, pause=True)
+        timer = timer_class(app, interval, name="probe-frames", callback=frame, pause=True)
         timer._start()  # noqa: SLF001
         try:
-            timer.resume()
-            await _wait_for(lambda: len(starts) == 1)
-            await asyncio.sleep(0)
-            asked = time.monotonic()
-            timer.resume()
-            await _wait_for(lambda: len(starts) == 2)
+            yield timer, starts
         finally:
             timer.stop()
+
+
+async def _frame_after_a_slow_frame(timer_class: type[Timer]) -> tuple[float, list[float]]:
+    """The wait from asking for a second frame, as soon as a slow first one ended, to its start;
+    and both frames' start times."""
+    async with _running_timer(timer_class, INTERVAL, slow_first=True) as (timer, starts):
+        timer.resume()
+        await _wait_for(lambda: len(starts) == 1)
+        await asyncio.sleep(0)
+        asked = time.monotonic()
+        timer.resume()
+        await _wait_for(lambda: len(starts) == 2)
     return starts[1] - asked, starts
 
 
@@ -97,22 +108,9 @@ async def test_textual_timer_holds_that_frame_back_an_interval() -> None:
 
 
 async def test_frames_asked_for_in_a_burst_are_an_interval_apart() -> None:
-    starts: list[float] = []
-    app = ProbeApp()
-    async with app.run_test() as pilot:
-        await pilot.pause()
-
-        def frame() -> None:
-            starts.append(time.monotonic())
-            timer.pause()
-
-        timer = FrameTimer(app, INTERVAL / 5, name="probe-burst", callback=frame, pause=True)
-        timer._start()  # noqa: SLF001
-        try:
-            for count in range(1, 6):
-                timer.resume()
-                await _wait_for(lambda count=count: len(starts) == count)
-        finally:
-            timer.stop()
+    async with _running_timer(FrameTimer, INTERVAL / 5) as (timer, starts):
+        for count in range(1, 6):
+            timer.resume()
+            await _wait_for(lambda count=count: len(starts) == count)
     gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= INTERVAL / 5 - 0.01
