@@ -5,8 +5,8 @@ frame and resumes when a widget asks to be repainted. That timer keeps its ticks
 its start time, and when a tick comes late it skips to the second grid point ahead rather than the
 first: the frame after a slow one waits 17-33 ms instead of 0-17 ms. A run view whose live plot
 redraws five times a second often has such a frame in flight, so a key pressed there waited for
-that too: key -> screen p95 of 29-32 ms against 13-15 ms idle while digits_mlp trained, 21 ms
-with this timer (bench/bench_ui.py --only keys).
+that too: key -> screen p95 of 29-32 ms against 13-15 ms idle while digits_mlp trained, 21-24 ms
+with this timer (200 keys a figure, the keys of bench/bench_ui.py --only keys).
 
 `FrameTimer` keeps only the limit: a frame starts one interval or more after the last one started,
 and a repaint asked for after a quiet spell is painted on the event loop's next pass. `SteadyFrames`

@@ -1,14 +1,15 @@
 """The UI process's garbage-collector settings.
 
-Fewer collector passes while the first listing of a root is read and painted. The first listing keeps nearly everything it allocates (a summary, a row and eight cells a run,
-DataTable's row records): with the default thresholds (700, 10, 10) the collector runs some
-twenty young and two full passes over those live objects before 1,000 runs are painted, about a
-fifth of the process's CPU time until then. A higher first threshold for that span lets the young
-generation grow before it is collected; the thresholds go back once the table is painted.
+Fewer collector passes while the first listing of a root is read and painted. The first listing
+keeps nearly everything it allocates (a summary, a row and eight cells a run, DataTable's row
+records): with the default thresholds (700, 10, 10) the collector runs some twenty young and two
+full passes over those live objects before 1,000 runs are painted, about a fifth of the process's
+CPU time until then. A higher first threshold for that span lets the young generation grow before
+it is collected; the thresholds go back once the table is painted.
 
-No full passes over the engine's imports while a run trains in this process. Importing torch
-leaves some 250,000 objects that live as long as the process; every full collection walked them
-all, and each stopped the UI thread for about 200 ms (twice in 35 s of digits_mlp training in the
+No full passes over the engine's imports while a run trains in this process. With torch imported
+the UI process holds some 340,000 objects, nearly all of them for as long as the process lives;
+every full collection walked them all, and each stopped the UI thread for about 200 ms (twice in 35 s of digits_mlp training in the
 run view, the worst key -> screen latencies of bench/bench_ui.py). Once an in-process run has
 started, the objects alive then go to the collector's permanent generation (`gc.freeze`), once
 per process: later full passes walk only what was made after.
