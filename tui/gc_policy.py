@@ -9,10 +9,11 @@ it is collected; the thresholds go back once the table is painted.
 
 No full passes over the engine's imports while a run trains in this process. With torch imported
 the UI process holds some 340,000 objects, nearly all of them for as long as the process lives;
-every full collection walked them all, and each stopped the UI thread for about 200 ms (twice in 35 s of digits_mlp training in the
-run view, the worst key -> screen latencies of bench/bench_ui.py). Once an in-process run has
-started, the objects alive then go to the collector's permanent generation (`gc.freeze`), once
-per process: later full passes walk only what was made after.
+every full collection walked them all, and each stopped the UI thread for about 200 ms (twice in
+35 s of digits_mlp training in the run view: the worst key -> screen latencies of
+bench/bench_ui.py). Once an in-process run has started, the objects alive then go to the
+collector's permanent generation (`gc.freeze`), once per process: later full passes walk only
+what was made after.
 """
 
 from __future__ import annotations
