@@ -15,7 +15,7 @@ import torch
 from runctl.engine.api import read_run_config
 from runctl.engine.schedule import Schedule
 from runctl.runs.lock import is_locked, read_holder
-from runctl.tui.commands.training import HeadlessProgress
+from runctl.tui.commands.training import PROGRESS_WRITE_S, HeadlessProgress
 from support.checkpoints import assert_bit_identical, final_checkpoint, load_state
 from support.cli import run_cli, start_runctl
 from support.configs import TEST_TASK, overrides, set_args
@@ -231,6 +231,39 @@ def test_progress_is_one_updating_line_on_a_tty_and_plain_lines_otherwise() -> N
         "step 60/100  loss 0.5000  100.0 it/s  ETA 0:00:00",
         "checkpoint step_00000060.pt (periodic, 2.0 KiB)",
     ]
+
+
+def test_progress_is_written_at_most_ten_times_a_second_and_never_late() -> None:
+    def line(step: int, loss: float = 0.5) -> dict:
+        return {"step": step, "train/loss": loss, "step_time": 0.001}
+
+    checkpoint = {"event": "checkpoint", "step": 320, "file": "step_00000320.pt", "kind": "periodic", "bytes": 2048}
+    now = [100.0]
+    tty, plain = io.StringIO(), io.StringIO()
+    for stream, is_tty in ((tty, True), (plain, False)):
+        now[0] = 100.0
+        progress = HeadlessProgress(1000, stream=stream, tty=is_tty, clock=lambda: now[0])
+        for step in range(10, 310, 10):  # 30 lines in 0.03 s: one write
+            progress.on_metrics(line(step))
+            now[0] += 0.001
+        assert stream.getvalue() == ("\r\x1b[2K" if is_tty else "") + "step 10/1000  loss 0.5000  1000.0 it/s  ETA 0:00:01" \
+            + ("" if is_tty else "\n")
+        now[0] += PROGRESS_WRITE_S
+        progress.on_metrics(line(310))  # a write: the lines since the last one, or on a tty the newest
+        progress.on_metrics(line(320, 0.25))  # too soon: waits
+        progress.on_event(checkpoint)  # ... but not past another line
+        progress.on_metrics(line(330, 0.125))
+        progress.close()  # ... nor past the end
+    assert tty.getvalue().split("\r\x1b[2K") == [
+        "", "step 10/1000  loss 0.5000  1000.0 it/s  ETA 0:00:01",
+        "step 310/1000  loss 0.5000  1000.0 it/s  ETA 0:00:01",
+        "step 320/1000  loss 0.2500  1000.0 it/s  ETA 0:00:01\ncheckpoint step_00000320.pt (periodic, 2.0 KiB)\n",
+        "step 330/1000  loss 0.1250  1000.0 it/s  ETA 0:00:01\n"]
+    steps = [int(text.split()[1].split("/")[0]) for text in plain.getvalue().splitlines() if text.startswith("step ")]
+    assert steps == list(range(10, 340, 10))  # a file or pipe gets every line, in order
+    assert plain.getvalue().splitlines()[-3:] == [
+        "step 320/1000  loss 0.2500  1000.0 it/s  ETA 0:00:01", "checkpoint step_00000320.pt (periodic, 2.0 KiB)",
+        "step 330/1000  loss 0.1250  1000.0 it/s  ETA 0:00:01"]
 
 
 def test_a_crash_is_one_line_and_exit_1(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -48,6 +49,12 @@ DETACH_CONFIRM_SECONDS = 120.0
 # How long a node's launcher lets torchrun's agent wait for the other nodes' agents once the run
 # has ended (torch's own exit barrier waits 300 s for an agent that a signal already ended).
 AGENT_EXIT_GRACE = 15.0
+# Progress is written at most this often: on a terminal, the one line redrawn with the newest step
+# (it overwrites itself, so a faster redraw shows nothing more); to a file or pipe, every line
+# since the last write, in one write. digits_mlp logs ~130 lines a second, and each write is a
+# system call (on a terminal, a wake-up of the console thread, runctl.console) paid by the
+# training loop.
+PROGRESS_WRITE_S = 0.1
 
 
 # ---------------------------------------------------------------- subcommands
@@ -388,13 +395,16 @@ class HeadlessProgress:
     """
 
     def __init__(self, max_steps: int, stream: IO[str] | None = None, quiet: bool = False,
-                 tty: bool | None = None) -> None:
+                 tty: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_steps = max_steps
         self.stream = stream or sys.stdout
         self.quiet = quiet
         self.tty = self.stream.isatty() if tty is None else tty
         self._lock = threading.Lock()
         self._line_open = False
+        self._clock = clock
+        self._next_write = 0.0
+        self._waiting: list[dict[str, Any]] = []  # metrics lines not written yet (a tty: the newest)
 
     def on_metrics(self, line: dict[str, Any]) -> None:
         if self.quiet:
@@ -431,25 +441,37 @@ class HeadlessProgress:
 
     def close(self) -> None:
         with self._lock:
-            if self._line_open:
-                self.stream.write("\n")
-                self.stream.flush()
-                self._line_open = False
+            self._end_line()
+            self.stream.flush()
 
     def _progress(self, line: dict[str, Any]) -> None:
+        with self._lock:
+            if self.tty:
+                self._waiting[:] = (line,)
+            else:
+                self._waiting.append(line)
+            now = self._clock()
+            if now >= self._next_write:
+                self._next_write = now + PROGRESS_WRITE_S
+                self._write_waiting()
+
+    def _write_waiting(self) -> None:
+        if not self._waiting:
+            return
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + self._progress_text(self._waiting[-1]))
+            self._line_open = True
+        else:
+            self.stream.write("".join(self._progress_text(line) + "\n" for line in self._waiting))
+        self._waiting.clear()
+        self.stream.flush()
+
+    def _progress_text(self, line: dict[str, Any]) -> str:
         step = line["step"]
         step_time = line.get("step_time") or 0.0
         rate = 1.0 / step_time if step_time > 0 else 0.0
         eta = _duration((self.max_steps - step) * step_time) if step_time > 0 else "?"
-        text = (f"step {step}/{self.max_steps}  loss {_num(line.get('train/loss'))}  "
-                f"{rate:.1f} it/s  ETA {eta}")
-        with self._lock:
-            if self.tty:
-                self.stream.write("\r\x1b[2K" + text)
-                self._line_open = True
-            else:
-                self.stream.write(text + "\n")
-            self.stream.flush()
+        return f"step {step}/{self.max_steps}  loss {_num(line.get('train/loss'))}  {rate:.1f} it/s  ETA {eta}"
 
     def _print(self, text: str) -> None:
         with self._lock:
@@ -465,6 +487,8 @@ class HeadlessProgress:
             sys.stderr.flush()
 
     def _end_line(self) -> None:
+        """Write the progress not written yet (on a terminal, close its line), before any other line."""
+        self._write_waiting()
         if self._line_open:
             self.stream.write("\n")
             self._line_open = False
