@@ -3,7 +3,9 @@
     python bench/bench_engine.py [--quick] [--task digits_mlp] [--wall-only | --cpu-only]
 
 Whole process, wall clock (what the user waits for; the targets): `runctl train TASK` in a
-subprocess against a subprocess running the bare loop below, each an N-step run minus a 1-step run
+subprocess against a subprocess running the bare loop below, each in a terminal (a pseudo-terminal
+this process reads, as sshd would; runctl draws its progress line there, the bare loop prints
+nothing until its end), each an N-step run minus a 1-step run
 (interpreter start-up, imports, data loading and runctl's final evaluation and checkpoint cancel
 out), torch on OMP_NUM_THREADS threads, on the CPU. digits_mlp with 1 and 2 threads (target
 >= 0.95), char_gpt with 1 (target >= 0.98). The CPU time of every thread of each process is
@@ -37,6 +39,7 @@ import argparse
 import json
 import math
 import os
+import pty
 import statistics
 import subprocess
 import sys
@@ -235,19 +238,38 @@ def _process_env(threads: int) -> dict[str, str]:
             "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
 
 
-def _timed_process(command: list[str], threads: int, scratch: Path) -> tuple[float, float, str]:
-    """(wall s, CPU s, stdout) of one process; stdout/stderr go to files (no pipe to drain)."""
-    out, err = scratch / "stdout", scratch / "stderr"
-    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+def _timed_process(command: list[str], threads: int) -> tuple[float, float, str]:
+    """(wall s, CPU s, output) of one process run as a user runs it: in a terminal. Its stdin,
+    stdout and stderr are a pseudo-terminal whose other end this process reads as it comes, as
+    sshd or a terminal emulator would (runctl then draws its progress line, through its console
+    thread)."""
+    controller, terminal = pty.openpty()
+    output = bytearray()
+    try:
         started = time.perf_counter()
-        process = subprocess.Popen(command, env=_process_env(threads), stdout=stdout, stderr=stderr,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(command, env=_process_env(threads), stdin=terminal, stdout=terminal,
+                                   stderr=terminal, start_new_session=True)
+        os.close(terminal)
+        terminal = -1
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: every process holding the terminal has closed it
+                break
+            if not chunk:
+                break
+            output += chunk
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    text = output.decode("utf-8", "replace")
     if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)}: exit {process.returncode}: {err.read_text()[-2000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, out.read_text()
+        raise RuntimeError(f"{' '.join(command)}: exit {process.returncode}: {text[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, text
 
 
 def runctl_process(task_name: str, steps: int, threads: int, scratch: Path, index: int) -> ProcessTime:
@@ -255,7 +277,7 @@ def runctl_process(task_name: str, steps: int, threads: int, scratch: Path, inde
     root, name = scratch / "runs", f"{task_name}-{steps}-{threads}-{index}"
     overrides = [arg for o in _overrides(steps) for arg in ("--set", o)]
     wall, cpu, _ = _timed_process([sys.executable, "-m", "runctl", "train", task_name, "--root", str(root),
-                                   "--name", name, *overrides], threads, scratch)
+                                   "--name", name, *overrides], threads)
     loss = float("nan")
     with open(root / name / METRICS_JSONL, encoding="utf-8") as metrics:
         for line in metrics:
@@ -265,11 +287,11 @@ def runctl_process(task_name: str, steps: int, threads: int, scratch: Path, inde
     return ProcessTime(wall, cpu, loss)
 
 
-def bare_process(task_name: str, steps: int, threads: int, scratch: Path) -> ProcessTime:
+def bare_process(task_name: str, steps: int, threads: int) -> ProcessTime:
     """This file run as `--bare-process TASK STEPS`: a process that only imports torch, builds the
-    task and runs the bare loop."""
+    task and runs the bare loop, printing nothing but the loss at the end."""
     wall, cpu, out = _timed_process([sys.executable, str(Path(__file__).resolve()), "--bare-process",
-                                     task_name, str(steps)], threads, scratch)
+                                     task_name, str(steps)], threads)
     return ProcessTime(wall, cpu, float(out.split()[-1]))
 
 
@@ -294,7 +316,7 @@ def bench_wall(task_name: str, threads: int, steps: int, repeats: int, scratch: 
         runs = [("engine", steps), ("bare", steps), ("bare", 1), ("engine", 1)]
         for side, n in runs if index % 2 == 0 else runs[::-1]:
             process = runctl_process(task_name, n, threads, scratch, index) if side == "engine" \
-                else bare_process(task_name, n, threads, scratch)
+                else bare_process(task_name, n, threads)
             timed.setdefault((side, n), []).append(process)
         engine_loss, bare_loss = timed["engine", steps][-1].loss, timed["bare", steps][-1].loss
     if not math.isclose(engine_loss, bare_loss, rel_tol=1e-4, abs_tol=1e-6):
