@@ -15,6 +15,7 @@ from pathlib import Path
 
 from runctl.runs.errors import RunctlError
 from runctl.runs.layout import DEFAULT_DEPTH
+from runctl.tui.gc_policy import ENGINE_START_THRESHOLD, hold_collections, release_collections
 
 from runctl.console import guard_console
 
@@ -234,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"runctl: {err}\n")
         return err.exit_code
     module_name, func_name = HANDLERS[command].split(":")
+    if command in _TRAINS:
+        # Until the run has started (tui.commands.training calls gc_policy.engine_started).
+        hold_collections(ENGINE_START_THRESHOLD)
     try:
         handler = getattr(importlib.import_module(module_name), func_name)
         code = handler(args)
@@ -257,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as exc:  # a bug, not bad input: one line here, the traceback in a file
         return _internal_error(exc)
+    finally:
+        release_collections()  # a run that never started here (an error, --detach, a launcher)
     return int(code or 0)
 
 
@@ -281,6 +287,8 @@ def _save_traceback() -> str:
 
 # Commands that write runs under ROOT: a ROOT that is a Python package is a source tree, not runs.
 _CREATES_UNDER_ROOT = {"ui", "train", "import"}
+# Commands that may train in this process: torch and the engine are imported and the run built.
+_TRAINS = {"train", "resume", "branch", "extend"}
 
 
 def refuse_package_root(root: Path) -> None:

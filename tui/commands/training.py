@@ -40,6 +40,7 @@ from runctl.runs.errors import RunctlError
 from runctl.runs.humanize import human_bytes
 from runctl.runs.lock import is_locked
 from runctl.runs.status import read_status
+from runctl.tui.gc_policy import engine_started
 
 from runctl.console import keep_output_in
 
@@ -361,8 +362,13 @@ def _train_here(run_dir: Path, from_ckpt: str | None) -> int:
         stop_when_parent_exits(int(os.environ.pop(UI_PID_ENV)))
     quiet = int(os.environ.get("RANK", "0")) != 0
     progress = HeadlessProgress(api.read_run_config(run_dir)["max_steps"], quiet=quiet)
-    result = api.resume_run(run_dir, from_ckpt=from_ckpt, on_event=progress.on_event,
-                            on_metrics=progress.on_metrics)
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") in ("started", "resumed"):
+            engine_started()
+        progress.on_event(event)
+
+    result = api.resume_run(run_dir, from_ckpt=from_ckpt, on_event=on_event, on_metrics=progress.on_metrics)
     progress.close()
     if quiet:
         if result.state != "crashed":
