@@ -11,7 +11,8 @@ Fewer collector passes while a command that trains (`runctl train`, `resume`, `b
 imports torch and the engine and builds its run: those imports keep some 300,000 objects, and the
 default thresholds ran about 650 young and 5 full passes over them, 0.4 s of a `runctl train`
 process's 2.2 s start-up on a 2-core VM. With a first threshold of 100,000 until the run has
-started, the whole 1-step `runctl train digits_mlp` took 2.65 s (median of 5) against 3.00 s.
+started, the whole 1-step `runctl train digits_mlp` took 2.13 s against 2.49 s without (medians of
+6 alternating processes).
 
 No full passes over the engine's imports while a run trains in this process. With torch imported
 the UI process holds some 340,000 objects, nearly all of them for as long as the process lives;
