@@ -18,11 +18,18 @@ from pathlib import Path
 import psutil
 import pytest
 from support.cli import run_cli, start_cli, verify_json
-from support.run_files import events, manifest, metrics_step, records_by_name, status, temp_files
+from support.run_files import events, metrics_step, records_by_name, status, temp_files
 from support.terminal import Terminal, describe, wait_all_gone
 from support.waiting import wait_for
 
-from .test_signals import CKPT_EVERY, MAX_STEPS, check_resume_is_exact, env, write_config
+from .test_signals import (
+    CKPT_EVERY,
+    MAX_STEPS,
+    assert_saved_at_interrupted_step,
+    check_resume_is_exact,
+    env,
+    write_config,
+)
 
 # From the hang-up to the last process gone: the step, the interrupt checkpoint, teardown (and
 # under --nproc torchrun's agent stopping its ranks) on a loaded 2-core box. A hang fails instead.
@@ -89,8 +96,7 @@ def check_hung_up(run_dir: Path, code: int, cwd: Path, after: int, branched_at: 
     step = state["step"]
     assert isinstance(step, int) and step > after, state
     assert events(run_dir, "interrupted")[-1].get("signal") == "SIGHUP"
-    entry = manifest(run_dir)["files"].get(f"step_{step:08d}.pt")
-    assert entry and entry["kind"] == "interrupt", f"no interrupt checkpoint at step {step}: {manifest(run_dir)}"
+    assert_saved_at_interrupted_step(run_dir, step)
     assert not temp_files(run_dir), temp_files(run_dir)
     verified, document = verify_json(run_dir, cwd=cwd)
     # A branch has no files of its own before its branch point (verify lists them missing).
@@ -188,8 +194,7 @@ def test_kill9_of_the_launcher_or_agent_stops_every_rank_with_a_checkpoint(tmp_p
     state = status(run_dir)
     assert not events(run_dir, "crashed"), events(run_dir, "crashed")
     assert state["state"] == "interrupted" and events(run_dir, "interrupted")[-1]["signal"] == "SIGTERM", state
-    entry = manifest(run_dir)["files"].get(f"step_{state['step']:08d}.pt")
-    assert entry and entry["kind"] == "interrupt", manifest(run_dir)
+    assert_saved_at_interrupted_step(run_dir, state["step"])
     done = run_cli(["resume", run_dir], cwd=tmp_path, env=env(), timeout=180)
     assert done.returncode == 0, done.stderr
     assert events(run_dir, "resumed")[-1]["step"] == state["step"] and status(run_dir)["state"] == "finished"

@@ -100,12 +100,7 @@ def check_interrupted(run_dir: Path, engine: Engine, code: int, signum: int, in_
     assert isinstance(step, int) and 0 < step < MAX_STEPS, state
     interrupted = events(run_dir, "interrupted")
     assert interrupted and interrupted[-1].get("signal") == signal.Signals(signum).name, interrupted
-    name = f"step_{step:08d}.pt"
-    entry = manifest(run_dir)["files"].get(name)
-    # An interrupt checkpoint, unless the step was already saved (say a `best` after an evaluation).
-    saved_before = [e for e in events(run_dir, "checkpoint") if e.get("step") == step and e.get("kind") != "interrupt"]
-    assert entry and (entry["kind"] == "interrupt" or saved_before), \
-        f"no checkpoint at the interrupted step {step}: {manifest(run_dir)}"
+    assert_saved_at_interrupted_step(run_dir, step)
     assert not temp_files(run_dir), f"temp files after a clean interrupt: {temp_files(run_dir)}"
     code, document = verify_json(run_dir, cwd=cwd)
     statuses = {n: r["status"] for n, r in records_by_name(document).items()}
@@ -195,3 +190,12 @@ def test_second_signal_exits_at_once_and_checkpoints_stay_valid(tmp_path: Path, 
     assert done.returncode == 0, done.stderr
     assert status(run_dir).get("state") == "finished"
     assert not temp_files(run_dir), temp_files(run_dir)
+
+
+def assert_saved_at_interrupted_step(run_dir: Path, step: int) -> None:
+    """An interrupt checkpoint at `step`, unless that step was already saved (a `best` after an
+    evaluation, a periodic save): the engine does not write the same step twice."""
+    entry = manifest(run_dir)["files"].get(f"step_{step:08d}.pt")
+    saved_before = [e for e in events(run_dir, "checkpoint") if e.get("step") == step and e.get("kind") != "interrupt"]
+    assert entry and (entry["kind"] == "interrupt" or saved_before), \
+        f"no checkpoint at the interrupted step {step}: {manifest(run_dir)}"
