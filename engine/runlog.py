@@ -243,17 +243,9 @@ class RunLog:
         if not self.enabled:
             return
         with self._lock:
-            now = time.monotonic()
-            write = now >= self._metrics_write_at
-            try:
-                self._metrics_file.append(line, write=write)
-            except OSError as exc:
-                self._not_written(self._metrics_file.path, exc)
-            else:
-                if write:
-                    self._metrics_write_at = now + METRICS_WRITE_S
-                    if self._unwritable:
-                        self._written_again(self._metrics_file.path)
+            self._metrics_file.append(line, write=False)
+            if time.monotonic() >= self._metrics_write_at:
+                self._write_waiting_metrics()
             self._notify(self._on_metrics, line)
 
     def _write_waiting_metrics(self) -> None:
