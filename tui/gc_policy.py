@@ -1,4 +1,4 @@
-"""The UI process's garbage-collector settings.
+"""runctl's garbage-collector settings: in the UI process, and in a training command's.
 
 Fewer collector passes while the first listing of a root is read and painted. The first listing
 keeps nearly everything it allocates (a summary, a row and eight cells a run, DataTable's row
