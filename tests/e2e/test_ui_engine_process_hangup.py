@@ -4,7 +4,7 @@ The UI runs in a real pseudo-terminal that closes (tests/support/terminal.py), t
 session that is killed; each time `s` started the run in the UI, so a child process trains it.
 The child is in a process group of its own: the terminal's SIGHUP reaches only the UI, which
 relays it once. The run ends `interrupted` (signal SIGHUP) with an interrupt checkpoint at the step it
-reached, every process (the UI and the child) is gone, and `runctl resume` continues the run:
+reached (or the checkpoint that step had already written), every process (the UI and the child) is gone, and `runctl resume` continues the run:
 bit-exactly against a run that was never interrupted.
 """
 
@@ -24,7 +24,13 @@ import pytest
 from support.checkpoints import load_state, state_differences
 from support.cli import cli_env, run_cli
 from support.configs import write_yaml
-from support.run_files import events, manifest, metrics_step, status, temp_files
+from support.run_files import (
+    assert_saved_at_interrupted_step,
+    events,
+    metrics_step,
+    status,
+    temp_files,
+)
 from support.terminal import Terminal, describe, wait_all_gone
 from support.waiting import wait_for
 
@@ -73,8 +79,7 @@ def check_interrupted(run_dir: Path, processes: list[psutil.Process], after: int
     assert state["state"] == "interrupted" and events(run_dir, "interrupted")[-1]["signal"] == "SIGHUP", state
     stopped_at = state["step"]
     assert stopped_at >= after, state
-    entry = manifest(run_dir)["files"].get(f"step_{stopped_at:08d}.pt")
-    assert entry and entry["kind"] == "interrupt", manifest(run_dir)
+    assert_saved_at_interrupted_step(run_dir, stopped_at)
     assert not temp_files(run_dir), temp_files(run_dir)
     return stopped_at
 
@@ -177,4 +182,4 @@ def test_kill9_of_the_ui_stops_its_child_with_a_checkpoint(tmp_path: Path) -> No
     state = status(run_dir)
     assert state["state"] == "interrupted" and events(run_dir, "interrupted")[-1]["signal"] == "SIGTERM", state
     assert state["step"] >= after
-    assert manifest(run_dir)["files"][f"step_{state['step']:08d}.pt"]["kind"] == "interrupt", manifest(run_dir)
+    assert_saved_at_interrupted_step(run_dir, state["step"])

@@ -18,14 +18,20 @@ from pathlib import Path
 import psutil
 import pytest
 from support.cli import run_cli, start_cli, verify_json
-from support.run_files import events, metrics_step, records_by_name, status, temp_files
+from support.run_files import (
+    assert_saved_at_interrupted_step,
+    events,
+    metrics_step,
+    records_by_name,
+    status,
+    temp_files,
+)
 from support.terminal import Terminal, describe, wait_all_gone
 from support.waiting import wait_for
 
 from .test_signals import (
     CKPT_EVERY,
     MAX_STEPS,
-    assert_saved_at_interrupted_step,
     check_resume_is_exact,
     env,
     write_config,

@@ -18,6 +18,7 @@ import pytest
 from support.checkpoints import load_state, state_differences
 from support.cli import Engine, cli_env, run_cli, start_cli, verify_json, wait_run_dir
 from support.run_files import (
+    assert_saved_at_interrupted_step,
     events,
     find_run_dir,
     manifest,
@@ -192,10 +193,3 @@ def test_second_signal_exits_at_once_and_checkpoints_stay_valid(tmp_path: Path, 
     assert not temp_files(run_dir), temp_files(run_dir)
 
 
-def assert_saved_at_interrupted_step(run_dir: Path, step: int) -> None:
-    """An interrupt checkpoint at `step`, unless that step was already saved (a `best` after an
-    evaluation, a periodic save): the engine does not write the same step twice."""
-    entry = manifest(run_dir)["files"].get(f"step_{step:08d}.pt")
-    saved_before = [e for e in events(run_dir, "checkpoint") if e.get("step") == step and e.get("kind") != "interrupt"]
-    assert entry and (entry["kind"] == "interrupt" or saved_before), \
-        f"no checkpoint at the interrupted step {step}: {manifest(run_dir)}"

@@ -74,6 +74,15 @@ def manifest_files(run_dir: Path) -> dict[str, dict[str, Any]]:
     return manifest(run_dir)["files"]
 
 
+def assert_saved_at_interrupted_step(run_dir: Path, step: int) -> None:
+    """An interrupt checkpoint at `step`, unless that step was already saved (a `best` after an
+    evaluation, a periodic save): the engine does not write the same step twice."""
+    entry = manifest(run_dir)["files"].get(f"step_{step:08d}.pt")
+    saved_before = [e for e in events(run_dir, "checkpoint") if e.get("step") == step and e.get("kind") != "interrupt"]
+    assert entry and (entry["kind"] == "interrupt" or saved_before), \
+        f"no checkpoint at the interrupted step {step}: {manifest(run_dir)}"
+
+
 def checkpoint_files(run_dir: Path) -> list[Path]:
     """Checkpoints under their final names (step_XXXXXXXX.pt), oldest first."""
     folder = run_dir / "checkpoints"
