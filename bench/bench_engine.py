@@ -313,7 +313,7 @@ def bench_wall(task_name: str, threads: int, steps: int, repeats: int, scratch: 
     the machine's phase added while it ran. The machine only ever adds time, and the fastest of
     several processes is the one it slowed least, as `timeit` takes the minimum. Beside it, for
     information: the median of the reps' ratios (each rep runs its two N-step processes back to
-    back), which is what a user sees on a typical run here, and the CPU time of every thread."""
+    back), what a typical run gives here, and the CPU time of every thread."""
     timed: dict[tuple[str, int], list[ProcessTime]] = {}
     engine_loss = bare_loss = float("nan")
     for index in range(repeats):

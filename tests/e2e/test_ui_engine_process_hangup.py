@@ -3,9 +3,10 @@
 The UI runs in a real pseudo-terminal that closes (tests/support/terminal.py), then in a tmux
 session that is killed; each time `s` started the run in the UI, so a child process trains it.
 The child is in a process group of its own: the terminal's SIGHUP reaches only the UI, which
-relays it once. The run ends `interrupted` (signal SIGHUP) with an interrupt checkpoint at the step it
-reached (or the checkpoint that step had already written), every process (the UI and the child) is gone, and `runctl resume` continues the run:
-bit-exactly against a run that was never interrupted.
+relays it once. The run ends `interrupted` (signal SIGHUP) with an interrupt checkpoint at the
+step it reached (or the checkpoint that step had already written), every process (the UI and the
+child) is gone, and `runctl resume` continues the run: bit-exactly against a run that was never
+interrupted.
 """
 
 from __future__ import annotations

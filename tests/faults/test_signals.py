@@ -191,5 +191,3 @@ def test_second_signal_exits_at_once_and_checkpoints_stay_valid(tmp_path: Path, 
     assert done.returncode == 0, done.stderr
     assert status(run_dir).get("state") == "finished"
     assert not temp_files(run_dir), temp_files(run_dir)
-
-
