@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,8 @@ import torch  # noqa: E402
 from runctl.engine.api import new_run, train  # noqa: E402
 from runctl.engine.config import load_config  # noqa: E402
 from runctl.engine.tasks import build_task  # noqa: E402
-from runctl.runs.layout import EVENTS_JSONL, METRICS_JSONL  # noqa: E402
+from runctl.runs.events import read_events  # noqa: E402
+from runctl.runs.layout import METRICS_JSONL  # noqa: E402
 
 TASKS = ("digits_mlp", "digits_cnn", "digits_vit", "char_gpt")
 LOG_EVERY = 10
@@ -70,6 +72,7 @@ WARMUP = 20  # steps before the timed window opens (allocator, autograd caches)
 # every op on this thread, so nothing is missed (the engine's heartbeat thread, one status.json
 # write per 2 s, is the only work elsewhere).
 CLOCK = time.thread_time
+LOOP_START = "loop-start"  # what the bare-loop process prints before the time its loop starts
 NEVER = 10**9  # checkpoint.every / eval.every beyond any max_steps: "off"
 
 # Timed steps per repetition and repetitions (each repetition = one engine run + one bare run).
@@ -128,7 +131,7 @@ def _clip_with_foreach(params: list[torch.Tensor], clip: float | None) -> None:
         torch._foreach_mul_(grads, torch.clamp(clip / (total + 1e-6), max=1.0))
 
 
-def bare_loop(cfg: dict[str, Any], task: Any, on_start: Any = None) -> dict[int, tuple[float, float]]:
+def bare_loop(cfg: dict[str, Any], task: Any, on_start: Callable[[], None] | None = None) -> dict[int, tuple[float, float]]:
     """The hand-written loop; {step: (CLOCK at that log line, loss averaged over the interval)}.
     `on_start()` is called once the model, optimizer and data are ready, before the first step (where
     the engine writes its `started` event)."""
@@ -252,10 +255,10 @@ def _process_env(threads: int) -> dict[str, str]:
 
 
 def _timed_process(command: list[str], threads: int) -> tuple[float, float, str, float]:
-    """(wall s, CPU s, output, spawn time on the epoch clock) of one process run as a user runs it: in a terminal. Its stdin,
-    stdout and stderr are a pseudo-terminal whose other end this process reads as it comes, as
-    sshd or a terminal emulator would (runctl then draws its progress line, through its console
-    thread)."""
+    """(wall s, CPU s, output, spawn time on the epoch clock) of one process run as a user runs
+    it: in a terminal. Its stdin, stdout and stderr are a pseudo-terminal whose other end this
+    process reads as it comes, as sshd or a terminal emulator would (runctl then draws its
+    progress line, through its console thread)."""
     controller, terminal = pty.openpty()
     output = bytearray()
     try:
@@ -297,8 +300,7 @@ def runctl_process(task_name: str, steps: int, threads: int, scratch: Path, inde
             record = json.loads(line)
             if record.get("step") == steps and "train/loss" in record:
                 loss = float(record["train/loss"])
-    with open(root / name / EVENTS_JSONL, encoding="utf-8") as events:
-        started = next(record["time"] for record in map(json.loads, events) if record["event"] == "started")
+    started = next(event["time"] for event in read_events(root / name) if event["event"] == "started")
     return ProcessTime(wall, cpu, loss, started - spawned)
 
 
@@ -307,13 +309,14 @@ def bare_process(task_name: str, steps: int, threads: int) -> ProcessTime:
     task and runs the bare loop, printing the time its loop starts and, at the end, the loss."""
     wall, cpu, out, spawned = _timed_process([sys.executable, str(Path(__file__).resolve()), "--bare-process",
                                               task_name, str(steps)], threads)
-    started, loss = (float(word) for word in out.split())
+    words = out.split()  # a warning (torch's, say) may come before, between or after the two
+    started, loss = float(words[words.index(LOOP_START) + 1]), float(words[-1])
     return ProcessTime(wall, cpu, loss, started - spawned)
 
 
 def _bare_process_main(task_name: str, steps: int) -> int:
     cfg = load_config(task_name, _overrides(steps))
-    logged = bare_loop(cfg, build_task(cfg), on_start=lambda: print(repr(time.time()), flush=True))
+    logged = bare_loop(cfg, build_task(cfg), on_start=lambda: print(LOOP_START, repr(time.time()), flush=True))
     print(repr(logged[steps][1]))
     return 0
 
