@@ -95,7 +95,9 @@ async def test_welcome_enter_trains_a_builtin_and_opens_its_view(tmp_path: Path)
     root.mkdir()
     app = make_test_app(root, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot_wait_for(pilot, lambda: app.screen.query_one("#welcome-configs").has_focus, "the welcome")
+        # The welcome is mounted once the first scan finds the folder empty, so it may not exist yet.
+        await pilot_wait_for(pilot, lambda: any(w.has_focus for w in app.screen.query("#welcome-configs")),
+                             "the welcome, focused")
         await pilot.press("enter")  # the first built-in config, trained right here
         await pilot_wait_for(pilot, lambda: type(app.screen).__name__ == "RunViewScreen", "its run view")
         run_dir = app.screen.run_dir
