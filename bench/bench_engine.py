@@ -9,9 +9,9 @@ the time its loop starts until its end), torch on OMP_NUM_THREADS threads, on th
 process's own start-up (spawn to its loop's start: imports, data, model) comes off its wall time,
 and an N-step run minus a 1-step run takes off the end (runctl's final evaluation and checkpoint,
 the interpreter's exit). The target is on each side's fastest processes (bench_wall says why); the
-median of the reps' ratios, each side's start-up and the CPU time of every thread are printed
-beside it, for information. digits_mlp with 1 and 2 threads (target >= 0.95), char_gpt with 1
-(target >= 0.98).
+median of the reps' ratios, the loop's speed second by second, each side's start-up and the CPU
+time of every thread are printed beside it, for information. digits_mlp with 1 and 2 threads
+(target >= 0.95), char_gpt with 1 (target >= 0.98).
 
 In process, the training thread's CPU time (for information):
 
@@ -73,6 +73,7 @@ WARMUP = 20  # steps before the timed window opens (allocator, autograd caches)
 # write per 2 s, is the only work elsewhere).
 CLOCK = time.thread_time
 LOOP_START = "loop-start"  # what the bare-loop process prints before the time its loop starts
+LOG_TIMES = "log-times"  # ... and before its log lines' times, {step: epoch seconds} as compact JSON
 NEVER = 10**9  # checkpoint.every / eval.every beyond any max_steps: "off"
 
 # Timed steps per repetition and repetitions (each repetition = one engine run + one bare run).
@@ -131,8 +132,9 @@ def _clip_with_foreach(params: list[torch.Tensor], clip: float | None) -> None:
         torch._foreach_mul_(grads, torch.clamp(clip / (total + 1e-6), max=1.0))
 
 
-def bare_loop(cfg: dict[str, Any], task: Any, on_start: Callable[[], None] | None = None) -> dict[int, tuple[float, float]]:
-    """The hand-written loop; {step: (CLOCK at that log line, loss averaged over the interval)}.
+def bare_loop(cfg: dict[str, Any], task: Any, on_start: Callable[[], None] | None = None,
+              clock: Callable[[], float] = CLOCK) -> dict[int, tuple[float, float]]:
+    """The hand-written loop; {step: (clock() at that log line, loss averaged over the interval)}.
     `on_start()` is called once the model, optimizer and data are ready, before the first step (where
     the engine writes its `started` event)."""
     seed, steps, batch_size = cfg["seed"], cfg["max_steps"], cfg["data"]["batch_size"]
@@ -178,7 +180,7 @@ def bare_loop(cfg: dict[str, Any], task: Any, on_start: Callable[[], None] | Non
         optimizer.zero_grad(set_to_none=True)
         loss_sum += loss.detach()
         if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
-            logged[step + 1] = (CLOCK(), float(loss_sum / (step % LOG_EVERY + 1)))
+            logged[step + 1] = (clock(), float(loss_sum / (step % LOG_EVERY + 1)))
             loss_sum = torch.zeros(())
     return logged
 
@@ -240,6 +242,20 @@ class ProcessTime:
     cpu: float   # user + system seconds of the process, every thread
     loss: float  # the training loss logged at the last step
     start_up: float  # seconds from spawn to the loop's start (imports, data, model, optimizer)
+    log_times: dict[int, float]  # {step: epoch seconds} of every log line, every LOG_EVERY steps
+
+    def rates_per_second(self) -> list[float]:
+        """Steps/s in each whole second of the loop after WARMUP, from the log lines in it: the
+        loop's own speed, second by second, without the start-up and the end."""
+        steps = sorted(step for step in self.log_times if step >= WARMUP)
+        rates, window_start, first = [], self.log_times[steps[0]], 0
+        for index, step in enumerate(steps):
+            if self.log_times[step] >= window_start + 1.0:
+                if index - 1 > first:
+                    begin, end = steps[first], steps[index - 1]
+                    rates.append((end - begin) / (self.log_times[end] - self.log_times[begin]))
+                window_start, first = self.log_times[step], index
+        return rates
 
     @property
     def from_loop(self) -> float:
@@ -294,29 +310,34 @@ def runctl_process(task_name: str, steps: int, threads: int, scratch: Path, inde
     overrides = [arg for o in _overrides(steps) for arg in ("--set", o)]
     wall, cpu, _, spawned = _timed_process([sys.executable, "-m", "runctl", "train", task_name, "--root",
                                             str(root), "--name", name, *overrides], threads)
-    loss = float("nan")
+    log_times: dict[int, float] = {}
+    losses: dict[int, float] = {}
     with open(root / name / METRICS_JSONL, encoding="utf-8") as metrics:
         for line in metrics:
             record = json.loads(line)
-            if record.get("step") == steps and "train/loss" in record:
-                loss = float(record["train/loss"])
+            if "train/loss" in record:
+                log_times[record["step"]], losses[record["step"]] = record["time"], float(record["train/loss"])
     started = next(event["time"] for event in read_events(root / name) if event["event"] == "started")
-    return ProcessTime(wall, cpu, loss, started - spawned)
+    return ProcessTime(wall, cpu, losses.get(steps, float("nan")), started - spawned, log_times)
 
 
 def bare_process(task_name: str, steps: int, threads: int) -> ProcessTime:
     """This file run as `--bare-process TASK STEPS`: a process that only imports torch, builds the
-    task and runs the bare loop, printing the time its loop starts and, at the end, the loss."""
+    task and runs the bare loop, printing the time its loop starts and, at the end, its log lines'
+    times and the loss."""
     wall, cpu, out, spawned = _timed_process([sys.executable, str(Path(__file__).resolve()), "--bare-process",
                                               task_name, str(steps)], threads)
-    words = out.split()  # a warning (torch's, say) may come before, between or after the two
+    words = out.split()  # a warning (torch's, say) may come before, between or after what it prints
     started, loss = float(words[words.index(LOOP_START) + 1]), float(words[-1])
-    return ProcessTime(wall, cpu, loss, started - spawned)
+    log_times = {int(step): at for step, at in json.loads(words[words.index(LOG_TIMES) + 1]).items()}
+    return ProcessTime(wall, cpu, loss, started - spawned, log_times)
 
 
 def _bare_process_main(task_name: str, steps: int) -> int:
     cfg = load_config(task_name, _overrides(steps))
-    logged = bare_loop(cfg, build_task(cfg), on_start=lambda: print(LOOP_START, repr(time.time()), flush=True))
+    logged = bare_loop(cfg, build_task(cfg), on_start=lambda: print(LOOP_START, repr(time.time()), flush=True),
+                       clock=time.time)
+    print(LOG_TIMES, json.dumps({step: at for step, (at, _) in logged.items()}, separators=(",", ":")))
     print(repr(logged[steps][1]))
     return 0
 
@@ -340,7 +361,9 @@ def bench_wall(task_name: str, threads: int, steps: int, repeats: int, scratch: 
     ran. The machine only ever adds time, and the fastest of several processes is the one it
     slowed least, as `timeit` takes the minimum. Beside it, for information: the median of the
     reps' ratios (each rep runs its two N-step processes back to back), what a typical run gives
-    here."""
+    here; and the loop's own speed second by second, from the log lines' times, as the 90th
+    percentile of every second of each side's N-step loops: the seconds the machine's slow phase
+    left alone, start-up and end excluded."""
     timed: dict[tuple[str, int], list[ProcessTime]] = {}
     engine_loss = bare_loss = float("nan")
     for index in range(repeats):
@@ -376,16 +399,21 @@ def bench_wall(task_name: str, threads: int, steps: int, repeats: int, scratch: 
     engine_cpu_rate, bare_cpu_rate = fastest("engine", "cpu"), fastest("bare", "cpu")
     engine_typical, bare_typical, typical_ratio = paired()
     engine_start, bare_start = start_up("engine"), start_up("bare")
+    engine_seconds, bare_seconds = (sorted(rate for process in timed[side, steps] for rate in process.rates_per_second())
+                                    for side in ("engine", "bare"))
     # Each process's times, in run order within its kind, for reading the noise afterwards.
     for (side, n), processes in sorted(timed.items()):
         print(f"# {task_name}, {threads} thread(s), {side} {n}-step processes, start-up + from the loop, s: "
               + " ".join(f"{process.start_up:.3f}+{process.from_loop:.3f}" for process in processes),
               file=sys.stderr, flush=True)
+    for side, seconds in (("engine", engine_seconds), ("bare", bare_seconds)):
+        print(f"# {task_name}, {threads} thread(s), {side} {steps}-step loops, steps/s in each second, sorted: "
+              + " ".join(f"{rate:.0f}" for rate in seconds), file=sys.stderr, flush=True)
     target = WALL_TARGETS[task_name]
     what = (f"`runctl train {task_name}` whole process, {threads} torch thread{'s' if threads > 1 else ''} "
             f"({steps} - 1 steps, {repeats} alternating reps, logging on, checkpoints off)")
     wall_ratio, cpu_ratio = engine_rate / bare_rate, engine_cpu_rate / bare_cpu_rate
-    return [
+    rows = [
         {"name": f"{what}: wall clock from the loop's start to exit, fastest processes, vs bare-loop process",
          "runctl": engine_rate, "baseline": bare_rate, "ratio": wall_ratio, "target": f"ratio >= {target}",
          "met": wall_ratio >= target, "unit": "steps/s"},
@@ -399,6 +427,13 @@ def bench_wall(task_name: str, threads: int, steps: int, repeats: int, scratch: 
          "runctl": engine_cpu_rate, "baseline": bare_cpu_rate, "ratio": cpu_ratio, "target": "info", "met": True,
          "unit": "steps/s"},
     ]
+    if len(engine_seconds) >= 2 and len(bare_seconds) >= 2:  # a loop shorter than two seconds has no such figure
+        engine_p90, bare_p90 = (statistics.quantiles(seconds, n=10)[-1] for seconds in (engine_seconds, bare_seconds))
+        rows.insert(2, {"name": f"{what}: the loop's speed second by second, 90th percentile of every N-step "
+                                f"process's seconds (info)",
+                        "runctl": engine_p90, "baseline": bare_p90, "ratio": engine_p90 / bare_p90, "target": "info",
+                        "met": True, "unit": "steps/s"})
+    return rows
 
 
 def run_wall(quick: bool, cases: tuple[tuple[str, int], ...] = WALL_CASES) -> list[dict]:
