@@ -248,6 +248,8 @@ class ProcessTime:
         """Steps/s in each whole second of the loop after WARMUP, from the log lines in it: the
         loop's own speed, second by second, without the start-up and the end."""
         steps = sorted(step for step in self.log_times if step >= WARMUP)
+        if not steps:  # a run shorter than WARMUP
+            return []
         rates, window_start, first = [], self.log_times[steps[0]], 0
         for index, step in enumerate(steps):
             if self.log_times[step] >= window_start + 1.0:
