@@ -61,7 +61,7 @@ from runctl.engine.api import new_run, train  # noqa: E402
 from runctl.engine.config import load_config  # noqa: E402
 from runctl.engine.tasks import build_task  # noqa: E402
 from runctl.runs.events import read_events  # noqa: E402
-from runctl.runs.layout import METRICS_JSONL  # noqa: E402
+from runctl.runs.metrics import MetricsReader  # noqa: E402
 
 TASKS = ("digits_mlp", "digits_cnn", "digits_vit", "char_gpt")
 LOG_EVERY = 10
@@ -312,15 +312,13 @@ def runctl_process(task_name: str, steps: int, threads: int, scratch: Path, inde
     overrides = [arg for o in _overrides(steps) for arg in ("--set", o)]
     wall, cpu, _, spawned = _timed_process([sys.executable, "-m", "runctl", "train", task_name, "--root",
                                             str(root), "--name", name, *overrides], threads)
-    log_times: dict[int, float] = {}
-    losses: dict[int, float] = {}
-    with open(root / name / METRICS_JSONL, encoding="utf-8") as metrics:
-        for line in metrics:
-            record = json.loads(line)
-            if "train/loss" in record:
-                log_times[record["step"]], losses[record["step"]] = record["time"], float(record["train/loss"])
+    metrics = MetricsReader(root / name)
+    metrics.poll()
+    logged_steps, losses = metrics.series("train/loss")
+    log_times = dict(zip(logged_steps.tolist(), metrics.times("train/loss").tolist(), strict=True))
+    loss = float(losses[-1]) if len(logged_steps) and logged_steps[-1] == steps else float("nan")
     started = next(event["time"] for event in read_events(root / name) if event["event"] == "started")
-    return ProcessTime(wall, cpu, losses.get(steps, float("nan")), started - spawned, log_times)
+    return ProcessTime(wall, cpu, loss, started - spawned, log_times)
 
 
 def bare_process(task_name: str, steps: int, threads: int) -> ProcessTime:
