@@ -22,19 +22,22 @@ from runctl.runs.layout import DEFAULT_DEPTH
 from runctl.tui.alerts import AlertRaised, AlertSettings
 from runctl.tui.early_listing import EarlyListing
 from runctl.tui.engine_host import EngineHost
+from runctl.tui.frame_timer import answer_input
 from runctl.tui.gc_policy import hold_collections, release_collections
 from runctl.tui.keymap import default_keymap_path, load_keymap, unknown_ids
 from runctl.tui.messages import EngineEvent, EngineFinished, RunsChanged, WatchStarted
 from runctl.tui.palette import ScreenActionsProvider
 from runctl.tui.screens.runs_list import RunsListScreen
 from runctl.tui.watch_bridge import WatchBridge, changed_run_dirs
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding
 from textual.worker import get_current_worker
 
 # Where the runs the UI trains run (`runctl --engine`): a thread of this process, or a child process each.
 ENGINES = ("thread", "process")
+# Input whose frame is painted at once (tui.frame_timer): not mouse moves, which come in floods.
+ANSWERED_INPUT = (events.Key, events.MouseDown, events.MouseUp, events.MouseScrollDown, events.MouseScrollUp)
 # How long a hang-up (SIGHUP) or SIGTERM waits for the engines' interrupt checkpoints.
 SIGNAL_STOP_TIMEOUT = 120.0
 # How long `q` -> stop waits for the engines before quitting anyway.
@@ -259,6 +262,13 @@ class RunctlApp(App[int]):
         self.push_screen(HelpScreen(key_rows(self.screen), self.keymap_path))
 
     # ------------------------------------------------------------ news from threads
+    async def on_event(self, event: events.Event) -> None:
+        # A key or a click reaches the app before any widget: the frame that answers it is then
+        # not held for the frame rate behind a frame the live view just painted.
+        if isinstance(event, ANSWERED_INPUT) and (isinstance(event, events.Key) or not event.is_forwarded):
+            answer_input(self.screen)
+        await super().on_event(event)
+
     def on_runs_changed(self, message: RunsChanged) -> None:
         runs = self.runs_list
         if runs is not None:

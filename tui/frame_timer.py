@@ -9,7 +9,15 @@ that too: key -> screen p95 of 29-32 ms against 13-15 ms idle while digits_mlp t
 with this timer (200 keys a figure, the keys of bench/bench_ui.py --only keys).
 
 `FrameTimer` keeps only the limit: a frame starts one interval or more after the last one started,
-and a repaint asked for after a quiet spell is painted on the event loop's next pass. `SteadyFrames`
+and a repaint asked for after a quiet spell is painted on the event loop's next pass.
+
+The frame that answers a key or a click is not held for the limit at all (`answer_input`, called
+by the app as the input arrives). The live view paints small frames of its own (the header's step,
+about five a second while digits_mlp trains), and a key pressed just after one waited the rest of
+the interval, 15-17 ms: the slowest tenth of the keys on the live view were mostly those
+(bench/key_timeline.py: every frame, chart render and key handler timed, 150 keys a run). With
+it, that wait is gone from the slowest tenth and key -> screen p95 fell from 25.8-27.1 ms to
+20.1-21.8 ms (idle 14-16 ms). `SteadyFrames`
 gives a screen this timer. It is the one module that touches Textual's private timer names
 (Textual is pinned to 8.2 in pyproject.toml); tests/tui/test_frame_timer.py checks that the
 installed Textual still builds the screen's timer through `set_interval` under this name.
@@ -30,23 +38,35 @@ class FrameTimer(Timer):
     """A repeating timer whose ticks are at least one interval apart, and otherwise immediate."""
 
     ticks = 0
+    _last_tick: float | None = None
+
+    def answer_input(self) -> None:
+        """The next frame starts as soon as it is asked for: it answers a key or a click."""
+        self._last_tick = None
 
     async def _run(self) -> None:
-        last_tick: float | None = None
         while True:
             await self._active.wait()
             self._reset = False
             now = _time.get_time()
+            last_tick = self._last_tick
             if last_tick is not None and now < last_tick + self._interval:
                 # asyncio's own sleep: it always yields, so a pause() during the wait is seen.
                 await asyncio.sleep(last_tick + self._interval - now)
                 continue
-            last_tick = now
+            self._last_tick = now
             self.ticks += 1
             try:
                 await self._tick(next_timer=now, count=self.ticks)
             except EventTargetGone:
                 break
+
+
+def answer_input(screen: object) -> None:
+    """Input arrived for `screen`: its next frame is not held for the interval (see the module)."""
+    timer = getattr(screen, "_update_timer", None)
+    if isinstance(timer, FrameTimer):
+        timer.answer_input()
 
 
 class SteadyFrames:

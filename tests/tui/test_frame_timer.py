@@ -114,3 +114,44 @@ async def test_frames_asked_for_in_a_burst_are_an_interval_apart() -> None:
             await _wait_for(lambda count=count: len(starts) == count)
     gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= INTERVAL / 5 - 0.01
+
+
+async def test_a_frame_that_answers_input_is_not_held_for_the_interval() -> None:
+    async with _running_timer(FrameTimer, INTERVAL) as (timer, starts):
+        timer.resume()
+        await _wait_for(lambda: len(starts) == 1)
+        timer.answer_input()
+        asked = time.monotonic()
+        timer.resume()
+        await _wait_for(lambda: len(starts) == 2)
+        assert starts[1] - asked < INTERVAL / 2
+        # Only that frame: the next one keeps the interval again.
+        timer.resume()
+        await _wait_for(lambda: len(starts) == 3)
+        assert starts[2] - starts[1] >= INTERVAL - 0.01
+
+
+async def test_keys_and_clicks_reach_the_screens_frame_timer_but_mouse_moves_do_not(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app tells the current screen's FrameTimer of a key or a click as it arrives (tui.app
+    on_event); a mouse move, which comes in floods, keeps the frame rate."""
+    from runctl.tui.app import make_app
+    from textual import events
+
+    answered: list[Timer] = []
+    monkeypatch.setattr(FrameTimer, "answer_input", lambda self: answered.append(self))
+    app = make_app(tmp_path, watch=False, keymap_path=tmp_path / "no-keys.yaml")
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        timer = app.screen._update_timer  # noqa: SLF001
+        assert isinstance(timer, FrameTimer)
+        app.post_message(events.MouseMove(None, 3, 3, 0, 0, 0, False, False, False))
+        await pilot.pause()
+        assert answered == []
+        app.post_message(events.Key("z", "z"))
+        await pilot.pause()
+        assert answered and set(answered) == {timer}
+        answered.clear()
+        app.post_message(events.MouseDown(None, 3, 3, 0, 0, 1, False, False, False))
+        await pilot.pause()
+        assert answered == [timer]
