@@ -113,11 +113,11 @@ async def _plot_frames(points: int, frames: int) -> dict:
         plot.data = data
         for index in range(frames):
             # One frame as the widget makes it: its draw (window, downsampling, plotext calls) and
-            # the render Textual asks for (plotext's build at the widget's size + ANSI parsing).
+            # the lines Textual asks for (plotext's build at the widget's size, made into lines).
             wall, cpu = time.perf_counter(), time.thread_time()
             plot._draw()  # noqa: SLF001 - the frame itself, without the redraw throttle
             drawn = time.thread_time()
-            chart.render()
+            chart.build_lines()
             frame_cpu.append((time.thread_time() - cpu) * 1e3)
             frame_wall.append((time.perf_counter() - wall) * 1e3)
             draw_cpu.append((drawn - cpu) * 1e3)
@@ -269,10 +269,10 @@ class _FrameClock:
     """When the frame answering a key reached the terminal driver (or, `until="draw"`, when the
     plot drew it: the end point of the metric line's latency, the baseline of that figure).
 
-    The chart's render runs inside Textual's compositor update; the update then goes to
+    The chart's lines are built inside Textual's compositor update; the update then goes to
     App._display, which writes it to the terminal (the headless driver of run_test drops it there,
-    after the work). A key's latency ends at the first _display whose update holds a chart render
-    made after the key with the key's new option. The wait is an asyncio future, not a polling
+    after the work). A key's latency ends at the first _display whose update holds chart lines built
+    after the key with the key's new option. The wait is an asyncio future, not a polling
     loop: polling would add work on the very thread being measured.
     """
 
@@ -281,7 +281,7 @@ class _FrameClock:
         self.rendered_options: tuple | None = None
         self._expect: tuple[int, tuple, asyncio.Future[float]] | None = None
         chart = plot.query_one("#loss-chart")
-        render, display, draw = chart.render, app._display, plot._draw
+        render, display, draw = chart.build_lines, app._display, plot._draw
 
         def options() -> tuple:
             return plot.smoothing, plot.log_y, plot.window_steps
@@ -305,11 +305,12 @@ class _FrameClock:
             if expect is not None and options() == expect[1] and not expect[2].done():
                 expect[2].set_result(time.perf_counter())
 
-        # Instance attributes: Textual calls self.render() and app._display(), LossPlot self._draw().
+        # Instance attributes: the chart calls self.build_lines() for a frame, Textual
+        # app._display(), LossPlot self._draw().
         if until == "draw":
             plot._draw = timed_draw
         else:
-            chart.render = timed_render
+            chart.build_lines = timed_render
             app._display = timed_display
 
     def expect(self, options: tuple) -> asyncio.Future[float]:

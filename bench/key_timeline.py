@@ -77,7 +77,7 @@ class Recorder:
         from textual.screen import Screen
 
         self.time_method(Screen, "_on_timer_update", "frame")
-        self.time_method(PlotextChart, "render", "chart")
+        self.time_method(PlotextChart, "build_lines", "chart")
         self.time_method(LossPlot, "redraw_now", "key draw")
         self.time_method(LossPlot, "_draw_pending", "data draw")
         self.time_method(LossPlot, "on_loss_plot_points", "points")

@@ -59,3 +59,55 @@ async def test_chart_text_equals_plotexts_ansi_output(options: dict) -> None:
             assert isinstance(fast, Text) and isinstance(reference, Text)
             assert fast.plain == reference.plain
             assert _styled_cells(fast) == _styled_cells(reference)
+
+
+def _cells(strips) -> list[list[tuple[str, object]]]:
+    """Each line's cells as (character, style without Textual's mouse-offset metadata)."""
+    return [[(char, segment.style.clear_meta_and_links() if segment.style else None)
+             for segment in strip for char in segment.text] for strip in strips]
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"log_y": True},
+    {"smoothing": 0.9, "window_steps": 1000},
+    {"show_lr": True},
+    {"data": PlotData()},
+])
+async def test_chart_lines_equal_textuals_lines_of_its_text(options: dict) -> None:
+    """The chart's own lines (PlotextChart.render_line) are the ones Textual makes from its Rich
+    text, cell for cell, in the widget's own colours."""
+    from textual.visual import Visual, visualize
+
+    app = PlotApp()
+    async with app.run_test(size=(100, 36)) as pilot:
+        plot = app.query_one(LossPlot)
+        plot.data = options.pop("data", _data())
+        for name, value in options.items():
+            setattr(plot, name, value)
+        await pilot.pause()
+        for chart in [chart for chart in plot.query(PlotextChart) if chart.display]:
+            width, height = chart.size
+            plot._draw()  # noqa: SLF001 - a fresh figure for each path
+            lines = [chart.render_line(y) for y in range(height)]
+            plot._draw()  # noqa: SLF001
+            textual_lines = Visual.to_strips(chart, visualize(chart, chart.render()), width, height,
+                                             chart.visual_style)
+            assert len(lines) == height
+            assert all(line.cell_length == width for line in lines)
+            assert _cells(lines) == _cells(textual_lines)
+
+
+async def test_chart_lines_are_built_again_after_a_redraw_only() -> None:
+    app = PlotApp()
+    async with app.run_test(size=(100, 36)) as pilot:
+        plot = app.query_one(LossPlot)
+        plot.data = _data()
+        await pilot.pause()
+        chart = plot.query_one("#loss-chart", PlotextChart)
+        before = [chart.render_line(y) for y in range(chart.size.height)]
+        assert chart.render_line(0) is before[0]  # kept between frames
+        plot.log_y = True  # redraws at once
+        after = [chart.render_line(y) for y in range(chart.size.height)]
+        assert _cells(after) != _cells(before)
+        assert "log-y" in "".join(segment.text for segment in after[0])

@@ -14,9 +14,11 @@ import math
 import time
 from functools import lru_cache
 from itertools import groupby
+from typing import Self
 
 import numpy as np
 from rich.ansi import AnsiDecoder
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Span, Text
 from runctl.runs.metrics import downsample_minmax, ema_smooth
@@ -25,8 +27,10 @@ from runctl.tui.widgets.plotext_adapter import build_matrix, colors_to_ansi, set
 from runctl.tui.widgets.plotext_fast import faster_plotext
 from textual.app import ComposeResult, RenderResult
 from textual.containers import Vertical
+from textual.geometry import Region
 from textual.message import Message
 from textual.reactive import reactive
+from textual.strip import Strip
 from textual.timer import Timer
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
@@ -106,27 +110,24 @@ def _finite_points(steps: np.ndarray, values: np.ndarray) -> tuple[list[float], 
     return steps[keep].astype(float).tolist(), values[keep].astype(float).tolist()
 
 
-def figure_text(plot: Plot) -> Text:
-    """Build the figure and return it as Rich text, equal to `Text.from_ansi(plot.build())`.
+Run = tuple[str, Style | None]
 
-    `plot.build()` joins plotext's matrix of characters and colours into one ANSI string, cell by
-    cell, and `Text.from_ansi` parses it back: at 120x40 the two took 6.5 ms of a 20 ms frame (see
-    bench/bench_ui.py bench_plot). Here each row's runs of equal colours become spans directly.
-    The matrix is plotext's own (textual-plotext's Plot is plotext's figure class, read through
-    tui.widgets.plotext_adapter); if a plotext release moves it, the ANSI path is taken.
-    """
+
+def figure_rows(plot: Plot) -> list[list[Run]] | None:
+    """Build the figure as rows of (characters, Rich style) runs, top row first: plotext's matrix
+    of characters and colours, each row's cells of equal colours joined. None when the installed
+    plotext does not build that way (tui.widgets.plotext_adapter) or draws in its fast mode."""
     try:
         if plot.monitor.fast_plot:
-            return Text.from_ansi(plot.build())
+            return None
         with faster_plotext():
-            grid = build_matrix(plot)
+            markers, foregrounds, styles, backgrounds = build_matrix(plot)
     except AttributeError:
-        return Text.from_ansi(plot.build())
-    lines: list[str] = []
-    spans: list[Span] = []
-    offset = 0
-    markers, foregrounds, styles, backgrounds = grid
+        return None
+    rows: list[list[Run]] = []
     for row in reversed(range(len(markers))):  # plotext's row 0 is the bottom line
+        characters = markers[row]
+        runs: list[Run] = []
         column = 0
         for colors, run in groupby(zip(foregrounds[row], styles[row], backgrounds[row], strict=True)):
             length = len(list(run))
@@ -134,14 +135,47 @@ def figure_text(plot: Plot) -> Text:
                 style = _cell_style(*colors)
             except TypeError:  # a colour given as a list: not hashable, so not cached
                 style = _cell_style.__wrapped__(*colors)
-            if style is not None:
-                spans.append(Span(offset + column, offset + column + length, style))
+            runs.append(("".join(characters[column:column + length]), style))
             column += length
-        line = "".join(markers[row])
+        rows.append(runs)
+    return rows
+
+
+def figure_text(plot: Plot) -> Text:
+    """Build the figure and return it as Rich text, equal to `Text.from_ansi(plot.build())`.
+
+    `plot.build()` joins plotext's matrix of characters and colours into one ANSI string, cell by
+    cell, and `Text.from_ansi` parses it back: at 120x40 the two took 6.5 ms of a 20 ms frame (see
+    bench/bench_ui.py bench_plot). Here each row's runs of equal colours become spans directly.
+    If a plotext release moves the matrix (`figure_rows`), the ANSI path is taken.
+    """
+    rows = figure_rows(plot)
+    if rows is None:
+        return Text.from_ansi(plot.build())
+    lines: list[str] = []
+    spans: list[Span] = []
+    offset = 0
+    for runs in rows:
+        column = 0
+        for characters, style in runs:
+            if style is not None:
+                spans.append(Span(offset + column, offset + column + len(characters), style))
+            column += len(characters)
+        line = "".join(characters for characters, _ in runs)
         lines.append(line)
         offset += len(line) + 1
     # from_ansi keeps the empty line after the last newline of plotext's output; so does this.
     return Text("\n".join(lines) + "\n", spans=spans, end="\n", tab_size=8)
+
+
+def figure_strips(rows: list[list[Run]], base: Style, width: int) -> list[Strip]:
+    """The rows as the widget's lines: each run in the widget's style with its colours on top,
+    each line cut or padded to `width` cells."""
+    strips = []
+    for runs in rows:
+        segments = [Segment(characters, base + style if style is not None else base) for characters, style in runs]
+        strips.append(Strip(segments).adjust_cell_length(width, base))
+    return strips
 
 
 @lru_cache(maxsize=512)
@@ -155,16 +189,55 @@ def _cell_style(foreground: object, style: object, background: object) -> Style 
 
 
 class PlotextChart(PlotextPlot):
-    """A PlotextPlot whose render skips the ANSI round trip (see `figure_text`)."""
+    """A PlotextPlot drawn as lines (Textual's line API) built from plotext's matrix.
 
-    def render(self) -> RenderResult:
+    Textual turns a widget's Rich text into its lines through its own Content on every frame: for
+    this chart that took as long as plotext's build (bench/key_timeline.py). Here the lines are
+    made from the matrix directly and kept until the widget is refreshed, resized or restyled.
+    `render` (the Rich text) stays for Textual's path where plotext's matrix is not reachable.
+    """
+
+    # A picture in braille dots, not text to copy; its lines carry no offsets for a selection.
+    ALLOW_SELECT = False
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self._version = 0  # refreshes so far: new lines are built after each
+        self._lines_key: tuple | None = None
+        self._lines: list[Strip] | None = None
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def refresh(self, *regions: Region, repaint: bool = True, layout: bool = False,
+                recompose: bool = False) -> Self:
+        self._version += 1
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    def _prepare_figure(self) -> Plot:
         plot = self.plt
         width, height = self.size.width, self.size.height
         # As PlotextPlot.render.
         plot.plotsize(width, height)
         set_size(plot, width, height)
         plot.theme(self._get_plotext_theme_name(self.app.theme))
-        return figure_text(plot)
+        return plot
+
+    def render(self) -> RenderResult:
+        return figure_text(self._prepare_figure())
+
+    def build_lines(self) -> list[Strip] | None:
+        """The figure as the widget's lines, or None where plotext's matrix is not reachable."""
+        rows = figure_rows(self._prepare_figure())
+        return None if rows is None else figure_strips(rows, self.visual_style.rich_style, self.size.width)
+
+    def render_line(self, y: int) -> Strip:
+        key = (self._version, self.size, self.app.theme, self.visual_style.rich_style)
+        if key != self._lines_key:
+            self._lines = self.build_lines()
+            self._lines_key = key
+        if self._lines is None:
+            return super().render_line(y)
+        if y < len(self._lines):
+            return self._lines[y]
+        return Strip.blank(self.size.width, self.visual_style.rich_style)
 
 
 class LossPlot(Vertical):
