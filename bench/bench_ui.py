@@ -5,8 +5,8 @@
 Figures (one row each: name, runctl, baseline, ratio, target, met):
 - plot frame: the run view's LossPlot drawing a 1,000,000-step train curve (+ a val curve of
   10,000 points) in a 120x40 headless app: the widget's draw (window, min/max downsampling to
-  the plot width, plotext calls) plus the plotext build that renders it, median of repeated
-  frames. Baseline: plotext plotting the raw points at the same size. Target <= 13 ms.
+  the plot width, plotext calls) plus the plotext build and the chart's lines made from it,
+  median of repeated frames. Baseline: plotext plotting the raw points at the same size. Target <= 13 ms.
 - metric appended -> visible: the real app (`make_app(root, watch=True)`, App.run_test) shows a
   run whose engine is in another process (lock held, status running); a train line is appended to
   its metrics.jsonl at random moments; the latency is until the LossPlot holds that step and has
@@ -146,7 +146,7 @@ def bench_plot(quick: bool) -> list[dict]:
     # CPU time of the UI thread: a frame is single-threaded CPU work, so this is its duration on an
     # idle machine; wall time on a shared machine also counts the neighbours (reported beside).
     return [
-        ratio_row(f"{label}: draw + plotext build + ANSI parse, CPU (median of {len(t['frame_cpu'])}) "
+        ratio_row(f"{label}: draw + plotext build + the chart's lines, CPU (median of {len(t['frame_cpu'])}) "
                   "vs plotext on the raw points", frame, raw, FRAME_RATIO, "ms", absolute=FRAME_TARGET_MS),
         _row(f"{label}: the widget's draw alone (downsample + plotext calls), CPU (info)", draw, None, "info", True,
              "ms"),

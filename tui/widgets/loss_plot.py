@@ -4,8 +4,9 @@ Plot options (smoothing, log-y, window, LR panel) are reactives that the run vie
 textual-plotext rebuilds the whole figure on every render, so each curve is smoothed once per data
 change (cached), cut to the window, then downsampled min/max per column to the widget's width,
 and redraws are throttled to a few per second. The charts turn plotext's character matrix into
-Rich text directly rather than through an ANSI string (`figure_text`). Log-y is drawn as log10 of the values with decade
-tick labels, because plotext's own log scale breaks on rebuild in textual-plotext 1.0.1.
+their lines directly (`figure_rows`, `figure_strips`), not through an ANSI string and Textual's
+text rendering, and keep them until the next redraw. Log-y is drawn as log10 of the values with
+decade tick labels, because plotext's own log scale breaks on rebuild in textual-plotext 1.0.1.
 """
 
 from __future__ import annotations
