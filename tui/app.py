@@ -263,8 +263,9 @@ class RunctlApp(App[int]):
 
     # ------------------------------------------------------------ news from threads
     async def on_event(self, event: events.Event) -> None:
-        # A key or a click reaches the app before any widget: the frame that answers it is then
-        # not held for the frame rate behind a frame the live view just painted.
+        # A key or a click reaches the app before any widget (and a key again, on its way back
+        # for the app's bindings): the frame that answers it is then not held for the frame rate
+        # behind a frame the live view just painted.
         if isinstance(event, ANSWERED_INPUT) and (isinstance(event, events.Key) or not event.is_forwarded):
             answer_input(self.screen)
         await super().on_event(event)

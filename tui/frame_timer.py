@@ -14,13 +14,14 @@ and a repaint asked for after a quiet spell is painted on the event loop's next 
 The frame that answers a key or a click is not held for the limit at all (`answer_input`, called
 by the app as the input arrives). The live view paints small frames of its own (the header's step,
 about five a second while digits_mlp trains), and a key pressed just after one waited the rest of
-the interval, 15-17 ms: the slowest tenth of the keys on the live view were mostly those
-(bench/key_timeline.py: every frame, chart render and key handler timed, 150 keys a run). With
+the interval, 15-17 ms: about half of the slowest tenth of the keys on the live view were those
+(bench/key_timeline.py: every frame, chart build and key handler timed, 150 keys a run). With
 it, that wait is gone from the slowest tenth and key -> screen p95 fell from 25.8-27.1 ms to
-20.1-21.8 ms (idle 14-16 ms). `SteadyFrames`
-gives a screen this timer. It is the one module that touches Textual's private timer names
-(Textual is pinned to 8.2 in pyproject.toml); tests/tui/test_frame_timer.py checks that the
-installed Textual still builds the screen's timer through `set_interval` under this name.
+20.1-21.8 ms (idle 14-16 ms).
+
+`SteadyFrames` gives a screen this timer. It is the one module that touches Textual's private
+timer names (Textual is pinned to 8.2 in pyproject.toml); tests/tui/test_frame_timer.py checks that
+the installed Textual still builds the screen's timer through `set_interval` under this name.
 """
 
 from __future__ import annotations
