@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import numpy as np
 import pytest
 from rich.console import Console
@@ -34,14 +37,20 @@ class PlotApp(App[None]):
         yield LossPlot(id="plot")
 
 
-@pytest.mark.parametrize("options", [
+PLOT_OPTIONS = [
     {},
     {"log_y": True},
     {"smoothing": 0.9, "window_steps": 1000},
     {"show_lr": True},
     {"data": PlotData()},  # "no metrics yet"
-])
-async def test_chart_text_equals_plotexts_ansi_output(options: dict) -> None:
+]
+
+
+@contextlib.asynccontextmanager
+async def _shown_charts(options: dict) -> AsyncIterator[tuple[LossPlot, list[PlotextChart]]]:
+    """A 100x36 app's LossPlot with `options` set (and `_data()` unless they hold "data"), and its
+    displayed charts."""
+    options = dict(options)
     app = PlotApp()
     async with app.run_test(size=(100, 36)) as pilot:
         plot = app.query_one(LossPlot)
@@ -51,6 +60,12 @@ async def test_chart_text_equals_plotexts_ansi_output(options: dict) -> None:
         await pilot.pause()
         charts = [chart for chart in plot.query(PlotextChart) if chart.display]
         assert charts and all(chart.size.width > 20 for chart in charts)
+        yield plot, charts
+
+
+@pytest.mark.parametrize("options", PLOT_OPTIONS)
+async def test_chart_text_equals_plotexts_ansi_output(options: dict) -> None:
+    async with _shown_charts(options) as (plot, charts):
         for chart in charts:
             plot._draw()  # noqa: SLF001 - a fresh figure for each path: a build changes plotext's state
             fast = chart.render()
@@ -67,26 +82,14 @@ def _cells(strips) -> list[list[tuple[str, object]]]:
              for segment in strip for char in segment.text] for strip in strips]
 
 
-@pytest.mark.parametrize("options", [
-    {},
-    {"log_y": True},
-    {"smoothing": 0.9, "window_steps": 1000},
-    {"show_lr": True},
-    {"data": PlotData()},
-])
+@pytest.mark.parametrize("options", PLOT_OPTIONS)
 async def test_chart_lines_equal_textuals_lines_of_its_text(options: dict) -> None:
     """The chart's own lines (PlotextChart.render_line) are the ones Textual makes from its Rich
     text, cell for cell, in the widget's own colours."""
     from textual.visual import Visual, visualize
 
-    app = PlotApp()
-    async with app.run_test(size=(100, 36)) as pilot:
-        plot = app.query_one(LossPlot)
-        plot.data = options.pop("data", _data())
-        for name, value in options.items():
-            setattr(plot, name, value)
-        await pilot.pause()
-        for chart in [chart for chart in plot.query(PlotextChart) if chart.display]:
+    async with _shown_charts(options) as (plot, charts):
+        for chart in charts:
             width, height = chart.size
             plot._draw()  # noqa: SLF001 - a fresh figure for each path
             lines = [chart.render_line(y) for y in range(height)]
