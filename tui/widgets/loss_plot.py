@@ -21,12 +21,11 @@ import numpy as np
 from rich.ansi import AnsiDecoder
 from rich.segment import Segment
 from rich.style import Style
-from rich.text import Span, Text
 from runctl.runs.metrics import downsample_minmax, ema_smooth
 from runctl.runs.plot_series import Curve, PlotData, PlotDelta, PlotSeries
 from runctl.tui.widgets.plotext_adapter import build_matrix, colors_to_ansi, set_size
 from runctl.tui.widgets.plotext_fast import faster_plotext
-from textual.app import ComposeResult, RenderResult
+from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.geometry import Region
 from textual.message import Message
@@ -142,33 +141,6 @@ def figure_rows(plot: Plot) -> list[list[Run]] | None:
     return rows
 
 
-def figure_text(plot: Plot) -> Text:
-    """Build the figure and return it as Rich text, equal to `Text.from_ansi(plot.build())`.
-
-    `plot.build()` joins plotext's matrix of characters and colours into one ANSI string, cell by
-    cell, and `Text.from_ansi` parses it back: at 120x40 the two took 6.5 ms of a 20 ms frame (see
-    bench/bench_ui.py bench_plot). Here each row's runs of equal colours become spans directly.
-    If a plotext release moves the matrix (`figure_rows`), the ANSI path is taken.
-    """
-    rows = figure_rows(plot)
-    if rows is None:
-        return Text.from_ansi(plot.build())
-    lines: list[str] = []
-    spans: list[Span] = []
-    offset = 0
-    for runs in rows:
-        column = 0
-        for characters, style in runs:
-            if style is not None:
-                spans.append(Span(offset + column, offset + column + len(characters), style))
-            column += len(characters)
-        line = "".join(characters for characters, _ in runs)
-        lines.append(line)
-        offset += len(line) + 1
-    # from_ansi keeps the empty line after the last newline of plotext's output; so does this.
-    return Text("\n".join(lines) + "\n", spans=spans, end="\n", tab_size=8)
-
-
 def figure_strips(rows: list[list[Run]], base: Style, width: int) -> list[Strip]:
     """The rows as the widget's lines: each run in the widget's style with its colours on top,
     each line cut or padded to `width` cells."""
@@ -195,7 +167,8 @@ class PlotextChart(PlotextPlot):
     Textual turns a widget's Rich text into its lines through its own Content on every frame: for
     this chart that took as long as plotext's build (bench/key_timeline.py). Here the lines are
     made from the matrix directly and kept until the widget is refreshed, resized or restyled.
-    `render` (the Rich text) stays for Textual's path where plotext's matrix is not reachable.
+    Where plotext's matrix is not reachable, Textual draws textual-plotext's own `render` (the
+    figure as an ANSI string, parsed back).
     """
 
     # A picture in braille dots, not text to copy; its lines carry no offsets for a selection.
@@ -212,22 +185,16 @@ class PlotextChart(PlotextPlot):
         self._version += 1
         return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
-    def _prepare_figure(self) -> Plot:
+    def build_lines(self) -> list[Strip] | None:
+        """The figure as the widget's lines, or None where plotext's matrix is not reachable."""
         plot = self.plt
         width, height = self.size.width, self.size.height
-        # As PlotextPlot.render.
+        # As PlotextPlot.render, up to its build.
         plot.plotsize(width, height)
         set_size(plot, width, height)
         plot.theme(self._get_plotext_theme_name(self.app.theme))
-        return plot
-
-    def render(self) -> RenderResult:
-        return figure_text(self._prepare_figure())
-
-    def build_lines(self) -> list[Strip] | None:
-        """The figure as the widget's lines, or None where plotext's matrix is not reachable."""
-        rows = figure_rows(self._prepare_figure())
-        return None if rows is None else figure_strips(rows, self.visual_style.rich_style, self.size.width)
+        rows = figure_rows(plot)
+        return None if rows is None else figure_strips(rows, self.visual_style.rich_style, width)
 
     def render_line(self, y: int) -> Strip:
         key = (self._version, self.size, self.app.theme, self.visual_style.rich_style)
