@@ -277,26 +277,26 @@ class _FrameClock:
     """
 
     def __init__(self, app, plot, until: str = "screen") -> None:
-        self.renders = 0
-        self.rendered_options: tuple | None = None
+        self.builds = 0
+        self.built_options: tuple | None = None
         self._expect: tuple[int, tuple, asyncio.Future[float]] | None = None
         chart = plot.query_one("#loss-chart")
-        render, display, draw = chart.build_lines, app._display, plot._draw
+        build, display, draw = chart.build_lines, app._display, plot._draw
 
         def options() -> tuple:
             return plot.smoothing, plot.log_y, plot.window_steps
 
-        def timed_render():
-            self.renders += 1
-            self.rendered_options = options()
-            return render()
+        def timed_build():
+            self.builds += 1
+            self.built_options = options()
+            return build()
 
         def timed_display(screen, update):
             display(screen, update)
             expect = self._expect
             if update is not None and expect is not None:
-                after_renders, wanted, shown = expect
-                if self.renders > after_renders and self.rendered_options == wanted and not shown.done():
+                after_builds, wanted, shown = expect
+                if self.builds > after_builds and self.built_options == wanted and not shown.done():
                     shown.set_result(time.perf_counter())
 
         def timed_draw():
@@ -310,13 +310,13 @@ class _FrameClock:
         if until == "draw":
             plot._draw = timed_draw
         else:
-            chart.build_lines = timed_render
+            chart.build_lines = timed_build
             app._display = timed_display
 
     def expect(self, options: tuple) -> asyncio.Future[float]:
         """A future for the time the next frame showing `options` is displayed (or drawn)."""
         shown: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._expect = (self.renders, options, shown)
+        self._expect = (self.builds, options, shown)
         return shown
 
 
